@@ -1,0 +1,38 @@
+"""The worker process: an rq SimpleWorker with rq's scheduler, inside the app context.
+
+SimpleWorker runs each job in the worker process itself: no fork per job, so the app,
+its database pool and its Redis connection are built once and reused by every job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from approval_queue import names
+from approval_queue.jobs import queue
+from review.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(rt: Runtime) -> SimpleWorker:
+    client = rt.redis.client()
+    return SimpleWorker(
+        [queue(client, name) for name in names.ALL],
+        connection=client,
+        serializer=JSONSerializer,
+    )
+
+
+def run_worker(rt: Runtime, *, burst: bool = False) -> bool:
+    """Work until stopped (or, with burst, until the queues are empty)."""
+    worker = build_worker(rt)
+    if rt.settings.demo:
+        from approval_queue.demo_agent import start_demo_agent
+
+        start_demo_agent(rt)
+    log.info("worker %s on %s (burst=%s)", worker.name, ", ".join(names.ALL), burst)
+    return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

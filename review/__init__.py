@@ -1,0 +1,1 @@
+"""Countersign: human-in-the-loop approval for AI agents."""

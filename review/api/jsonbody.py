@@ -1,0 +1,78 @@
+"""Strict JSON request bodies: UTF-8, no NaN/Infinity, bounded depth, storable everywhere.
+
+Beyond what `json.loads` checks, every string must be storable and canonicalisable:
+no lone surrogates (not Unicode text at all: 400) and no NUL characters (PostgreSQL
+cannot store them: 422); integers must fit RFC 8785's exact range (|n| <= 2^53 - 1)
+because the action digest and the audit chain canonicalise them (422).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from review.api.errors import ApiError
+from review.diffing import json_pointer
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes, max_depth: int) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_json", "body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(400, "malformed_json", f"JSON nests deeper than {max_depth}") from None
+    except ValueError as exc:
+        raise ApiError(400, "malformed_json", f"body is not valid JSON: {_short(exc)}") from None
+    _check_tree(value, max_depth)
+    return value
+
+
+def _short(exc: Exception) -> str:
+    return str(exc)[:200]
+
+
+def _check_tree(root: Any, max_depth: int) -> None:
+    """One iterative pass: depth, strings and integers (see the module docstring)."""
+    stack: list[tuple[Any, int, tuple]] = [(root, 1, ())]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > max_depth:
+                raise ApiError(400, "malformed_json", f"JSON nests deeper than {max_depth}")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                if isinstance(key, str):
+                    _check_string(key, path + (key,))
+                stack.append((child, depth + 1, path + (key,)))
+        elif isinstance(node, str):
+            _check_string(node, path)
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_SAFE_INTEGER:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "request does not match the schema",
+                [{"path": json_pointer(list(path)), "message": "integer outside ±(2^53 - 1)"}],
+            )
+
+
+def _check_string(text: str, path: tuple) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "malformed_json", "JSON string holds a lone surrogate") from None
+    if "\x00" in text:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "request does not match the schema",
+            [{"path": json_pointer(list(path)), "message": "must not contain NUL characters"}],
+        )

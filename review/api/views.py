@@ -1,0 +1,164 @@
+"""The /api/v1 views: read the raw request, authenticate, call the domain, answer JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from review import intake
+from review.agents import find_agent
+from review.api import schema
+from review.api.errors import ApiError, not_found, unauthorized
+from review.api.jsonbody import parse_json
+from review.decisions import cancel_deferral
+from review.models import Agent, Deferral
+from review.quotas import check_rate
+from review.resources import agent_status, deferral_resource
+from review.runtime import Runtime, current_runtime
+from review.signing import SignatureError, parse_headers
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.errorhandler(ApiError)
+def on_api_error(error: ApiError) -> Response:
+    response = jsonify(error.body())
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def on_http_error(error: HTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.code or 0, "bad_request")
+    return on_api_error(ApiError(error.code or 400, code, error.description or code))
+
+
+@bp.errorhandler(Exception)
+def on_unexpected(error: Exception) -> Response:
+    log.exception("unexpected error in %s %s", request.method, request.path)
+    return on_api_error(ApiError(500, "internal_error", "the server failed; nothing was changed"))
+
+
+def raw_body(rt: Runtime) -> bytes:
+    """The body, refused with 413 before reading when it is over the limit."""
+    limit = rt.settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"body is over {limit} bytes")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "payload_too_large", f"body is over {limit} bytes")
+    return data
+
+
+def require_json(rt: Runtime, body: bytes) -> Any:
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ApiError(415, "unsupported_media_type", "send JSON as UTF-8")
+    return parse_json(body, rt.settings.max_json_depth)
+
+
+def authenticate_agent(rt: Runtime, session: Session, slug: str, body: bytes) -> Agent:
+    """The agent named in the path, if it signed this request; 401 otherwise."""
+    try:
+        signed = parse_headers(request.headers)
+    except SignatureError:
+        raise unauthorized() from None
+    agent = find_agent(session, slug)
+    if agent is None or not signed.signed_by_any(rt.secrets.secrets_for(agent), body):
+        raise unauthorized()
+    return agent
+
+
+def authenticate_for_deferral(
+    rt: Runtime, session: Session, deferral_id: str, body: bytes
+) -> tuple[Agent, Deferral]:
+    """The deferral's own agent, if it signed this request.
+
+    The path names no agent, so the secret comes from the deferral's agent. A request
+    correctly signed by a different agent answers 404, as if the deferral did not
+    exist (PROTOCOL.md section 3); one signed by nobody we know answers 401.
+    """
+    try:
+        signed = parse_headers(request.headers)
+    except SignatureError:
+        raise unauthorized() from None
+    deferral = session.get(Deferral, deferral_id) if len(deferral_id) <= 40 else None
+    if deferral is not None and signed.signed_by_any(rt.secrets.secrets_for(deferral.agent), body):
+        return deferral.agent, deferral
+    for other in session.scalars(select(Agent)):
+        if signed.signed_by_any(rt.secrets.secrets_for(other), body):
+            raise not_found()
+    raise unauthorized()
+
+
+def refuse(rt: Runtime, agent: Agent, error: ApiError, webhook_id: str | None) -> ApiError:
+    """Audit a refusal of an authenticated request, then hand the error back to raise."""
+    intake.record_refusal(rt, agent, error, webhook_id=webhook_id, endpoint=request.path)
+    return error
+
+
+@bp.post("/agents/<slug>/deferrals")
+def create_deferral(slug: str):
+    rt = current_runtime()
+    body = raw_body(rt)
+    with rt.db.read() as session:
+        agent = authenticate_agent(rt, session, slug, body)
+    webhook_id = request.headers["webhook-id"]
+    try:
+        check_rate(rt.redis.client(), agent.slug, rt.settings.agent_rate)
+        payload = require_json(rt, body)
+        schema.validate("DeferralRequest", payload)
+        received = intake.create_deferral(rt, agent.id, webhook_id, intake.prepare(rt, payload))
+    except ApiError as error:
+        raise refuse(rt, agent, error, webhook_id) from None
+    status = 202 if received.created else 200
+    return jsonify(deferral_resource(received.deferral)), status
+
+
+@bp.get("/deferrals/<deferral_id>")
+def read_deferral(deferral_id: str):
+    rt = current_runtime()
+    body = raw_body(rt)
+    with rt.db.read() as session:
+        _agent, deferral = authenticate_for_deferral(rt, session, deferral_id, body)
+        return jsonify(deferral_resource(deferral))
+
+
+@bp.post("/deferrals/<deferral_id>/cancel")
+def cancel(deferral_id: str):
+    rt = current_runtime()
+    body = raw_body(rt)
+    with rt.db.read() as session:
+        agent, _ = authenticate_for_deferral(rt, session, deferral_id, body)
+    try:
+        payload = require_json(rt, body)
+        schema.validate("CancelRequest", payload)
+        deferral = cancel_deferral(rt, deferral_id, agent, payload["reason"])
+    except ApiError as error:
+        raise refuse(rt, agent, error, request.headers.get("webhook-id")) from None
+    with rt.db.read() as session:
+        deferral = session.get(Deferral, deferral.id)
+        return jsonify(deferral_resource(deferral))
+
+
+@bp.get("/agents/<slug>/status")
+def status(slug: str):
+    rt = current_runtime()
+    body = raw_body(rt)
+    with rt.db.read() as session:
+        agent = authenticate_agent(rt, session, slug, body)
+        return jsonify(agent_status(agent))
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(schema.openapi_document())

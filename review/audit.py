@@ -1,0 +1,175 @@
+"""The audit chain: append-only, hash-chained events, written inside the caller's transaction.
+
+Each event's hash is SHA-256 over the RFC 8785 canonical JSON of its fields and the
+previous event's hash, so changing, removing or reordering any stored event breaks
+every hash after it. Writers lock the single `audit_head` row (on SQLite the
+IMMEDIATE transaction already serialises writers), so the chain has one order and no
+gaps even with many processes writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from review.models import AuditEvent, AuditHead, utcnow
+
+GENESIS_HASH = "0" * 64
+ACTOR_KINDS = ("user", "agent", "system")
+
+
+def canonical_json(value: Any) -> bytes:
+    return rfc8785.dumps(value)
+
+
+def format_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(
+    *,
+    seq: int,
+    at: datetime,
+    actor_kind: str,
+    actor_id: str,
+    event_type: str,
+    agent: str | None,
+    deferral_id: str | None,
+    payload: Any,
+    prev_hash: str,
+) -> str:
+    record = {
+        "seq": seq,
+        "at": format_time(at),
+        "actor_kind": actor_kind,
+        "actor_id": actor_id,
+        "event_type": event_type,
+        "agent": agent,
+        "deferral_id": deferral_id,
+        "payload": payload,
+        "prev_hash": prev_hash,
+    }
+    return hashlib.sha256(canonical_json(record)).hexdigest()
+
+
+def record_event(
+    session: Session,
+    *,
+    actor_kind: str,
+    actor_id: str,
+    event_type: str,
+    agent: str | None = None,
+    deferral_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    """Append one event to the chain inside `session`'s transaction (which the caller commits)."""
+    if actor_kind not in ACTOR_KINDS:
+        raise ValueError(f"unknown actor kind {actor_kind!r}")
+    payload = payload or {}
+    at = at or utcnow()
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one()
+    seq = head.seq + 1
+    digest = event_hash(
+        seq=seq,
+        at=at,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        event_type=event_type,
+        agent=agent,
+        deferral_id=deferral_id,
+        payload=payload,
+        prev_hash=head.hash,
+    )
+    event = AuditEvent(
+        seq=seq,
+        at=at,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        event_type=event_type,
+        agent=agent,
+        deferral_id=deferral_id,
+        payload=canonical_json(payload).decode(),
+        prev_hash=head.hash,
+        hash=digest,
+    )
+    session.add(event)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
+    head.seq, head.hash = seq, digest  # keep the identity map in step with the row
+    return event
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    count: int
+    head: str
+    bad_seq: int | None = None
+    problem: str | None = None
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"OK {self.count} events, head {self.head}"
+        return f"BAD event {self.bad_seq}: {self.problem}"
+
+
+def iter_events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
+    """Every event in sequence order, read in keyset pages so memory stays flat."""
+    after = 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].seq
+        session.expunge_all()
+
+
+def verify_chain(session: Session) -> VerifyResult:
+    """Walk the whole chain; name the first event whose link or hash does not hold."""
+    expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
+    for event in iter_events(session):
+        if event.seq != expected_seq:
+            problem = f"sequence gap: expected {expected_seq}, found {event.seq}"
+            return VerifyResult(False, count, prev_hash, expected_seq, problem)
+        if event.prev_hash != prev_hash:
+            return VerifyResult(
+                False, count, prev_hash, event.seq, "previous-hash link does not match"
+            )
+        try:
+            payload = json.loads(event.payload)
+        except ValueError:
+            return VerifyResult(False, count, prev_hash, event.seq, "payload is not valid JSON")
+        recomputed = event_hash(
+            seq=event.seq,
+            at=event.at,
+            actor_kind=event.actor_kind,
+            actor_id=event.actor_id,
+            event_type=event.event_type,
+            agent=event.agent,
+            deferral_id=event.deferral_id,
+            payload=payload,
+            prev_hash=event.prev_hash,
+        )
+        if recomputed != event.hash:
+            return VerifyResult(
+                False, count, prev_hash, event.seq, "content does not match its hash (edited)"
+            )
+        prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
+    head = session.get(AuditHead, 1)
+    if head is not None and (head.seq != count or head.hash != prev_hash):
+        problem = f"chain ends at {count} but the head records {head.seq} (events removed)"
+        return VerifyResult(False, count, prev_hash, count + 1, problem)
+    return VerifyResult(True, count, prev_hash)

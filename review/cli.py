@@ -1,0 +1,146 @@
+"""The operator's commands: `flask --app app <group> <command>` (PROTOCOL.md section 7)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from review.agents import create_agent, list_agents
+from review.audit import verify_chain
+from review.errors import DomainError
+from review.runtime import current_runtime
+from review.users import create_user
+
+db_cli = AppGroup("db", help="Create or migrate the schema.")
+users_cli = AppGroup("users", help="Reviewers, admins and auditors.")
+agents_cli = AppGroup("agents", help="Registered agent runtimes.")
+audit_cli = AppGroup("audit", help="The tamper-evident audit chain.")
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Create the schema, or migrate it to REVISION (default: the newest)."""
+    rt = current_runtime()
+    from review import migrate  # alembic is only needed here
+
+    migrate.upgrade(rt.db, revision)
+    click.echo(f"database at {revision} ({rt.db.engine.dialect.name})")
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the schema back to REVISION (`base` removes it all)."""
+    from review import migrate  # alembic is only needed here
+
+    migrate.downgrade(current_runtime().db, revision)
+    click.echo(f"database at {revision}")
+
+
+@db_cli.command("revision")
+@click.option("-m", "--message", required=True)
+def db_revision(message: str) -> None:
+    """Write a new migration from the difference between the models and the database."""
+    from review import migrate  # alembic is only needed here
+
+    migrate.revision(current_runtime().db, message)
+
+
+@users_cli.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "reviewer", "auditor"]), required=True)
+@click.option("--email", default=None, help="Also counts as the user's identity as a principal.")
+def users_create(name: str, role: str, email: str | None) -> None:
+    """Create a user; the password is read from stdin (one line)."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    rt = current_runtime()
+    try:
+        with rt.db.write() as session:
+            create_user(session, name, role, password, email=email)
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"created {role} {name}")
+
+
+@agents_cli.command("create")
+@click.argument("slug")
+@click.option("--owner", "owners", multiple=True, required=True, help="A user who owns it (DRI).")
+@click.option("--callback-url", default=None, help="Where decisions are POSTed.")
+@click.option("--name", default=None, help="A display name (default: the slug).")
+def agents_create(slug: str, owners: tuple[str, ...], callback_url: str | None, name: str | None):
+    """Register an agent; its signing secret is printed once, as the last line."""
+    rt = current_runtime()
+    try:
+        with rt.db.write() as session:
+            created = create_agent(
+                session, rt.box, slug, list(owners), name=name, callback_url=callback_url
+            )
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"created agent {slug}, owned by {', '.join(owners)}")
+    click.echo("its signing secret follows; it is not shown again:")
+    click.echo(created.secret)
+
+
+@agents_cli.command("list")
+def agents_list() -> None:
+    """Every agent with its state, owners, callback URL and secret fingerprints."""
+    rt = current_runtime()
+    with rt.db.read() as session:
+        agents = list_agents(session)
+        if not agents:
+            click.echo("no agents")
+        for agent in agents:
+            owners = ",".join(u.username for u in agent.owners)
+            prints = ",".join(s.fingerprint for s in agent.secrets)
+            click.echo(
+                f"{agent.slug}\t{agent.state}\towners={owners}\t"
+                f"callback={agent.callback_url or '-'}\tsecrets={prints}"
+            )
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the chain; exit 1 naming the first bad event."""
+    rt = current_runtime()
+    with rt.db.read() as session:
+        result = verify_chain(session)
+    click.echo(result.describe())
+    if not result.ok:
+        sys.exit(1)
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+def worker(burst: bool) -> None:
+    """Run the rq worker (with rq's scheduler) on Countersign's queues."""
+    from approval_queue.worker import run_worker
+
+    run_worker(current_runtime(), burst=burst)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+@click.option("--workers", default=2, type=int, help="gunicorn worker processes")
+def serve(host: str, port: int, workers: int) -> None:
+    """Everything at once, for a laptop: migrate, then web (gunicorn) and the worker."""
+    from review.devserver import run_all
+
+    run_all(current_runtime(), host=host, port=port, workers=workers)
+
+
+def init_app(app: Flask) -> None:
+    for group in (db_cli, users_cli, agents_cli, audit_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(worker)
+    app.cli.add_command(serve)

