@@ -38,8 +38,14 @@ def _key(secret: str) -> bytes:
 def sign_headers(secret: str, msg_id: str, body: bytes | str, at: float | None = None) -> dict:
     """Headers for a signed request or callback (Standard Webhooks)."""
     stamp = int(time.time() if at is None else at)
-    data = body.decode() if isinstance(body, bytes) else body
-    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, UTC), data)
+    raw = body.encode() if isinstance(body, str) else body
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:  # the package signs text only; sign the bytes the same way
+        mac = hmac_data(_key(secret), f"{msg_id}.{stamp}.".encode() + raw)
+        signature = "v1," + base64.b64encode(mac).decode()
+    else:
+        signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, UTC), text)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(stamp),

@@ -1,0 +1,191 @@
+"""Every row of PROTOCOL.md section 3, answered exactly, audited, and leaving nothing behind."""
+
+import json
+
+import pytest
+from sqlalchemy import func, select, update
+
+from review.audit import verify_chain
+from review.models import Agent, AuditEvent, Deferral
+from tests.helpers import refund
+
+
+def _deferrals(rt):
+    with rt.db.read() as session:
+        return session.scalar(select(func.count()).select_from(Deferral))
+
+
+def _last_refusal(rt):
+    with rt.db.read() as session:
+        event = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == "request.refused")
+            .order_by(AuditEvent.seq.desc())
+        ).first()
+        assert verify_chain(session).ok
+    return json.loads(event.payload) if event else None
+
+
+def _assert_refused(response, rt, status, code):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert _deferrals(rt) == 0
+    refusal = _last_refusal(rt)
+    assert refusal is not None and refusal["code"] == code and refusal["status"] == status
+    return body
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b"",
+        b'{"summary": "caf\xe9"}',  # latin-1, not UTF-8
+        b'{"summary": NaN}',
+        b'{"risk": {"score": Infinity}}',
+        b'{"x": -Infinity}',
+        b'{"a": "\\ud800"}',  # a lone surrogate is not text
+        b"[" * 33 + b"]" * 33,
+        b"[" * 5000 + b"]" * 5000,
+    ],
+)
+def test_bodies_that_are_not_strict_utf8_json_answer_400_malformed_json(agent, rt, raw):
+    _assert_refused(agent.defer(raw), rt, 400, "malformed_json")
+
+
+def test_nesting_up_to_the_limit_is_fine_and_one_deeper_is_not(agent, rt):
+    ok = refund(before={"a": json.loads("[" * 30 + "]" * 30)})  # body depth 32
+    assert agent.defer(ok).status_code == 202
+    deep = refund(before={"a": json.loads("[" * 31 + "]" * 31)})  # body depth 33
+    response = agent.defer(deep)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "malformed_json"
+
+
+def test_a_body_over_the_limit_answers_413(make_app, make_agent):
+    app = make_app(max_body_bytes=2048)
+    from tests.helpers import AgentClient
+
+    rt = app.extensions["countersign"]
+    base = make_agent()
+    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    response = agent.defer(refund(rationale="x" * 3000))
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
+    assert _deferrals(rt) == 0
+
+
+def test_the_default_limit_is_one_mebibyte(agent, rt):
+    big = refund(before={"blob": "x" * (1024 * 1024)})
+    response = agent.defer(big)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "application/json; charset=latin-1"])
+def test_a_body_that_is_not_application_json_answers_415(agent, rt, content_type):
+    response = agent.defer(content_type=content_type)
+    _assert_refused(response, rt, 415, "unsupported_media_type")
+
+
+def test_json_with_a_utf8_charset_is_accepted(agent):
+    assert agent.defer(content_type="application/json; charset=utf-8").status_code == 202
+
+
+@pytest.mark.parametrize(
+    "body,pointer,message",
+    [
+        ({k: v for k, v in refund().items() if k != "summary"}, "/summary", "required"),
+        (refund(action={"args": {}}), "/action/tool", "required"),
+        (refund(action={"tool": "x", "args": []}), "/action/args", "must be an object"),
+        (refund(action={"tool": "", "args": {}}), "/action/tool", "must not be empty"),
+        (refund(summary="x" * 501), "/summary", "must be at most 500 characters"),
+        (refund(on_behalf_of={}), "/on_behalf_of/id", "required"),
+        (refund(colour="blue"), "/colour", "unknown field"),
+        (refund(trace={"url": "javascript:alert(1)"}), "/trace/url",
+         "an absolute http:// or https:// URL"),
+        (refund(trace={"url": "ftp://traces.example.com/x"}), "/trace/url",
+         "an absolute http:// or https:// URL"),
+        (refund(expires_in=59), "/expires_in", "must be at least 60"),
+        (refund(expires_in=604801), "/expires_in", "must be at most 604800"),
+        (refund(risk={"score": 101}), "/risk/score", "must be at most 100"),
+        (refund(risk={"score": "high"}), "/risk/score", "must be an integer"),
+        (refund(labels={f"k{i}": "v" for i in range(21)}), "/labels", "must have at most 20"),
+        (refund(labels={"env": 1}), "/labels/env", "must be a string"),
+        (refund(resource={"type": "invoice"}), "/resource/id", "required"),
+        (refund(rationale="x" * 10001), "/rationale", "must be at most 10000 characters"),
+        (refund(before={"n": 2**60}), "/before/n", "integer outside"),
+        (refund(summary="nul \u0000 byte"), "/summary", "NUL"),
+        ([refund()], "", "must be an object"),
+        ("a string", "", "must be an object"),
+    ],
+)
+def test_schema_violations_answer_422_with_json_pointers(agent, rt, body, pointer, message):
+    body = _assert_refused(agent.defer(body), rt, 422, "invalid_request")
+    details = body["error"]["details"]
+    assert any(d["path"] == pointer and message in d["message"] for d in details), details
+
+
+def test_every_failing_field_is_listed(agent, rt):
+    body = refund(summary="", colour="x", expires_in=1)
+    del body["action"]
+    details = _assert_refused(agent.defer(body), rt, 422, "invalid_request")["error"]["details"]
+    assert {d["path"] for d in details} == {"/action", "/colour", "/expires_in", "/summary"}
+
+
+def test_a_killed_agent_answers_423(agent, rt):
+    with rt.db.write() as session:
+        session.execute(update(Agent).values(state="killed", state_reason="runaway loop"))
+    body = _assert_refused(agent.defer(), rt, 423, "agent_killed")
+    assert "runaway loop" in body["error"]["message"]
+
+
+def test_over_the_request_rate_answers_429_with_retry_after(make_app, make_agent):
+    app = make_app(agent_rate=3)
+    rt = app.extensions["countersign"]
+    from tests.helpers import AgentClient
+
+    base = make_agent()
+    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    statuses = [agent.defer().status_code for _ in range(8)]
+    assert 202 in statuses and 429 in statuses
+    assert statuses.count(202) <= 6  # at most the rate in each of two one-second windows
+    response = agent.defer()
+    if response.status_code == 429:
+        assert response.headers["Retry-After"] == "1"
+        assert response.get_json()["error"]["code"] == "rate_limited"
+    assert _last_refusal(rt)["code"] == "rate_limited"
+
+
+def test_over_the_pending_cap_answers_429_with_retry_after(make_app, make_agent):
+    app = make_app(agent_max_pending=2)
+    rt = app.extensions["countersign"]
+    from tests.helpers import AgentClient
+
+    base = make_agent()
+    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    assert [agent.defer().status_code for _ in range(2)] == [202, 202]
+    response = agent.defer()
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert _last_refusal(rt)["code"] == "rate_limited"
+    with rt.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Deferral)) == 2
+
+
+def test_cancelling_twice_answers_409_invalid_state(agent, rt):
+    deferral = agent.defer().get_json()
+    path = f"/api/v1/deferrals/{deferral['id']}/cancel"
+    assert agent.post_json(path, {"reason": "changed my mind"}).status_code == 200
+    again = agent.post_json(path, {"reason": "again"})
+    assert again.status_code == 409
+    assert again.get_json()["error"]["code"] == "invalid_state"
+    assert _last_refusal(rt)["code"] == "invalid_state"
+
+
+def test_unknown_api_paths_and_methods_answer_json(agent, client):
+    response = client.get("/api/v1/nothing-here")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+    wrong = client.delete(f"/api/v1/agents/{agent.slug}/deferrals")
+    assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"
