@@ -10,7 +10,6 @@ gaps even with many processes writing.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,9 +42,10 @@ def event_hash(
     event_type: str,
     agent: str | None,
     deferral_id: str | None,
-    payload: Any,
+    payload: str,
     prev_hash: str,
 ) -> str:
+    """SHA-256 over the canonical JSON of the event's fields; `payload` is its stored text."""
     record = {
         "seq": seq,
         "at": format_time(at),
@@ -74,7 +74,7 @@ def record_event(
     """Append one event to the chain inside `session`'s transaction (which the caller commits)."""
     if actor_kind not in ACTOR_KINDS:
         raise ValueError(f"unknown actor kind {actor_kind!r}")
-    payload = payload or {}
+    payload_text = canonical_json(payload or {}).decode()
     at = at or utcnow()
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
@@ -88,7 +88,7 @@ def record_event(
         event_type=event_type,
         agent=agent,
         deferral_id=deferral_id,
-        payload=payload,
+        payload=payload_text,
         prev_hash=head.hash,
     )
     event = AuditEvent(
@@ -99,7 +99,7 @@ def record_event(
         event_type=event_type,
         agent=agent,
         deferral_id=deferral_id,
-        payload=canonical_json(payload).decode(),
+        payload=payload_text,
         prev_hash=head.hash,
         hash=digest,
     )
@@ -148,10 +148,6 @@ def verify_chain(session: Session) -> VerifyResult:
             return VerifyResult(
                 False, count, prev_hash, event.seq, "previous-hash link does not match"
             )
-        try:
-            payload = json.loads(event.payload)
-        except ValueError:
-            return VerifyResult(False, count, prev_hash, event.seq, "payload is not valid JSON")
         recomputed = event_hash(
             seq=event.seq,
             at=event.at,
@@ -160,7 +156,7 @@ def verify_chain(session: Session) -> VerifyResult:
             event_type=event.event_type,
             agent=event.agent,
             deferral_id=event.deferral_id,
-            payload=payload,
+            payload=event.payload,
             prev_hash=event.prev_hash,
         )
         if recomputed != event.hash:

@@ -62,6 +62,7 @@ def compute_diff(before: Any, after: Any, *, max_changes: int, max_ms: int) -> d
         after,
         view="tree",
         ignore_order=False,
+        zip_ordered_iterables=True,  # positional: difflib on long lists is unbounded
         verbose_level=2,
         max_diffs=max(1000, max_changes * COMPARISONS_PER_CHANGE),
         exclude_obj_callback=past_deadline,

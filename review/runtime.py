@@ -10,9 +10,9 @@ import threading
 from dataclasses import dataclass
 
 import redis
+from flask import current_app
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from flask import current_app
 
 from review.agents import SecretCache
 from review.db import Database

@@ -11,8 +11,13 @@ from review.models import AuditEvent
 def _append(rt, n, kind="test.event"):
     for i in range(n):
         with rt.db.write() as session:
-            record_event(session, actor_kind="system", actor_id="test", event_type=kind,
-                         payload={"i": i, "note": "héllo ✓"})
+            record_event(
+                session,
+                actor_kind="system",
+                actor_id="test",
+                event_type=kind,
+                payload={"i": i, "note": "héllo ✓"},
+            )
 
 
 def test_events_link_each_to_the_previous_hash(rt):
@@ -52,8 +57,9 @@ def test_audit_verify_prints_ok_with_count_and_head(rt, runner):
 def test_an_edited_payload_is_caught_and_named(rt, runner):
     _append(rt, 4)
     with rt.db.write() as session:
-        session.execute(update(AuditEvent).where(AuditEvent.seq == 3)
-                        .values(payload='{"i":99,"note":"forged"}'))
+        session.execute(
+            update(AuditEvent).where(AuditEvent.seq == 3).values(payload='{"i":99,"note":"forged"}')
+        )
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1
     assert "event 3" in result.output and "edited" in result.output

@@ -23,8 +23,13 @@ sys.stdin.readline()   # hold on until told to leave
 
 
 def _start_user(instance):
-    proc = subprocess.Popen([sys.executable, "-c", USER, str(instance)], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", USER, str(instance)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     url = proc.stdout.readline().strip()
     return proc, url
 

@@ -35,7 +35,9 @@ def test_a_deferral_is_created_as_the_protocol_resource(agent, rt):
     assert d["decision"] is None and d["execution"] is None
     risk = d["risk"]
     assert risk["score"] == 50 and risk["level"] == "high" and risk["agent_score"] == 40
-    assert {"rule": "amount_over_500", "points": 30, "detail": "amount 740 > 500"} in risk["factors"]
+    assert {"rule": "amount_over_500", "points": 30, "detail": "amount 740 > 500"} in risk[
+        "factors"
+    ]
     assert risk["policy_version"].startswith("sha256:")
     assert d["priority"] == 50
     assert d["created_at"].endswith("Z") and d["expires_at"].endswith("Z")
@@ -49,8 +51,9 @@ def test_expiry_defaults_to_a_day_and_follows_expires_in(agent):
 
     def span(d):
         fmt = "%Y-%m-%dT%H:%M:%SZ"
-        return (datetime.strptime(d["expires_at"], fmt)
-                - datetime.strptime(d["created_at"], fmt)).total_seconds()
+        return (
+            datetime.strptime(d["expires_at"], fmt) - datetime.strptime(d["created_at"], fmt)
+        ).total_seconds()
 
     assert span(agent.defer().get_json()) == 86400
     assert span(agent.defer(refund(expires_in=600)).get_json()) == 600

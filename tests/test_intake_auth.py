@@ -7,8 +7,9 @@ from sqlalchemy import func, select
 
 from review.models import AuditEvent, Deferral
 
-UNAUTHORIZED = {"error": {"code": "unauthorized",
-                          "message": "request is not signed by a known agent"}}
+UNAUTHORIZED = {
+    "error": {"code": "unauthorized", "message": "request is not signed by a known agent"}
+}
 
 
 def _count(rt, model):

@@ -18,7 +18,8 @@ def _deferrals(rt):
 def _last_refusal(rt):
     with rt.db.read() as session:
         event = session.scalars(
-            select(AuditEvent).where(AuditEvent.event_type == "request.refused")
+            select(AuditEvent)
+            .where(AuditEvent.event_type == "request.refused")
             .order_by(AuditEvent.seq.desc())
         ).first()
         assert verify_chain(session).ok
@@ -81,8 +82,10 @@ def test_the_default_limit_is_one_mebibyte(agent, rt):
     assert response.status_code == 413
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "application/json; charset=latin-1"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
+)
 def test_a_body_that_is_not_application_json_answers_415(agent, rt, content_type):
     response = agent.defer(content_type=content_type)
     _assert_refused(response, rt, 415, "unsupported_media_type")
@@ -102,10 +105,16 @@ def test_json_with_a_utf8_charset_is_accepted(agent):
         (refund(summary="x" * 501), "/summary", "must be at most 500 characters"),
         (refund(on_behalf_of={}), "/on_behalf_of/id", "required"),
         (refund(colour="blue"), "/colour", "unknown field"),
-        (refund(trace={"url": "javascript:alert(1)"}), "/trace/url",
-         "an absolute http:// or https:// URL"),
-        (refund(trace={"url": "ftp://traces.example.com/x"}), "/trace/url",
-         "an absolute http:// or https:// URL"),
+        (
+            refund(trace={"url": "javascript:alert(1)"}),
+            "/trace/url",
+            "an absolute http:// or https:// URL",
+        ),
+        (
+            refund(trace={"url": "ftp://traces.example.com/x"}),
+            "/trace/url",
+            "an absolute http:// or https:// URL",
+        ),
         (refund(expires_in=59), "/expires_in", "must be at least 60"),
         (refund(expires_in=604801), "/expires_in", "must be at most 604800"),
         (refund(risk={"score": 101}), "/risk/score", "must be at most 100"),

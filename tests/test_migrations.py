@@ -6,8 +6,16 @@ from review.app_factory import create_app
 from review.db import Database
 from review.migrate import downgrade, upgrade
 
-TABLES = {"users", "agents", "agent_owners", "agent_secrets", "deferrals", "audit_events",
-          "audit_head", "alembic_version"}
+TABLES = {
+    "users",
+    "agents",
+    "agent_owners",
+    "agent_secrets",
+    "deferrals",
+    "audit_events",
+    "audit_head",
+    "alembic_version",
+}
 
 
 def test_db_upgrade_creates_every_table_from_nothing(empty_database_url, settings_overrides):

@@ -60,11 +60,19 @@ def test_a_wrong_setting_fails_naming_the_variable(tmp_path, name, value):
 
 
 def test_the_app_refuses_to_start_with_a_wrong_setting_and_says_which(tmp_path):
-    env = {**os.environ, "COUNTERSIGN_INSTANCE_DIR": str(tmp_path), "COUNTERSIGN_BATCH": "x",
-           "COUNTERSIGN_AGENT_RATE": "lots"}
+    env = {
+        **os.environ,
+        "COUNTERSIGN_INSTANCE_DIR": str(tmp_path),
+        "COUNTERSIGN_BATCH": "x",
+        "COUNTERSIGN_AGENT_RATE": "lots",
+    }
     out = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "agents", "list"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "COUNTERSIGN_AGENT_RATE" in out.stderr

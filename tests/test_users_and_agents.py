@@ -35,8 +35,17 @@ def test_users_create_refuses_bad_input_with_a_clear_message(runner, rt):
 
 def test_agents_create_prints_a_fresh_whsec_secret_as_the_last_line(runner, rt):
     _create_user(runner)
-    result = runner.invoke(args=["agents", "create", "billing-bot", "--owner", "olivia",
-                                 "--callback-url", "https://agent.example.com/hook"])
+    result = runner.invoke(
+        args=[
+            "agents",
+            "create",
+            "billing-bot",
+            "--owner",
+            "olivia",
+            "--callback-url",
+            "https://agent.example.com/hook",
+        ]
+    )
     assert result.exit_code == 0, result.output
     secret = result.output.strip().splitlines()[-1]
     assert secret.startswith("whsec_")
@@ -63,12 +72,20 @@ def test_the_secret_is_never_shown_again(runner):
 
 def test_agents_create_refuses_bad_slugs_unknown_owners_and_bad_urls(runner):
     _create_user(runner)
-    assert "slug must match" in runner.invoke(
-        args=["agents", "create", "Bad_Slug", "--owner", "olivia"]).output
-    assert "not a user" in runner.invoke(
-        args=["agents", "create", "ok-slug", "--owner", "nobody"]).output
-    assert "http" in runner.invoke(args=["agents", "create", "ok-slug", "--owner", "olivia",
-                                         "--callback-url", "ftp://x"]).output
+    assert (
+        "slug must match"
+        in runner.invoke(args=["agents", "create", "Bad_Slug", "--owner", "olivia"]).output
+    )
+    assert (
+        "not a user"
+        in runner.invoke(args=["agents", "create", "ok-slug", "--owner", "nobody"]).output
+    )
+    assert (
+        "http"
+        in runner.invoke(
+            args=["agents", "create", "ok-slug", "--owner", "olivia", "--callback-url", "ftp://x"]
+        ).output
+    )
     assert "no agents" in runner.invoke(args=["agents", "list"]).output
 
 

@@ -63,7 +63,11 @@ def test_the_worker_command_runs_jobs_in_its_own_process(rt, settings_overrides,
     }
     out = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "worker", "--burst"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert _pending(rt) == 1
