@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from review.audit import record_event
 from review.errors import Conflict, DomainError
@@ -100,24 +101,74 @@ def find_agent(session: Session, slug: str) -> Agent | None:
 
 
 def list_agents(session: Session) -> list[Agent]:
-    return list(session.scalars(select(Agent).order_by(Agent.slug)))
+    query = select(Agent).options(selectinload(Agent.owners), selectinload(Agent.secrets))
+    return list(session.scalars(query.order_by(Agent.slug)))
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What authenticating an agent's request needs: its id and slug, and its secrets."""
+
+    id: int
+    slug: str
+    secrets: tuple[tuple[int, str, datetime | None], ...]  # (row id, ciphertext, expires_at)
+
+
+def signers(session: Session, slug: str | None = None, agent_id: int | None = None) -> list[Signer]:
+    """Signers (one agent by slug or id, or all), in one query: every API request needs it."""
+    agents, keys = Agent.__table__, AgentSecret.__table__
+    query = (
+        select(agents.c.id, agents.c.slug, keys.c.id, keys.c.ciphertext, keys.c.expires_at)
+        .join(keys, keys.c.agent_id == agents.c.id)
+        .order_by(agents.c.id, keys.c.id)
+    )
+    if slug is not None:
+        query = query.where(agents.c.slug == slug)
+    if agent_id is not None:
+        query = query.where(agents.c.id == agent_id)
+    grouped: dict[int, tuple[str, list]] = {}
+    for agent_id, agent_slug, key_id, ciphertext, expires_at in session.execute(query):
+        grouped.setdefault(agent_id, (agent_slug, []))[1].append((key_id, ciphertext, expires_at))
+    return [Signer(i, s, tuple(rows)) for i, (s, rows) in grouped.items()]
 
 
 class SecretCache:
-    """Opened agent secrets by row id, per process: opening one costs more than its HMAC."""
+    """Per process: signers by slug for a few seconds, and opened secrets by row id.
+
+    Opening a secret costs more than the HMAC it feeds, and reading the signer costs a
+    database round trip on every request. A cached signer is only trusted to say yes:
+    when it does not verify a request, the caller asks again with `fresh=True`, so a
+    newly rotated secret works at once. Expiry times travel with the cached rows and
+    are checked at every use.
+    """
+
+    TTL_SECONDS = 10.0
 
     def __init__(self, box: SecretBox):
         self.box = box
         self._opened: dict[int, str] = {}
+        self._signers: dict[str, tuple[float, Signer]] = {}
 
-    def secrets_for(self, agent: Agent, now: datetime | None = None) -> list[str]:
+    def signer(self, session: Session, slug: str, *, fresh: bool = False) -> Signer | None:
+        cached = self._signers.get(slug)
+        now = time.monotonic()
+        if cached and not fresh and now - cached[0] < self.TTL_SECONDS:
+            return cached[1]
+        found = signers(session, slug=slug)
+        if not found:
+            self._signers.pop(slug, None)
+            return None
+        self._signers[slug] = (now, found[0])
+        return found[0]
+
+    def secrets_for(self, signer: Signer, now: datetime | None = None) -> list[str]:
         """The secrets that may sign this agent's requests now (more than one in rotation)."""
         now = now or utcnow()
         live = []
-        for row in agent.secrets:
-            if row.expires_at is not None and row.expires_at <= now:
+        for key_id, ciphertext, expires_at in signer.secrets:
+            if expires_at is not None and expires_at <= now:
                 continue
-            if row.id not in self._opened:
-                self._opened[row.id] = self.box.open(row.ciphertext)
-            live.append(self._opened[row.id])
+            if key_id not in self._opened:
+                self._opened[key_id] = self.box.open(ciphertext)
+            live.append(self._opened[key_id])
         return live

@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from review.agents import Signer
 from review.api.errors import ApiError
 from review.audit import record_event
-from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Agent, Deferral, utcnow
+from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
 from review.runtime import Runtime
 
 
@@ -66,7 +67,7 @@ def end_deferral(
     )
 
 
-def cancel_deferral(rt: Runtime, deferral_id: str, agent: Agent, reason: str) -> Deferral:
+def cancel_deferral(rt: Runtime, deferral_id: str, agent: Signer, reason: str) -> Deferral:
     """The agent withdraws its own undecided deferral (PROTOCOL.md 4.3)."""
     with rt.db.write() as session:
         deferral = session.get(Deferral, deferral_id)

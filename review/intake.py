@@ -1,26 +1,33 @@
 """Intake: turn a validated deferral request into a scored, diffed, audited deferral.
 
 Scoring and diffing happen before the transaction (they can take a few hundred ms on
-a large diff and need no lock). The transaction then locks the agent's row, which
-serialises intake per agent (so the pending cap and idempotency hold exactly, and a
-kill switch flipped meanwhile is seen), inserts the deferral and writes `received` and
-`evaluated` into the audit chain.
+a large diff and need no lock). The transaction inserts the deferral and then writes
+`received` and `evaluated` into the audit chain, whose head lock serialises every
+state change in the service, briefly, at the end of each transaction.
+
+The kill switch and intake meet at that lock: a transaction that flips an agent's
+state takes the audit lock before it changes anything, and intake re-reads the
+agent's state once it holds the lock. So an intake either commits before the flip
+(and the flip's later statements see and end its deferral) or sees the flip and is
+refused; a deferral is never created pending for a killed agent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import priority
+from review.agents import Signer
 from review.api.errors import ApiError
-from review.audit import canonical_json, record_event
+from review.audit import canonical_json, record_event, record_events
 from review.diffing import ABSENT, compute_diff
 from review.ids import new_deferral_id
 from review.models import PENDING_STATUSES, Agent, Deferral, utcnow
@@ -36,7 +43,9 @@ def action_digest(action: dict[str, Any]) -> str:
 
 
 def request_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    """Tells a retry (same JSON, however it was spaced or ordered) from a different request."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ def prepare(rt: Runtime, body: dict[str, Any]) -> Prepared:
 class Received:
     deferral: Deferral
     created: bool  # False: a retry of an earlier identical request
+    agent_slug: str
 
 
 def create_deferral(
@@ -95,9 +105,11 @@ def create_deferral(
 
 
 def _existing(session: Session, agent_id: int, webhook_id: str) -> Deferral | None:
-    return session.scalar(
-        select(Deferral).where(Deferral.agent_id == agent_id, Deferral.webhook_id == webhook_id)
+    table = Deferral.__table__
+    found = session.scalar(  # a Core probe first: on the hot path there is nothing to find
+        select(table.c.id).where(table.c.agent_id == agent_id, table.c.webhook_id == webhook_id)
     )
+    return None if found is None else session.get(Deferral, found)
 
 
 def _replay(existing: Deferral, prepared: Prepared) -> Received:
@@ -107,7 +119,7 @@ def _replay(existing: Deferral, prepared: Prepared) -> Received:
             "idempotency_conflict",
             "this webhook-id was already used with a different body",
         )
-    return Received(existing, created=False)
+    return Received(existing, created=False, agent_slug=existing.agent.slug)
 
 
 def _create(
@@ -118,32 +130,76 @@ def _create(
     prepared: Prepared,
     now: datetime,
 ) -> Received:
-    s = rt.settings
-    agent = session.execute(
-        select(Agent).where(Agent.id == agent_id).with_for_update()
-    ).scalar_one()
-    existing = _existing(session, agent_id, webhook_id)
-    if existing is not None:
-        return _replay(existing, prepared)
-    if agent.state == "killed":
-        raise ApiError(423, "agent_killed", f"agent {agent.slug} is stopped: {agent.state_reason}")
-    if s.agent_max_pending:
-        undecided = session.scalar(
-            select(func.count())
-            .select_from(Deferral)
-            .where(Deferral.agent_id == agent_id, Deferral.status.in_(PENDING_STATUSES))
-        )
-        if undecided >= s.agent_max_pending:
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"agent has {undecided} undecided deferrals (cap {s.agent_max_pending})",
-                headers={"Retry-After": str(PENDING_CAP_RETRY_AFTER)},
-            )
+    """The hot path, in Core statements: every round trip here is paid per deferral."""
+    conn = session.connection()
+    agents, deferrals = Agent.__table__, Deferral.__table__
+    undecided = (
+        select(func.count())
+        .select_from(deferrals)
+        .where(deferrals.c.agent_id == agent_id, deferrals.c.status.in_(PENDING_STATUSES))
+        .scalar_subquery()
+    )
+    agent = conn.execute(
+        select(
+            agents.c.slug, agents.c.state, agents.c.state_reason, undecided.label("undecided")
+        ).where(agents.c.id == agent_id)
+    ).one()
+    refusal = _refusal(rt, agent)
+    if refusal is not None:
+        existing = _existing(session, agent_id, webhook_id)
+        if existing is not None:  # a retry of a request accepted earlier answers as it did
+            return _replay(existing, prepared)
+        raise refusal
+    values = _deferral_values(rt, agent_id, webhook_id, prepared, now)
+    # A duplicate webhook-id fails this insert on the unique constraint: create_deferral
+    # then answers with the deferral that won (a retry) or 409 (a different body).
+    conn.execute(insert(deferrals), values)  # parameters apart: a cached statement
+    record_events(
+        session,
+        _intake_events(agent.slug, values, prepared),
+        # SQLite's IMMEDIATE transaction held the write lock before the read above.
+        under_lock=None if rt.db.is_sqlite else lambda: _still_active(conn, agent_id),
+    )
+    deferral = Deferral(**values)  # transient: only to render the resource
+    return Received(deferral, created=True, agent_slug=agent.slug)
 
+
+def _refusal(rt: Runtime, agent: Any) -> ApiError | None:
+    """423 for a killed agent, 429 over the pending cap; None when intake may go on.
+
+    On PostgreSQL the cap is counted before the audit lock, so concurrent requests of
+    one agent may overshoot it by at most their number; the count stays out of the
+    serialised part. (On SQLite the whole transaction is serialised: the cap is exact.)
+    """
+    if agent.state == "killed":
+        return ApiError(423, "agent_killed", f"agent {agent.slug} is stopped: {agent.state_reason}")
+    cap = rt.settings.agent_max_pending
+    if cap and agent.undecided >= cap:
+        return ApiError(
+            429,
+            "rate_limited",
+            f"agent has {agent.undecided} undecided deferrals (cap {cap})",
+            headers={"Retry-After": str(PENDING_CAP_RETRY_AFTER)},
+        )
+    return None
+
+
+def _still_active(conn: Connection, agent_id: int) -> None:
+    """Re-read the kill switch under the audit lock (see the module docstring)."""
+    agents = Agent.__table__
+    row = conn.execute(
+        select(agents.c.slug, agents.c.state, agents.c.state_reason).where(agents.c.id == agent_id)
+    ).one()
+    if row.state == "killed":
+        raise ApiError(423, "agent_killed", f"agent {row.slug} is stopped: {row.state_reason}")
+
+
+def _deferral_values(
+    rt: Runtime, agent_id: int, webhook_id: str, prepared: Prepared, now: datetime
+) -> dict[str, Any]:
+    s = rt.settings
     body, ev = prepared.body, prepared.evaluation
-    expires_in = body.get("expires_in", s.default_expires_in)
-    expires_at = now + timedelta(seconds=expires_in)
+    expires_at = now + timedelta(seconds=body.get("expires_in", s.default_expires_in))
     rank = priority.rank(
         ev.score,
         now,
@@ -152,89 +208,84 @@ def _create(
         age_seconds_per_point=s.priority_age_seconds_per_point,
         expiry_seconds_per_point=s.priority_expiry_seconds_per_point,
     )
-    intake_priority = priority.clamp_priority(
-        priority.priority_at(
-            now,
-            rank,
-            age_seconds_per_point=s.priority_age_seconds_per_point,
-            expiry_seconds_per_point=s.priority_expiry_seconds_per_point,
-        )
+    at_intake = priority.priority_at(
+        now,
+        rank,
+        age_seconds_per_point=s.priority_age_seconds_per_point,
+        expiry_seconds_per_point=s.priority_expiry_seconds_per_point,
     )
-    state = {k: body[k] for k in ("before", "after") if k in body}
-    deferral = Deferral(
-        id=new_deferral_id(),
-        agent_id=agent_id,
-        webhook_id=webhook_id,
-        request_hash=prepared.request_hash,
-        status="pending",
-        tool=body["action"]["tool"],
-        action=body["action"],
-        action_digest=prepared.digest,
-        summary=body["summary"],
-        principal_id=body["on_behalf_of"]["id"],
-        principal_name=body["on_behalf_of"].get("display_name"),
-        rationale=body.get("rationale"),
-        state=state,
-        diff=prepared.diff,
-        resource_type=body.get("resource", {}).get("type"),
-        resource_id=body.get("resource", {}).get("id"),
-        labels=body.get("labels", {}),
-        trace_id=body.get("trace", {}).get("id"),
-        trace_url=body.get("trace", {}).get("url"),
-        risk_score=ev.score,
-        risk_level=ev.level,
-        risk_factors=ev.factors,
-        agent_risk=body.get("risk"),
-        policy_version=ev.policy_version,
-        priority=intake_priority,
-        rank=rank,
-        created_at=now,
-        expires_at=expires_at,
-        decided_by=[],
-    )
-    session.add(deferral)
-    session.flush()
-    deferral.agent = agent
-    audit = {
-        "actor_kind": "agent",
-        "actor_id": agent.slug,
-        "agent": agent.slug,
-        "deferral_id": deferral.id,
-        "at": now,
+    return {
+        "id": new_deferral_id(),
+        "agent_id": agent_id,
+        "webhook_id": webhook_id,
+        "request_hash": prepared.request_hash,
+        "status": "pending",
+        "tool": body["action"]["tool"],
+        "action": body["action"],
+        "action_digest": prepared.digest,
+        "summary": body["summary"],
+        "principal_id": body["on_behalf_of"]["id"],
+        "principal_name": body["on_behalf_of"].get("display_name"),
+        "rationale": body.get("rationale"),
+        "state": {k: body[k] for k in ("before", "after") if k in body},
+        "diff": prepared.diff,
+        "resource_type": body.get("resource", {}).get("type"),
+        "resource_id": body.get("resource", {}).get("id"),
+        "labels": body.get("labels", {}),
+        "trace_id": body.get("trace", {}).get("id"),
+        "trace_url": body.get("trace", {}).get("url"),
+        "risk_score": ev.score,
+        "risk_level": ev.level,
+        "risk_factors": ev.factors,
+        "agent_risk": body.get("risk"),
+        "policy_version": ev.policy_version,
+        "priority": priority.clamp_priority(at_intake),
+        "rank": rank,
+        "created_at": now,
+        "expires_at": expires_at,
+        "decided_at": None,
+        "decision_reason": None,
+        "decided_by": [],
+        "valid_until": None,
     }
-    record_event(
-        session,
-        event_type="deferral.received",
-        payload={
-            "webhook_id": webhook_id,
-            "on_behalf_of": body["on_behalf_of"],
-            "summary": body["summary"],
-            "rationale": body.get("rationale"),
-            "action": body["action"],
-            "action_digest": prepared.digest,
-            "resource": body.get("resource"),
-            "trace": body.get("trace"),
-            "labels": body.get("labels", {}),
-            "state": state,
-            "expires_at": expires_at.isoformat(),
-        },
-        **audit,
-    )
-    record_event(
-        session,
-        event_type="deferral.evaluated",
-        payload={
-            **ev.as_risk(),
-            "priority": intake_priority,
-            "diff": {"count": prepared.diff["count"], "truncated": prepared.diff["truncated"]},
-        },
-        **audit,
-    )
-    return Received(deferral, created=True)
+
+
+def _intake_events(slug: str, v: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
+    """`received` (the intent and the action, as the agent decided it) and `evaluated`."""
+    body, ev = prepared.body, prepared.evaluation
+    common = {
+        "actor_kind": "agent",
+        "actor_id": slug,
+        "agent": slug,
+        "deferral_id": v["id"],
+        "at": v["created_at"],
+    }
+    received = {
+        "webhook_id": v["webhook_id"],
+        "on_behalf_of": body["on_behalf_of"],
+        "summary": body["summary"],
+        "rationale": body.get("rationale"),
+        "action": body["action"],
+        "action_digest": v["action_digest"],
+        "resource": body.get("resource"),
+        "trace": body.get("trace"),
+        "labels": v["labels"],
+        "state": v["state"],
+        "expires_at": v["expires_at"].isoformat(),
+    }
+    evaluated = {
+        **ev.as_risk(),
+        "priority": v["priority"],
+        "diff": {"count": prepared.diff["count"], "truncated": prepared.diff["truncated"]},
+    }
+    return [
+        {**common, "event_type": "deferral.received", "payload": received},
+        {**common, "event_type": "deferral.evaluated", "payload": evaluated},
+    ]
 
 
 def record_refusal(
-    rt: Runtime, agent: Agent, error: ApiError, *, webhook_id: str | None, endpoint: str
+    rt: Runtime, agent: Signer, error: ApiError, *, webhook_id: str | None, endpoint: str
 ) -> None:
     """Audit a refused (but authenticated) request in its own transaction."""
     with rt.db.write() as session:

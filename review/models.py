@@ -81,9 +81,9 @@ class Agent(Base):
     state_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    owners: Mapped[list[User]] = relationship(secondary="agent_owners", lazy="selectin")
+    owners: Mapped[list[User]] = relationship(secondary="agent_owners")
     secrets: Mapped[list[AgentSecret]] = relationship(
-        back_populates="agent", lazy="selectin", order_by="AgentSecret.id"
+        back_populates="agent", order_by="AgentSecret.id"
     )
 
 

@@ -14,7 +14,7 @@ def rfc3339(at: datetime | None) -> str | None:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def deferral_resource(d: Deferral) -> dict[str, Any]:
+def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, Any]:
     principal: dict[str, Any] = {"id": d.principal_id}
     if d.principal_name is not None:
         principal["display_name"] = d.principal_name
@@ -32,7 +32,7 @@ def deferral_resource(d: Deferral) -> dict[str, Any]:
         }
     return {
         "id": d.id,
-        "agent": d.agent.slug,
+        "agent": agent_slug or d.agent.slug,
         "status": d.status,
         "action": d.action,
         "action_digest": d.action_digest,

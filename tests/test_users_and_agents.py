@@ -52,11 +52,13 @@ def test_agents_create_prints_a_fresh_whsec_secret_as_the_last_line(runner, rt):
     body = b'{"x":1}'
     headers = sign_headers(secret, "msg_1", body)
     with rt.db.read() as session:
-        from review.agents import find_agent
+        from review.agents import find_agent, signers
 
         agent = find_agent(session, "billing-bot")
         assert [u.username for u in agent.owners] == ["olivia"]
-        assert verify(rt.secrets.secrets_for(agent), headers, body) == "msg_1"
+        assert agent.callback_url == "https://agent.example.com/hook"
+        signer = signers(session, slug="billing-bot")[0]
+        assert verify(rt.secrets.secrets_for(signer), headers, body) == "msg_1"
         stored = session.scalars(select(AgentSecret)).one()
         assert secret not in stored.ciphertext and secret[6:] not in stored.ciphertext
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from review import intake
-from review.agents import find_agent
+from review.agents import Signer, signers
 from review.api import schema
 from review.api.errors import ApiError, not_found, unauthorized
 from review.api.jsonbody import parse_json
@@ -66,21 +66,24 @@ def require_json(rt: Runtime, body: bytes) -> Any:
     return parse_json(body, rt.settings.max_json_depth)
 
 
-def authenticate_agent(rt: Runtime, session: Session, slug: str, body: bytes) -> Agent:
+def authenticate_agent(rt: Runtime, session: Session, slug: str, body: bytes) -> Signer:
     """The agent named in the path, if it signed this request; 401 otherwise."""
     try:
         signed = parse_headers(request.headers)
     except SignatureError:
         raise unauthorized() from None
-    agent = find_agent(session, slug)
-    if agent is None or not signed.signed_by_any(rt.secrets.secrets_for(agent), body):
-        raise unauthorized()
-    return agent
+    for fresh in (False, True):
+        signer = rt.secrets.signer(session, slug, fresh=fresh)
+        if signer is None:
+            break
+        if signed.signed_by_any(rt.secrets.secrets_for(signer), body):
+            return signer
+    raise unauthorized()
 
 
 def authenticate_for_deferral(
     rt: Runtime, session: Session, deferral_id: str, body: bytes
-) -> tuple[Agent, Deferral]:
+) -> Signer:
     """The deferral's own agent, if it signed this request.
 
     The path names no agent, so the secret comes from the deferral's agent. A request
@@ -91,16 +94,20 @@ def authenticate_for_deferral(
         signed = parse_headers(request.headers)
     except SignatureError:
         raise unauthorized() from None
-    deferral = session.get(Deferral, deferral_id) if len(deferral_id) <= 40 else None
-    if deferral is not None and signed.signed_by_any(rt.secrets.secrets_for(deferral.agent), body):
-        return deferral.agent, deferral
-    for other in session.scalars(select(Agent)):
+    owner_id = None
+    if len(deferral_id) <= 40:
+        owner_id = session.scalar(select(Deferral.agent_id).where(Deferral.id == deferral_id))
+    if owner_id is not None:
+        owner = signers(session, agent_id=owner_id)
+        if owner and signed.signed_by_any(rt.secrets.secrets_for(owner[0]), body):
+            return owner[0]
+    for other in signers(session):
         if signed.signed_by_any(rt.secrets.secrets_for(other), body):
             raise not_found()
     raise unauthorized()
 
 
-def refuse(rt: Runtime, agent: Agent, error: ApiError, webhook_id: str | None) -> ApiError:
+def refuse(rt: Runtime, agent: Signer, error: ApiError, webhook_id: str | None) -> ApiError:
     """Audit a refusal of an authenticated request, then hand the error back to raise."""
     intake.record_refusal(rt, agent, error, webhook_id=webhook_id, endpoint=request.path)
     return error
@@ -121,7 +128,7 @@ def create_deferral(slug: str):
     except ApiError as error:
         raise refuse(rt, agent, error, webhook_id) from None
     status = 202 if received.created else 200
-    return jsonify(deferral_resource(received.deferral)), status
+    return jsonify(deferral_resource(received.deferral, received.agent_slug)), status
 
 
 @bp.get("/deferrals/<deferral_id>")
@@ -129,8 +136,8 @@ def read_deferral(deferral_id: str):
     rt = current_runtime()
     body = raw_body(rt)
     with rt.db.read() as session:
-        _agent, deferral = authenticate_for_deferral(rt, session, deferral_id, body)
-        return jsonify(deferral_resource(deferral))
+        authenticate_for_deferral(rt, session, deferral_id, body)
+        return jsonify(deferral_resource(session.get(Deferral, deferral_id)))
 
 
 @bp.post("/deferrals/<deferral_id>/cancel")
@@ -138,7 +145,7 @@ def cancel(deferral_id: str):
     rt = current_runtime()
     body = raw_body(rt)
     with rt.db.read() as session:
-        agent, _ = authenticate_for_deferral(rt, session, deferral_id, body)
+        agent = authenticate_for_deferral(rt, session, deferral_id, body)
     try:
         payload = require_json(rt, body)
         schema.validate("CancelRequest", payload)
@@ -155,8 +162,8 @@ def status(slug: str):
     rt = current_runtime()
     body = raw_body(rt)
     with rt.db.read() as session:
-        agent = authenticate_agent(rt, session, slug, body)
-        return jsonify(agent_status(agent))
+        signer = authenticate_agent(rt, session, slug, body)
+        return jsonify(agent_status(session.get(Agent, signer.id)))
 
 
 @bp.get("/openapi.json")

@@ -1,0 +1,165 @@
+"""Shared pieces of the benchmarks: throwaway databases, servers, a load driver, statistics."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A fresh, empty database of `kind` ("sqlite" or "postgres"), dropped afterwards."""
+    if kind == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="cs-bench-"))
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    name = f"cs_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str]:
+    """Serve `app` with gunicorn (gthread) on a free port until the block ends.
+
+    BENCH_WORKERS (2) and BENCH_THREADS (4) set the workers and threads of both servers.
+    """
+    workers = int(os.environ.get("BENCH_WORKERS", 2))
+    threads = int(os.environ.get("BENCH_THREADS", 4))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            app,
+            "--bind",
+            f"127.0.0.1:{port}",
+            *(
+                ["--config", os.environ["BENCH_GUNICORN_CONF"]]
+                if "BENCH_GUNICORN_CONF" in os.environ
+                else []
+            ),
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(threads),
+            "--log-level",
+            "warning",
+        ],
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(base + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{app} did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<34} {self.throughput:8.1f} req/s   p50 {self.percentile(50):6.1f} ms"
+            f"   p99 {self.percentile(99):6.1f} ms   statuses {dict(self.statuses)}"
+        )
+
+
+def drive(
+    name: str, base: str, requests: list[tuple[str, bytes, dict[str, str]]], concurrency: int
+) -> Result:
+    """Send prepared (path, body, headers) requests from `concurrency` keep-alive clients."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    chunks = [requests[i::concurrency] for i in range(concurrency)]
+
+    def run(chunk: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for path, body, headers in chunk:
+                start = time.perf_counter()
+                try:
+                    status = client.post(path, content=body, headers=headers).status_code
+                except httpx.HTTPError:
+                    status = 0  # counted, so a failing server shows instead of vanishing
+                elapsed = (time.perf_counter() - start) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    statuses[status] = statuses.get(status, 0) + 1
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in chunks]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Result(name, len(requests), time.perf_counter() - start, latencies, statuses)
+
+
+def median_of(runs: int, fn: Callable[[], Result]) -> Result:
+    results = [fn() for _ in range(runs)]
+    results.sort(key=lambda r: r.throughput)
+    return results[len(results) // 2]
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values)

@@ -1,0 +1,121 @@
+"""Intake throughput and latency: Countersign under gunicorn vs a bare JSON-insert endpoint.
+
+    .venv/bin/python bench/intake.py [--db sqlite|postgres|both] [--requests 2000]
+                                     [--concurrency 8] [--rounds 3]
+
+Both servers run with the same gunicorn settings (2 gthread workers, 4 threads) on the
+same kind of database, in the same run, alternating rounds; each figure is the median
+round. Countersign's requests are signed deferrals (the README's refund example, with a
+small before/after diff) from one agent whose quotas are off; the baseline parses the
+same JSON and inserts it as one row. Targets (issue 3): intake keeps at least half the
+baseline's throughput, and p99 stays under 50 ms at 8 concurrent clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REDIS, ROOT, Result, database, drive, gunicorn  # noqa: E402
+from review.signing import sign_headers  # noqa: E402
+
+BODY = {
+    "action": {"tool": "billing.refund", "args": {"invoice": "INV-1", "amount": 740}},
+    "summary": "Refund $740 to customer C-88319",
+    "on_behalf_of": {"id": "alice@example.com", "display_name": "Alice"},
+    "rationale": "duplicate charge on 2026-11-18",
+    "before": {"invoice": "INV-1", "status": "paid", "refunded": 0},
+    "after": {"invoice": "INV-1", "status": "refunded", "refunded": 740},
+    "trace": {"id": "a1f8", "url": "https://traces.example.com/t/a1f8"},
+    "labels": {"team": "billing"},
+}
+
+
+def flask_cmd(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[Result, Result]:
+    with database(kind) as cs_url, database(kind) as bare_url:
+        instance = Path(tempfile.mkdtemp(prefix="cs-bench-"))
+        env = {
+            "DATABASE_URL": cs_url,
+            "REDIS_URL": REDIS,
+            "COUNTERSIGN_INSTANCE_DIR": str(instance),
+            "COUNTERSIGN_AGENT_RATE": "1000000",  # checked (one Redis round trip), never hit
+            "COUNTERSIGN_AGENT_MAX_PENDING": "1000000",  # counted, never hit
+        }
+        flask_cmd(env, "db", "upgrade")
+        flask_cmd(env, "users", "create", "owner", "--role", "admin", stdin="bench-password\n")
+        secret = flask_cmd(env, "agents", "create", "bench-bot", "--owner", "owner").split()[-1]
+        raw = json.dumps(BODY).encode()
+
+        def signed_requests() -> list[tuple[str, bytes, dict[str, str]]]:
+            out = []
+            for _ in range(n):
+                headers = sign_headers(secret, f"msg_{uuid.uuid4().hex}", raw)
+                headers["Content-Type"] = "application/json"
+                out.append(("/api/v1/agents/bench-bot/deferrals", raw, headers))
+            return out
+
+        bare_requests = [("/ingest", raw, {"Content-Type": "application/json"})] * n
+        cs_results, bare_results = [], []
+        with (
+            gunicorn("app:app", env) as cs_base,
+            gunicorn("bare_app:app", {"DATABASE_URL": bare_url}, cwd=ROOT / "bench") as bare,
+        ):
+            drive("warm-up", cs_base, signed_requests()[:100], concurrency)
+            drive("warm-up", bare, bare_requests[:100], concurrency)
+            for _ in range(rounds):
+                prepared = signed_requests()  # signed just before sending: fresh timestamps
+                cs_results.append(
+                    drive(f"countersign intake ({kind})", cs_base, prepared, concurrency)
+                )
+                bare_results.append(
+                    drive(f"bare json+insert ({kind})", bare, bare_requests, concurrency)
+                )
+        median = lambda rs: sorted(rs, key=lambda r: r.throughput)[len(rs) // 2]  # noqa: E731
+        return median(cs_results), median(bare_results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    workers, threads = os.environ.get("BENCH_WORKERS", 2), os.environ.get("BENCH_THREADS", 4)
+    print(
+        f"{args.requests} requests x {args.rounds} rounds, {args.concurrency} clients, "
+        f"gunicorn {workers} gthread workers x {threads} threads, {os.cpu_count()} CPUs"
+    )
+    for kind in kinds:
+        cs, bare = bench(kind, args.requests, args.concurrency, args.rounds)
+        print(cs.line())
+        print(bare.line())
+        ratio = cs.throughput / bare.throughput
+        verdict = "ok" if ratio >= 0.5 and cs.percentile(99) < 50 else "MISSES TARGET"
+        print(f"  intake / bare throughput = {ratio:.2f}   ({verdict}: >= 0.50 and p99 < 50 ms)")
+
+
+if __name__ == "__main__":
+    main()
