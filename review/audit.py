@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,7 @@ import rfc8785
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from review.models import AuditEvent, AuditHead, utcnow
+from review.models import Agent, AuditEvent, AuditHead, utcnow
 
 GENESIS_HASH = "0" * 64
 ACTOR_KINDS = ("user", "agent", "system")
@@ -104,16 +104,27 @@ def record_event(
     )[0]
 
 
+class AgentStopped(Exception):
+    """The guarded agent's kill switch is on (seen under the chain lock)."""
+
+    def __init__(self, slug: str, reason: str):
+        super().__init__(f"agent {slug} is stopped: {reason}")
+        self.slug, self.reason = slug, reason
+
+
 def record_events(
     session: Session,
     events: list[dict[str, Any]],
     *,
-    under_lock: Callable[[], None] | None = None,
+    guard_agent: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Append several events in order, taking the head lock once (Core, no ORM overhead).
+    """Append several events in order under one take of the chain lock.
 
-    `under_lock` runs right after the lock is taken: a last check that must see every
-    transaction that committed before this one (it may raise to abort).
+    The chain lock is the single point where every state change in the service is
+    ordered, so it is held for as few round trips as possible: one statement takes it
+    (and, with `guard_agent`, locks and re-reads that agent's kill switch, raising
+    AgentStopped if it is on), one writes the events and the new head (a single
+    statement on PostgreSQL), then the caller commits. Payloads are serialised before.
     """
     head_table, events_table = AuditHead.__table__, AuditEvent.__table__
     for event in events:  # everything that needs no lock happens before taking it
@@ -121,11 +132,21 @@ def record_events(
             raise ValueError(f"unknown actor kind {event['actor_kind']!r}")
     texts = [payload_json(event.get("payload") or {}) for event in events]
     conn = session.connection()  # Core on the session's connection: no ORM layer per statement
-    head_seq, head_hash = conn.execute(
-        select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1).with_for_update()
-    ).one()
-    if under_lock is not None:
-        under_lock()
+    lock = select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1)
+    if guard_agent is None:
+        head_seq, head_hash = conn.execute(lock.with_for_update()).one()
+    else:
+        agents = Agent.__table__
+        guarded = (
+            lock.add_columns(agents.c.slug, agents.c.state, agents.c.state_reason)
+            .join_from(head_table, agents, agents.c.id == guard_agent)
+            # NO KEY UPDATE: the newest versions, without conflicting with the KEY SHARE lock
+            # that inserting a deferral (a foreign key to the agent) takes on the agent row.
+            .with_for_update(of=[head_table, agents], key_share=True)
+        )
+        head_seq, head_hash, slug, state, reason = conn.execute(guarded).one()
+        if state == "killed":
+            raise AgentStopped(slug, reason)
     rows = []
     for event, text in zip(events, texts, strict=True):
         row = {
@@ -142,10 +163,13 @@ def record_events(
         row["hash"] = event_hash(**row)
         rows.append(row)
         head_seq, head_hash = row["seq"], row["hash"]
-    conn.execute(insert(events_table), rows)
-    conn.execute(
-        update(head_table).where(head_table.c.id == 1), {"seq": head_seq, "hash": head_hash}
-    )
+    move_head = update(head_table).where(head_table.c.id == 1)
+    if conn.dialect.name == "postgresql":
+        appended = insert(events_table).values(rows).cte("appended")
+        conn.execute(move_head.values(seq=head_seq, hash=head_hash).add_cte(appended))
+    else:
+        conn.execute(insert(events_table), rows)
+        conn.execute(move_head, {"seq": head_seq, "hash": head_hash})
     return rows
 
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import priority
 from review.agents import Signer
 from review.api.errors import ApiError
-from review.audit import canonical_json, record_event, record_events
+from review.audit import AgentStopped, canonical_json, record_event, record_events
 from review.diffing import ABSENT, compute_diff
 from review.ids import new_deferral_id
 from review.models import PENDING_STATUSES, Agent, Deferral, utcnow
@@ -154,12 +154,10 @@ def _create(
     # A duplicate webhook-id fails this insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
     conn.execute(insert(deferrals), values)  # parameters apart: a cached statement
-    record_events(
-        session,
-        _intake_events(agent.slug, values, prepared),
-        # SQLite's IMMEDIATE transaction held the write lock before the read above.
-        under_lock=None if rt.db.is_sqlite else lambda: _still_active(conn, agent_id),
-    )
+    try:
+        record_events(session, _intake_events(agent.slug, values, prepared), guard_agent=agent_id)
+    except AgentStopped as stopped:  # the kill switch flipped while this request ran
+        raise ApiError(423, "agent_killed", str(stopped)) from None
     deferral = Deferral(**values)  # transient: only to render the resource
     return Received(deferral, created=True, agent_slug=agent.slug)
 
@@ -182,16 +180,6 @@ def _refusal(rt: Runtime, agent: Any) -> ApiError | None:
             headers={"Retry-After": str(PENDING_CAP_RETRY_AFTER)},
         )
     return None
-
-
-def _still_active(conn: Connection, agent_id: int) -> None:
-    """Re-read the kill switch under the audit lock (see the module docstring)."""
-    agents = Agent.__table__
-    row = conn.execute(
-        select(agents.c.slug, agents.c.state, agents.c.state_reason).where(agents.c.id == agent_id)
-    ).one()
-    if row.state == "killed":
-        raise ApiError(423, "agent_killed", f"agent {row.slug} is stopped: {row.state_reason}")
 
 
 def _deferral_values(

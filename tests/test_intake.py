@@ -148,3 +148,26 @@ def test_the_rate_limit_is_shared_by_every_web_worker(make_app, agent):
             assert codes == [202, 202, 202] and last == 429
             return
     raise AssertionError("could not fit four requests into one second")
+
+
+def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent, rt):
+    """Eight clients at once: no deadlock, no lost event, one gapless chain."""
+    app = make_app(agent_rate=0)
+    barrier, statuses = threading.Barrier(8), []
+
+    def send(i):
+        client = AgentClient(app.test_client(), agent.slug, agent.secret)
+        barrier.wait()
+        for j in range(5):
+            statuses.append(client.defer(refund(summary=f"refund {i}-{j}")).status_code)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [202] * 40
+    with rt.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Deferral)) == 40
+        result = verify_chain(session)
+        assert result.ok and result.count == 2 + 80  # user and agent creation, then 2 each

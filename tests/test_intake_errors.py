@@ -198,3 +198,14 @@ def test_unknown_api_paths_and_methods_answer_json(agent, client):
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
     wrong = client.delete(f"/api/v1/agents/{agent.slug}/deferrals")
     assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_kill_landing_mid_request_is_seen_under_the_audit_lock(agent, rt, monkeypatch):
+    """The agent was active when the request was read and killed before its events."""
+    from review import intake
+
+    with rt.db.write() as session:
+        session.execute(update(Agent).values(state="killed", state_reason="flipped meanwhile"))
+    monkeypatch.setattr(intake, "_refusal", lambda *_args: None)  # the early read saw "active"
+    body = _assert_refused(agent.defer(), rt, 423, "agent_killed")
+    assert "flipped meanwhile" in body["error"]["message"]
