@@ -29,8 +29,8 @@ REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 def database(kind: str) -> Iterator[str]:
     """A fresh, empty database of `kind` ("sqlite" or "postgres"), dropped afterwards."""
     if kind == "sqlite":
-        folder = Path(tempfile.mkdtemp(prefix="cs-bench-"))
-        yield f"sqlite:///{folder / 'bench.db'}"
+        with tempfile.TemporaryDirectory(prefix="cs-bench-") as folder:
+            yield f"sqlite:///{Path(folder) / 'bench.db'}"
         return
     name = f"cs_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")

@@ -53,12 +53,15 @@ def flask_cmd(env: dict[str, str], *args: str, stdin: str = "") -> str:
 
 
 def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[Result, Result]:
-    with database(kind) as cs_url, database(kind) as bare_url:
-        instance = Path(tempfile.mkdtemp(prefix="cs-bench-"))
+    with (
+        database(kind) as cs_url,
+        database(kind) as bare_url,
+        tempfile.TemporaryDirectory(prefix="cs-bench-") as instance,
+    ):
         env = {
             "DATABASE_URL": cs_url,
             "REDIS_URL": REDIS,
-            "COUNTERSIGN_INSTANCE_DIR": str(instance),
+            "COUNTERSIGN_INSTANCE_DIR": instance,
             "COUNTERSIGN_AGENT_RATE": "1000000",  # checked (one Redis round trip), never hit
             "COUNTERSIGN_AGENT_MAX_PENDING": "1000000",  # counted, never hit
         }

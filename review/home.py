@@ -36,7 +36,7 @@ def index():
         template,
         checks=check(),
         database=rt.db.engine.dialect.name,
-        redis="embedded (unix socket in instance/)" if rt.redis.embedded else "REDIS_URL",
+        redis=rt.redis.describe(),
         demo=rt.settings.demo,
         waiting=waiting,
         counts=counts,

@@ -37,6 +37,14 @@ class RedisProvider:
             return self.embedded.acquire()
         return self._url
 
+    def describe(self) -> str:
+        """Where Redis is, for people: never the password."""
+        if self.embedded is not None:
+            return "embedded, on a unix socket in instance/"
+        if self._url.startswith("unix://"):
+            return f"unix socket {self._url.removeprefix('unix://').split('?')[0]}"
+        return self._url.split("@")[-1]
+
     def client(self) -> redis.Redis:
         if self._client is None:
             with self._lock:
