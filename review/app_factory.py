@@ -33,12 +33,16 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["countersign"] = runtime
     _configure_logging()
 
-    from review import cli, health, home
+    from review import auth, cli, health, home, pages, presenting
     from review.api.views import bp as api_bp
 
+    auth.init_app(app, runtime)
+    auth.csrf.exempt(api_bp)  # agents sign their requests; there is no browser session
+    presenting.init_app(app)
     app.register_blueprint(api_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(home.bp)
+    app.register_blueprint(pages.bp)
     cli.init_app(app)
     _api_errors_are_json(app)
     return app

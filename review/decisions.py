@@ -7,7 +7,8 @@ it may leave, and a rowcount of 0 means someone else decided first.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -16,6 +17,8 @@ from sqlalchemy.orm import Session
 from review.agents import Signer
 from review.api.errors import ApiError
 from review.audit import record_event
+from review.batches import Holder, two_person_levels
+from review.errors import DomainError
 from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
 from review.runtime import Runtime
 
@@ -33,6 +36,7 @@ def end_deferral(
     reason: str | None,
     decided_by: list[str],
     from_statuses: tuple[str, ...] = PENDING_STATUSES,
+    claimed_by: int | None = None,
     valid_until: datetime | None = None,
     payload: dict[str, Any] | None = None,
     now: datetime | None = None,
@@ -40,15 +44,20 @@ def end_deferral(
     if outcome not in TERMINAL_STATUSES:
         raise ValueError(f"{outcome!r} is not a terminal status")
     now = now or utcnow()
+    conditions = [Deferral.id == deferral.id, Deferral.status.in_(from_statuses)]
+    if claimed_by is not None:  # a reviewer's decision holds only while their claim does
+        conditions += [Deferral.claimed_by == claimed_by, Deferral.lease_expires_at >= now]
     result = session.execute(
         update(Deferral)
-        .where(Deferral.id == deferral.id, Deferral.status.in_(from_statuses))
+        .where(*conditions)
         .values(
             status=outcome,
             decided_at=now,
             decision_reason=reason,
             decided_by=decided_by,
             valid_until=valid_until,
+            claimed_by=None,
+            lease_expires_at=None,
         )
         .execution_options(synchronize_session=False)
     )
@@ -86,3 +95,155 @@ def cancel_deferral(rt: Runtime, deferral_id: str, agent: Signer, reason: str) -
             session.refresh(deferral)
             raise ApiError(409, "invalid_state", f"deferral is already {deferral.status}") from None
         return deferral
+
+
+# --- reviewers' decisions ----------------------------------------------------------------
+
+MAX_REASON = 2000
+
+
+class DecisionRefused(DomainError):
+    """The decision cannot be taken; the message tells the reviewer why and what now."""
+
+
+@dataclass(frozen=True)
+class Decided:
+    deferral_id: str
+    status: str  # the deferral's status afterwards
+    message: str
+
+
+def _who(deferral: Deferral) -> str:
+    names = ", ".join(deferral.decided_by or []) or "the system"
+    return f"{deferral.status} by {names}"
+
+
+def decide(
+    rt: Runtime,
+    holder: Holder,
+    deferral_id: str,
+    verdict: str,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> Decided:
+    """Approve or reject a deferral the reviewer holds, in one audited transaction."""
+    if verdict not in ("approve", "reject"):
+        raise ValueError(verdict)
+    now = now or utcnow()
+    reason = (reason or "").strip() or None
+    if verdict == "reject" and not reason:
+        raise DecisionRefused("Say why you reject it: pick a reason or type one.")
+    if reason and len(reason) > MAX_REASON:
+        raise DecisionRefused(f"Keep the reason under {MAX_REASON} characters.")
+    with rt.db.write() as session:
+        deferral = session.get(Deferral, deferral_id)
+        if deferral is None:
+            raise DecisionRefused("There is no such deferral.")
+        if deferral.status in TERMINAL_STATUSES:
+            raise DecisionRefused(f"Nothing changed: it was already {_who(deferral)}.")
+        if deferral.expires_at <= now:
+            end_deferral(
+                session,
+                deferral,
+                "expired",
+                actor=("system", "expiry"),
+                reason="expired before a decision",
+                decided_by=[],
+                now=now,
+            )
+            return Decided(
+                deferral.id,
+                "expired",
+                "It expired before your decision and was denied; nothing was approved.",
+            )
+        if (
+            deferral.status != "in_review"
+            or deferral.claimed_by != holder.id
+            or deferral.lease_expires_at is None
+            or deferral.lease_expires_at < now
+        ):
+            raise DecisionRefused(
+                "Nothing changed: your claim on this item lapsed, so it went back to the queue "
+                "(another reviewer may hold it now). Start a new batch to see it again."
+            )
+        if verdict == "reject":
+            return _end(session, deferral, holder, "rejected", reason, now)
+        if deferral.principal_id.lower() in holder.identities:
+            raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
+        if deferral.risk_level in two_person_levels(rt.settings.two_person_level):
+            if deferral.first_approved_by is None:
+                return _first_of_two(session, deferral, holder, reason, now)
+            if deferral.first_approved_by == holder.username:
+                raise DecisionRefused("The second approval must come from another reviewer.")
+        return _end(
+            session,
+            deferral,
+            holder,
+            "approved",
+            reason,
+            now,
+            valid_until=now + timedelta(seconds=rt.settings.approval_ttl),
+        )
+
+
+def _end(session, deferral, holder, outcome, reason, now, valid_until=None) -> Decided:
+    approvers = (
+        [deferral.first_approved_by] if outcome == "approved" and deferral.first_approved_by else []
+    )
+    try:
+        end_deferral(
+            session,
+            deferral,
+            outcome,
+            actor=("user", holder.username),
+            reason=reason,
+            decided_by=[*approvers, holder.username],
+            from_statuses=("in_review",),
+            claimed_by=holder.id,
+            valid_until=valid_until,
+            now=now,
+            payload={"risk_level": deferral.risk_level, "action_digest": deferral.action_digest},
+        )
+    except AlreadyDecided:
+        raise DecisionRefused("Nothing changed: someone else decided it first.") from None
+    word = "Approved" if outcome == "approved" else "Rejected"
+    return Decided(deferral.id, outcome, f"{word}.")
+
+
+def _first_of_two(session, deferral, holder, reason, now) -> Decided:
+    table = Deferral.__table__
+    done = session.execute(
+        update(table)
+        .where(
+            table.c.id == deferral.id,
+            table.c.status == "in_review",
+            table.c.claimed_by == holder.id,
+            table.c.first_approved_by.is_(None),
+        )
+        .values(
+            status="pending",
+            first_approved_by=holder.username,
+            claimed_by=None,
+            lease_expires_at=None,
+            opened=False,
+        )
+    ).rowcount
+    if done != 1:
+        raise DecisionRefused("Nothing changed: someone else acted on it first.")
+    record_event(
+        session,
+        actor_kind="user",
+        actor_id=holder.username,
+        event_type="deferral.approval_1_of_2",
+        agent=deferral.agent.slug,
+        deferral_id=deferral.id,
+        payload={
+            "reason": reason,
+            "risk_level": deferral.risk_level,
+            "action_digest": deferral.action_digest,
+        },
+        at=now,
+    )
+    return Decided(
+        deferral.id, "pending", "1 of 2 approvals: it goes back to the queue for a second reviewer."
+    )

@@ -235,6 +235,10 @@ def _deferral_values(
         "decision_reason": None,
         "decided_by": [],
         "valid_until": None,
+        "claimed_by": None,
+        "lease_expires_at": None,
+        "opened": False,
+        "first_approved_by": None,
     }
 
 

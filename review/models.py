@@ -129,6 +129,12 @@ class Deferral(Base):
         Index("ix_deferrals_agent_status", "agent_id", "status"),
         # The expiry sweep: WHERE status IN (...) AND expires_at <= now.
         Index("ix_deferrals_status_expires", "status", "expires_at"),
+        # A reviewer's batch: WHERE claimed_by = ? AND status = 'in_review'.
+        Index("ix_deferrals_claimed_by_status", "claimed_by", "status"),
+        # Lapsed claims: WHERE status = 'in_review' AND lease_expires_at < now.
+        Index("ix_deferrals_status_lease", "status", "lease_expires_at"),
+        # The queue's counts per level, capped: WHERE status = 'pending' AND risk_level = ?.
+        Index("ix_deferrals_status_level", "status", "risk_level"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -169,6 +175,13 @@ class Deferral(Base):
     decision_reason: Mapped[str | None] = mapped_column(Text)
     decided_by: Mapped[list[str]] = mapped_column(JSONType, default=list)
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Reviewing: who holds it (status in_review) and until when, whether the holder has
+    # opened it (bulk approval only takes opened items), and the first of two approvals.
+    claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_approved_by: Mapped[str | None] = mapped_column(String(64))
 
     agent: Mapped[Agent] = relationship(lazy="joined")
 

@@ -77,6 +77,16 @@ def _redis_url(name: str, raw: Any) -> str:
     return text
 
 
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def parse(name: str, raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        return text
+
+    return parse
+
+
 def _risk_levels(name: str, raw: Any) -> tuple[int, int, int]:
     try:
         parts = tuple(int(p) for p in str(raw).split(","))
@@ -103,6 +113,13 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "priority_expiry_seconds_per_point": _int_range(1),
     "diff_max_changes": _int_range(1, 100000),
     "diff_max_ms": _int_range(1, 60000),
+    "batch_size": _int_range(1, 50),
+    "lease_seconds": _int_range(30, 86400),
+    "two_person_level": _choice("low", "medium", "high", "critical", "none"),
+    "approval_ttl": _int_range(1, 30 * 86400),
+    "session_cookie_secure": _bool,
+    "login_failures_per_account": _int_range(1, 1000),
+    "login_failures_per_address": _int_range(1, 100000),
     "demo": _bool,
 }
 
@@ -124,6 +141,13 @@ class Settings:
     priority_expiry_seconds_per_point: int
     diff_max_changes: int
     diff_max_ms: int
+    batch_size: int
+    lease_seconds: int
+    two_person_level: str
+    approval_ttl: int
+    session_cookie_secure: bool
+    login_failures_per_account: int
+    login_failures_per_address: int
     demo: bool
 
     @property

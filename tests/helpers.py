@@ -74,3 +74,42 @@ class AgentClient:
 
     def post_json(self, path: str, payload: Any, **kwargs):
         return self.request("POST", path, json.dumps(payload).encode(), **kwargs)
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token a page carries (hidden inputs and the htmx header both have it)."""
+    import re
+
+    match = (
+        re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html)
+        or re.search(r'type="hidden" name="csrf_token" value="([^"]+)"', html)
+        or re.search(r'"X-CSRFToken": "([^"]+)"', html)
+    )
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+class Browser:
+    """A logged-in person driving the pages with a Flask test client (forms, CSRF, htmx)."""
+
+    def __init__(self, client, username: str, password: str = "correct horse battery"):
+        self.client = client
+        self.username = username
+        page = client.get("/login").get_data(as_text=True)
+        response = client.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": csrf_token(page)},
+        )
+        assert response.status_code == 302, response.get_data(as_text=True)
+        self.token = csrf_token(client.get("/queue").get_data(as_text=True))
+
+    def get(self, path: str, **kwargs):
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, data: dict | None = None, htmx: bool = False):
+        headers = {"X-CSRFToken": self.token}
+        if htmx:
+            headers["HX-Request"] = "true"
+        return self.client.post(
+            path, data={**(data or {}), "csrf_token": self.token}, headers=headers
+        )

@@ -1,0 +1,149 @@
+"""The reviewer pages: the queue, a batch, one deferral. Thin views over review.batches,
+review.decisions and review.listing; htmx requests get partials, others full pages."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user, login_required
+
+from review import batches, listing
+from review.auth import DECIDERS, roles_required
+from review.batches import Holder
+from review.decisions import DecisionRefused, decide
+from review.models import Agent, Deferral, utcnow
+from review.runtime import current_runtime
+
+bp = Blueprint("review", __name__)
+REJECT_REASONS = (
+    "Not enough context to approve",
+    "Amount or scope too large",
+    "Wrong target or recipient",
+    "Policy does not allow this",
+)
+
+
+def holder() -> Holder:
+    return Holder(current_user.id, current_user.username, frozenset(current_user.identities))
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+@bp.get("/queue")
+@login_required
+def queue():
+    rt = current_runtime()
+    flt = listing.QueueFilter.parse(request.args)
+    with rt.db.read() as db:
+        rows = listing.queue_rows(db, flt)
+        counts = listing.level_counts(db)
+        held = batches.held_ids(db, holder(), utcnow()) if current_user.can_decide else []
+        agents = [
+            a
+            for (a,) in db.execute(
+                Agent.__table__.select().with_only_columns(Agent.slug).order_by(Agent.slug)
+            )
+        ]
+    context = dict(
+        rows=rows,
+        counts=counts,
+        flt=flt,
+        held=len(held),
+        agents=agents,
+        cap=listing.COUNT_CAP,
+        batch_size=rt.settings.batch_size,
+    )
+    if is_htmx():
+        return render_template("review/_queue_body.html", **context)
+    return render_template("review/queue.html", **context)
+
+
+@bp.post("/batch/start")
+@roles_required(*DECIDERS)
+def start_batch():
+    ids = batches.claim_batch(current_runtime(), holder())
+    if not ids:
+        flash("Nothing to review right now: the queue has nothing you may take.", "info")
+        return redirect(url_for("review.queue"))
+    return redirect(url_for("review.batch"))
+
+
+@bp.post("/batch/release")
+@roles_required(*DECIDERS)
+def release_batch():
+    count = batches.release_batch(current_runtime(), holder())
+    flash(f"Gave {count} item{'s' if count != 1 else ''} back to the queue.", "info")
+    return redirect(url_for("review.queue"))
+
+
+@bp.get("/batch")
+@roles_required(*DECIDERS)
+def batch():
+    rt = current_runtime()
+    with rt.db.read() as db:
+        ids = batches.held_ids(db, holder(), utcnow())
+        items = listing.batch_items(db, ids)
+    return render_template(
+        "review/batch.html",
+        items=items,
+        reasons=REJECT_REASONS,
+        lease_seconds=rt.settings.lease_seconds,
+    )
+
+
+@bp.post("/batch/<deferral_id>/open")
+@roles_required(*DECIDERS)
+def open_item(deferral_id: str):
+    """The reviewer looked at an item: it may now be approved in bulk; the lease renews."""
+    batches.touch(current_runtime(), holder(), deferral_id)
+    return ("", 204)
+
+
+@bp.post("/batch/<deferral_id>/<verdict>")
+@roles_required(*DECIDERS)
+def decide_item(deferral_id: str, verdict: str):
+    if verdict not in ("approve", "reject"):
+        abort(404)
+    rt = current_runtime()
+    # A quick-reason button submits its own "reason" after the typed one: the last wins.
+    given = [r for r in request.form.getlist("reason") if r.strip()]
+    reason = given[-1] if given else ""
+    try:
+        outcome = decide(rt, holder(), deferral_id, verdict, reason)
+        message, kind = outcome.message, "ok"
+    except DecisionRefused as refused:
+        message, kind = str(refused), "error"
+    if not is_htmx():
+        flash(message, kind)
+        return redirect(url_for("review.batch"))
+    with rt.db.read() as db:
+        item = db.get(Deferral, deferral_id)
+    return render_template(
+        "review/_card.html",
+        d=item,
+        reasons=REJECT_REASONS,
+        notice=message,
+        notice_kind=kind,
+        decided=True,
+    )
+
+
+@bp.get("/deferrals/<deferral_id>")
+@login_required
+def deferral(deferral_id: str):
+    rt = current_runtime()
+    with rt.db.read() as db:
+        item = db.get(Deferral, deferral_id)
+        if item is None:
+            abort(404)
+        chain = listing.evidence_chain(db, deferral_id)
+    return render_template("review/deferral.html", d=item, chain=chain, reasons=REJECT_REASONS)

@@ -1,0 +1,64 @@
+"""Claims under concurrency: no deferral is ever held by two reviewers."""
+
+import threading
+from collections import Counter
+
+from sqlalchemy import func, select
+
+from review.audit import verify_chain
+from review.batches import Holder, claim_batch
+from review.models import AuditEvent, Deferral
+from review.users import create_user
+from tests.helpers import AgentClient, refund
+
+
+def test_eight_concurrent_claimers_never_share_a_deferral(make_app, make_agent, rt):
+    app = make_app(agent_rate=0)
+    base = make_agent()
+    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    for i in range(30):
+        assert agent.defer(refund(summary=f"item {i}")).status_code == 202
+    holders = []
+    with rt.db.write() as session:
+        for i in range(8):
+            user = create_user(session, f"reviewer{i}", "reviewer", "correct horse battery")
+            session.flush()
+            holders.append(Holder(user.id, user.username, frozenset({user.username})))
+    claimed: dict[str, list[str]] = {}
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def claim(holder):
+        try:
+            barrier.wait()
+            claimed[holder.username] = claim_batch(rt, holder)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(h,)) for h in holders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    everyone = [d for ids in claimed.values() for d in ids]
+    assert len(everyone) == len(set(everyone)) == 30  # all taken, none twice
+    assert all(len(ids) <= 5 for ids in claimed.values())
+    with rt.db.read() as session:
+        by_id = dict(session.execute(select(Deferral.id, Deferral.claimed_by)).all())
+        owner = {h.id: h.username for h in holders}
+        for username, ids in claimed.items():
+            assert all(owner[by_id[d]] == username for d in ids)
+        claims = Counter(
+            session.scalars(
+                select(AuditEvent.deferral_id).where(AuditEvent.event_type == "deferral.claimed")
+            )
+        )
+        assert set(claims.values()) == {1} and len(claims) == 30
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Deferral).where(Deferral.status == "pending")
+            )
+            == 0
+        )
+        assert verify_chain(session).ok
