@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-postgres lint format bench clean
+.PHONY: run test test-postgres browser lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Countersign needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -19,11 +19,15 @@ run: $(STAMP)
 	COUNTERSIGN_DEMO=1 $(BIN)/flask --app app serve
 
 # The whole suite on SQLite; TEST_DATABASE_URL=postgresql+psycopg://... runs it on PostgreSQL.
-test: $(STAMP)
+# Browser tests drive Debian's /usr/bin/chromium; without it, Playwright's own download.
+test: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) browser
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://127.0.0.1:5432/test} $(BIN)/pytest $(PYTEST_ARGS)
+
+browser: $(STAMP)
+	@test -x /usr/bin/chromium || $(BIN)/playwright install chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -22,11 +22,13 @@ from review.models import Agent, Deferral, utcnow
 from review.runtime import current_runtime
 
 bp = Blueprint("review", __name__)
+# Quick picks for a rejection. Their labels avoid the words "approve" and "reject", so
+# the Approve and Reject buttons keep unique accessible names.
 REJECT_REASONS = (
-    "Not enough context to approve",
+    "Needs more context",
     "Amount or scope too large",
     "Wrong target or recipient",
-    "Policy does not allow this",
+    "Against policy",
 )
 
 

@@ -1,0 +1,148 @@
+"""The reviewer pages in a real browser: Chromium, driven by Playwright, over real HTTP.
+
+Accessible names are part of the contract (PROTOCOL.md section 8), so the tests find
+everything by label and role, as a screen reader would.
+"""
+
+from datetime import timedelta
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from sqlalchemy import update
+
+from review.models import Deferral, utcnow
+from review.users import create_user
+from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.helpers import AgentClient, refund
+
+pytestmark = pytest.mark.browser
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def site(make_app, make_agent, rt):
+    app = make_app(agent_rate=0)
+    with rt.db.write() as session:
+        for name in ("rita", "sam"):
+            create_user(session, name, "reviewer", PASSWORD, email=f"{name}@example.com")
+    base = make_agent()
+    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    with live_server(app) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(**launch_options())
+        yield url, agent, browser
+        browser.close()
+
+
+def login(browser, url, name):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
+    page.goto(url + "/login")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(url + "/queue")
+    return page
+
+
+def status(agent, d_id):
+    return agent.get(f"/api/v1/deferrals/{d_id}").get_json()
+
+
+def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
+    url, agent, browser = site
+    ids = [
+        agent.defer(refund(summary=f"Refund {n} to customer")).get_json()["id"]
+        for n in (100, 200, 300)
+    ]
+    agent.defer(
+        refund(
+            summary="Delete 250 CRM contacts",
+            action={"tool": "crm.delete_contacts", "args": {"ids": list(range(250))}},
+            labels={"env": "prod"},
+            risk={"score": 70},
+        )
+    )
+    page = login(browser, url, "rita")
+    expect(page.get_by_role("button", name="Start batch")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
+    page.get_by_role("button", name="Start batch").click()
+    expect(page).to_have_url(url + "/batch")
+    cards = page.locator("article.card")
+    expect(cards).to_have_count(4)
+    page.screenshot(path=str(ARTIFACTS / "batch.png"), full_page=True)
+    first = cards.nth(0)
+    expect(first.get_by_role("link", name="Trace")).to_have_attribute("rel", "noopener noreferrer")
+    first.get_by_role("button", name="Approve").click()
+    expect(page.locator("article.card").nth(0)).to_contain_text("Approved.")
+    page.keyboard.press("a")  # the next card is current now
+    expect(page.locator("article.card").nth(1)).to_contain_text("Approved.")
+    page.keyboard.press("r")
+    expect(page.locator("article.card").nth(2).get_by_label("Reason")).to_be_focused()
+    page.keyboard.type("amount looks wrong")
+    page.keyboard.press("Enter")
+    expect(page.locator("article.card").nth(2)).to_contain_text("Rejected.")
+    page.keyboard.press("?")
+    expect(page.get_by_role("dialog")).to_be_visible()
+    outcomes = {status(agent, i)["status"] for i in ids}
+    assert "approved" in outcomes or "rejected" in outcomes
+    decided = [status(agent, i) for i in ids]
+    assert sum(d["status"] in ("approved", "rejected") for d in decided) >= 2
+
+
+def test_two_reviewers_share_a_two_person_item(site):
+    url, agent, browser = site
+    d_id = agent.defer(refund(summary="Pay out EUR 12,500", risk={"score": 95})).get_json()["id"]
+    rita = login(browser, url, "rita")
+    rita.get_by_role("button", name="Start batch").click()
+    rita.get_by_role("button", name="Approve").click()
+    expect(rita.locator("article.card")).to_contain_text("1 of 2 approvals")
+    sam = login(browser, url, "sam")
+    expect(sam.get_by_text("1 of 2 approvals")).to_be_visible()
+    sam.get_by_role("button", name="Start batch").click()
+    sam.get_by_role("button", name="Approve").click()
+    expect(sam.locator("article.card")).to_contain_text("Approved.")
+    assert status(agent, d_id)["decision"]["decided_by"] == ["rita", "sam"]
+
+
+def test_a_stale_lease_is_explained_in_the_page(site, rt):
+    url, agent, browser = site
+    d_id = agent.defer().get_json()["id"]
+    page = login(browser, url, "rita")
+    page.get_by_role("button", name="Start batch").click()
+    with rt.db.write() as session:
+        session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("alert")).to_contain_text("your claim on this item lapsed")
+    assert status(agent, d_id)["status"] == "in_review"
+
+
+def test_a_hostile_payload_renders_inert(site):
+    url, agent, browser = site
+    hostile = (
+        '<script>alert("x")</script><img src=x onerror=alert(1)><style>*{display:none}</style>'
+    )
+    agent.defer(
+        refund(
+            summary=hostile,
+            rationale=hostile * 50,
+            action={"tool": "x.y", "args": {"html": hostile, "long": "z" * 50000}},
+            trace={"url": 'https://traces.example.com/t/1"><script>alert(3)</script>'},
+            before={"bio": hostile},
+            after={"bio": hostile + "!"},
+        )
+    )
+    bad = agent.defer(refund(trace={"url": "javascript:alert(1)"}))
+    assert bad.status_code == 422
+    page = login(browser, url, "rita")
+    page.get_by_role("button", name="Start batch").click()
+    card = page.locator("article.card")
+    expect(card).to_be_visible()
+    expect(card.get_by_role("heading", level=2)).to_contain_text('<script>alert("x")</script>')
+    assert (
+        page.evaluate("document.querySelectorAll('main script, main img, main style').length") == 0
+    )
+    link = card.get_by_role("link", name="Trace")
+    assert link.get_attribute("href").startswith("https://traces.example.com/")
+    assert page.evaluate("getComputedStyle(document.body).display") != "none"
