@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from review.agents import Signer
@@ -166,6 +166,7 @@ def decide(
                 "Nothing changed: your claim on this item lapsed, so it went back to the queue "
                 "(another reviewer may hold it now). Start a new batch to see it again."
             )
+        _renew_lease(session, rt, holder, now)
         if verdict == "reject":
             return _end(session, deferral, holder, "rejected", reason, now)
         if deferral.principal_id.lower() in holder.identities:
@@ -184,6 +185,20 @@ def decide(
             now,
             valid_until=now + timedelta(seconds=rt.settings.approval_ttl),
         )
+
+
+def _renew_lease(session, rt: Runtime, holder: Holder, now: datetime) -> None:
+    """Working on a batch keeps the rest of it: every decision renews the lease."""
+    table = Deferral.__table__
+    session.execute(
+        update(table)
+        .where(
+            table.c.claimed_by == holder.id,
+            table.c.status == "in_review",
+            table.c.lease_expires_at >= now,
+        )
+        .values(lease_expires_at=now + timedelta(seconds=rt.settings.lease_seconds))
+    )
 
 
 def _end(session, deferral, holder, outcome, reason, now, valid_until=None) -> Decided:
@@ -247,3 +262,39 @@ def _first_of_two(session, deferral, holder, reason, now) -> Decided:
     return Decided(
         deferral.id, "pending", "1 of 2 approvals: it goes back to the queue for a second reviewer."
     )
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    done: list[Decided]
+    skipped: list[tuple[str, str]]  # (deferral id, why)
+
+
+def decide_many(
+    rt: Runtime, holder: Holder, ids: list[str], verdict: str, reason: str | None = None
+) -> BulkResult:
+    """Approve or reject several held deferrals, each in its own audited transaction.
+
+    Bulk approval takes only items the reviewer has opened, and none that needs two
+    approvers: approving what nobody looked at is what this tool exists to prevent.
+    Bulk rejection takes one reason for all.
+    """
+    done, skipped = [], []
+    if verdict == "approve":
+        with rt.db.read() as session:
+            rows = {d.id: d for d in session.scalars(select(Deferral).where(Deferral.id.in_(ids)))}
+        two_person = two_person_levels(rt.settings.two_person_level)
+    for deferral_id in dict.fromkeys(ids):
+        if verdict == "approve":
+            d = rows.get(deferral_id)
+            if d is not None and d.claimed_by == holder.id and not d.opened:
+                skipped.append((deferral_id, "not opened yet"))
+                continue
+            if d is not None and d.risk_level in two_person:
+                skipped.append((deferral_id, "needs two approvers: approve it on its own"))
+                continue
+        try:
+            done.append(decide(rt, holder, deferral_id, verdict, reason))
+        except DecisionRefused as refused:
+            skipped.append((deferral_id, str(refused)))
+    return BulkResult(done, skipped)

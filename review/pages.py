@@ -17,7 +17,7 @@ from flask_login import current_user, login_required
 from review import batches, listing
 from review.auth import DECIDERS, roles_required
 from review.batches import Holder
-from review.decisions import DecisionRefused, decide
+from review.decisions import DecisionRefused, decide, decide_many
 from review.models import Agent, Deferral, utcnow
 from review.runtime import current_runtime
 
@@ -108,6 +108,24 @@ def open_item(deferral_id: str):
     """The reviewer looked at an item: it may now be approved in bulk; the lease renews."""
     batches.touch(current_runtime(), holder(), deferral_id)
     return ("", 204)
+
+
+@bp.post("/batch/selected/<verdict>")
+@roles_required(*DECIDERS)
+def decide_selected(verdict: str):
+    if verdict not in ("approve", "reject"):
+        abort(404)
+    ids = request.form.getlist("ids")[:100]
+    if not ids:
+        flash("Select items first (the Select box on each card).", "error")
+        return redirect(url_for("review.batch"))
+    result = decide_many(current_runtime(), holder(), ids, verdict, request.form.get("reason"))
+    if result.done:
+        word = "Approved" if verdict == "approve" else "Rejected"
+        flash(f"{word} {len(result.done)} item{'s' if len(result.done) != 1 else ''}.", "ok")
+    for deferral_id, why in result.skipped:
+        flash(f"Skipped {deferral_id}: {why}", "error")
+    return redirect(url_for("review.batch"))
 
 
 @bp.post("/batch/<deferral_id>/<verdict>")

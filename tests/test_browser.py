@@ -64,17 +64,17 @@ def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
         )
     )
     page = login(browser, url, "rita")
-    expect(page.get_by_role("button", name="Start batch")).to_be_visible()
+    expect(page.get_by_role("button", name="Start batch", exact=True)).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
-    page.get_by_role("button", name="Start batch").click()
+    page.get_by_role("button", name="Start batch", exact=True).click()
     expect(page).to_have_url(url + "/batch")
     cards = page.locator("article.card")
     expect(cards).to_have_count(4)
     page.screenshot(path=str(ARTIFACTS / "batch.png"), full_page=True)
     first = cards.nth(0)
     expect(first.get_by_role("link", name="Trace")).to_have_attribute("rel", "noopener noreferrer")
-    first.get_by_role("button", name="Approve").click()
+    first.get_by_role("button", name="Approve", exact=True).click()
     expect(page.locator("article.card").nth(0)).to_contain_text("Approved.")
     page.keyboard.press("a")  # the next card is current now
     expect(page.locator("article.card").nth(1)).to_contain_text("Approved.")
@@ -95,13 +95,13 @@ def test_two_reviewers_share_a_two_person_item(site):
     url, agent, browser = site
     d_id = agent.defer(refund(summary="Pay out EUR 12,500", risk={"score": 95})).get_json()["id"]
     rita = login(browser, url, "rita")
-    rita.get_by_role("button", name="Start batch").click()
-    rita.get_by_role("button", name="Approve").click()
+    rita.get_by_role("button", name="Start batch", exact=True).click()
+    rita.get_by_role("button", name="Approve", exact=True).click()
     expect(rita.locator("article.card")).to_contain_text("1 of 2 approvals")
     sam = login(browser, url, "sam")
     expect(sam.get_by_text("1 of 2 approvals")).to_be_visible()
-    sam.get_by_role("button", name="Start batch").click()
-    sam.get_by_role("button", name="Approve").click()
+    sam.get_by_role("button", name="Start batch", exact=True).click()
+    sam.get_by_role("button", name="Approve", exact=True).click()
     expect(sam.locator("article.card")).to_contain_text("Approved.")
     assert status(agent, d_id)["decision"]["decided_by"] == ["rita", "sam"]
 
@@ -110,10 +110,10 @@ def test_a_stale_lease_is_explained_in_the_page(site, rt):
     url, agent, browser = site
     d_id = agent.defer().get_json()["id"]
     page = login(browser, url, "rita")
-    page.get_by_role("button", name="Start batch").click()
+    page.get_by_role("button", name="Start batch", exact=True).click()
     with rt.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
-    page.get_by_role("button", name="Approve").click()
+    page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("your claim on this item lapsed")
     assert status(agent, d_id)["status"] == "in_review"
 
@@ -136,7 +136,7 @@ def test_a_hostile_payload_renders_inert(site):
     bad = agent.defer(refund(trace={"url": "javascript:alert(1)"}))
     assert bad.status_code == 422
     page = login(browser, url, "rita")
-    page.get_by_role("button", name="Start batch").click()
+    page.get_by_role("button", name="Start batch", exact=True).click()
     card = page.locator("article.card")
     expect(card).to_be_visible()
     expect(card.get_by_role("heading", level=2)).to_contain_text('<script>alert("x")</script>')

@@ -310,3 +310,60 @@ def test_hostile_agent_text_renders_as_inert_text(app, rt, agent, people):
         )
         assert "<b>bold</b>" not in page and "<i>" not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_approving_several_takes_only_opened_items_and_no_two_person_ones(app, rt, agent, people):
+    plain = [agent.defer(refund(summary=f"plain {i}")).get_json()["id"] for i in range(3)]
+    critical = agent.defer(refund(summary="critical", risk={"score": 95})).get_json()["id"]
+    rita = browser(app, "rita")
+    rita.post("/batch/start")
+    for d_id in plain[:2] + [critical]:
+        assert rita.post(f"/batch/{d_id}/open").status_code == 204
+    response = rita.post("/batch/selected/approve", {"ids": plain + [critical]})
+    assert response.status_code == 302
+    page = rita.get("/batch").get_data(as_text=True)
+    assert "Approved 2 items." in page
+    assert f"Skipped {plain[2]}: not opened yet" in page
+    assert f"Skipped {critical}: needs two approvers" in page
+    statuses = {
+        d: agent.get(f"/api/v1/deferrals/{d}").get_json()["status"] for d in plain + [critical]
+    }
+    assert statuses == {
+        plain[0]: "approved",
+        plain[1]: "approved",
+        plain[2]: "in_review",
+        critical: "in_review",
+    }
+
+
+def test_rejecting_several_takes_one_reason_for_all(app, rt, agent, people):
+    ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(3)]
+    rita = browser(app, "rita")
+    rita.post("/batch/start")
+    rita.post("/batch/selected/reject", {"ids": ids, "reason": "duplicate run"})
+    decisions = [agent.get(f"/api/v1/deferrals/{d}").get_json()["decision"] for d in ids]
+    assert {(d["outcome"], d["reason"]) for d in decisions} == {("rejected", "duplicate run")}
+
+
+def test_rejecting_several_without_a_reason_changes_nothing(app, rt, agent, people):
+    ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(2)]
+    rita = browser(app, "rita")
+    rita.post("/batch/start")
+    rita.post("/batch/selected/reject", {"ids": ids})
+    assert "Say why you reject it" in rita.get("/batch").get_data(as_text=True)
+    assert {agent.get(f"/api/v1/deferrals/{d}").get_json()["status"] for d in ids} == {"in_review"}
+
+
+def test_a_decision_renews_the_lease_on_the_rest_of_the_batch(app, rt, agent, people):
+    ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(2)]
+    rita = browser(app, "rita")
+    rita.post("/batch/start")
+    soon = utcnow() + timedelta(seconds=30)
+    with rt.db.write() as session:
+        session.execute(update(Deferral).values(lease_expires_at=soon))
+    held = rita.get("/batch").get_data(as_text=True)
+    first = ids[0] if f"card-{ids[0]}" in held else ids[1]
+    rita.post(f"/batch/{first}/approve", htmx=True)
+    with rt.db.read() as session:
+        other = session.get(Deferral, ids[1] if first == ids[0] else ids[0])
+    assert other.lease_expires_at > soon + timedelta(minutes=10)
