@@ -7,11 +7,13 @@ hundred pending deferrals as at a hundred thousand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+import redis
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.orm import Session
 
 from review.models import Agent, AuditEvent, Deferral
@@ -64,20 +66,55 @@ class QueueFilter:
         return out
 
 
-def queue_rows(session: Session, flt: QueueFilter, limit: int = QUEUE_ROWS) -> list[Deferral]:
+def queue_rows(session: Session, flt: QueueFilter, limit: int = QUEUE_ROWS) -> list[Any]:
+    """The rows the queue shows: only the columns it needs (the JSON blobs stay on disk)."""
     return list(
-        session.scalars(
-            select(Deferral).where(*flt.conditions()).order_by(Deferral.rank.desc()).limit(limit)
+        session.execute(
+            select(
+                Deferral.id,
+                Deferral.priority,
+                Deferral.risk_score,
+                Deferral.risk_level,
+                Deferral.summary,
+                Deferral.tool,
+                Deferral.principal_id,
+                Deferral.principal_name,
+                Deferral.expires_at,
+                Deferral.first_approved_by,
+                Agent.slug.label("agent_slug"),
+            )
+            .join(Agent, Agent.id == Deferral.agent_id)
+            .where(*flt.conditions())
+            .order_by(Deferral.rank.desc())
+            .limit(limit)
         )
     )
+
+
+COUNTS_KEY = "countersign:queue:level-counts"
+COUNTS_TTL = 3  # seconds: every reviewer's page refreshes every 10 s; they share one count
+
+
+def cached_level_counts(session: Session, client: redis.Redis) -> dict[str, int]:
+    """level_counts, shared through Redis for a few seconds (computed afresh if Redis is down)."""
+    try:
+        cached = client.get(COUNTS_KEY)
+        if cached:
+            return json.loads(cached)
+    except redis.RedisError:
+        return level_counts(session)
+    counts = level_counts(session)
+    with contextlib.suppress(redis.RedisError):
+        client.set(COUNTS_KEY, json.dumps(counts), ex=COUNTS_TTL)
+    return counts
 
 
 def level_counts(session: Session) -> dict[str, int]:
     """Pending deferrals per risk level, each counted up to COUNT_CAP (shown as 1000+)."""
     counts = {}
     for level in LEVELS:
-        capped = (
-            select(Deferral.id)
+        capped = (  # a constant, not a column: the count reads the index alone
+            select(literal_column("1"))
             .where(Deferral.status == "pending", Deferral.risk_level == level)
             .limit(COUNT_CAP)
             .subquery()

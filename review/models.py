@@ -133,8 +133,9 @@ class Deferral(Base):
         Index("ix_deferrals_claimed_by_status", "claimed_by", "status"),
         # Lapsed claims: WHERE status = 'in_review' AND lease_expires_at < now.
         Index("ix_deferrals_status_lease", "status", "lease_expires_at"),
-        # The queue's counts per level, capped: WHERE status = 'pending' AND risk_level = ?.
-        Index("ix_deferrals_status_level", "status", "risk_level"),
+        # The queue by level: WHERE status = 'pending' AND risk_level = ? ORDER BY rank DESC,
+        # and its capped counts per level.
+        Index("ix_deferrals_status_level_rank", "status", "risk_level", "rank"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -47,7 +47,7 @@ def queue():
     flt = listing.QueueFilter.parse(request.args)
     with rt.db.read() as db:
         rows = listing.queue_rows(db, flt)
-        counts = listing.level_counts(db)
+        counts = listing.cached_level_counts(db, rt.redis.client())
         held = batches.held_ids(db, holder(), utcnow()) if current_user.can_decide else []
         agents = [
             a

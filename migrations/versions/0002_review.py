@@ -31,12 +31,13 @@ def upgrade() -> None:
     op.create_index("ix_deferrals_claimed_by_status", "deferrals", ["claimed_by", "status"])
     # Lapsed claims: WHERE status = 'in_review' AND lease_expires_at < now.
     op.create_index("ix_deferrals_status_lease", "deferrals", ["status", "lease_expires_at"])
-    # The queue's counts per level, capped: WHERE status = 'pending' AND risk_level = ? LIMIT n.
-    op.create_index("ix_deferrals_status_level", "deferrals", ["status", "risk_level"])
+    # The queue by level: WHERE status = 'pending' AND risk_level = ? ORDER BY rank DESC,
+    # and its capped counts per level.
+    op.create_index("ix_deferrals_status_level_rank", "deferrals", ["status", "risk_level", "rank"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_deferrals_status_level", "deferrals")
+    op.drop_index("ix_deferrals_status_level_rank", "deferrals")
     op.drop_index("ix_deferrals_status_lease", "deferrals")
     op.drop_index("ix_deferrals_claimed_by_status", "deferrals")
     with op.batch_alter_table("deferrals") as batch:
