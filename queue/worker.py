@@ -30,6 +30,9 @@ def build_worker(rt: Runtime) -> SimpleWorker:
 def run_worker(rt: Runtime, *, burst: bool = False) -> bool:
     """Work until stopped (or, with burst, until the queues are empty)."""
     worker = build_worker(rt)
+    from approval_queue.maintenance import start_maintenance
+
+    start_maintenance(rt)
     if rt.settings.demo:
         from approval_queue.demo_agent import start_demo_agent
 

@@ -10,11 +10,10 @@ next time anyone claims, and any action in the batch renews the lease.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, not_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from review.audit import record_events
@@ -216,8 +215,3 @@ def touch(rt: Runtime, holder: Holder, deferral_id: str, now: datetime | None = 
         ).rowcount
         session.execute(update(table).where(live).values(lease_expires_at=lease_until))
         return opened == 1
-
-
-def not_mine(holder: Holder) -> Sequence:
-    """SQL condition: the deferral was not made on this reviewer's behalf."""
-    return not_(func.lower(Deferral.principal_id).in_(sorted(holder.identities)))

@@ -5,9 +5,5 @@ class DomainError(Exception):
     """A request the domain refuses, with a message fit to show the person who made it."""
 
 
-class NotFound(DomainError):
-    pass
-
-
 class Conflict(DomainError):
     pass

@@ -74,3 +74,31 @@ def test_the_worker_command_runs_jobs_in_its_own_process(rt, settings_overrides,
     with rt.db.read() as session:
         d = session.scalars(select(Deferral)).one()
         assert d.agent.slug == DEMO_AGENT
+
+
+def test_the_worker_returns_lapsed_claims_to_the_queue(app, rt, agent, redis_client):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from review.batches import Holder, claim_batch
+    from review.models import AuditEvent, utcnow
+    from review.users import create_user
+
+    agent.defer()
+    with rt.db.write() as session:
+        user = create_user(session, "rita", "reviewer", "correct horse battery")
+        session.flush()
+        holder = Holder(user.id, "rita", frozenset({"rita"}))
+    assert len(claim_batch(rt, holder)) == 1
+    with rt.db.write() as session:
+        session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    with app.app_context():
+        run_worker(rt, burst=True)
+    with rt.db.read() as session:
+        d = session.scalars(select(Deferral)).one()
+        assert d.status == "pending" and d.claimed_by is None
+        kinds = session.scalars(
+            select(AuditEvent.event_type).where(AuditEvent.deferral_id == d.id)
+        ).all()
+    assert kinds[-1] == "deferral.lease_lapsed"

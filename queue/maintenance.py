@@ -1,0 +1,39 @@
+"""Timed upkeep the worker runs: claims whose lease ran out go back to the queue.
+
+One chain of self-rescheduling jobs however many workers run: whoever sets the
+ticker key first starts it, and each run re-arms it (even when it fails).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from approval_queue.jobs import enqueue
+from review.batches import return_lapsed_claims
+from review.models import utcnow
+from review.runtime import Runtime, current_runtime
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = 30
+TICKER_KEY = "countersign:maintenance:ticker"
+JOB = "approval_queue.maintenance.tick"
+
+
+def tick() -> int:
+    rt = current_runtime()
+    client = rt.redis.client()
+    try:
+        with rt.db.write() as session:
+            returned = return_lapsed_claims(session, utcnow())
+        if returned:
+            log.info("returned %d lapsed claims to the queue", returned)
+        return returned
+    finally:
+        client.set(TICKER_KEY, "1", ex=TICK_SECONDS * 3)
+        enqueue(client, JOB, delay=TICK_SECONDS)
+
+
+def start_maintenance(rt: Runtime) -> None:
+    client = rt.redis.client()
+    if client.set(TICKER_KEY, "1", nx=True, ex=TICK_SECONDS * 3):
+        enqueue(client, JOB)
