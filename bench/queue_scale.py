@@ -30,7 +30,7 @@ from review import priority  # noqa: E402
 from review.agents import create_agent  # noqa: E402
 from review.app_factory import create_app  # noqa: E402
 from review.migrate import upgrade  # noqa: E402
-from review.models import Deferral, utcnow  # noqa: E402
+from review.models import Deferral, undecided_fields, utcnow  # noqa: E402
 from review.users import create_user  # noqa: E402
 
 TOOLS = ["billing.refund", "email.send", "crm.delete_contacts", "terraform.apply", "notes.add"]
@@ -86,14 +86,7 @@ def seed(rt, count: int) -> None:
                 "rank": rank,
                 "created_at": created,
                 "expires_at": expires,
-                "decided_at": None,
-                "decision_reason": None,
-                "decided_by": [],
-                "valid_until": None,
-                "claimed_by": None,
-                "lease_expires_at": None,
-                "opened": False,
-                "first_approved_by": None,
+                **undecided_fields(),
             }
         )
         if len(rows) == 5000:

@@ -30,7 +30,7 @@ from review.api.errors import ApiError
 from review.audit import AgentStopped, canonical_json, record_event, record_events
 from review.diffing import ABSENT, compute_diff
 from review.ids import new_deferral_id
-from review.models import PENDING_STATUSES, Agent, Deferral, utcnow
+from review.models import PENDING_STATUSES, Agent, Deferral, undecided_fields, utcnow
 from review.policy import Evaluation, Facts
 from review.runtime import Runtime
 
@@ -231,14 +231,7 @@ def _deferral_values(
         "rank": rank,
         "created_at": now,
         "expires_at": expires_at,
-        "decided_at": None,
-        "decision_reason": None,
-        "decided_by": [],
-        "valid_until": None,
-        "claimed_by": None,
-        "lease_expires_at": None,
-        "opened": False,
-        "first_approved_by": None,
+        **undecided_fields(),
     }
 
 

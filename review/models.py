@@ -118,6 +118,20 @@ PENDING_STATUSES = ("pending", "in_review")
 TERMINAL_STATUSES = ("approved", "rejected", "expired", "cancelled", "killed")
 
 
+def undecided_fields() -> dict[str, Any]:
+    """A deferral's decision and review fields before anyone has acted on it (a fresh dict)."""
+    return {
+        "decided_at": None,
+        "decision_reason": None,
+        "decided_by": [],
+        "valid_until": None,
+        "claimed_by": None,
+        "lease_expires_at": None,
+        "opened": False,
+        "first_approved_by": None,
+    }
+
+
 class Deferral(Base):
     __tablename__ = "deferrals"
     __table_args__ = (
