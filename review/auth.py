@@ -148,6 +148,14 @@ def _count_failure(rt: Runtime, username: str, address: str) -> None:
         log.warning("login failure not counted: %s", exc)
 
 
+def _first_refusal_in_window(rt: Runtime, username: str, address: str) -> bool:
+    key = f"countersign:login:noted:{username.lower()}:{address}"
+    try:
+        return bool(rt.redis.client().set(key, "1", nx=True, ex=THROTTLE_WINDOW))
+    except redis.RedisError:
+        return True
+
+
 def _audit_login(rt: Runtime, event_type: str, username: str, address: str) -> None:
     with rt.db.write() as db:
         record_event(
@@ -169,7 +177,8 @@ def login():
     if form.validate_on_submit():
         username, address = form.username.data.strip(), request.remote_addr or "unknown"
         if _throttled(rt, username, address):
-            _audit_login(rt, "login.throttled", username, address)
+            if _first_refusal_in_window(rt, username, address):  # a flood is noted once
+                _audit_login(rt, "login.throttled", username, address)
             flash("Too many failed logins. Wait a few minutes and try again.", "error")
             return render_template("login.html", form=form), 429
         with rt.db.read() as db:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
+from flask_login import current_user
 from sqlalchemy import func, select
 
 from review.health import check
@@ -15,7 +16,21 @@ SHOWN = 25
 
 @bp.get("/")
 def index():
+    """What is running, for anyone (nothing confidential); what waits, for people logged in."""
     rt = current_runtime()
+    if not current_user.is_authenticated:
+        if request.headers.get("HX-Request"):
+            return ("", 204)
+        return render_template(
+            "home.html",
+            checks=check(),
+            database=rt.db.engine.dialect.name,
+            redis=rt.redis.describe(),
+            demo=rt.settings.demo,
+            waiting=None,
+            counts={},
+            agents=None,
+        )
     with rt.db.read() as session:
         waiting = session.scalars(
             select(Deferral)

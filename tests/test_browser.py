@@ -33,10 +33,14 @@ def site(make_app, make_agent, rt):
         browser.close()
 
 
+CONSOLE_ERRORS: list[str] = []
+
+
 def login(browser, url, name):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
+    page.on("console", lambda m: m.type == "error" and CONSOLE_ERRORS.append(m.text))
     page.goto(url + "/login")
     page.get_by_label("Username").fill(name)
     page.get_by_label("Password").fill(PASSWORD)
@@ -85,6 +89,7 @@ def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
     expect(page.locator("article.card").nth(2)).to_contain_text("Rejected.")
     page.keyboard.press("?")
     expect(page.get_by_role("dialog")).to_be_visible()
+    assert not [e for e in CONSOLE_ERRORS if "Content Security Policy" in e], CONSOLE_ERRORS
     outcomes = {status(agent, i)["status"] for i in ids}
     assert "approved" in outcomes or "rejected" in outcomes
     decided = [status(agent, i) for i in ids]
@@ -146,3 +151,4 @@ def test_a_hostile_payload_renders_inert(site):
     link = card.get_by_role("link", name="Trace")
     assert link.get_attribute("href").startswith("https://traces.example.com/")
     assert page.evaluate("getComputedStyle(document.body).display") != "none"
+    assert not [e for e in CONSOLE_ERRORS if "Content Security Policy" in e], CONSOLE_ERRORS

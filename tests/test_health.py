@@ -24,7 +24,19 @@ def test_healthz_is_503_when_the_database_is_down(make_app, tmp_path):
 def test_the_home_page_says_what_is_running_and_links_the_health_check(client, agent):
     agent.defer()
     page = client.get("/").get_data(as_text=True)
-    assert 'href="/healthz"' in page
-    assert "Refund $740 to customer C-88319" in page
-    fragment = client.get("/", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'href="/healthz"' in page and "What is running" in page
+    assert "Refund $740" not in page  # what waits is for people who logged in
+    assert 'href="/login"' in page
+
+
+def test_the_home_page_shows_what_waits_to_people_logged_in(app, rt, agent):
+    from review.users import create_user
+    from tests.helpers import Browser
+
+    with rt.db.write() as session:
+        create_user(session, "rita", "reviewer", "correct horse battery")
+    agent.defer()
+    rita = Browser(app.test_client(), "rita")
+    assert "Refund $740 to customer C-88319" in rita.get("/").get_data(as_text=True)
+    fragment = rita.get("/", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert fragment.lstrip().startswith('<section class="panel" id="waiting"')
