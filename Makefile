@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Web on http://127.0.0.1:5000 (gunicorn), the worker, an embedded Redis, SQLite, demo data.
 run: $(STAMP)
-	COUNTERSIGN_DEMO=1 $(BIN)/flask --app app serve
+	COUNTERSIGN_DEMO=1 COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS=1 $(BIN)/flask --app app serve
 
 # The whole suite on SQLite; TEST_DATABASE_URL=postgresql+psycopg://... runs it on PostgreSQL.
 # Browser tests drive Debian's /usr/bin/chromium; without it, Playwright's own download.

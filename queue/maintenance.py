@@ -1,4 +1,4 @@
-"""Timed upkeep the worker runs: claims whose lease ran out go back to the queue.
+"""Timed upkeep the worker runs: lapsed claims go back to the queue; due callbacks go out.
 
 One chain of self-rescheduling jobs however many workers run: whoever sets the
 ticker key first starts it, and each run re-arms it (even when it fails).
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 
+from approval_queue.delivery import relay
 from approval_queue.jobs import enqueue
 from review.batches import return_lapsed_claims
 from review.models import utcnow
 from review.runtime import Runtime, current_runtime
 
 log = logging.getLogger(__name__)
-TICK_SECONDS = 30
+TICK_SECONDS = 5
 TICKER_KEY = "countersign:maintenance:ticker"
 JOB = "approval_queue.maintenance.tick"
 
@@ -27,6 +28,7 @@ def tick() -> int:
             returned = return_lapsed_claims(session, utcnow())
         if returned:
             log.info("returned %d lapsed claims to the queue", returned)
+        relay()
         return returned
     finally:
         client.set(TICKER_KEY, "1", ex=TICK_SECONDS * 3)

@@ -8,7 +8,6 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from review.audit import record_event
 from review.errors import Conflict, DomainError
 from review.models import Agent, AgentSecret, User, utcnow
+from review.outbound import OutboundRefused, resolve
 from review.sealing import SecretBox, fingerprint
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -27,12 +27,12 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(os.urandom(32)).decode()
 
 
-def validate_callback_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DomainError("callback URL must be an absolute http:// or https:// URL")
-    if parts.username or parts.password:
-        raise DomainError("callback URL must not carry credentials")
+def validate_callback_url(url: str, *, allow_private: bool) -> str:
+    """Checked at registration as at every attempt (review/outbound.py)."""
+    try:
+        resolve(url, allow_private=allow_private)
+    except OutboundRefused as exc:
+        raise DomainError(str(exc)) from None
     return url
 
 
@@ -50,6 +50,7 @@ def create_agent(
     *,
     name: str | None = None,
     callback_url: str | None = None,
+    allow_private_callbacks: bool = False,
     actor: tuple[str, str] = ("system", "cli"),
 ) -> CreatedAgent:
     if not SLUG.match(slug):
@@ -57,7 +58,7 @@ def create_agent(
     if not owners:
         raise DomainError("an agent needs at least one owner")
     if callback_url:
-        validate_callback_url(callback_url)
+        validate_callback_url(callback_url, allow_private=allow_private_callbacks)
     if session.scalar(select(Agent.id).where(Agent.slug == slug)) is not None:
         raise Conflict(f"agent {slug!r} already exists")
     owner_users = []

@@ -82,7 +82,13 @@ def agents_create(slug: str, owners: tuple[str, ...], callback_url: str | None, 
     try:
         with rt.db.write() as session:
             created = create_agent(
-                session, rt.box, slug, list(owners), name=name, callback_url=callback_url
+                session,
+                rt.box,
+                slug,
+                list(owners),
+                name=name,
+                callback_url=callback_url,
+                allow_private_callbacks=rt.settings.allow_private_callbacks,
             )
     except DomainError as exc:
         fail(str(exc))

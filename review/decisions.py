@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from review import outbox
 from review.agents import Signer
 from review.api.errors import ApiError
 from review.audit import record_event
@@ -64,6 +65,7 @@ def end_deferral(
     if result.rowcount != 1:
         raise AlreadyDecided(deferral.id)
     session.refresh(deferral)
+    outbox.add_decision(session, deferral, now)
     record_event(
         session,
         actor_kind=actor[0],

@@ -14,6 +14,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
+from approval_queue.delivery import kick
 from review import batches, listing
 from review.auth import DECIDERS, roles_required
 from review.batches import Holder
@@ -119,8 +120,10 @@ def decide_selected(verdict: str):
     if not ids:
         flash("Select items first (the Select box on each card).", "error")
         return redirect(url_for("review.batch"))
-    result = decide_many(current_runtime(), holder(), ids, verdict, request.form.get("reason"))
+    rt = current_runtime()
+    result = decide_many(rt, holder(), ids, verdict, request.form.get("reason"))
     if result.done:
+        kick(rt)
         word = "Approved" if verdict == "approve" else "Rejected"
         flash(f"{word} {len(result.done)} item{'s' if len(result.done) != 1 else ''}.", "ok")
     for deferral_id, why in result.skipped:
@@ -140,6 +143,7 @@ def decide_item(deferral_id: str, verdict: str):
     try:
         outcome = decide(rt, holder(), deferral_id, verdict, reason)
         message, kind = outcome.message, "ok"
+        kick(rt)
     except DecisionRefused as refused:
         message, kind = str(refused), "error"
     if not is_htmx():

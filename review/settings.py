@@ -87,6 +87,16 @@ def _choice(*allowed: str) -> Callable[[str, Any], str]:
     return parse
 
 
+def _schedule(name: str, raw: Any) -> tuple[int, ...]:
+    try:
+        delays = tuple(int(p) for p in str(raw).split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be seconds separated by commas, got {raw!r}") from None
+    if not delays or any(d < 1 or d > 7 * 86400 for d in delays) or len(delays) > 50:
+        raise SettingsError(f"{name} must hold 1 to 50 delays of 1 s to 7 days, got {raw!r}")
+    return delays
+
+
 def _risk_levels(name: str, raw: Any) -> tuple[int, int, int]:
     try:
         parts = tuple(int(p) for p in str(raw).split(","))
@@ -120,6 +130,8 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "session_cookie_secure": _bool,
     "login_failures_per_account": _int_range(1, 1000),
     "login_failures_per_address": _int_range(1, 100000),
+    "retry_schedule": _schedule,
+    "allow_private_callbacks": _bool,
     "demo": _bool,
 }
 
@@ -148,6 +160,8 @@ class Settings:
     session_cookie_secure: bool
     login_failures_per_account: int
     login_failures_per_address: int
+    retry_schedule: tuple[int, ...]
+    allow_private_callbacks: bool
     demo: bool
 
     @property

@@ -43,7 +43,7 @@ def test_agents_create_prints_a_fresh_whsec_secret_as_the_last_line(runner, rt):
             "--owner",
             "olivia",
             "--callback-url",
-            "https://agent.example.com/hook",
+            "https://1.1.1.1/hook",  # a public address: checked, never called
         ]
     )
     assert result.exit_code == 0, result.output
@@ -56,7 +56,7 @@ def test_agents_create_prints_a_fresh_whsec_secret_as_the_last_line(runner, rt):
 
         agent = find_agent(session, "billing-bot")
         assert [u.username for u in agent.owners] == ["olivia"]
-        assert agent.callback_url == "https://agent.example.com/hook"
+        assert agent.callback_url == "https://1.1.1.1/hook"  # public: checked, never called
         signer = signers(session, slug="billing-bot")[0]
         assert verify(rt.secrets.secrets_for(signer), headers, body) == "msg_1"
         stored = session.scalars(select(AgentSecret)).one()

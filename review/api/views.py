@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
+from approval_queue.delivery import kick
 from review import intake
 from review.agents import Signer, signers
 from review.api import schema
@@ -152,6 +153,7 @@ def cancel(deferral_id: str):
         deferral = cancel_deferral(rt, deferral_id, agent, payload["reason"])
     except ApiError as error:
         raise refuse(rt, agent, error, request.headers.get("webhook-id")) from None
+    kick(rt)
     with rt.db.read() as session:
         deferral = session.get(Deferral, deferral.id)
         return jsonify(deferral_resource(deferral))

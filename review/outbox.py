@@ -1,0 +1,41 @@
+"""The outbox: callbacks recorded in the same transaction as the decision they report.
+
+A decision that commits has its callback row; one that rolls back has none. Redis and
+the worker only move rows from here to the agent, so an outage delays a callback but
+cannot lose it (PROTOCOL.md section 6).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from review.ids import new_event_id
+from review.models import Deferral, OutboxEvent
+from review.resources import deferral_resource, rfc3339
+
+
+def add_decision(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent | None:
+    """Queue `deferral.decided` for the agent, if it has a callback URL."""
+    if not deferral.agent.callback_url:
+        return None  # the agent reads decisions with GET /api/v1/deferrals/{id}
+    body = {
+        "type": "deferral.decided",
+        "timestamp": rfc3339(now),
+        "data": deferral_resource(deferral),
+    }
+    event = OutboxEvent(
+        id=new_event_id(),
+        agent_id=deferral.agent_id,
+        deferral_id=deferral.id,
+        event_type="deferral.decided",
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(event)
+    return event
