@@ -260,3 +260,18 @@ def test_retry_after_parsing():
     later = format_datetime(now + timedelta(seconds=60), usegmt=True)
     assert 55 <= delivery.retry_after_seconds(later, now) <= 60
     assert delivery.retry_after_seconds("soon", now) is None
+
+
+def test_an_overdue_deferral_expires_by_itself_and_the_agent_is_told(setup):
+    app, runtime, agent, holder, receiver = setup()
+    d_id = agent.defer(refund(expires_in=60)).get_json()["id"]
+    from review.models import Deferral
+
+    with runtime.db.write() as session:
+        session.execute(update(Deferral).values(expires_at=utcnow() - timedelta(seconds=1)))
+    work(app, runtime, lambda: bool(outbox(runtime)) and outbox(runtime)[0].status == "delivered")
+    resource = agent.get(f"/api/v1/deferrals/{d_id}").get_json()
+    assert resource["status"] == "expired"
+    assert resource["decision"]["decided_by"] == [] and resource["decision"]["valid_until"] is None
+    [(headers, body, _path)] = receiver.requests
+    assert json.loads(body)["data"]["status"] == "expired"
