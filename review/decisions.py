@@ -78,6 +78,19 @@ def end_deferral(
     )
 
 
+def expire(session: Session, deferral: Deferral, now: datetime) -> None:
+    """End an overdue deferral as `expired`: a deny, decided by nobody."""
+    end_deferral(
+        session,
+        deferral,
+        "expired",
+        actor=("system", "expiry"),
+        reason="expired before a decision",
+        decided_by=[],
+        now=now,
+    )
+
+
 def cancel_deferral(rt: Runtime, deferral_id: str, agent: Signer, reason: str) -> Deferral:
     """The agent withdraws its own undecided deferral (PROTOCOL.md 4.3)."""
     with rt.db.write() as session:
@@ -144,15 +157,7 @@ def decide(
         if deferral.status in TERMINAL_STATUSES:
             raise DecisionRefused(f"Nothing changed: it was already {_who(deferral)}.")
         if deferral.expires_at <= now:
-            end_deferral(
-                session,
-                deferral,
-                "expired",
-                actor=("system", "expiry"),
-                reason="expired before a decision",
-                decided_by=[],
-                now=now,
-            )
+            expire(session, deferral, now)
             return Decided(
                 deferral.id,
                 "expired",

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from review.decisions import AlreadyDecided, end_deferral
+from review.decisions import AlreadyDecided, expire
 from review.models import PENDING_STATUSES, Deferral, utcnow
 from review.runtime import Runtime
 
