@@ -32,15 +32,7 @@ def expire_due(rt: Runtime, now: datetime | None = None) -> int:
         ended = 0
         for deferral in due:
             try:
-                end_deferral(
-                    session,
-                    deferral,
-                    "expired",
-                    actor=("system", "expiry"),
-                    reason="expired before a decision",
-                    decided_by=[],
-                    now=now,
-                )
+                expire(session, deferral, now)
                 ended += 1
             except AlreadyDecided:  # decided a moment ago: the decision stands
                 continue
