@@ -17,7 +17,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from review.audit import record_events
-from review.models import Deferral, utcnow
+from review.models import Agent, Deferral, utcnow
 from review.policy import LEVELS
 from review.runtime import Runtime
 
@@ -85,8 +85,6 @@ def return_lapsed_claims(session: Session, now: datetime) -> int:
 
 
 def _agent_slugs(session: Session, ids: set[int]) -> dict[int, str]:
-    from review.models import Agent
-
     return dict(session.execute(select(Agent.id, Agent.slug).where(Agent.id.in_(ids))).all())
 
 

@@ -194,7 +194,7 @@ def decide(
         )
 
 
-def _renew_lease(session, rt: Runtime, holder: Holder, now: datetime) -> None:
+def _renew_lease(session: Session, rt: Runtime, holder: Holder, now: datetime) -> None:
     """Working on a batch keeps the rest of it: every decision renews the lease."""
     table = Deferral.__table__
     session.execute(
@@ -208,7 +208,15 @@ def _renew_lease(session, rt: Runtime, holder: Holder, now: datetime) -> None:
     )
 
 
-def _end(session, deferral, holder, outcome, reason, now, valid_until=None) -> Decided:
+def _end(
+    session: Session,
+    deferral: Deferral,
+    holder: Holder,
+    outcome: str,
+    reason: str | None,
+    now: datetime,
+    valid_until: datetime | None = None,
+) -> Decided:
     approvers = (
         [deferral.first_approved_by] if outcome == "approved" and deferral.first_approved_by else []
     )
@@ -232,7 +240,9 @@ def _end(session, deferral, holder, outcome, reason, now, valid_until=None) -> D
     return Decided(deferral.id, outcome, f"{word}.")
 
 
-def _first_of_two(session, deferral, holder, reason, now) -> Decided:
+def _first_of_two(
+    session: Session, deferral: Deferral, holder: Holder, reason: str | None, now: datetime
+) -> Decided:
     table = Deferral.__table__
     done = session.execute(
         update(table)
