@@ -6,8 +6,9 @@ from flask import Blueprint, render_template, request
 from flask_login import current_user
 from sqlalchemy import func, select
 
+from review import listing
 from review.health import check
-from review.models import Agent, Deferral
+from review.models import Agent
 from review.runtime import current_runtime
 
 bp = Blueprint("home", __name__)
@@ -18,8 +19,9 @@ SHOWN = 25
 def index():
     """What is running, for anyone (nothing confidential); what waits, for people logged in."""
     rt = current_runtime()
+    refresh = request.headers.get("HX-Request") == "true"
     if not current_user.is_authenticated:
-        if request.headers.get("HX-Request"):
+        if refresh:
             return ("", 204)
         return render_template(
             "home.html",
@@ -28,32 +30,25 @@ def index():
             redis=rt.redis.describe(),
             demo=rt.settings.demo,
             waiting=None,
-            counts={},
             agents=None,
         )
+    # The queue's own bounded reads: top rows by rank, capped counts shared via Redis.
     with rt.db.read() as session:
-        waiting = session.scalars(
-            select(Deferral)
-            .where(Deferral.status == "pending")
-            .order_by(Deferral.rank.desc())
-            .limit(SHOWN)
-        ).all()
-        counts = dict(
-            session.execute(
-                select(Deferral.risk_level, func.count())
-                .where(Deferral.status == "pending")
-                .group_by(Deferral.risk_level)
-            ).all()
+        waiting = listing.queue_rows(session, listing.QueueFilter(), limit=SHOWN)
+        counts = listing.cached_level_counts(session, rt.redis.client())
+        agents = None if refresh else session.scalar(select(func.count()).select_from(Agent))
+    if refresh:  # the partial shows no health: no need to check it every 5 s
+        return render_template(
+            "_waiting.html", waiting=waiting, counts=counts, cap=listing.COUNT_CAP
         )
-        agents = session.scalar(select(func.count()).select_from(Agent))
-    template = "_waiting.html" if request.headers.get("HX-Request") else "home.html"
     return render_template(
-        template,
+        "home.html",
         checks=check(),
         database=rt.db.engine.dialect.name,
         redis=rt.redis.describe(),
         demo=rt.settings.demo,
         waiting=waiting,
         counts=counts,
+        cap=listing.COUNT_CAP,
         agents=agents,
     )

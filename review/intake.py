@@ -157,9 +157,13 @@ def _create(
     try:
         record_events(session, _intake_events(agent.slug, values, prepared), guard_agent=agent_id)
     except AgentStopped as stopped:  # the kill switch flipped while this request ran
-        raise ApiError(423, "agent_killed", str(stopped)) from None
+        raise agent_killed(stopped.slug, stopped.reason) from None
     deferral = Deferral(**values)  # transient: only to render the resource
     return Received(deferral, created=True, agent_slug=agent.slug)
+
+
+def agent_killed(slug: str, reason: str) -> ApiError:
+    return ApiError(423, "agent_killed", f"agent {slug} is stopped: {reason}")
 
 
 def _refusal(rt: Runtime, agent: Any) -> ApiError | None:
@@ -170,7 +174,7 @@ def _refusal(rt: Runtime, agent: Any) -> ApiError | None:
     serialised part. (On SQLite the whole transaction is serialised: the cap is exact.)
     """
     if agent.state == "killed":
-        return ApiError(423, "agent_killed", f"agent {agent.slug} is stopped: {agent.state_reason}")
+        return agent_killed(agent.slug, agent.state_reason)
     cap = rt.settings.agent_max_pending
     if cap and agent.undecided >= cap:
         return ApiError(
