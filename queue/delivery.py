@@ -8,8 +8,8 @@ counted once even if two workers ran it. A 2xx within 15 s delivers; 410 dead-le
 at once; anything else (3xx included: redirects are not followed) is retried after the
 next delay of COUNTERSIGN_RETRY_SCHEDULE, jittered, or after the receiver's
 Retry-After; after the last delay the event is dead-lettered. `relay()` puts due
-events on the queue: it runs on the worker's tick and right after each decision, so a
-Redis outage only delays callbacks.
+events on the queue: it runs on the worker's tick and right after each decision commits
+(review/notify.py), so a Redis outage only delays callbacks.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ MAX_RETRY_AFTER = 86400
 RELAY_BATCH = 200
 RELAY_GRACE = 15  # seconds a scheduled retry may be late before the relay sends it
 JOB = "approval_queue.delivery.deliver"
+IN_FLIGHT_PREFIX = "countersign:delivering:"
 _client: httpx.Client | None = None
 
 
@@ -98,11 +99,27 @@ def _post(
 
 
 def deliver(event_id: str) -> str:
+    """One attempt, unless the event is done, not due yet, or in flight in another worker."""
     rt = current_runtime()
+    client = rt.redis.client()
+    lock = f"{IN_FLIGHT_PREFIX}{event_id}"
+    # The relay may queue an event again while an attempt is under way (a slow receiver):
+    # the key keeps two workers from posting it at once. A SIGKILLed holder's key lapses.
+    if not client.set(lock, "1", nx=True, ex=int(TIMEOUT_SECONDS) + 5):
+        return "in flight in another worker"
+    try:
+        return _attempt(rt, event_id)
+    finally:
+        client.delete(lock)
+
+
+def _attempt(rt: Runtime, event_id: str) -> str:
     with rt.db.read() as session:
         event = session.get(OutboxEvent, event_id)
         if event is None or event.status != "pending":
             return "nothing to do"
+        if event.next_attempt_at > utcnow() + timedelta(seconds=1):
+            return "not due yet"  # a copy queued by the relay while this one waited
         agent = session.get(Agent, event.agent_id)
         signer = signers(session, agent_id=agent.id)
         url, slug, attempt = agent.callback_url, agent.slug, event.attempts + 1
@@ -210,11 +227,3 @@ def relay() -> int:
     for event_id in due:
         enqueue(client, JOB, event_id, queue_name=names.CALLBACKS)
     return len(due)
-
-
-def kick(rt: Runtime) -> None:
-    """Right after a decision commits: relay now instead of at the next tick."""
-    try:
-        enqueue(rt.redis.client(), "approval_queue.delivery.relay", queue_name=names.CALLBACKS)
-    except redis.RedisError as exc:
-        log.warning("relay not kicked (%s): callbacks wait for the worker's next tick", exc)

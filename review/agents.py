@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from review.audit import record_event
 from review.errors import Conflict, DomainError
-from review.models import Agent, AgentSecret, User, utcnow
+from review.models import Agent, AgentOwner, AgentSecret, User, utcnow
 from review.outbound import OutboundRefused, resolve
 from review.sealing import SecretBox, fingerprint
 
@@ -99,6 +99,22 @@ def create_agent(
 
 def find_agent(session: Session, slug: str) -> Agent | None:
     return session.scalar(select(Agent).where(Agent.slug == slug))
+
+
+def is_owner(session: Session, agent_id: int, user_id: int) -> bool:
+    return (
+        session.scalar(
+            select(AgentOwner.user_id).where(
+                AgentOwner.agent_id == agent_id, AgentOwner.user_id == user_id
+            )
+        )
+        is not None
+    )
+
+
+def may_operate(session: Session, agent: Agent, user_id: int, role: str) -> bool:
+    """Admins and the agent's owners may flip its switch and redeliver its callbacks."""
+    return role == "admin" or is_owner(session, agent.id, user_id)
 
 
 def list_agents(session: Session) -> list[Agent]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -95,6 +96,15 @@ class Database:
         self._writer_lock = (
             WriterLock(path + "-writer.lock") if path and path != ":memory:" else None
         )
+        self._after_commit: list[Callable[[dict[str, Any]], None]] = []
+
+    def after_commit(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """Call `hook(session.info)` after each write commits and its locks are released.
+
+        Domain code leaves notes in `session.info` (which deferrals ended, which callbacks
+        were queued); the hook turns them into wake-ups. A rolled-back write calls nothing.
+        """
+        self._after_commit.append(hook)
 
     def session(self) -> Session:
         """A session for reading (and for writes that will call `write()` to begin)."""
@@ -110,9 +120,12 @@ class Database:
         if self._writer_lock is None:
             with self._writer() as session, session.begin():
                 yield session
-            return
-        with self._writer_lock.held(), self._writer() as session, session.begin():
-            yield session
+        else:
+            with self._writer_lock.held(), self._writer() as session, session.begin():
+                yield session
+        if session.info:
+            for hook in self._after_commit:
+                hook(session.info)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -21,6 +21,7 @@ from review.audit import record_event
 from review.batches import Holder, two_person_levels
 from review.errors import DomainError
 from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
+from review.notify import note_ended
 from review.runtime import Runtime
 
 
@@ -66,6 +67,7 @@ def end_deferral(
         raise AlreadyDecided(deferral.id)
     session.refresh(deferral)
     outbox.add_decision(session, deferral, now)
+    note_ended(session, deferral.id)
     record_event(
         session,
         actor_kind=actor[0],

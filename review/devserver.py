@@ -21,7 +21,7 @@ from review.demo import DEMO_ADMIN, demo_admin_password, ensure_demo
 from review.runtime import Runtime
 from review.settings import PROJECT_ROOT
 
-GUNICORN_THREADS = 8
+GUNICORN_THREADS = 32  # long-polls hold a thread each while they wait (no DB connection)
 
 
 def run_all(rt: Runtime, *, host: str, port: int, workers: int) -> None:

@@ -199,6 +199,22 @@ class Deferral(Base):
     first_approved_by: Mapped[str | None] = mapped_column(String(64))
 
     agent: Mapped[Agent] = relationship(lazy="joined")
+    # Read only for approved deferrals (nothing else can have one): see resources.py.
+    execution: Mapped[Execution | None] = relationship(lazy="select", viewonly=True)
+
+
+class Execution(Base):
+    """The agent's report of what happened when it ran an approved action (PROTOCOL.md 4.4)."""
+
+    __tablename__ = "executions"
+
+    # One report per deferral: the primary key refuses a second, even a racing one.
+    deferral_id: Mapped[str] = mapped_column(ForeignKey("deferrals.id"), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    action_digest: Mapped[str] = mapped_column(String(71))
+    result: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    webhook_id: Mapped[str] = mapped_column(String(255))
 
 
 class AuditEvent(Base):
@@ -247,6 +263,8 @@ class OutboxEvent(Base):
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
         # An agent's deliveries: WHERE agent_id = ? ORDER BY created_at DESC.
         Index("ix_outbox_agent_created", "agent_id", "created_at"),
+        # A deferral's callback state on its page.
+        Index("ix_outbox_deferral", "deferral_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -14,11 +14,11 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from approval_queue.delivery import kick
-from review import batches, listing
+from review import batches, deliveries, listing
 from review.auth import DECIDERS, roles_required
 from review.batches import Holder
 from review.decisions import DecisionRefused, decide, decide_many
+from review.executions import VIOLATION
 from review.models import Agent, Deferral, utcnow
 from review.runtime import current_runtime
 
@@ -123,7 +123,6 @@ def decide_selected(verdict: str):
     rt = current_runtime()
     result = decide_many(rt, holder(), ids, verdict, request.form.get("reason"))
     if result.done:
-        kick(rt)
         word = "Approved" if verdict == "approve" else "Rejected"
         flash(f"{word} {len(result.done)} item{'s' if len(result.done) != 1 else ''}.", "ok")
     for deferral_id, why in result.skipped:
@@ -143,7 +142,6 @@ def decide_item(deferral_id: str, verdict: str):
     try:
         outcome = decide(rt, holder(), deferral_id, verdict, reason)
         message, kind = outcome.message, "ok"
-        kick(rt)
     except DecisionRefused as refused:
         message, kind = str(refused), "error"
     if not is_htmx():
@@ -170,4 +168,28 @@ def deferral(deferral_id: str):
         if item is None:
             abort(404)
         chain = listing.evidence_chain(db, deferral_id)
-    return render_template("review/deferral.html", d=item, chain=chain, reasons=REJECT_REASONS)
+        callbacks = deliveries.for_deferral(db, deferral_id)
+        execution = item.execution if item.status == "approved" else None
+    violations = [link for link in chain if link.event_type == VIOLATION]
+    return render_template(
+        "review/deferral.html",
+        d=item,
+        chain=chain,
+        reasons=REJECT_REASONS,
+        deliveries=callbacks,
+        execution=execution,
+        violations=violations,
+    )
+
+
+@bp.get("/deferrals/<deferral_id>/callbacks")
+@login_required
+def deferral_callbacks(deferral_id: str):
+    """The item page's callback panel, polled by htmx while a callback is on its way."""
+    rt = current_runtime()
+    with rt.db.read() as db:
+        item = db.get(Deferral, deferral_id)
+        if item is None:
+            abort(404)
+        callbacks = deliveries.for_deferral(db, deferral_id)
+    return render_template("review/_callbacks.html", d=item, deliveries=callbacks)

@@ -56,8 +56,15 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
         "created_at": rfc3339(d.created_at),
         "expires_at": rfc3339(d.expires_at),
         "decision": decision,
-        "execution": None,
+        "execution": execution_resource(d) if d.status == "approved" else None,
     }
+
+
+def execution_resource(d: Deferral) -> dict[str, Any] | None:
+    e = d.execution
+    if e is None:
+        return None
+    return {"outcome": e.outcome, "result": e.result, "reported_at": rfc3339(e.reported_at)}
 
 
 def agent_status(agent: Agent) -> dict[str, Any]:

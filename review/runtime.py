@@ -17,6 +17,7 @@ from redis.retry import Retry
 from review.agents import SecretCache
 from review.db import Database
 from review.embedded_redis import EmbeddedRedis
+from review.notify import Waiters, after_commit
 from review.policy import Policy, load_policy
 from review.sealing import SecretBox
 from review.settings import Settings
@@ -75,21 +76,27 @@ class Runtime:
     box: SecretBox
     policy: Policy
     secrets: SecretCache
+    waiters: Waiters
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         embedded = None if settings.redis_url else EmbeddedRedis(settings.instance_path)
         box = SecretBox(settings.secret_key)
+        db = Database(settings.database_url)
+        provider = RedisProvider(settings.redis_url, embedded)
+        db.after_commit(lambda info: after_commit(provider.client, info))
         return cls(
             settings=settings,
-            db=Database(settings.database_url),
-            redis=RedisProvider(settings.redis_url, embedded),
+            db=db,
+            redis=provider,
             box=box,
             policy=load_policy(settings.policy_path, settings.risk_levels),
             secrets=SecretCache(box),
+            waiters=Waiters(provider.client),
         )
 
     def close(self) -> None:
+        self.waiters.close()
         self.redis.close()
         self.db.dispose()
 

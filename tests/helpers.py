@@ -113,3 +113,26 @@ class Browser:
         return self.client.post(
             path, data={**(data or {}), "csrf_token": self.token}, headers=headers
         )
+
+
+def reviewer(rt, name: str = "rita", role: str = "reviewer"):
+    """A user who can decide, as the domain sees them (a Holder)."""
+    from review.batches import Holder
+    from review.users import create_user
+
+    with rt.db.write() as session:
+        user = create_user(session, name, role, "correct horse battery")
+        session.flush()
+        return Holder(user.id, name, frozenset({name}))
+
+
+def approved(rt, agent: AgentClient, holder, body: dict | None = None) -> dict:
+    """A deferral the agent made and `holder` approved: its resource, as the agent reads it."""
+    from review.batches import claim_batch
+    from review.decisions import decide
+
+    d_id = agent.defer(body or refund()).get_json()["id"]
+    claim_batch(rt, holder)
+    outcome = decide(rt, holder, d_id, "approve")
+    assert outcome.status == "approved", outcome.message
+    return agent.get(f"/api/v1/deferrals/{d_id}").get_json()

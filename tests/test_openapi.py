@@ -13,6 +13,7 @@ def test_the_document_is_served_as_openapi_3_1(client):
         "/api/v1/agents/{agent}/deferrals",
         "/api/v1/deferrals/{id}",
         "/api/v1/deferrals/{id}/cancel",
+        "/api/v1/deferrals/{id}/execution",
         "/api/v1/agents/{agent}/status",
     }
     for name, component in doc["components"]["schemas"].items():

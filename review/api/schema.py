@@ -90,6 +90,27 @@ CANCEL_REQUEST: dict[str, Any] = {
     "properties": {"reason": _text(1, 2000)},
 }
 
+EXECUTION_REPORT: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["outcome", "action_digest"],
+    "properties": {
+        "outcome": {"enum": ["succeeded", "failed"]},
+        "action_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "result": {"description": "any JSON: what the action returned"},
+    },
+}
+
+EXECUTION = {
+    "type": ["object", "null"],
+    "required": ["outcome", "result", "reported_at"],
+    "properties": {
+        "outcome": {"enum": ["succeeded", "failed"]},
+        "result": {},
+        "reported_at": {"type": "string", "format": "date-time"},
+    },
+}
+
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -177,7 +198,7 @@ DEFERRAL: dict[str, Any] = {
                 "valid_until": NULLABLE_TIME,
             },
         },
-        "execution": {"type": ["object", "null"]},
+        "execution": EXECUTION,
     },
 }
 
@@ -214,6 +235,14 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     deferral_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    wait = {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "long-poll: answer once the deferral has ended or after this many "
+        "seconds, whichever is first",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 60},
+    }
     agent = {
         "name": "agent",
         "in": "path",
@@ -262,9 +291,37 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/deferrals/{id}": {
                 "get": {
                     "summary": "Read one of this agent's deferrals",
+                    "parameters": [deferral_id, wait],
+                    "security": SIGNED,
+                    "responses": _responses(
+                        {"200": _json("Deferral", "the deferral")}, 401, 404, 422
+                    ),
+                }
+            },
+            "/api/v1/deferrals/{id}/execution": {
+                "post": {
+                    "summary": "Report what happened when the approved action ran (once)",
                     "parameters": [deferral_id],
                     "security": SIGNED,
-                    "responses": _responses({"200": _json("Deferral", "the deferral")}, 401, 404),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ExecutionReport"}
+                            }
+                        },
+                    },
+                    "responses": _responses(
+                        {"201": _json("Deferral", "recorded")},
+                        400,
+                        401,
+                        404,
+                        409,
+                        413,
+                        415,
+                        422,
+                        423,
+                    ),
                 }
             },
             "/api/v1/deferrals/{id}/cancel": {
@@ -305,6 +362,7 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 "DeferralRequest": DEFERRAL_REQUEST,
                 "CancelRequest": CANCEL_REQUEST,
+                "ExecutionReport": EXECUTION_REPORT,
                 "Deferral": DEFERRAL,
                 "AgentStatus": AGENT_STATUS,
                 "Error": ERROR,

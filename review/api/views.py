@@ -10,14 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from approval_queue.delivery import kick
 from review import intake
 from review.agents import Signer, signers
 from review.api import schema
 from review.api.errors import ApiError, not_found, unauthorized
 from review.api.jsonbody import parse_json
 from review.decisions import cancel_deferral
-from review.models import Agent, Deferral
+from review.executions import report_execution
+from review.models import TERMINAL_STATUSES, Agent, Deferral
+from review.notify import wait_until_ended
 from review.quotas import check_rate
 from review.resources import agent_status, deferral_resource
 from review.runtime import Runtime, current_runtime
@@ -132,13 +133,47 @@ def create_deferral(slug: str):
     return jsonify(deferral_resource(received.deferral, received.agent_slug)), status
 
 
+MAX_WAIT_SECONDS = 60
+
+
+def wait_seconds() -> int:
+    """The `wait` query parameter: whole seconds, 0 to 60 (PROTOCOL.md 4.2)."""
+    given = request.args.get("wait")
+    if given is None:
+        return 0
+    if not given.isdigit() or int(given) > MAX_WAIT_SECONDS:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "wait must be whole seconds from 0 to 60",
+            [{"path": "?wait", "message": f"an integer from 0 to {MAX_WAIT_SECONDS}"}],
+        )
+    return int(given)
+
+
 @bp.get("/deferrals/<deferral_id>")
 def read_deferral(deferral_id: str):
+    """One deferral; with `?wait=N`, once it has ended or N seconds have passed.
+
+    While it waits the request holds no database connection: each read is its own
+    short transaction, and the process's listener (review/notify.py) wakes it when
+    the deferral ends. Waiting requests hold a thread each, so serve with gunicorn's
+    gthread worker (README, "Serving").
+    """
     rt = current_runtime()
     body = raw_body(rt)
     with rt.db.read() as session:
         authenticate_for_deferral(rt, session, deferral_id, body)
-        return jsonify(deferral_resource(session.get(Deferral, deferral_id)))
+    wait = wait_seconds()
+
+    def read_status() -> tuple[bool, dict]:
+        with rt.db.read() as session:
+            deferral = session.get(Deferral, deferral_id)
+            return deferral.status in TERMINAL_STATUSES, deferral_resource(deferral)
+
+    if wait == 0:
+        return jsonify(read_status()[1])
+    return jsonify(wait_until_ended(rt.waiters, deferral_id, wait, read_status))
 
 
 @bp.post("/deferrals/<deferral_id>/cancel")
@@ -153,10 +188,29 @@ def cancel(deferral_id: str):
         deferral = cancel_deferral(rt, deferral_id, agent, payload["reason"])
     except ApiError as error:
         raise refuse(rt, agent, error, request.headers.get("webhook-id")) from None
-    kick(rt)
     with rt.db.read() as session:
         deferral = session.get(Deferral, deferral.id)
         return jsonify(deferral_resource(deferral))
+
+
+@bp.post("/deferrals/<deferral_id>/execution")
+def execution(deferral_id: str):
+    rt = current_runtime()
+    body = raw_body(rt)
+    with rt.db.read() as session:
+        agent = authenticate_for_deferral(rt, session, deferral_id, body)
+    webhook_id = request.headers["webhook-id"]
+    try:
+        payload = require_json(rt, body)
+        schema.validate("ExecutionReport", payload)
+    except ApiError as error:
+        raise refuse(rt, agent, error, webhook_id) from None
+    reported = report_execution(rt, deferral_id, agent, payload, webhook_id)
+    if reported.refused is not None:  # already audited, as a violation
+        r = reported.refused
+        raise ApiError(r.status, r.code, r.message)
+    with rt.db.read() as session:
+        return jsonify(deferral_resource(session.get(Deferral, deferral_id))), 201
 
 
 @bp.get("/agents/<slug>/status")

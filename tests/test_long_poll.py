@@ -1,0 +1,167 @@
+"""Long-poll (PROTOCOL.md 4.2, `?wait=N`): the answer comes as soon as the deferral ends, or
+when the time is up; a waiting request holds no database connection and starves nothing."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from review.decisions import cancel_deferral
+from review.signing import sign_headers
+from tests.helpers import AgentClient, approved, reviewer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def later(seconds, fn):
+    t = threading.Timer(seconds, fn)
+    t.start()
+    return t
+
+
+def test_wait_answers_as_soon_as_the_deferral_ends(app, rt, agent):
+    d = agent.defer().get_json()
+    signer = rt.secrets.signer
+    with rt.db.read() as session:
+        me = signer(session, agent.slug)
+    later(0.5, lambda: cancel_deferral(rt, d["id"], me, "no longer needed"))
+    started = time.monotonic()
+    response = agent.get(f"/api/v1/deferrals/{d['id']}?wait=20")
+    took = time.monotonic() - started
+    assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
+    assert 0.4 < took < 3, took
+
+
+def test_wait_answers_with_the_pending_deferral_when_time_is_up(agent):
+    d = agent.defer().get_json()
+    started = time.monotonic()
+    response = agent.get(f"/api/v1/deferrals/{d['id']}?wait=1")
+    assert response.get_json()["status"] == "pending"
+    assert 0.9 < time.monotonic() - started < 3
+
+
+def test_wait_on_an_ended_deferral_answers_at_once(rt, agent):
+    d = approved(rt, agent, reviewer(rt))
+    started = time.monotonic()
+    assert agent.get(f"/api/v1/deferrals/{d['id']}?wait=60").get_json()["status"] == "approved"
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("wait", ["61", "-1", "1.5", "soon", ""])
+def test_a_bad_wait_is_a_clear_422(agent, wait):
+    d = agent.defer().get_json()
+    response = agent.get(f"/api/v1/deferrals/{d['id']}?wait={wait}")
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_request" and "0 to 60" in error["message"]
+
+
+def test_waiting_requests_hold_no_database_connection(app, rt, agent):
+    ids = [agent.defer().get_json()["id"] for _ in range(6)]
+    answers = []
+
+    def poll(d_id):
+        client = AgentClient(app.test_client(), agent.slug, agent.secret)
+        answers.append(client.get(f"/api/v1/deferrals/{d_id}?wait=3").get_json()["status"])
+
+    threads = [threading.Thread(target=poll, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert rt.db.engine.pool.checkedout() == 0
+    for t in threads:
+        t.join()
+    assert answers == ["pending"] * 6
+
+
+def test_a_lost_wake_up_costs_seconds_not_the_answer(app, rt, agent, monkeypatch):
+    """With Redis's message gone, the waiting request still sees the end on a re-read."""
+    d = agent.defer().get_json()
+    with rt.db.read() as session:
+        me = rt.secrets.signer(session, agent.slug)
+    monkeypatch.setattr("review.notify.CHANNEL", "countersign:nobody-listens")
+    later(0.3, lambda: cancel_deferral(rt, d["id"], me, "no longer needed"))
+    started = time.monotonic()
+    assert agent.get(f"/api/v1/deferrals/{d['id']}?wait=20").get_json()["status"] == "cancelled"
+    assert time.monotonic() - started < 7
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn(settings_overrides, tmp_path):
+    """The app under real gunicorn, with the worker class the README prescribes."""
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    log_file = log.open("wb")
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings_overrides["database_url"],
+        "REDIS_URL": settings_overrides["redis_url"],
+        "COUNTERSIGN_INSTANCE_DIR": settings_overrides["instance_dir"],
+        "SECRET_KEY": settings_overrides["secret_key"],
+        "COUNTERSIGN_AGENT_RATE": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app:app", "-b", f"127.0.0.1:{port}",
+         "--workers", "1", "--worker-class", "gthread", "--threads", "32"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        proc.wait()
+        log_file.close()
+        raise AssertionError(log.read_text()[-2000:])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+    log_file.close()
+
+
+def signed_get(base, agent, path):
+    return httpx.get(base + path, headers=sign_headers(agent.secret, "msg_lp", b""), timeout=30)
+
+
+def test_twenty_waiting_agents_starve_nobody_under_gunicorn(gunicorn, rt, agent):
+    ids = [agent.defer().get_json()["id"] for _ in range(20)]
+    answers = {}
+
+    def poll(d_id):
+        answers[d_id] = signed_get(gunicorn, agent, f"/api/v1/deferrals/{d_id}?wait=20").json()
+
+    threads = [threading.Thread(target=poll, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    for _ in range(5):  # other requests answer promptly while twenty wait
+        assert httpx.get(gunicorn + "/healthz", timeout=5).status_code == 200
+        assert signed_get(gunicorn, agent, f"/api/v1/deferrals/{ids[0]}").status_code == 200
+    assert time.monotonic() - started < 3
+    with rt.db.read() as session:
+        me = rt.secrets.signer(session, agent.slug)
+    ended_at = time.monotonic()
+    for d_id in ids:
+        cancel_deferral(rt, d_id, me, "done")
+    for t in threads:
+        t.join(timeout=25)
+    assert time.monotonic() - ended_at < 5
+    assert {a["status"] for a in answers.values()} == {"cancelled"}
