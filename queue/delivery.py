@@ -7,9 +7,10 @@ records the attempt (and its audit event) with a conditional update, so an attem
 counted once even if two workers ran it. A 2xx within 15 s delivers; 410 dead-letters
 at once; anything else (3xx included: redirects are not followed) is retried after the
 next delay of COUNTERSIGN_RETRY_SCHEDULE, jittered, or after the receiver's
-Retry-After; after the last delay the event is dead-lettered. `relay()` puts due
-events on the queue: it runs on the worker's tick and right after each decision commits
-(review/notify.py), so a Redis outage only delays callbacks.
+Retry-After; after the last delay the event is dead-lettered. A decision queues
+its callback's first attempt as it commits (review/notify.py); `relay()`, on the
+worker's tick, queues any callback overdue by RELAY_GRACE, so a Redis outage or a
+killed worker only delays callbacks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import redis
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, select, update
 
 from approval_queue import names
 from approval_queue.jobs import enqueue
@@ -37,7 +38,7 @@ TIMEOUT_SECONDS = 15.0
 RESPONSE_CAP = 64 * 1024
 MAX_RETRY_AFTER = 86400
 RELAY_BATCH = 200
-RELAY_GRACE = 15  # seconds a scheduled retry may be late before the relay sends it
+RELAY_GRACE = 5  # seconds a due callback may wait for its own job before the relay queues it
 JOB = "approval_queue.delivery.deliver"
 IN_FLIGHT_PREFIX = "countersign:delivering:"
 _client: httpx.Client | None = None
@@ -204,21 +205,19 @@ def _schedule(rt: Runtime, event_id: str, delay: float) -> None:
         log.warning("callback %s not scheduled (%s); the relay will pick it up", event_id, exc)
 
 
-def relay() -> int:
+def relay(rt: Runtime | None = None) -> int:
     """Queue every pending callback that is due (the safety net under the direct path)."""
-    rt = current_runtime()
+    rt = rt or current_runtime()
     now = utcnow()
     with rt.db.read() as session:
         due = session.scalars(
             select(OutboxEvent.id)
             .where(
                 OutboxEvent.status == "pending",
-                # First attempts at once; retries only once their own scheduled job had
-                # its chance, so a healthy worker does not send them twice.
-                or_(
-                    and_(OutboxEvent.attempts == 0, OutboxEvent.next_attempt_at <= now),
-                    OutboxEvent.next_attempt_at <= now - timedelta(seconds=RELAY_GRACE),
-                ),
+                # Only what its own job should have sent by now: a decision queues its
+                # callback as it commits, and a retry is scheduled when the attempt before
+                # it fails; this finds the ones lost to a Redis outage or a killed worker.
+                OutboxEvent.next_attempt_at <= now - timedelta(seconds=RELAY_GRACE),
             )
             .order_by(OutboxEvent.next_attempt_at)
             .limit(RELAY_BATCH)

@@ -1,46 +1,45 @@
 """Timed upkeep the worker runs: overdue deferrals expire, lapsed claims go back to the
 queue, due callbacks go out.
 
-One chain of self-rescheduling jobs however many workers run: whoever sets the
-ticker key first starts it, and each run re-arms it (even when it fails).
+A thread in each worker process ticks every TICK_SECONDS; a short Redis key lets one
+worker tick per period however many run. It does not depend on rq's scheduler, whose
+lock a SIGKILLed worker keeps for a minute: a crashed worker's callbacks are found
+again on the next tick of any worker. When Redis is down the database steps run
+anyway (they are conditional updates, safe to run twice); the relay waits for Redis.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+
+import redis
 
 from approval_queue.delivery import relay
-from approval_queue.jobs import enqueue
 from review.batches import return_lapsed_claims
 from review.expiry import expire_due
 from review.models import utcnow
-from review.runtime import Runtime, current_runtime
+from review.runtime import Runtime
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 5
-TICKER_KEY = "countersign:maintenance:ticker"
-JOB = "approval_queue.maintenance.tick"
+TICK_KEY = "countersign:maintenance:tick"
 
 
-def tick() -> None:
+def tick(rt: Runtime) -> None:
     """One round of upkeep; each step on its own, so one failing does not stop the others."""
-    rt = current_runtime()
-    client = rt.redis.client()
-    try:
-        for name, step in (
-            ("expiry", expire_due),
-            ("lapsed claims", _return_lapsed),
-            ("relay", lambda _rt: relay()),
-        ):
-            try:
-                done = step(rt)
-                if done:
-                    log.info("%s: %d", name, done)
-            except Exception:  # logged; the next tick tries again
-                log.exception("maintenance step %s failed", name)
-    finally:
-        client.set(TICKER_KEY, "1", ex=TICK_SECONDS * 3)
-        enqueue(client, JOB, delay=TICK_SECONDS)
+    for name, step in (
+        ("expiry", expire_due),
+        ("lapsed claims", _return_lapsed),
+        ("relay", relay),
+    ):
+        try:
+            done = step(rt)
+            if done:
+                log.info("%s: %d", name, done)
+        except Exception:  # logged; the next tick tries again
+            log.exception("maintenance step %s failed", name)
 
 
 def _return_lapsed(rt: Runtime) -> int:
@@ -48,7 +47,32 @@ def _return_lapsed(rt: Runtime) -> int:
         return return_lapsed_claims(session, utcnow())
 
 
-def start_maintenance(rt: Runtime) -> None:
-    client = rt.redis.client()
-    if client.set(TICKER_KEY, "1", nx=True, ex=TICK_SECONDS * 3):
-        enqueue(client, JOB)
+def _my_turn(rt: Runtime) -> bool:
+    try:
+        return bool(
+            rt.redis.client().set(TICK_KEY, os.getpid(), nx=True, px=TICK_SECONDS * 1000 - 200)
+        )
+    except redis.RedisError:
+        return True  # no Redis to agree on turns: the database steps are safe to repeat
+
+
+class Ticker(threading.Thread):
+    def __init__(self, rt: Runtime):
+        super().__init__(name="countersign-maintenance", daemon=True)
+        self.rt = rt
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            if _my_turn(self.rt):
+                tick(self.rt)
+            self.stopped.wait(TICK_SECONDS)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def start_maintenance(rt: Runtime) -> Ticker:
+    ticker = Ticker(rt)
+    ticker.start()
+    return ticker

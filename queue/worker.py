@@ -29,13 +29,19 @@ def build_worker(rt: Runtime) -> SimpleWorker:
 
 def run_worker(rt: Runtime, *, burst: bool = False) -> bool:
     """Work until stopped (or, with burst, until the queues are empty)."""
-    worker = build_worker(rt)
-    from approval_queue.maintenance import start_maintenance
+    from approval_queue.maintenance import start_maintenance, tick
 
-    start_maintenance(rt)
+    worker = build_worker(rt)
     if rt.settings.demo:
         from approval_queue.demo_agent import start_demo_agent
 
         start_demo_agent(rt)
     log.info("worker %s on %s (burst=%s)", worker.name, ", ".join(names.ALL), burst)
-    return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    if burst:  # one round of upkeep, then the queues until they are empty
+        tick(rt)
+        return worker.work(burst=True, with_scheduler=True, logging_level="INFO")
+    ticker = start_maintenance(rt)
+    try:
+        return worker.work(with_scheduler=True, logging_level="INFO")
+    finally:
+        ticker.stop()

@@ -1,11 +1,11 @@
 """Wake-ups after a write commits: ended deferrals wake their long-polls, new callbacks
-wake the relay.
+are queued for delivery at once.
 
 Domain code only leaves notes in the session (`note_ended`, `note_callback`); after
 the transaction commits, `after_commit` publishes them on Redis. Nothing here is
 needed for correctness: a lost wake-up costs latency (the long-poll re-reads the
-database every few seconds, the worker relays due callbacks on its tick), never a
-decision or a callback.
+database every few seconds, the worker's relay finds callbacks nobody queued), never
+a decision or a callback.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import redis
 from sqlalchemy.orm import Session
 
 from approval_queue import names
-from approval_queue.jobs import enqueue
+from approval_queue.jobs import enqueue_many
 
 log = logging.getLogger(__name__)
 CHANNEL = "countersign:ended"
-RELAY_JOB = "approval_queue.delivery.relay"
 DELIVER_JOB = "approval_queue.delivery.deliver"
 
 
@@ -34,20 +33,15 @@ def note_ended(session: Session, deferral_id: str) -> None:
     session.info.setdefault("ended", []).append(deferral_id)
 
 
-def note_callback(session: Session) -> None:
-    session.info["callbacks"] = True
-
-
 def note_deliver(session: Session, event_id: str) -> None:
-    """Attempt this callback right after the commit (a redelivery asked for by a person)."""
+    """Attempt this callback right after the commit (the relay is only the safety net)."""
     session.info.setdefault("deliver", []).append(event_id)
 
 
 def after_commit(client_for: Any, info: dict[str, Any]) -> None:
     """Publish what the committed transaction noted (`client_for()` gives the Redis client)."""
-    ended, callbacks = info.pop("ended", None), info.pop("callbacks", None)
-    deliver = info.pop("deliver", None)
-    if not ended and not callbacks and not deliver:
+    ended, deliver = info.pop("ended", None), info.pop("deliver", None)
+    if not ended and not deliver:
         return
     try:
         client = client_for()
@@ -56,10 +50,9 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
             for deferral_id in ended:
                 pipe.publish(CHANNEL, deferral_id)
             pipe.execute()
-        if callbacks:  # relay now instead of at the worker's next tick
-            enqueue(client, RELAY_JOB, queue_name=names.CALLBACKS)
-        for event_id in deliver or ():
-            enqueue(client, DELIVER_JOB, event_id, queue_name=names.CALLBACKS)
+        if deliver:
+            enqueue_many(client, DELIVER_JOB, [(event_id,) for event_id in deliver],
+                         queue_name=names.CALLBACKS)  # fmt: skip
     except redis.RedisError as exc:
         log.warning("wake-ups not sent (%s): long-polls and callbacks catch up on their own", exc)
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from review.ids import new_event_id
 from review.models import Deferral, OutboxEvent
-from review.notify import note_callback
+from review.notify import note_deliver
 from review.resources import deferral_resource, rfc3339
 
 
@@ -39,5 +39,5 @@ def add_decision(session: Session, deferral: Deferral, now: datetime) -> OutboxE
         created_at=now,
     )
     session.add(event)
-    note_callback(session)
+    note_deliver(session, event.id)
     return event

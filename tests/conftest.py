@@ -231,3 +231,20 @@ def make_agent(app, rt):
 @pytest.fixture
 def agent(make_agent) -> AgentClient:
     return make_agent()
+
+
+@pytest.fixture
+def receiver_factory():
+    """Local HTTP receivers for callbacks, each answering from its script."""
+    from tests.receivers import Receiver
+
+    made = []
+
+    def make(*script):
+        r = Receiver(script or [(200, {}, 0)])
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

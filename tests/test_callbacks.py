@@ -2,10 +2,8 @@
 over real HTTP, retrying on schedule with one webhook-id, and never to a private address."""
 
 import json
-import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -18,57 +16,7 @@ from review.batches import Holder, claim_batch
 from review.decisions import decide
 from review.models import Agent, AuditEvent, DeliveryAttempt, OutboxEvent, utcnow
 from review.users import create_user
-from tests.helpers import AgentClient, refund
-
-
-class Receiver:
-    """A local HTTP endpoint that answers from a script and keeps what it got."""
-
-    def __init__(self, script):
-        self.script = list(script)  # (status, headers, delay) per request; the last repeats
-        self.requests = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append((dict(self.headers), body, self.path))
-                status, headers, delay = (
-                    receiver.script.pop(0) if len(receiver.script) > 1 else receiver.script[0]
-                )
-                time.sleep(delay)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver_factory():
-    made = []
-
-    def make(*script):
-        r = Receiver(script or [(200, {}, 0)])
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+from tests.helpers import AgentClient, Browser, refund
 
 
 @pytest.fixture
@@ -274,3 +222,53 @@ def test_an_overdue_deferral_expires_by_itself_and_the_agent_is_told(setup):
     assert resource["decision"]["decided_by"] == [] and resource["decision"]["valid_until"] is None
     [(headers, body, _path)] = receiver.requests
     assert json.loads(body)["data"]["status"] == "expired"
+
+
+def test_owners_see_dead_letters_and_redeliver_them(setup):
+    app, runtime, agent, holder, receiver = setup((410, {}, 0), (200, {}, 0))
+    d_id = approve_one(runtime, agent, holder)
+    work(app, runtime, lambda: outbox(runtime)[0].status == "dead")
+    owner = Browser(app.test_client(), "olivia")
+    page = owner.get(f"/agents/{agent.slug}/deliveries?status=dead").get_data(as_text=True)
+    event_id = outbox(runtime)[0].id
+    assert event_id in page and "dead letter" in page and "Redeliver" in page and "HTTP 410" in page
+    response = owner.post(f"/agents/{agent.slug}/deliveries/{event_id}/redeliver")
+    assert response.status_code == 302
+    work(app, runtime, lambda: outbox(runtime)[0].status == "delivered")
+    assert [h["webhook-id"] for h, _b, _p in receiver.requests] == [event_id, event_id]
+    with runtime.db.read() as session:
+        kinds = session.scalars(
+            select(AuditEvent.event_type).where(AuditEvent.deferral_id == d_id)
+        ).all()
+    assert "callback.redelivery_requested" in kinds
+    again = owner.post(f"/agents/{agent.slug}/deliveries/{event_id}/redeliver")
+    assert "not a dead letter" in owner.get(again.location).get_data(as_text=True)
+
+
+def test_only_owners_and_admins_redeliver_and_auditors_only_read(setup):
+    app, runtime, agent, holder, receiver = setup((410, {}, 0))
+    approve_one(runtime, agent, holder)
+    work(app, runtime, lambda: outbox(runtime)[0].status == "dead")
+    event_id = outbox(runtime)[0].id
+    with runtime.db.write() as session:
+        create_user(session, "audrey", "auditor", "correct horse battery")
+    other = Browser(app.test_client(), "rita")  # a reviewer who does not own the agent
+    assert other.get(f"/agents/{agent.slug}/deliveries").status_code == 403
+    assert other.post(f"/agents/{agent.slug}/deliveries/{event_id}/redeliver").status_code == 403
+    auditor = Browser(app.test_client(), "audrey")
+    page = auditor.get(f"/agents/{agent.slug}/deliveries").get_data(as_text=True)
+    assert event_id in page and "Redeliver" not in page
+    assert auditor.post(f"/agents/{agent.slug}/deliveries/{event_id}/redeliver").status_code == 403
+    assert outbox(runtime)[0].status == "dead"
+
+
+def test_the_item_page_follows_its_callback_until_it_lands(setup):
+    app, runtime, agent, holder, receiver = setup()
+    d_id = approve_one(runtime, agent, holder)
+    browser = Browser(app.test_client(), "rita")
+    panel = browser.get(f"/deferrals/{d_id}/callbacks").get_data(as_text=True)
+    assert 'hx-trigger="every 2s"' in panel and "not tried yet" in panel
+    work(app, runtime, lambda: outbox(runtime)[0].status == "delivered")
+    panel = browser.get(f"/deferrals/{d_id}/callbacks").get_data(as_text=True)
+    assert "hx-trigger" not in panel and "delivered" in panel and "HTTP 200" in panel
+    assert 'id="callbacks"' in browser.get(f"/deferrals/{d_id}").get_data(as_text=True)
