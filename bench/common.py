@@ -101,6 +101,20 @@ def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str
         proc.wait(20)
 
 
+def flask_cmd(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    """Run `flask --app app ARGS` with `env` added; its stdout."""
+    out = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
 @dataclass
 class Result:
     name: str

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS, ROOT, Result, database, drive, gunicorn  # noqa: E402
+from bench.common import REDIS, ROOT, Result, database, drive, flask_cmd, gunicorn  # noqa: E402
 from review.signing import sign_headers  # noqa: E402
 
 BODY = {
@@ -37,19 +36,6 @@ BODY = {
     "trace": {"id": "a1f8", "url": "https://traces.example.com/t/a1f8"},
     "labels": {"team": "billing"},
 }
-
-
-def flask_cmd(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout
 
 
 def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[Result, Result]:

@@ -1,16 +1,15 @@
 """Callback delivery: signed POSTs from the outbox, retried on schedule, dead-lettered at last.
 
-`deliver(event_id)` makes one attempt: it resolves and checks the callback URL
-(review/outbound.py), POSTs the stored body signed with the agent's newest secret and
-the event id as `webhook-id`, reads at most RESPONSE_CAP bytes of the answer, and
+`flush()` attempts every due callback: for each it resolves and checks the callback
+URL (review/outbound.py), POSTs the stored body signed with the agent's newest secret
+and the event id as `webhook-id`, reads at most RESPONSE_CAP bytes of the answer, and
 records the attempt (and its audit event) with a conditional update, so an attempt is
 counted once even if two workers ran it. A 2xx within 15 s delivers; 410 dead-letters
 at once; anything else (3xx included: redirects are not followed) is retried after the
 next delay of COUNTERSIGN_RETRY_SCHEDULE, jittered, or after the receiver's
-Retry-After; after the last delay the event is dead-lettered. A decision queues
-its callback's first attempt as it commits (review/notify.py); `relay()`, on the
-worker's tick, queues any callback overdue by RELAY_GRACE, so a Redis outage or a
-killed worker only delays callbacks.
+Retry-After; after the last delay the event is dead-lettered. A committed decision
+queues a flush (review/notify.py); `relay()`, on the worker's tick, queues one whenever
+callbacks are due, so a Redis outage or a killed worker only delays them.
 """
 
 from __future__ import annotations
@@ -18,17 +17,20 @@ from __future__ import annotations
 import logging
 import random
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
 import redis
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from approval_queue import names
 from approval_queue.jobs import enqueue
 from review.agents import signers
-from review.audit import record_event
+from review.audit import record_events
 from review.models import Agent, DeliveryAttempt, OutboxEvent, utcnow
+from review.notify import FLUSH_JOB, FLUSH_KEY, queue_flush
 from review.outbound import OutboundRefused, resolve
 from review.runtime import Runtime, current_runtime
 from review.signing import sign_headers
@@ -38,9 +40,22 @@ TIMEOUT_SECONDS = 15.0
 RESPONSE_CAP = 64 * 1024
 MAX_RETRY_AFTER = 86400
 RELAY_BATCH = 200
-RELAY_GRACE = 5  # seconds a due callback may wait for its own job before the relay queues it
-JOB = "approval_queue.delivery.deliver"
+MIN_RETRY_SECONDS = 1  # even after "Retry-After: 0"
 IN_FLIGHT_PREFIX = "countersign:delivering:"
+IN_FLIGHT_SECONDS = int(TIMEOUT_SECONDS) + 5
+BATCH = 64  # events posted at once by one worker
+PER_AGENT = 16  # of which at most this many go to one agent
+GATHER_SECONDS = 0.05  # after the first answer, wait this long for more to share a commit
+_pool_instance: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _pool_instance
+    if _pool_instance is None:
+        _pool_instance = ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="callback")
+    return _pool_instance
+
+
 _client: httpx.Client | None = None
 
 
@@ -73,19 +88,19 @@ def retry_after_seconds(value: str | None, now: datetime) -> int | None:
 
 
 def _post(
-    rt: Runtime, url: str, event: OutboxEvent, secret: str
+    rt: Runtime, url: str, event_id: str, body: str, secret: str
 ) -> tuple[int | None, str | None, str | None]:
     """(status code, error, Retry-After) of one POST."""
     try:
         target = resolve(url, allow_private=rt.settings.allow_private_callbacks)
     except OutboundRefused as exc:
         return None, f"refused: {exc}", None
-    headers = sign_headers(secret, event.id, event.body)
+    headers = sign_headers(secret, event_id, body)
     headers.update({"Content-Type": "application/json", "Host": target.host_header})
     extensions = {"sni_hostname": target.host} if target.url.startswith("https") else {}
     try:
         with http_client().stream(
-            "POST", target.url, content=event.body.encode(), headers=headers, extensions=extensions
+            "POST", target.url, content=body.encode(), headers=headers, extensions=extensions
         ) as response:
             read = 0
             for chunk in response.iter_bytes():
@@ -99,130 +114,237 @@ def _post(
         return None, f"{type(exc).__name__}: {str(exc)[:300]}", None
 
 
-def deliver(event_id: str) -> str:
-    """One attempt, unless the event is done, not due yet, or in flight in another worker."""
-    rt = current_runtime()
+@dataclass
+class Attempt:
+    """One event to post, and then what came of it."""
+
+    event_id: str
+    agent_id: int
+    slug: str
+    deferral_id: str | None
+    event_type: str
+    body: str
+    url: str | None
+    attempt: int
+    secret: str | None = None
+    code: int | None = None
+    error: str | None = None
+    retry_after: str | None = None
+    duration_ms: int = 0
+
+
+def flush(rt: Runtime | None = None) -> int:
+    """Deliver every callback that is due, in rounds of at most BATCH; how many were tried.
+
+    The job a committed decision queues (review/notify.py), the retry scheduled after a
+    failed attempt, the worker's tick and a person's Redeliver all come here. Each round
+    takes the due events (at most PER_AGENT of one agent, so one slow receiver cannot
+    hold a whole round), claims them with a short Redis key each (another worker
+    flushing at the same moment skips them; a SIGKILLed holder's keys lapse), posts them
+    concurrently, and records each attempt with its audit event: results that arrive
+    together share one transaction, so one commit (one fsync) serves many callbacks.
+    """
+    rt = rt or current_runtime()
     client = rt.redis.client()
-    lock = f"{IN_FLIGHT_PREFIX}{event_id}"
-    # The relay may queue an event again while an attempt is under way (a slow receiver):
-    # the key keeps two workers from posting it at once. A SIGKILLed holder's key lapses.
-    if not client.set(lock, "1", nx=True, ex=int(TIMEOUT_SECONDS) + 5):
-        return "in flight in another worker"
-    try:
-        return _attempt(rt, event_id)
-    finally:
-        client.delete(lock)
+    client.delete(FLUSH_KEY)  # a decision committed from now on queues another flush
+    tried = 0
+    while True:
+        batch = _claim(rt, client)
+        if not batch:
+            return tried
+        try:
+            _post_and_record(rt, batch)
+        finally:
+            client.delete(*[f"{IN_FLIGHT_PREFIX}{a.event_id}" for a in batch])
+        tried += len(batch)
 
 
-def _attempt(rt: Runtime, event_id: str) -> str:
-    with rt.db.read() as session:
-        event = session.get(OutboxEvent, event_id)
-        if event is None or event.status != "pending":
-            return "nothing to do"
-        if event.next_attempt_at > utcnow() + timedelta(seconds=1):
-            return "not due yet"  # a copy queued by the relay while this one waited
-        agent = session.get(Agent, event.agent_id)
-        signer = signers(session, agent_id=agent.id)
-        url, slug, attempt = agent.callback_url, agent.slug, event.attempts + 1
-    secrets = rt.secrets.secrets_for(signer[0]) if signer else []
-    started = time.monotonic()
-    if not url or not secrets:
-        code, error, retry_after = None, "the agent has no callback URL or secret now", None
-    else:
-        code, error, retry_after = _post(rt, url, event, secrets[-1])
-    duration_ms = int((time.monotonic() - started) * 1000)
+def _claim(rt: Runtime, client: redis.Redis) -> list[Attempt]:
     now = utcnow()
-    schedule = rt.settings.retry_schedule
-    if code is not None and 200 <= code < 300:
-        outcome, next_at = "delivered", now
-    elif code == 410 or attempt > len(schedule):
-        outcome, next_at = "dead", now
+    with rt.db.read() as session:
+        due = session.execute(
+            select(
+                OutboxEvent.id,
+                OutboxEvent.agent_id,
+                OutboxEvent.deferral_id,
+                OutboxEvent.event_type,
+                OutboxEvent.body,
+                OutboxEvent.attempts,
+            )
+            .where(OutboxEvent.status == "pending", OutboxEvent.next_attempt_at <= now)
+            .order_by(OutboxEvent.next_attempt_at)
+            .limit(BATCH * 4)
+        ).all()
+        if not due:
+            return []
+        taken: dict[int, int] = {}
+        chosen = []
+        for row in due:
+            if taken.get(row.agent_id, 0) < PER_AGENT and len(chosen) < BATCH:
+                taken[row.agent_id] = taken.get(row.agent_id, 0) + 1
+                chosen.append(row)
+        pipe = client.pipeline(transaction=False)
+        for row in chosen:
+            pipe.set(f"{IN_FLIGHT_PREFIX}{row.id}", "1", nx=True, ex=IN_FLIGHT_SECONDS)
+        mine = [row for row, got in zip(chosen, pipe.execute(), strict=True) if got]
+        agents = {a.id: a for a in session.scalars(select(Agent).where(Agent.id.in_(list(taken))))}
+        keys = {
+            signer.id: signer
+            for agent_id in {row.agent_id for row in mine}
+            for signer in signers(session, agent_id=agent_id)
+        }
+    batch = []
+    for row in mine:
+        agent = agents[row.agent_id]
+        signer = keys.get(agent.id)
+        live = rt.secrets.secrets_for(signer) if signer else []
+        batch.append(
+            Attempt(
+                event_id=row.id,
+                agent_id=agent.id,
+                slug=agent.slug,
+                deferral_id=row.deferral_id,
+                event_type=row.event_type,
+                body=row.body,
+                url=agent.callback_url,
+                attempt=row.attempts + 1,
+                secret=live[-1] if live else None,
+            )
+        )
+    return batch
+
+
+def _post_one(rt: Runtime, a: Attempt) -> Attempt:
+    started = time.monotonic()
+    if not a.url or not a.secret:
+        a.error = "the agent has no callback URL or secret now"
     else:
-        delay = retry_after_seconds(retry_after, now)
-        if delay is None:
-            delay = schedule[attempt - 1] * random.uniform(0.9, 1.1)  # noqa: S311 (jitter)
-        outcome, next_at = "pending", now + timedelta(seconds=delay)
-    if code is not None and error is None and outcome != "delivered":
-        error = f"HTTP {code}" + (" (redirects are not followed)" if 300 <= code < 400 else "")
+        a.code, a.error, a.retry_after = _post(rt, a.url, a.event_id, a.body, a.secret)
+    a.duration_ms = int((time.monotonic() - started) * 1000)
+    return a
+
+
+def _post_and_record(rt: Runtime, batch: list[Attempt]) -> None:
+    if len(batch) == 1:
+        _record(rt, [_post_one(rt, batch[0])])
+        return
+    pending = {_pool().submit(_post_one, rt, a) for a in batch}
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        if pending:  # answers from one receiver come close together: gather them
+            more, pending = wait(pending, timeout=GATHER_SECONDS)
+            done |= more
+        _record(rt, [f.result() for f in done])
+
+
+def _outcome(rt: Runtime, a: Attempt, now: datetime) -> tuple[str, datetime]:
+    schedule = rt.settings.retry_schedule
+    if a.code is not None and 200 <= a.code < 300:
+        return "delivered", now
+    if a.code is not None and a.error is None:
+        a.error = f"HTTP {a.code}" + (
+            " (redirects are not followed)" if 300 <= a.code < 400 else ""
+        )
+    if a.code == 410 or a.attempt > len(schedule):
+        return "dead", now
+    delay = retry_after_seconds(a.retry_after, now)
+    if delay is None:
+        delay = schedule[a.attempt - 1] * random.uniform(0.9, 1.1)  # noqa: S311 (jitter)
+    return "pending", now + timedelta(seconds=max(delay, MIN_RETRY_SECONDS))
+
+
+def _record(rt: Runtime, results: list[Attempt]) -> None:
+    """Each attempt, counted once (conditional update) with its audit event, in one commit."""
+    now = utcnow()
     table = OutboxEvent.__table__
+    retries = []
     with rt.db.write() as session:
-        counted = session.execute(
-            update(table)
-            .where(
-                table.c.id == event_id, table.c.status == "pending", table.c.attempts == attempt - 1
+        events = []
+        for a in results:
+            outcome, next_at = _outcome(rt, a, now)
+            counted = session.execute(
+                update(table)
+                .where(
+                    table.c.id == a.event_id,
+                    table.c.status == "pending",
+                    table.c.attempts == a.attempt - 1,
+                )
+                .values(
+                    attempts=a.attempt,
+                    status=outcome,
+                    next_attempt_at=next_at,
+                    last_status_code=a.code,
+                    last_error=a.error,
+                    finished_at=None if outcome == "pending" else now,
+                )
+            ).rowcount
+            if counted != 1:
+                continue  # recorded by another worker
+            session.execute(
+                insert(DeliveryAttempt.__table__).values(
+                    event_id=a.event_id,
+                    attempted_at=now,
+                    status_code=a.code,
+                    error=a.error,
+                    duration_ms=a.duration_ms,
+                )
             )
-            .values(
-                attempts=attempt,
-                status=outcome,
-                next_attempt_at=next_at,
-                last_status_code=code,
-                last_error=error,
-                finished_at=None if outcome == "pending" else now,
+            events.append(
+                {
+                    "actor_kind": "system",
+                    "actor_id": "delivery",
+                    "event_type": "callback.attempted",
+                    "agent": a.slug,
+                    "deferral_id": a.deferral_id,
+                    "payload": {
+                        "event_id": a.event_id,
+                        "event_type": a.event_type,
+                        "attempt": a.attempt,
+                        "status_code": a.code,
+                        "error": a.error,
+                        "duration_ms": a.duration_ms,
+                        "outcome": outcome,
+                        "next_attempt_at": next_at.isoformat() if outcome == "pending" else None,
+                    },
+                    "at": now,
+                }
             )
-        ).rowcount
-        if counted != 1:
-            return "recorded by another worker"
-        session.execute(
-            insert(DeliveryAttempt.__table__).values(
-                event_id=event_id,
-                attempted_at=now,
-                status_code=code,
-                error=error,
-                duration_ms=duration_ms,
+            if outcome == "pending":
+                retries.append((next_at - now).total_seconds())
+            log.info(
+                "callback %s attempt %d: %s (%s)", a.event_id, a.attempt, outcome, a.code or a.error
             )
-        )
-        record_event(
-            session,
-            actor_kind="system",
-            actor_id="delivery",
-            event_type="callback.attempted",
-            agent=slug,
-            deferral_id=event.deferral_id,
-            payload={
-                "event_id": event_id,
-                "event_type": event.event_type,
-                "attempt": attempt,
-                "status_code": code,
-                "error": error,
-                "duration_ms": duration_ms,
-                "outcome": outcome,
-                "next_attempt_at": next_at.isoformat() if outcome == "pending" else None,
-            },
-            at=now,
-        )
-    if outcome == "pending":
-        _schedule(rt, event_id, (next_at - now).total_seconds())
-    log.info("callback %s attempt %d: %s (%s)", event_id, attempt, outcome, code or error)
-    return outcome
+        if events:
+            record_events(session, events)
+    for delay in sorted(set(round(d, 1) for d in retries)):
+        _schedule_flush(rt, delay)
 
 
-def _schedule(rt: Runtime, event_id: str, delay: float) -> None:
+def _schedule_flush(rt: Runtime, delay: float) -> None:
     try:
-        enqueue(
-            rt.redis.client(), JOB, event_id, queue_name=names.CALLBACKS, delay=max(delay, 0.001)
-        )
-    except redis.RedisError as exc:  # the relay will find it when it is due
-        log.warning("callback %s not scheduled (%s); the relay will pick it up", event_id, exc)
+        enqueue(rt.redis.client(), FLUSH_JOB, queue_name=names.CALLBACKS, delay=max(delay, 0.001))
+    except redis.RedisError as exc:  # the tick will find it when it is due
+        log.warning("retry not scheduled (%s); the worker's tick will pick it up", exc)
 
 
 def relay(rt: Runtime | None = None) -> int:
-    """Queue every pending callback that is due (the safety net under the direct path)."""
+    """On the worker's tick: queue a flush when callbacks are due; how many are due.
+
+    The safety net under the direct path: it finds callbacks whose wake-up was lost to
+    a Redis outage, and retries whose scheduled flush waited behind rq's scheduler.
+    """
     rt = rt or current_runtime()
-    now = utcnow()
     with rt.db.read() as session:
-        due = session.scalars(
-            select(OutboxEvent.id)
-            .where(
-                OutboxEvent.status == "pending",
-                # Only what its own job should have sent by now: a decision queues its
-                # callback as it commits, and a retry is scheduled when the attempt before
-                # it fails; this finds the ones lost to a Redis outage or a killed worker.
-                OutboxEvent.next_attempt_at <= now - timedelta(seconds=RELAY_GRACE),
+        due = session.scalar(
+            select(func.count()).select_from(
+                select(OutboxEvent.id)
+                .where(OutboxEvent.status == "pending", OutboxEvent.next_attempt_at <= utcnow())
+                .limit(RELAY_BATCH)
+                .subquery()
             )
-            .order_by(OutboxEvent.next_attempt_at)
-            .limit(RELAY_BATCH)
-        ).all()
-    client = rt.redis.client()
-    for event_id in due:
-        enqueue(client, JOB, event_id, queue_name=names.CALLBACKS)
-    return len(due)
+        )
+    if due:
+        client = rt.redis.client()
+        client.delete(FLUSH_KEY)  # a flush marked queued may have died with its worker
+        queue_flush(client)
+    return due

@@ -30,17 +30,3 @@ def enqueue(
     if delay:
         return q.enqueue_in(timedelta(seconds=delay), func, *args, **options)
     return q.enqueue(func, *args, **options)
-
-
-def enqueue_many(
-    client: redis.Redis,
-    func: str,
-    arg_lists: list[tuple[Any, ...]],
-    *,
-    queue_name: str = names.DEFAULT,
-) -> list[Job]:
-    """Several jobs of one function in one round trip."""
-    q = queue(client, queue_name)
-    return q.enqueue_many(
-        [Queue.prepare_data(func, args, result_ttl=600, failure_ttl=86400) for args in arg_lists]
-    )

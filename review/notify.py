@@ -22,11 +22,15 @@ import redis
 from sqlalchemy.orm import Session
 
 from approval_queue import names
-from approval_queue.jobs import enqueue_many
+from approval_queue.jobs import enqueue
 
 log = logging.getLogger(__name__)
 CHANNEL = "countersign:ended"
-DELIVER_JOB = "approval_queue.delivery.deliver"
+FLUSH_JOB = "approval_queue.delivery.flush"
+# Set while a flush job waits in the queue: a burst of decisions queues one flush, not one
+# job each. The flush deletes it as it starts, so a decision after that queues another.
+FLUSH_KEY = "countersign:delivery:flush-queued"
+FLUSH_KEY_SECONDS = 60
 
 
 def note_ended(session: Session, deferral_id: str) -> None:
@@ -34,8 +38,16 @@ def note_ended(session: Session, deferral_id: str) -> None:
 
 
 def note_deliver(session: Session, event_id: str) -> None:
-    """Attempt this callback right after the commit (the relay is only the safety net)."""
+    """Attempt this callback right after the commit (the worker's tick is the safety net)."""
     session.info.setdefault("deliver", []).append(event_id)
+
+
+def queue_flush(client: redis.Redis) -> bool:
+    """Queue a delivery flush unless one is waiting already; True when this call queued it."""
+    if client.set(FLUSH_KEY, "1", nx=True, ex=FLUSH_KEY_SECONDS):
+        enqueue(client, FLUSH_JOB, queue_name=names.CALLBACKS)
+        return True
+    return False
 
 
 def after_commit(client_for: Any, info: dict[str, Any]) -> None:
@@ -51,8 +63,7 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
                 pipe.publish(CHANNEL, deferral_id)
             pipe.execute()
         if deliver:
-            enqueue_many(client, DELIVER_JOB, [(event_id,) for event_id in deliver],
-                         queue_name=names.CALLBACKS)  # fmt: skip
+            queue_flush(client)
     except redis.RedisError as exc:
         log.warning("wake-ups not sent (%s): long-polls and callbacks catch up on their own", exc)
 
