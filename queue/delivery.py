@@ -191,7 +191,7 @@ def _claim(rt: Runtime, client: redis.Redis) -> list[Attempt]:
         keys = {
             signer.id: signer
             for agent_id in {row.agent_id for row in mine}
-            for signer in signers(session, agent_id=agent_id)
+            for signer in signers(session, agent_id=agent_id, include_deactivated=True)
         }
     batch = []
     for row in mine:

@@ -17,6 +17,7 @@ import threading
 import redis
 
 from approval_queue.delivery import relay
+from review.audit import chained_write
 from review.batches import return_lapsed_claims
 from review.expiry import expire_due
 from review.models import utcnow
@@ -43,7 +44,7 @@ def tick(rt: Runtime) -> None:
 
 
 def _return_lapsed(rt: Runtime) -> int:
-    with rt.db.write() as session:
+    with chained_write(rt.db) as session:
         return return_lapsed_claims(session, utcnow())
 
 

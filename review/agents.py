@@ -124,18 +124,36 @@ def list_agents(session: Session) -> list[Agent]:
 
 @dataclass(frozen=True)
 class Signer:
-    """What authenticating an agent's request needs: its id and slug, and its secrets."""
+    """What an agent's request needs: its id and slug, its secrets, its flood breaker."""
 
     id: int
     slug: str
     secrets: tuple[tuple[int, str, datetime | None], ...]  # (row id, ciphertext, expires_at)
+    breaker_flood: str | None = None  # the agent's own setting, if it has one
 
 
-def signers(session: Session, slug: str | None = None, agent_id: int | None = None) -> list[Signer]:
-    """Signers (one agent by slug or id, or all), in one query: every API request needs it."""
+def signers(
+    session: Session,
+    slug: str | None = None,
+    agent_id: int | None = None,
+    *,
+    include_deactivated: bool = False,
+) -> list[Signer]:
+    """Signers (one agent by slug or id, or all), in one query: every API request needs it.
+
+    A deactivated agent has none, so its requests answer 401; delivery still signs the
+    callbacks it was owed (`include_deactivated`).
+    """
     agents, keys = Agent.__table__, AgentSecret.__table__
     query = (
-        select(agents.c.id, agents.c.slug, keys.c.id, keys.c.ciphertext, keys.c.expires_at)
+        select(
+            agents.c.id,
+            agents.c.slug,
+            agents.c.breaker_flood,
+            keys.c.id,
+            keys.c.ciphertext,
+            keys.c.expires_at,
+        )
         .join(keys, keys.c.agent_id == agents.c.id)
         .order_by(agents.c.id, keys.c.id)
     )
@@ -143,10 +161,13 @@ def signers(session: Session, slug: str | None = None, agent_id: int | None = No
         query = query.where(agents.c.slug == slug)
     if agent_id is not None:
         query = query.where(agents.c.id == agent_id)
-    grouped: dict[int, tuple[str, list]] = {}
-    for agent_id, agent_slug, key_id, ciphertext, expires_at in session.execute(query):
-        grouped.setdefault(agent_id, (agent_slug, []))[1].append((key_id, ciphertext, expires_at))
-    return [Signer(i, s, tuple(rows)) for i, (s, rows) in grouped.items()]
+    if not include_deactivated:
+        query = query.where(agents.c.deactivated_at.is_(None))
+    grouped: dict[int, tuple[str, str | None, list]] = {}
+    for found_id, found_slug, flood, key_id, ciphertext, expires_at in session.execute(query):
+        entry = grouped.setdefault(found_id, (found_slug, flood, []))
+        entry[2].append((key_id, ciphertext, expires_at))
+    return [Signer(i, s, tuple(rows), flood) for i, (s, flood, rows) in grouped.items()]
 
 
 class SecretCache:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ import rfc8785
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from review.db import Database
 from review.models import Agent, AuditEvent, AuditHead, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -74,6 +76,26 @@ def event_hash(
         "prev_hash": prev_hash,
     }
     return hashlib.sha256(canonical_json(record)).hexdigest()
+
+
+def lock_chain(session: Session) -> None:
+    """Take the chain's lock now, as the transaction's first statement.
+
+    Lock order, so PostgreSQL never deadlocks: a transaction that changes existing
+    deferrals or an agent's kill switch takes the chain lock first, before any row
+    lock. (Intake only inserts, so it may take it last: see review/intake.py.) On
+    SQLite the IMMEDIATE transaction already holds the one write lock.
+    """
+    head = AuditHead.__table__
+    session.connection().execute(select(head.c.seq).where(head.c.id == 1).with_for_update())
+
+
+@contextmanager
+def chained_write(db: Database) -> Iterator[Session]:
+    """`db.write()` holding the chain lock from its first statement (see lock_chain)."""
+    with db.write() as session:
+        lock_chain(session)
+        yield session
 
 
 def record_event(

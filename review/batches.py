@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from review.audit import record_events
+from review.audit import chained_write, record_events
 from review.models import Agent, Deferral, utcnow
 from review.policy import LEVELS
 from review.runtime import Runtime
@@ -113,7 +113,7 @@ def claim_batch(rt: Runtime, holder: Holder, now: datetime | None = None) -> lis
     size = rt.settings.batch_size
     lease_until = now + timedelta(seconds=rt.settings.lease_seconds)
     table = Deferral.__table__
-    with rt.db.write() as session:
+    with chained_write(rt.db) as session:
         return_lapsed_claims(session, now)
         held = held_ids(session, holder, now)
         wanted = size - len(held)
@@ -172,7 +172,7 @@ def release_batch(rt: Runtime, holder: Holder, now: datetime | None = None) -> i
     """Give every held deferral back to the queue."""
     now = now or utcnow()
     table = Deferral.__table__
-    with rt.db.write() as session:
+    with chained_write(rt.db) as session:
         held = session.execute(
             select(table.c.id, table.c.agent_id).where(
                 table.c.claimed_by == holder.id, table.c.status == "in_review"

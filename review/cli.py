@@ -8,11 +8,12 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from review import killswitch
 from review.agents import create_agent, list_agents
 from review.audit import verify_chain
 from review.errors import DomainError
 from review.runtime import current_runtime
-from review.users import create_user
+from review.users import create_user, find_user
 
 db_cli = AppGroup("db", help="Create or migrate the schema.")
 users_cli = AppGroup("users", help="Reviewers, admins and auditors.")
@@ -112,6 +113,82 @@ def agents_list() -> None:
                 f"{agent.slug}\t{agent.state}\towners={owners}\t"
                 f"callback={agent.callback_url or '-'}\tsecrets={prints}"
             )
+
+
+def _flip(action: str, slug: str, by: str, reason: str) -> None:
+    rt = current_runtime()
+    try:
+        actor = killswitch.authorise(rt, slug, by, action)
+        if action == "kill":
+            flip = killswitch.kill(rt, slug, actor, reason)
+        else:
+            flip = killswitch.revive(rt, slug, actor, reason)
+    except DomainError as exc:
+        fail(str(exc))
+    if not flip.changed:
+        state = "killed" if action == "kill" else "active"
+        click.echo(f"{slug} was already {state}: nothing changed")
+    elif action == "kill":
+        click.echo(f"killed {slug}: intake refused, {flip.ended} undecided deferrals ended")
+    else:
+        click.echo(f"revived {slug}: intake open again (killed deferrals stay killed)")
+
+
+@agents_cli.command("kill")
+@click.argument("slug")
+@click.option("--by", required=True, help="Who flips it: an owner of the agent or an admin.")
+@click.option("--reason", required=True, help="Why; the agent and the audit log get it.")
+def agents_kill(slug: str, by: str, reason: str) -> None:
+    """Flip the agent's kill switch: intake stops, undecided deferrals end, it is told."""
+    _flip("kill", slug, by, reason)
+
+
+@agents_cli.command("revive")
+@click.argument("slug")
+@click.option("--by", required=True, help="Who flips it: an owner of the agent or an admin.")
+@click.option("--reason", required=True, help="Why; the agent and the audit log get it.")
+def agents_revive(slug: str, by: str, reason: str) -> None:
+    """Turn the kill switch off again; deferrals that were killed stay killed."""
+    _flip("revive", slug, by, reason)
+
+
+def _admin(by: str, action: str) -> killswitch.Actor:
+    rt = current_runtime()
+    with rt.db.read() as session:
+        user = find_user(session, by)
+    if user is None or user.role != "admin" or not user.is_active:
+        fail(f"{by} may not {action}: only admins may")
+    return killswitch.Actor("user", by)
+
+
+@agents_cli.command("stop-all")
+@click.option("--by", required=True, help="An admin.")
+@click.option("--reason", required=True, help="The incident, for the agents and the audit log.")
+def agents_stop_all(by: str, reason: str) -> None:
+    """Kill every active agent at once (an incident), audited as one action."""
+    actor = _admin(by, "stop every agent")
+    try:
+        flips = killswitch.stop_all(current_runtime(), actor, reason)
+    except DomainError as exc:
+        fail(str(exc))
+    stopped = [f for f in flips if f.changed]
+    click.echo(
+        f"stopped {len(stopped)} agents ({', '.join(f.slug for f in stopped) or 'none'}); "
+        f"{sum(f.ended for f in stopped)} undecided deferrals ended"
+    )
+
+
+@agents_cli.command("revive-all")
+@click.option("--by", required=True, help="An admin.")
+@click.option("--reason", required=True, help="Why, for the agents and the audit log.")
+def agents_revive_all(by: str, reason: str) -> None:
+    """Revive every killed agent (revive them one by one with `agents revive` instead)."""
+    actor = _admin(by, "revive every agent")
+    try:
+        flips = killswitch.revive_all(current_runtime(), actor, reason)
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"revived {len(flips)} agents ({', '.join(f.slug for f in flips) or 'none'})")
 
 
 @audit_cli.command("verify")

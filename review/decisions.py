@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from review import outbox
+from review import breakers, outbox
 from review.agents import Signer
 from review.api.errors import ApiError
-from review.audit import record_event
+from review.audit import chained_write, record_event
 from review.batches import Holder, two_person_levels
 from review.errors import DomainError
 from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
@@ -95,7 +95,7 @@ def expire(session: Session, deferral: Deferral, now: datetime) -> None:
 
 def cancel_deferral(rt: Runtime, deferral_id: str, agent: Signer, reason: str) -> Deferral:
     """The agent withdraws its own undecided deferral (PROTOCOL.md 4.3)."""
-    with rt.db.write() as session:
+    with chained_write(rt.db) as session:
         deferral = session.get(Deferral, deferral_id)
         if deferral is None or deferral.agent_id != agent.id:
             raise ApiError(404, "not_found", "no such deferral")
@@ -128,6 +128,8 @@ class Decided:
     deferral_id: str
     status: str  # the deferral's status afterwards
     message: str
+    agent_slug: str = ""
+    rejection_limit: int = 0  # the agent's rejection breaker (0: off)
 
 
 def _who(deferral: Deferral) -> str:
@@ -143,7 +145,24 @@ def decide(
     reason: str | None = None,
     now: datetime | None = None,
 ) -> Decided:
-    """Approve or reject a deferral the reviewer holds, in one audited transaction."""
+    """Approve or reject a deferral the reviewer holds, in one audited transaction.
+
+    After it commits, the decision counts towards the agent's rejection breaker.
+    """
+    decided = _decide(rt, holder, deferral_id, verdict, reason, now)
+    if decided.agent_slug:
+        breakers.after_decision(rt, decided.agent_slug, decided.status, decided.rejection_limit)
+    return decided
+
+
+def _decide(
+    rt: Runtime,
+    holder: Holder,
+    deferral_id: str,
+    verdict: str,
+    reason: str | None,
+    now: datetime | None,
+) -> Decided:
     if verdict not in ("approve", "reject"):
         raise ValueError(verdict)
     now = now or utcnow()
@@ -152,7 +171,7 @@ def decide(
         raise DecisionRefused("Say why you reject it: pick a reason or type one.")
     if reason and len(reason) > MAX_REASON:
         raise DecisionRefused(f"Keep the reason under {MAX_REASON} characters.")
-    with rt.db.write() as session:
+    with chained_write(rt.db) as session:
         deferral = session.get(Deferral, deferral_id)
         if deferral is None:
             raise DecisionRefused("There is no such deferral.")
@@ -177,7 +196,7 @@ def decide(
             )
         _renew_lease(session, rt, holder, now)
         if verdict == "reject":
-            return _end(session, deferral, holder, "rejected", reason, now)
+            return _end(rt, session, deferral, holder, "rejected", reason, now)
         if deferral.principal_id.lower() in holder.identities:
             raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
         if deferral.risk_level in two_person_levels(rt.settings.two_person_level):
@@ -186,6 +205,7 @@ def decide(
             if deferral.first_approved_by == holder.username:
                 raise DecisionRefused("The second approval must come from another reviewer.")
         return _end(
+            rt,
             session,
             deferral,
             holder,
@@ -211,6 +231,7 @@ def _renew_lease(session: Session, rt: Runtime, holder: Holder, now: datetime) -
 
 
 def _end(
+    rt: Runtime,
     session: Session,
     deferral: Deferral,
     holder: Holder,
@@ -239,7 +260,13 @@ def _end(
     except AlreadyDecided:
         raise DecisionRefused("Nothing changed: someone else decided it first.") from None
     word = "Approved" if outcome == "approved" else "Rejected"
-    return Decided(deferral.id, outcome, f"{word}.")
+    return Decided(
+        deferral.id,
+        outcome,
+        f"{word}.",
+        agent_slug=deferral.agent.slug,
+        rejection_limit=breakers.rejection_limit(rt, deferral.agent),
+    )
 
 
 def _first_of_two(

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from review.agents import Signer
-from review.audit import record_event
+from review.audit import chained_write, record_event
 from review.models import Agent, Deferral, Execution, utcnow
 from review.runtime import Runtime
 
@@ -70,7 +70,7 @@ def report_execution(
 ) -> Reported:
     """Record the report, or record why it was refused; both in one transaction."""
     now = now or utcnow()
-    with rt.db.write() as session:
+    with chained_write(rt.db) as session:
         # FOR UPDATE on PostgreSQL: two racing reports queue here, so the second sees the first.
         deferral = session.get(Deferral, deferral_id, with_for_update=True)
         if deferral is None or deferral.agent_id != agent.id:

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from review.audit import chained_write
 from review.decisions import AlreadyDecided, expire
 from review.models import PENDING_STATUSES, Deferral, utcnow
 from review.runtime import Runtime
@@ -21,7 +22,7 @@ BATCH = 100
 def expire_due(rt: Runtime, now: datetime | None = None) -> int:
     """End up to BATCH overdue deferrals as `expired`; return how many."""
     now = now or utcnow()
-    with rt.db.write() as session:
+    with chained_write(rt.db) as session:
         due = session.scalars(
             select(Deferral)
             .where(Deferral.status.in_(PENDING_STATUSES), Deferral.expires_at <= now)

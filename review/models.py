@@ -80,6 +80,13 @@ class Agent(Base):
     state_changed_by: Mapped[str] = mapped_column(String(200))
     state_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Breaker overrides ("N/M" or "0"; K or 0); None follows the settings.
+    breaker_flood: Mapped[str | None] = mapped_column(String(32))
+    breaker_rejections: Mapped[int | None] = mapped_column(Integer)
+    # Where a trace id links to when the agent sends no trace URL: "...{trace_id}...".
+    trace_url_template: Mapped[str | None] = mapped_column(String(2000))
+    # Deactivated agents are kept for the record; their secrets no longer verify.
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     owners: Mapped[list[User]] = relationship(secondary="agent_owners")
     secrets: Mapped[list[AgentSecret]] = relationship(

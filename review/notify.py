@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from approval_queue import names
 from approval_queue.jobs import enqueue
+from review import redis_keys
 
 log = logging.getLogger(__name__)
 CHANNEL = "countersign:ended"
@@ -42,6 +43,13 @@ def note_deliver(session: Session, event_id: str) -> None:
     session.info.setdefault("deliver", []).append(event_id)
 
 
+def note_agent_status(
+    session: Session, slug: str, status_json: str, *, reset_breakers: bool = False
+) -> None:
+    """The agent's switch flipped: rewrite its cached status (and breakers) after the commit."""
+    session.info.setdefault("agent_status", []).append((slug, status_json, reset_breakers))
+
+
 def queue_flush(client: redis.Redis) -> bool:
     """Queue a delivery flush unless one is waiting already; True when this call queued it."""
     if client.set(FLUSH_KEY, "1", nx=True, ex=FLUSH_KEY_SECONDS):
@@ -53,10 +61,18 @@ def queue_flush(client: redis.Redis) -> bool:
 def after_commit(client_for: Any, info: dict[str, Any]) -> None:
     """Publish what the committed transaction noted (`client_for()` gives the Redis client)."""
     ended, deliver = info.pop("ended", None), info.pop("deliver", None)
-    if not ended and not deliver:
+    statuses = info.pop("agent_status", None)
+    if not ended and not deliver and not statuses:
         return
     try:
         client = client_for()
+        for slug, status_json, reset_breakers in statuses or ():
+            # Overwrite (readers only ever SET NX), so a reader's stale copy cannot win.
+            pipe = client.pipeline(transaction=False)
+            pipe.set(redis_keys.agent_status(slug), status_json, ex=redis_keys.STATUS_TTL_SECONDS)
+            if reset_breakers:
+                pipe.delete(redis_keys.flood(slug), redis_keys.rejections(slug))
+            pipe.execute()
         if ended:
             pipe = client.pipeline(transaction=False)
             for deferral_id in ended:

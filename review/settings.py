@@ -107,6 +107,20 @@ def _risk_levels(name: str, raw: Any) -> tuple[int, int, int]:
     return parts  # type: ignore[return-value]
 
 
+def parse_flood(name: str, raw: Any) -> tuple[int, int] | None:
+    """`N/M` (more than N deferrals in M seconds), or `0` for off."""
+    text = str(raw).strip()
+    if text in ("0", ""):
+        return None
+    count, _, window = text.partition("/")
+    if not (count.isdigit() and window.isdigit()):
+        raise SettingsError(f"{name} must look like 200/60 (N deferrals in M seconds) or 0")
+    n, m = int(count), int(window)
+    if not (1 <= n <= 1_000_000 and 1 <= m <= 86400):
+        raise SettingsError(f"{name}: N must be 1..1000000 and M 1..86400 seconds, got {text}")
+    return n, m
+
+
 PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "instance_dir": _text,
     "database_url": _database_url,
@@ -132,6 +146,9 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "login_failures_per_address": _int_range(1, 100000),
     "retry_schedule": _schedule,
     "allow_private_callbacks": _bool,
+    "breaker_flood": parse_flood,
+    "breaker_rejections": _int_range(0, 10000),
+    "secret_overlap": _int_range(0, 30 * 86400),
     "demo": _bool,
 }
 
@@ -162,6 +179,9 @@ class Settings:
     login_failures_per_address: int
     retry_schedule: tuple[int, ...]
     allow_private_callbacks: bool
+    breaker_flood: tuple[int, int] | None
+    breaker_rejections: int
+    secret_overlap: int
     demo: bool
 
     @property

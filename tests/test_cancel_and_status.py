@@ -2,9 +2,10 @@
 
 import json
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from review.models import Agent, AuditEvent
+from review.killswitch import Actor, kill
+from review.models import AuditEvent
 
 
 def test_an_agent_cancels_its_pending_deferral(agent, rt):
@@ -46,10 +47,7 @@ def test_the_status_endpoint_reports_the_kill_switch(agent, rt):
         "changed_by": "cli",
         "reason": "created",
     }
-    with rt.db.write() as session:
-        session.execute(
-            update(Agent).values(state="killed", state_changed_by="olivia", state_reason="runaway")
-        )
+    kill(rt, agent.slug, Actor("user", "olivia"), "runaway")
     killed = agent.get(f"/api/v1/agents/{agent.slug}/status").get_json()
     assert killed["state"] == "killed" and killed["changed_by"] == "olivia"
     assert killed["reason"] == "runaway"

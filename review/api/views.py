@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from review import intake
+from review import breakers, intake, redis_keys
 from review.agents import Signer, signers
 from review.api import schema
 from review.api.errors import ApiError, not_found, unauthorized
@@ -129,6 +131,8 @@ def create_deferral(slug: str):
         received = intake.create_deferral(rt, agent.id, webhook_id, intake.prepare(rt, payload))
     except ApiError as error:
         raise refuse(rt, agent, error, webhook_id) from None
+    if received.created:
+        breakers.after_intake(rt, agent, received.deferral.id)
     status = 202 if received.created else 200
     return jsonify(deferral_resource(received.deferral, received.agent_slug)), status
 
@@ -215,11 +219,31 @@ def execution(deferral_id: str):
 
 @bp.get("/agents/<slug>/status")
 def status(slug: str):
+    """The kill switch, polled: served from Redis, rewritten there by every flip.
+
+    A flip overwrites the cached copy after it commits; a reader that missed the cache
+    only adds its copy if none is there (SET NX), so a reader that read the database
+    just before a flip cannot put the old state back.
+    """
     rt = current_runtime()
     body = raw_body(rt)
-    with rt.db.read() as session:
+    with rt.db.read() as session:  # no query at all while the signer is cached
         signer = authenticate_agent(rt, session, slug, body)
-        return jsonify(agent_status(session.get(Agent, signer.id)))
+    key = redis_keys.agent_status(signer.slug)
+    client = rt.redis.client()
+    try:
+        cached = client.get(key)
+    except redis.RedisError:
+        cached = None
+    if cached is not None:
+        return Response(cached, mimetype="application/json")
+    with rt.db.read() as session:
+        text = json.dumps(agent_status(session.get(Agent, signer.id)))
+    try:
+        client.set(key, text, nx=True, ex=redis_keys.STATUS_TTL_SECONDS)
+    except redis.RedisError:
+        pass
+    return Response(text, mimetype="application/json")
 
 
 @bp.get("/openapi.json")

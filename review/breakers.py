@@ -1,0 +1,123 @@
+"""Breakers: the kill switch flips itself when an agent runs away or keeps being refused.
+
+- Flood: more than N deferrals in M seconds (COUNTERSIGN_BREAKER_FLOOD, `N/M`). Each
+  created deferral is added to a per-agent sorted set in Redis; one pipelined round
+  trip trims it to the window and counts it.
+- Rejections: K rejections by reviewers in a row (COUNTERSIGN_BREAKER_REJECTIONS). A
+  per-agent counter in Redis; an approval resets it.
+
+Each agent may override either (its page, admins), `0` turning it off for that agent.
+A trip kills the agent as `system:breaker`, with the rule and the numbers as the
+reason and an `agent.breaker_tripped` event in the same transaction. Revive resets
+both counters. Breakers are a safety net and need Redis: while Redis is down they do
+not count (intake and reviewing go on).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+
+from review import redis_keys
+from review.agents import Signer
+from review.killswitch import Actor, kill
+from review.models import Agent, utcnow
+from review.runtime import Runtime
+from review.settings import SettingsError, parse_flood
+
+log = logging.getLogger(__name__)
+BREAKER = Actor("system", "breaker")
+
+
+def flood_limit(rt: Runtime, override: str | None) -> tuple[int, int] | None:
+    if override is None:
+        return rt.settings.breaker_flood
+    try:
+        return parse_flood("breaker_flood", override)
+    except SettingsError:  # validated when set; never let a bad row stop intake
+        return rt.settings.breaker_flood
+
+
+def rejection_limit(rt: Runtime, agent: Agent) -> int:
+    override = agent.breaker_rejections
+    return rt.settings.breaker_rejections if override is None else override
+
+
+@dataclass(frozen=True)
+class Trip:
+    rule: str
+    reason: str
+    numbers: dict[str, int]
+
+
+def after_intake(rt: Runtime, agent: Signer, deferral_id: str) -> Trip | None:
+    """Count a created deferral; trip the flood breaker when the window overflows."""
+    limit = flood_limit(rt, agent.breaker_flood)
+    if limit is None:
+        return None
+    most, window = limit
+    key = redis_keys.flood(agent.slug)
+    now = time.time()
+    try:
+        pipe = rt.redis.client().pipeline(transaction=False)
+        pipe.zadd(key, {deferral_id: now})
+        pipe.zremrangebyscore(key, "-inf", now - window)
+        pipe.zcard(key)
+        pipe.expire(key, window + 1)
+        count = pipe.execute()[2]
+    except redis.RedisError as exc:
+        log.warning("flood breaker not counted for %s (%s)", agent.slug, exc)
+        return None
+    if count <= most:
+        return None
+    trip = Trip(
+        "flood",
+        f"breaker: flood, {count} deferrals in {window} s (more than {most} trips it)",
+        {"deferrals": count, "window_seconds": window, "limit": most},
+    )
+    _trip(rt, agent.slug, trip)
+    return trip
+
+
+def after_decision(rt: Runtime, slug: str, outcome: str, limit: int) -> Trip | None:
+    """Count a reviewer's decision; trip after `limit` rejections in a row."""
+    if outcome not in ("approved", "rejected"):
+        return None
+    key = redis_keys.rejections(slug)
+    try:
+        client = rt.redis.client()
+        if outcome == "approved":
+            client.delete(key)
+            return None
+        streak = int(client.incr(key))
+        client.expire(key, 30 * 86400)
+    except redis.RedisError as exc:
+        log.warning("rejection breaker not counted for %s (%s)", slug, exc)
+        return None
+    if not limit or streak < limit:
+        return None
+    trip = Trip(
+        "rejections",
+        f"breaker: rejections, {streak} rejected in a row ({limit} trips it)",
+        {"rejections_in_a_row": streak, "limit": limit},
+    )
+    _trip(rt, slug, trip)
+    return trip
+
+
+def _trip(rt: Runtime, slug: str, trip: Trip) -> None:
+    event = {
+        "actor_kind": BREAKER.kind,
+        "actor_id": BREAKER.name,
+        "event_type": "agent.breaker_tripped",
+        "agent": slug,
+        "deferral_id": None,
+        "payload": {"rule": trip.rule, **trip.numbers},
+        "at": utcnow(),
+    }
+    flip = kill(rt, slug, BREAKER, trip.reason, extra_events=[event])
+    if flip.changed:
+        log.warning("agent %s stopped by its %s breaker: %s", slug, trip.rule, trip.reason)
