@@ -71,8 +71,9 @@ def report_execution(
     """Record the report, or record why it was refused; both in one transaction."""
     now = now or utcnow()
     with chained_write(rt.db) as session:
-        # FOR UPDATE on PostgreSQL: two racing reports queue here, so the second sees the first.
-        deferral = session.get(Deferral, deferral_id, with_for_update=True)
+        # The chain lock, held from the first statement, queues racing reports: the second
+        # sees the first (and the primary key would refuse it anyway).
+        deferral = session.get(Deferral, deferral_id)
         if deferral is None or deferral.agent_id != agent.id:
             return Reported(None, Refused(404, "not_found", "not_found", "no such deferral"))
         agent_row = session.get(Agent, agent.id)
