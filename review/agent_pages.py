@@ -1,28 +1,318 @@
-"""The agent pages: an agent's callback deliveries, with Redeliver for its dead letters.
+"""The agent pages: the registry, each agent's record and kill switch, its deliveries.
 
-Owners and admins operate an agent; auditors read; other reviewers see none of it.
+Everyone logged in reads `/agents` and `/agents/<slug>`. An agent's owners and the
+admins flip its kill switch and redeliver its callbacks; admins alone register agents,
+change their settings, rotate secrets, deactivate them, and stop or revive all at once.
+Auditors read deliveries too. Every change goes through the domain, which audits it.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required
 
-from review import deliveries
-from review.agents import find_agent, may_operate
+from review import agent_overview, deliveries, killswitch
+from review.agents import (
+    create_agent,
+    find_agent,
+    may_operate,
+    rotate_secret,
+    update_agent,
+    validate_trace_template,
+)
+from review.auth import roles_required
 from review.deliveries import NotDead
-from review.models import Agent
+from review.errors import DomainError
+from review.models import Agent, User
 from review.runtime import current_runtime
 
 bp = Blueprint("agents", __name__, url_prefix="/agents")
 STATUS_FILTERS = {"all": None, "waiting": "pending", "dead": "dead", "delivered": "delivered"}
 
 
-def _agent_for_reading(db, slug: str) -> tuple[Agent, bool]:
-    """The agent and whether the person may operate it; 404 or 403 otherwise."""
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _load(db, slug: str) -> Agent:
     agent = find_agent(db, slug)
     if agent is None:
         abort(404)
+    return agent
+
+
+def _secret_page(agent: Agent, secret: str, heading: str) -> Response:
+    """The one time a secret is shown: never cached, never shown again."""
+    response = make_response(
+        render_template("agents/secret.html", agent=agent, secret=secret, heading=heading)
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+@bp.get("")
+@login_required
+def index():
+    rt = current_runtime()
+    with rt.db.read() as db:
+        rows = agent_overview.agent_rows(db)
+    return render_template("agents/list.html", rows=rows)
+
+
+@bp.get("/new")
+@roles_required("admin")
+def new():
+    rt = current_runtime()
+    with rt.db.read() as db:
+        users = db.query(User.username).filter(User.is_active).order_by(User.username).all()
+    return render_template("agents/new.html", users=[u for (u,) in users], form={}, chosen=[])
+
+
+@bp.post("")
+@roles_required("admin")
+def create():
+    rt = current_runtime()
+    form = request.form
+    owners = form.getlist("owners")
+    try:
+        template = validate_trace_template(form.get("trace_url_template"))
+        with rt.db.write() as db:
+            created = create_agent(
+                db,
+                rt.box,
+                form.get("slug", "").strip(),
+                owners,
+                name=form.get("name", "").strip() or None,
+                callback_url=form.get("callback_url", "").strip() or None,
+                allow_private_callbacks=rt.settings.allow_private_callbacks,
+                actor=("user", current_user.username),
+            )
+            created.agent.trace_url_template = template
+    except DomainError as exc:
+        flash(str(exc), "error")
+        with rt.db.read() as db:
+            users = db.query(User.username).filter(User.is_active).order_by(User.username).all()
+        return (
+            render_template(
+                "agents/new.html", users=[u for (u,) in users], form=form, chosen=owners
+            ),
+            422,
+        )
+    return _secret_page(created.agent, created.secret, f"Agent {created.agent.slug} registered")
+
+
+@bp.get("/<slug>")
+@login_required
+def detail(slug: str):
+    return render_template("agents/detail.html", **_detail_context(slug))
+
+
+def _detail_context(slug: str, **extra) -> dict:
+    rt = current_runtime()
+    with rt.db.read() as db:
+        agent = _load(db, slug)
+        record = agent_overview.agent_detail(db, agent)
+        operate = may_operate(db, agent, current_user.id, current_user.role)
+        users = []
+        if current_user.role == "admin":
+            users = [u for (u,) in db.query(User.username).order_by(User.username).all()]
+    return {
+        "d": record,
+        "agent": record.agent,
+        "operate": operate,
+        "users": users,
+        "settings": rt.settings,
+        "duration": agent_overview.duration,
+        **extra,
+    }
+
+
+# --- the kill switch -----------------------------------------------------------------
+
+
+@bp.get("/<slug>/switch")
+@login_required
+def switch_form(slug: str):
+    """The confirmation step: the Kill switch / Revive buttons open this form."""
+    action = request.args.get("action", "kill")
+    if action not in ("kill", "revive"):
+        abort(404)
+    rt = current_runtime()
+    with rt.db.read() as db:
+        agent = _load(db, slug)
+        if not may_operate(db, agent, current_user.id, current_user.role):
+            abort(403)
+    template = "agents/_switch_form.html" if is_htmx() else "agents/switch_page.html"
+    return render_template(template, agent=agent, action=action)
+
+
+def _flip(slug: str, action: str):
+    rt = current_runtime()
+    reason = request.form.get("reason", "")
+    try:
+        actor = killswitch.authorise(rt, slug, current_user.username, action)
+    except killswitch.NotAllowed:
+        abort(403)
+    except DomainError:
+        abort(404)
+    try:
+        flip = (killswitch.kill if action == "kill" else killswitch.revive)(rt, slug, actor, reason)
+    except DomainError as exc:
+        message, kind = str(exc), "error"
+    else:
+        if not flip.changed:
+            state = "killed" if action == "kill" else "active"
+            message, kind = f"Nothing changed: {slug} was already {state}.", "error"
+        elif action == "kill":
+            message = f"{slug} stopped: intake refuses it, {flip.ended} undecided ended."
+            kind = "ok"
+        else:
+            message, kind = f"{slug} revived: it may defer again.", "ok"
+    if is_htmx():  # the whole record changed (state, undecided, history): swap it all
+        return render_template(
+            "agents/_detail_body.html", **_detail_context(slug, message=message, kind=kind)
+        )
+    flash(message, kind)
+    return redirect(url_for("agents.detail", slug=slug))
+
+
+@bp.post("/<slug>/kill")
+@login_required
+def kill(slug: str):
+    return _flip(slug, "kill")
+
+
+@bp.post("/<slug>/revive")
+@login_required
+def revive(slug: str):
+    return _flip(slug, "revive")
+
+
+@bp.post("/stop-all")
+@roles_required("admin")
+def stop_all():
+    rt = current_runtime()
+    actor = killswitch.Actor("user", current_user.username)
+    try:
+        flips = killswitch.stop_all(rt, actor, request.form.get("reason", ""))
+    except DomainError as exc:
+        flash(str(exc), "error")
+    else:
+        stopped = [f for f in flips if f.changed]
+        flash(
+            f"Stopped {len(stopped)} agent{'s' if len(stopped) != 1 else ''}; "
+            f"{sum(f.ended for f in stopped)} undecided deferrals ended.",
+            "ok",
+        )
+    return redirect(url_for("agents.index"))
+
+
+@bp.post("/revive-all")
+@roles_required("admin")
+def revive_all():
+    rt = current_runtime()
+    actor = killswitch.Actor("user", current_user.username)
+    try:
+        flips = killswitch.revive_all(rt, actor, request.form.get("reason", ""))
+    except DomainError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Revived {len(flips)} agent{'s' if len(flips) != 1 else ''}.", "ok")
+    return redirect(url_for("agents.index"))
+
+
+# --- administration --------------------------------------------------------------------
+
+
+def _optional_int(value: str | None) -> int | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise DomainError("Rejections in a row: a whole number, or empty for the default.")
+    return int(value)
+
+
+@bp.post("/<slug>/settings")
+@roles_required("admin")
+def save_settings(slug: str):
+    rt = current_runtime()
+    form = request.form
+    try:
+        with rt.db.write() as db:
+            agent = _load(db, slug)
+            changes = update_agent(
+                db,
+                agent,
+                name=form.get("name", ""),
+                owners=form.getlist("owners"),
+                callback_url=form.get("callback_url"),
+                trace_url_template=form.get("trace_url_template"),
+                breaker_flood=form.get("breaker_flood", "").strip() or None,
+                breaker_rejections=_optional_int(form.get("breaker_rejections")),
+                allow_private_callbacks=rt.settings.allow_private_callbacks,
+                actor=("user", current_user.username),
+            )
+    except DomainError as exc:
+        flash(str(exc), "error")
+    else:
+        rt.secrets.forget(slug)  # the breaker override travels with the cached signer
+        flash(f"Saved: {', '.join(changes) or 'nothing changed'}.", "ok")
+    return redirect(url_for("agents.detail", slug=slug))
+
+
+@bp.post("/<slug>/rotate")
+@roles_required("admin")
+def rotate(slug: str):
+    rt = current_runtime()
+    with rt.db.write() as db:
+        agent = _load(db, slug)
+        if agent.deactivated_at is not None:
+            abort(409)
+        secret = rotate_secret(
+            db, rt.box, agent, rt.settings.secret_overlap, ("user", current_user.username)
+        )
+    rt.secrets.forget(slug)
+    return _secret_page(agent, secret, f"New secret for {slug}")
+
+
+@bp.post("/<slug>/deactivate")
+@roles_required("admin")
+def deactivate(slug: str):
+    rt = current_runtime()
+    actor = killswitch.Actor("user", current_user.username)
+    try:
+        flip = killswitch.deactivate(rt, slug, actor, request.form.get("reason", ""))
+    except DomainError as exc:
+        flash(str(exc), "error")
+    else:
+        rt.secrets.forget(slug)
+        if flip.changed:
+            flash(f"{slug} deactivated: its secrets no longer work.", "ok")
+        else:
+            flash(f"Nothing changed: {slug} was already deactivated.", "error")
+    return redirect(url_for("agents.detail", slug=slug))
+
+
+# --- deliveries --------------------------------------------------------------------------
+
+
+def _agent_for_deliveries(db, slug: str) -> tuple[Agent, bool]:
+    """The agent and whether the person may operate it; 403 for reviewers who do not own it."""
+    agent = _load(db, slug)
     operate = may_operate(db, agent, current_user.id, current_user.role)
     if not operate and current_user.role != "auditor":
         abort(403)
@@ -37,7 +327,7 @@ def deliveries_page(slug: str):
         shown = "all"
     rt = current_runtime()
     with rt.db.read() as db:
-        agent, operate = _agent_for_reading(db, slug)
+        agent, operate = _agent_for_deliveries(db, slug)
         rows = deliveries.for_agent(db, agent.id, status=STATUS_FILTERS[shown])
         health = deliveries.health(db, agent.id)
     return render_template(
@@ -56,7 +346,7 @@ def deliveries_page(slug: str):
 def redeliver(slug: str, event_id: str):
     rt = current_runtime()
     with rt.db.read() as db:
-        agent, operate = _agent_for_reading(db, slug)
+        agent, operate = _agent_for_deliveries(db, slug)
     if not operate:
         abort(403)
     try:

@@ -7,7 +7,8 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -199,6 +200,10 @@ class SecretCache:
         self._signers[slug] = (now, found[0])
         return found[0]
 
+    def forget(self, slug: str) -> None:
+        """Drop the cached signer (its settings changed in this process)."""
+        self._signers.pop(slug, None)
+
     def secrets_for(self, signer: Signer, now: datetime | None = None) -> list[str]:
         """The secrets that may sign this agent's requests now (more than one in rotation)."""
         now = now or utcnow()
@@ -210,3 +215,138 @@ class SecretCache:
                 self._opened[key_id] = self.box.open(ciphertext)
             live.append(self._opened[key_id])
         return live
+
+
+TRACE_PLACEHOLDER = "{trace_id}"
+
+
+def validate_trace_template(template: str | None) -> str | None:
+    template = (template or "").strip() or None
+    if template is None:
+        return None
+    if not template.startswith(("https://", "http://")) or TRACE_PLACEHOLDER not in template:
+        raise DomainError(f"A trace URL template is an http(s) URL holding {TRACE_PLACEHOLDER}.")
+    if len(template) > 2000:
+        raise DomainError("Keep the trace URL template under 2000 characters.")
+    return template
+
+
+def trace_link(template: str | None, trace_id: str | None) -> str | None:
+    """The agent's trace URL for a trace id, when it sent an id but no URL."""
+    if not template or not trace_id:
+        return None
+    from urllib.parse import quote
+
+    return template.replace(TRACE_PLACEHOLDER, quote(trace_id, safe=""))
+
+
+def _owners_by_name(session: Session, owners: list[str]) -> list[User]:
+    names = [o.strip() for o in owners if o.strip()]
+    if not names:
+        raise DomainError("An agent needs at least one owner.")
+    users = []
+    for username in dict.fromkeys(names):
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None:
+            raise DomainError(f"Owner {username!r} is not a user; create them first.")
+        users.append(user)
+    return users
+
+
+def update_agent(
+    session: Session,
+    agent: Agent,
+    *,
+    name: str,
+    owners: list[str],
+    callback_url: str | None,
+    trace_url_template: str | None,
+    breaker_flood: str | None,
+    breaker_rejections: int | None,
+    allow_private_callbacks: bool,
+    actor: tuple[str, str],
+) -> dict[str, Any]:
+    """Change an agent's settings; audited as `agent.updated` with what changed."""
+    from review.settings import SettingsError, parse_flood
+
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise DomainError("A name is 1 to 200 characters.")
+    callback_url = (callback_url or "").strip() or None
+    if callback_url and callback_url != agent.callback_url:
+        validate_callback_url(callback_url, allow_private=allow_private_callbacks)
+    trace_url_template = validate_trace_template(trace_url_template)
+    if breaker_flood is not None:
+        try:
+            parse_flood("flood breaker", breaker_flood)
+        except SettingsError as exc:
+            raise DomainError(str(exc)) from None
+    if breaker_rejections is not None and not 0 <= breaker_rejections <= 10000:
+        raise DomainError("Rejections in a row: 0 (off) to 10000.")
+    owner_users = _owners_by_name(session, owners)
+    before = _settings_of(agent)
+    agent.name = name
+    agent.callback_url = callback_url
+    agent.trace_url_template = trace_url_template
+    agent.breaker_flood = breaker_flood
+    agent.breaker_rejections = breaker_rejections
+    agent.owners = owner_users
+    after = _settings_of(agent)
+    changes = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
+    if changes:
+        record_event(
+            session,
+            actor_kind=actor[0],
+            actor_id=actor[1],
+            event_type="agent.updated",
+            agent=agent.slug,
+            payload={"changes": changes},
+        )
+    return changes
+
+
+def _settings_of(agent: Agent) -> dict[str, Any]:
+    return {
+        "name": agent.name,
+        "owners": sorted(u.username for u in agent.owners),
+        "callback_url": agent.callback_url,
+        "trace_url_template": agent.trace_url_template,
+        "breaker_flood": agent.breaker_flood,
+        "breaker_rejections": agent.breaker_rejections,
+    }
+
+
+def rotate_secret(
+    session: Session,
+    box: SecretBox,
+    agent: Agent,
+    overlap_seconds: int,
+    actor: tuple[str, str],
+    now: datetime | None = None,
+) -> str:
+    """A new signing secret; the current ones keep verifying for `overlap_seconds` more."""
+    now = now or utcnow()
+    until = now + timedelta(seconds=overlap_seconds)
+    retiring = []
+    for old in agent.secrets:
+        if old.expires_at is None or old.expires_at > until:
+            old.expires_at = until
+        if old.expires_at > now:
+            retiring.append(old.fingerprint)
+    secret = new_secret()
+    agent.secrets.append(AgentSecret(ciphertext=box.seal(secret), fingerprint=fingerprint(secret)))
+    session.flush()
+    record_event(
+        session,
+        actor_kind=actor[0],
+        actor_id=actor[1],
+        event_type="agent.secret_rotated",
+        agent=agent.slug,
+        payload={
+            "new_fingerprint": fingerprint(secret),
+            "retiring": retiring,
+            "old_secrets_valid_until": until.isoformat(),
+        },
+        at=now,
+    )
+    return secret

@@ -301,6 +301,28 @@ def revive_all(rt: Runtime, actor: Actor, reason: str, now: datetime | None = No
     return flips
 
 
+def deactivate(rt: Runtime, slug: str, actor: Actor, reason: str) -> Flip:
+    """Retire an agent for good: it is killed (if it was not) and its secrets stop working.
+
+    The agent and its history stay for the record; it cannot be revived.
+    """
+    reason = _reason(reason)
+    now = utcnow()
+    with chained_write(rt.db) as session:
+        agent = find_agent(session, slug)
+        if agent is None:
+            raise DomainError(f"There is no agent {slug!r}.")
+        if agent.deactivated_at is not None:
+            return Flip(slug, False, 0)
+        flip = _kill_in(session, agent, actor, reason, now, scope="deactivate")
+        agent.deactivated_at = now
+        record_events(
+            session,
+            [_event(actor, "agent.deactivated", slug, {"reason": reason, "by": actor.label}, now)],
+        )
+    return Flip(slug, True, flip.ended)
+
+
 def _event(
     actor: Actor,
     event_type: str,

@@ -157,6 +157,8 @@ class Deferral(Base):
         # The queue by level: WHERE status = 'pending' AND risk_level = ? ORDER BY rank DESC,
         # and its capped counts per level.
         Index("ix_deferrals_status_level_rank", "status", "risk_level", "rank"),
+        # An agent's page: its newest deferrals, and its rates over a window.
+        Index("ix_deferrals_agent_created", "agent_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -233,6 +235,8 @@ class AuditEvent(Base):
         Index("ix_audit_events_deferral_seq", "deferral_id", "seq"),
         # An agent's history: WHERE agent = ? ORDER BY seq.
         Index("ix_audit_events_agent_seq", "agent", "seq"),
+        # An agent's page: its flips, trips and violations, newest first.
+        Index("ix_audit_events_agent_type_seq", "agent", "event_type", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask
 
+from review.agents import trace_link
 from review.models import utcnow
 
 MAX_SHOWN = 4000  # characters of one value shown before "… (N more)"
@@ -70,3 +71,4 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["time_left"] = time_left
     app.jinja_env.tests["long_text"] = is_long_text
     app.jinja_env.globals["line_diff"] = line_diff
+    app.jinja_env.globals["trace_link"] = trace_link

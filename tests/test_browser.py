@@ -151,3 +151,40 @@ def test_a_hostile_payload_renders_inert(site):
     assert link.get_attribute("href").startswith("https://traces.example.com/")
     assert page.evaluate("getComputedStyle(document.body).display") != "none"
     assert not [e for e in CONSOLE_ERRORS if "Content Security Policy" in e], CONSOLE_ERRORS
+
+
+def test_an_owner_flips_the_kill_switch_in_the_browser(site):
+    url, agent, browser = site
+    d_id = agent.defer().get_json()["id"]
+    page = login(browser, url, "olivia")  # billing-bot's owner
+    page.get_by_role("link", name="Agents").click()
+    page.get_by_role("link", name="billing-bot").click()
+    page.get_by_role("button", name="Kill switch").click()
+    reason = page.get_by_label("Reason")
+    expect(reason).to_be_focused()
+    page.get_by_role("button", name="Stop billing-bot").click()
+    expect(page.get_by_label("Reason")).to_be_visible()  # a reason is required: still here
+    assert agent.defer(refund(summary="still open")).status_code == 202
+    reason.fill("refund loop at 03:00")
+    page.get_by_role("button", name="Stop billing-bot").click()
+    switch = page.locator("#switch")
+    expect(switch).to_contain_text("refund loop at 03:00")
+    expect(switch.get_by_role("button", name="Revive")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "agent-killed.png"), full_page=True)
+    assert agent.defer().status_code == 423
+    assert status(agent, d_id)["status"] == "killed"
+    switch.get_by_role("button", name="Revive").click()
+    page.get_by_label("Reason").fill("fixed the loop")
+    page.get_by_role("button", name="Revive billing-bot").click()
+    expect(page.locator("#switch").get_by_role("button", name="Kill switch")).to_be_visible()
+    assert agent.defer(refund(summary="after revive")).status_code == 202
+    assert CONSOLE_ERRORS == []
+
+
+def test_a_reviewer_who_owns_nothing_sees_no_kill_switch(site):
+    url, agent, browser = site
+    page = login(browser, url, "rita")
+    page.goto(url + "/agents/billing-bot")
+    expect(page.get_by_role("heading", name="Kill switch")).to_be_visible()
+    expect(page.get_by_role("button", name="Kill switch")).to_have_count(0)

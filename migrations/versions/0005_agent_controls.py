@@ -24,9 +24,17 @@ def upgrade() -> None:
         batch.add_column(sa.Column("breaker_rejections", sa.Integer()))
         batch.add_column(sa.Column("trace_url_template", sa.String(2000)))
         batch.add_column(sa.Column("deactivated_at", UTCDateTime()))
+    # An agent's page: its newest deferrals, and its rates over a window.
+    op.create_index("ix_deferrals_agent_created", "deferrals", ["agent_id", "created_at"])
+    # An agent's page: its flips, trips and violations, newest first.
+    op.create_index(
+        "ix_audit_events_agent_type_seq", "audit_events", ["agent", "event_type", "seq"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_events_agent_type_seq", table_name="audit_events")
+    op.drop_index("ix_deferrals_agent_created", table_name="deferrals")
     with op.batch_alter_table("agents") as batch:
         batch.drop_column("deactivated_at")
         batch.drop_column("trace_url_template")
