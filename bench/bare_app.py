@@ -56,3 +56,12 @@ def ingest():
         session.flush()
         row_id = row.id
     return jsonify({"id": row_id}), 202
+
+
+@app.get("/status")
+def status():
+    """The baseline for bench/status.py: a small constant JSON answer, nothing else."""
+    return jsonify(
+        {"agent": "bench-bot", "state": "active", "changed_at": "2026-11-21T00:00:00Z",
+         "changed_by": "cli", "reason": "created"}
+    )  # fmt: skip

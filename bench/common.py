@@ -139,7 +139,11 @@ class Result:
 
 
 def drive(
-    name: str, base: str, requests: list[tuple[str, bytes, dict[str, str]]], concurrency: int
+    name: str,
+    base: str,
+    requests: list[tuple[str, bytes, dict[str, str]]],
+    concurrency: int,
+    method: str = "POST",
 ) -> Result:
     """Send prepared (path, body, headers) requests from `concurrency` keep-alive clients."""
     latencies: list[float] = []
@@ -152,7 +156,9 @@ def drive(
             for path, body, headers in chunk:
                 start = time.perf_counter()
                 try:
-                    status = client.post(path, content=body, headers=headers).status_code
+                    status = client.request(
+                        method, path, content=body or None, headers=headers
+                    ).status_code
                 except httpx.HTTPError:
                     status = 0  # counted, so a failing server shows instead of vanishing
                 elapsed = (time.perf_counter() - start) * 1000
