@@ -1,5 +1,5 @@
 """Timed upkeep the worker runs: overdue deferrals expire, lapsed claims go back to the
-queue, due callbacks go out.
+queue, due callbacks go out, the audit chain gets its signed checkpoint.
 
 A thread in each worker process ticks every TICK_SECONDS; a short Redis key lets one
 worker tick per period however many run. It does not depend on rq's scheduler, whose
@@ -17,6 +17,7 @@ import threading
 import redis
 
 from approval_queue.delivery import relay
+from review import checkpoints
 from review.audit import chained_write
 from review.batches import return_lapsed_claims
 from review.expiry import expire_due
@@ -34,6 +35,7 @@ def tick(rt: Runtime) -> None:
         ("expiry", expire_due),
         ("lapsed claims", _return_lapsed),
         ("relay", relay),
+        ("checkpoint", _checkpoint),
     ):
         try:
             done = step(rt)
@@ -46,6 +48,11 @@ def tick(rt: Runtime) -> None:
 def _return_lapsed(rt: Runtime) -> int:
     with chained_write(rt.db) as session:
         return return_lapsed_claims(session, utcnow())
+
+
+def _checkpoint(rt: Runtime) -> int:
+    """A signed checkpoint when COUNTERSIGN_CHECKPOINT_INTERVAL has passed and there is news."""
+    return 1 if checkpoints.take(rt) is not None else 0
 
 
 def _my_turn(rt: Runtime) -> bool:

@@ -33,7 +33,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["countersign"] = runtime
     _configure_logging()
 
-    from review import agent_pages, auth, cli, health, home, pages, presenting
+    from review import agent_pages, audit_pages, auth, cli, health, home, pages, presenting
     from review.api.views import bp as api_bp
 
     auth.init_app(app, runtime)
@@ -44,6 +44,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(home.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(agent_pages.bp)
+    app.register_blueprint(audit_pages.bp)
     cli.init_app(app)
     _api_errors_are_json(app)
     return app

@@ -202,11 +202,41 @@ class VerifyResult:
     head: str
     bad_seq: int | None = None
     problem: str | None = None
+    hashes: dict[int, str] | None = None  # the hashes at the sequence numbers asked for
 
     def describe(self) -> str:
         if self.ok:
             return f"OK {self.count} events, head {self.head}"
         return f"BAD event {self.bad_seq}: {self.problem}"
+
+
+EVENT_COLUMNS = (
+    AuditEvent.seq,
+    AuditEvent.at,
+    AuditEvent.actor_kind,
+    AuditEvent.actor_id,
+    AuditEvent.event_type,
+    AuditEvent.agent,
+    AuditEvent.deferral_id,
+    AuditEvent.payload,
+    AuditEvent.prev_hash,
+    AuditEvent.hash,
+)
+
+
+def iter_rows(session: Session, batch: int = 10000, after: int = 0) -> Iterator[Any]:
+    """Every event as a plain row, in sequence order, read in keyset pages (flat memory)."""
+    while True:
+        rows = session.execute(
+            select(*EVENT_COLUMNS)
+            .where(AuditEvent.seq > after)
+            .order_by(AuditEvent.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].seq
 
 
 def iter_events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
@@ -223,35 +253,42 @@ def iter_events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
         session.expunge_all()
 
 
-def verify_chain(session: Session) -> VerifyResult:
-    """Walk the whole chain; name the first event whose link or hash does not hold."""
+def verify_chain(session: Session, remember: set[int] | None = None) -> VerifyResult:
+    """Walk the whole chain; name the first event whose link or hash does not hold.
+
+    `remember`: sequence numbers whose hashes the caller wants back (checkpoints).
+    """
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
-    for event in iter_events(session):
-        if event.seq != expected_seq:
-            problem = f"sequence gap: expected {expected_seq}, found {event.seq}"
+    remember = remember or set()
+    hashes: dict[int, str] = {}
+    for e in iter_rows(session):
+        if e.seq != expected_seq:
+            problem = f"sequence gap: expected {expected_seq}, found {e.seq} (events removed)"
             return VerifyResult(False, count, prev_hash, expected_seq, problem)
-        if event.prev_hash != prev_hash:
+        if e.prev_hash != prev_hash:
             return VerifyResult(
-                False, count, prev_hash, event.seq, "previous-hash link does not match"
+                False, count, prev_hash, e.seq, "previous-hash link does not match (reordered)"
             )
         recomputed = event_hash(
-            seq=event.seq,
-            at=event.at,
-            actor_kind=event.actor_kind,
-            actor_id=event.actor_id,
-            event_type=event.event_type,
-            agent=event.agent,
-            deferral_id=event.deferral_id,
-            payload=event.payload,
-            prev_hash=event.prev_hash,
+            seq=e.seq,
+            at=e.at,
+            actor_kind=e.actor_kind,
+            actor_id=e.actor_id,
+            event_type=e.event_type,
+            agent=e.agent,
+            deferral_id=e.deferral_id,
+            payload=e.payload,
+            prev_hash=e.prev_hash,
         )
-        if recomputed != event.hash:
+        if recomputed != e.hash:
             return VerifyResult(
-                False, count, prev_hash, event.seq, "content does not match its hash (edited)"
+                False, count, prev_hash, e.seq, "content does not match its hash (edited)"
             )
-        prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
+        if e.seq in remember:
+            hashes[e.seq] = e.hash
+        prev_hash, expected_seq, count = e.hash, expected_seq + 1, count + 1
     head = session.get(AuditHead, 1)
     if head is not None and (head.seq != count or head.hash != prev_hash):
         problem = f"chain ends at {count} but the head records {head.seq} (events removed)"
         return VerifyResult(False, count, prev_hash, count + 1, problem)
-    return VerifyResult(True, count, prev_hash)
+    return VerifyResult(True, count, prev_hash, hashes=hashes)

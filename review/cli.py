@@ -8,9 +8,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from review import killswitch
+from review import audit_export as audit_export_module
+from review import checkpoints, killswitch
 from review.agents import create_agent, list_agents
-from review.audit import verify_chain
 from review.errors import DomainError
 from review.runtime import current_runtime
 from review.users import create_user, find_user
@@ -193,13 +193,37 @@ def agents_revive_all(by: str, reason: str) -> None:
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Walk the chain; exit 1 naming the first bad event."""
+    """Walk the chain and check every signed checkpoint; exit 1 naming the first bad event."""
     rt = current_runtime()
+    key = checkpoints.load_key(rt.settings.audit_key_file)
     with rt.db.read() as session:
-        result = verify_chain(session)
+        result = checkpoints.verify_log(session, key)
     click.echo(result.describe())
     if not result.ok:
         sys.exit(1)
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign and store a checkpoint of the log now (the worker also does it on a timer)."""
+    rt = current_runtime()
+    made = checkpoints.take(rt, force=True)
+    if made is None:
+        click.echo("nothing new since the last checkpoint")
+    else:
+        click.echo(f"checkpoint {made.id}: {made.seq} events, head {made.head_hash}")
+
+
+@audit_cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+def audit_export(fmt: str) -> None:
+    """Stream the whole log to stdout, with its checkpoints and public key."""
+    rt = current_runtime()
+    key = checkpoints.load_key(rt.settings.audit_key_file)
+    lines = audit_export_module.jsonl if fmt == "jsonl" else audit_export_module.csv_lines
+    with rt.db.read() as session:
+        for line in lines(session, key):
+            click.echo(line, nl=False)
 
 
 @click.command("worker")

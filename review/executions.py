@@ -82,7 +82,7 @@ def report_execution(
         evidence = {
             "outcome": report["outcome"],
             "action_digest": report["action_digest"],
-            "result": report.get("result"),
+            "result": rt.redactor.apply("result", report.get("result")),
             "webhook_id": webhook_id,
         }
         if refused is not None:

@@ -57,6 +57,9 @@ class Prepared:
     digest: str
     diff: dict[str, Any]
     evaluation: Evaluation
+    # The action and state as the audit log keeps them (configured paths redacted).
+    audit_action: dict[str, Any]
+    audit_state: dict[str, Any]
 
 
 def prepare(rt: Runtime, body: dict[str, Any]) -> Prepared:
@@ -77,8 +80,15 @@ def prepare(rt: Runtime, body: dict[str, Any]) -> Prepared:
         change_count=diff["count"],
         agent_score=body.get("risk", {}).get("score"),
     )
+    redact = rt.redactor.apply
     return Prepared(
-        body, request_hash(body), action_digest(action), diff, rt.policy.evaluate(facts)
+        body,
+        request_hash(body),
+        action_digest(action),
+        diff,
+        rt.policy.evaluate(facts),
+        audit_action=redact("action", action),
+        audit_state={k: redact(k, body[k]) for k in ("before", "after") if k in body},
     )
 
 
@@ -254,12 +264,12 @@ def _intake_events(slug: str, v: dict[str, Any], prepared: Prepared) -> list[dic
         "on_behalf_of": body["on_behalf_of"],
         "summary": body["summary"],
         "rationale": body.get("rationale"),
-        "action": body["action"],
+        "action": prepared.audit_action,
         "action_digest": v["action_digest"],
         "resource": body.get("resource"),
         "trace": body.get("trace"),
         "labels": v["labels"],
-        "state": v["state"],
+        "state": prepared.audit_state,
         "expires_at": v["expires_at"].isoformat(),
     }
     evaluated = {

@@ -237,6 +237,10 @@ class AuditEvent(Base):
         Index("ix_audit_events_agent_seq", "agent", "seq"),
         # An agent's page: its flips, trips and violations, newest first.
         Index("ix_audit_events_agent_type_seq", "agent", "event_type", "seq"),
+        # The /audit page's filters, each in sequence order (keyset pagination).
+        Index("ix_audit_events_actor_seq", "actor_id", "seq"),
+        Index("ix_audit_events_type_seq", "event_type", "seq"),
+        Index("ix_audit_events_at", "at"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -250,6 +254,22 @@ class AuditEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement "the chain had `seq` events, ending in `head_hash`, at `at`".
+
+    Signed with the service's ed25519 key (review/checkpoints.py); only ever inserted.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(String(64))  # SHA-256 of the raw public key
+    signature: Mapped[str] = mapped_column(String(128))  # base64
 
 
 class AuditHead(Base):

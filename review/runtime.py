@@ -19,6 +19,7 @@ from review.db import Database
 from review.embedded_redis import EmbeddedRedis
 from review.notify import Waiters, after_commit
 from review.policy import Policy, load_policy
+from review.redaction import Redactor
 from review.sealing import SecretBox
 from review.settings import Settings
 
@@ -77,6 +78,7 @@ class Runtime:
     policy: Policy
     secrets: SecretCache
     waiters: Waiters
+    redactor: Redactor
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -93,6 +95,7 @@ class Runtime:
             policy=load_policy(settings.policy_path, settings.risk_levels),
             secrets=SecretCache(box),
             waiters=Waiters(provider.client),
+            redactor=Redactor(settings.secret_key, settings.audit_redact),
         )
 
     def close(self) -> None:

@@ -121,6 +121,16 @@ def parse_flood(name: str, raw: Any) -> tuple[int, int] | None:
     return n, m
 
 
+def _paths(name: str, raw: Any) -> tuple[str, ...]:
+    """Comma-separated dotted paths (`action.args.card`, `*` one step, `**` any depth)."""
+    paths = tuple(p.strip() for p in str(raw).split(",") if p.strip())
+    for path in paths:
+        parts = path.split(".")
+        if any(not part for part in parts) or len(path) > 300:
+            raise SettingsError(f"{name}: {path!r} is not a dotted path like action.args.card")
+    return paths
+
+
 PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "instance_dir": _text,
     "database_url": _database_url,
@@ -149,6 +159,9 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "breaker_flood": parse_flood,
     "breaker_rejections": _int_range(0, 10000),
     "secret_overlap": _int_range(0, 30 * 86400),
+    "checkpoint_interval": _int_range(10, 7 * 86400),
+    "audit_key_file": _text,
+    "audit_redact": _paths,
     "demo": _bool,
 }
 
@@ -182,6 +195,9 @@ class Settings:
     breaker_flood: tuple[int, int] | None
     breaker_rejections: int
     secret_overlap: int
+    checkpoint_interval: int
+    audit_key_file: str
+    audit_redact: tuple[str, ...]
     demo: bool
 
     @property
@@ -223,6 +239,10 @@ def load_settings(
         values["database_url"] = f"sqlite:///{instance / 'countersign.db'}"
     if not values["secret_key"]:
         values["secret_key"] = _instance_secret_key(instance)
+    if not values["audit_key_file"]:
+        values["audit_key_file"] = str(instance / "audit_ed25519.pem")
+    elif not Path(values["audit_key_file"]).is_absolute():
+        values["audit_key_file"] = str(PROJECT_ROOT / values["audit_key_file"])
     if not Path(values["policy_file"]).is_absolute():
         values["policy_file"] = str(PROJECT_ROOT / values["policy_file"])
     if not Path(values["policy_file"]).is_file():

@@ -136,3 +136,34 @@ def approved(rt, agent: AgentClient, holder, body: dict | None = None) -> dict:
     outcome = decide(rt, holder, d_id, "approve")
     assert outcome.status == "approved", outcome.message
     return agent.get(f"/api/v1/deferrals/{d_id}").get_json()
+
+
+def as_an_attacker(rt, *statements):
+    """Run statements against the audit tables with their append-only triggers out of the
+    way, as someone with full database access would (the triggers come back after)."""
+    from sqlalchemy import text
+
+    tables = ("audit_events", "audit_checkpoints")
+    with rt.db.write() as session:
+        if rt.db.is_sqlite:
+            for table in tables:
+                for action in ("update", "delete"):
+                    session.execute(text(f"DROP TRIGGER {table}_no_{action}"))
+        else:
+            for table in tables:
+                session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+        for statement in statements:
+            session.execute(statement)
+        if rt.db.is_sqlite:
+            for table in tables:
+                for action in ("UPDATE", "DELETE"):
+                    session.execute(
+                        text(
+                            f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON "
+                            f"{table} BEGIN SELECT RAISE(ABORT, '{action} on {table} refused: "
+                            "the audit log is append-only'); END"
+                        )
+                    )
+        else:
+            for table in tables:
+                session.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))

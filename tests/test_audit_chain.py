@@ -6,6 +6,7 @@ from sqlalchemy import delete, select, text, update
 
 from review.audit import GENESIS_HASH, record_event, verify_chain
 from review.models import AuditEvent
+from tests.helpers import as_an_attacker
 
 
 def _append(rt, n, kind="test.event"):
@@ -56,10 +57,9 @@ def test_audit_verify_prints_ok_with_count_and_head(rt, runner):
 
 def test_an_edited_payload_is_caught_and_named(rt, runner):
     _append(rt, 4)
-    with rt.db.write() as session:
-        session.execute(
-            update(AuditEvent).where(AuditEvent.seq == 3).values(payload='{"i":99,"note":"forged"}')
-        )
+    as_an_attacker(
+        rt, update(AuditEvent).where(AuditEvent.seq == 3).values(payload='{"i":99,"note":"forged"}')
+    )
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1
     assert "event 3" in result.output and "edited" in result.output
@@ -67,8 +67,7 @@ def test_an_edited_payload_is_caught_and_named(rt, runner):
 
 def test_an_edited_actor_is_caught(rt):
     _append(rt, 2)
-    with rt.db.write() as session:
-        session.execute(update(AuditEvent).where(AuditEvent.seq == 1).values(actor_id="mallory"))
+    as_an_attacker(rt, update(AuditEvent).where(AuditEvent.seq == 1).values(actor_id="mallory"))
     with rt.db.read() as session:
         result = verify_chain(session)
     assert not result.ok and result.bad_seq == 1
@@ -76,16 +75,14 @@ def test_an_edited_actor_is_caught(rt):
 
 def test_a_deleted_event_in_the_middle_is_caught(rt, runner):
     _append(rt, 4)
-    with rt.db.write() as session:
-        session.execute(delete(AuditEvent).where(AuditEvent.seq == 2))
+    as_an_attacker(rt, delete(AuditEvent).where(AuditEvent.seq == 2))
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1 and "event 2" in result.output
 
 
 def test_a_removed_tail_is_caught_by_the_head(rt):
     _append(rt, 4)
-    with rt.db.write() as session:
-        session.execute(delete(AuditEvent).where(AuditEvent.seq >= 3))
+    as_an_attacker(rt, delete(AuditEvent).where(AuditEvent.seq >= 3))
     with rt.db.read() as session:
         result = verify_chain(session)
     assert not result.ok and "removed" in result.problem

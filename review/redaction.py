@@ -1,0 +1,73 @@
+"""Redaction: values the audit log must prove without keeping (COUNTERSIGN_AUDIT_REDACT).
+
+A configured path (`action.args.card_number`, `**.password`; `*` is one key or list
+index, `**` any depth) names values that the audit log stores as
+`redacted:hmac-sha256:<hex>`: an HMAC-SHA256, under a key derived from SECRET_KEY, of
+the value's RFC 8785 canonical JSON. Whoever holds the value and the key can show it
+is the one that was approved; the log and its exports never hold the value itself.
+The deferral row keeps the value, so reviewers still see what they decide on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import rfc8785
+
+PREFIX = "redacted:hmac-sha256:"
+State = tuple[tuple[str, ...], int]
+
+
+class Redactor:
+    def __init__(self, secret_key: str, paths: tuple[str, ...]):
+        self._key = hmac.new(
+            secret_key.encode(), b"countersign audit redaction", hashlib.sha256
+        ).digest()
+        self._patterns = [tuple(p.split(".")) for p in paths]
+
+    def digest(self, value: Any) -> str:
+        return PREFIX + hmac.new(self._key, rfc8785.dumps(value), hashlib.sha256).hexdigest()
+
+    def apply(self, root: str, value: Any) -> Any:
+        """`value` (found under the name `root`) with every configured path replaced."""
+        if not self._patterns:
+            return value
+        states = self._advance(self._closure([(p, 0) for p in self._patterns]), root)
+        return self._walk(value, states)
+
+    def _walk(self, value: Any, states: list[State]) -> Any:
+        if not states:
+            return value
+        if any(i == len(p) for p, i in states):
+            return self.digest(value)
+        if isinstance(value, dict):
+            return {k: self._walk(v, self._advance(states, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._walk(v, self._advance(states, str(n))) for n, v in enumerate(value)]
+        return value
+
+    @staticmethod
+    def _closure(states: list[State]) -> list[State]:
+        """`**` may match nothing: add the state after it, as often as it applies."""
+        out, todo = [], list(states)
+        while todo:
+            pattern, i = todo.pop()
+            if (pattern, i) in out:
+                continue
+            out.append((pattern, i))
+            if i < len(pattern) and pattern[i] == "**":
+                todo.append((pattern, i + 1))
+        return out
+
+    def _advance(self, states: list[State], key: str) -> list[State]:
+        moved = []
+        for pattern, i in states:
+            if i >= len(pattern):
+                continue
+            if pattern[i] == "**":
+                moved.append((pattern, i))  # it swallows this key and may go on
+            elif pattern[i] in ("*", key):
+                moved.append((pattern, i + 1))
+        return self._closure(moved)
