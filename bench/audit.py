@@ -1,0 +1,176 @@
+"""The audit log at a million events: verify, page, export.
+
+    .venv/bin/python bench/audit.py [--db sqlite|postgres|both] [--events 1000000]
+
+A fresh database gets --events chained events (written in bulk, hashed as the service
+hashes them), then, in the same run:
+
+- `audit verify` (the chain and a checkpoint) against the baseline of only reading the
+  rows in the same keyset pages; target (issue 7): seconds for a million;
+- /audit's queries (newest page, a page half-way down by keyset, a filter by type)
+  at the full size against the same queries at 1,000 events, as ratios;
+- a JSONL export, streamed, with its peak Python memory (tracemalloc) at the full size
+  against a tenth of it: flat memory means the two are close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REDIS, database, flask_cmd  # noqa: E402
+
+TYPES = ["deferral.received", "deferral.evaluated", "deferral.approved", "callback.attempted"]
+
+
+def fill(rt, n: int) -> None:
+    from sqlalchemy import insert, update
+
+    from review.audit import GENESIS_HASH, event_hash, payload_json
+    from review.models import AuditEvent, AuditHead, utcnow
+
+    start = utcnow() - timedelta(seconds=n)
+    prev, rows = GENESIS_HASH, []
+    with rt.db.read() as session:
+        head = session.get(AuditHead, 1)
+        seq0, prev = head.seq, head.hash
+    for i in range(1, n + 1):
+        seq = seq0 + i
+        row = {
+            "seq": seq,
+            "at": start + timedelta(seconds=i),
+            "actor_kind": "agent",
+            "actor_id": f"bot-{i % 7}",
+            "event_type": TYPES[i % len(TYPES)],
+            "agent": f"bot-{i % 7}",
+            "deferral_id": f"dfr_{i // 4:026d}",
+            "payload": payload_json({"i": i, "summary": "Refund $740 to customer C-88319"}),
+            "prev_hash": prev,
+        }
+        row["hash"] = event_hash(**row)
+        prev = row["hash"]
+        rows.append(row)
+        if len(rows) == 20000 or i == n:
+            with rt.db.write() as session:
+                session.execute(insert(AuditEvent.__table__), rows)
+                session.execute(update(AuditHead).values(seq=seq, hash=prev))
+            rows = []
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def page_queries(rt, total: int) -> dict[str, float]:
+    from sqlalchemy import select
+
+    from review.models import AuditEvent
+
+    def run(query):
+        with rt.db.read() as session:
+            session.scalars(query.order_by(AuditEvent.seq.desc()).limit(51)).all()
+
+    q = select(AuditEvent)
+    return {
+        "newest page": timed(lambda: run(q), 20),
+        "page half-way down": timed(lambda: run(q.where(AuditEvent.seq < total // 2)), 20),
+        "filter by type": timed(
+            lambda: run(q.where(AuditEvent.event_type == "deferral.approved")), 20
+        ),
+    }
+
+
+def export_peak(rt, key) -> tuple[float, int]:
+    """Seconds for a JSONL export (untraced), then its peak Python memory (traced)."""
+    from review.audit_export import jsonl
+
+    def run() -> None:
+        with rt.db.read() as session:
+            for _line in jsonl(session, key):
+                pass
+
+    seconds = timed(run)
+    tracemalloc.start()
+    run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def bench(kind: str, n: int) -> None:
+    with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
+        env = {"DATABASE_URL": url, "REDIS_URL": REDIS, "COUNTERSIGN_INSTANCE_DIR": instance}
+        flask_cmd(env, "db", "upgrade")
+        os.environ.update(env)
+        from app import create_app  # noqa: PLC0415
+        from review import checkpoints
+        from review.audit import iter_rows
+
+        app = create_app()
+        rt = app.extensions["countersign"]
+        key = checkpoints.load_key(rt.settings.audit_key_file)
+        small, tenth = 1000, max(1000, n // 10)
+        fill(rt, small)
+        pages_small = page_queries(rt, small)
+        fill(rt, tenth - small)
+        _, peak_small = export_peak(rt, key)
+        started = time.perf_counter()
+        fill(rt, n - tenth)
+        print(f"{kind}: wrote {n - tenth} more events in {time.perf_counter() - started:.1f} s")
+        checkpoints.take(rt, force=True)
+
+        def read_only():
+            with rt.db.read() as session:
+                for _ in iter_rows(session):
+                    pass
+
+        def verify_all():
+            with rt.db.read() as session:
+                result = checkpoints.verify_log(session, key)
+            assert result.ok and result.count == n, result.describe()
+
+        read_s = timed(read_only)
+        verify_s = timed(verify_all)
+        pages = page_queries(rt, n)
+        export_s, peak = export_peak(rt, key)
+        print(
+            f"  verify {n} events: {verify_s:6.1f} s   (reading the rows alone {read_s:5.1f} s, "
+            f"ratio {verify_s / read_s:.1f})   {'ok' if verify_s < 60 else 'MISSES TARGET'}"
+        )
+        for name, seconds in pages.items():
+            ratio = seconds / pages_small[name]
+            print(
+                f"  /audit {name:<20} {seconds * 1000:6.2f} ms at {n}, "
+                f"{pages_small[name] * 1000:6.2f} ms at {small} (ratio {ratio:.2f})"
+            )
+        print(
+            f"  export JSONL: {export_s:5.1f} s, peak Python memory {peak / 1e6:5.1f} MB "
+            f"(at {tenth} events: {peak_small / 1e6:5.1f} MB)"
+        )
+        rt.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    for kind in ["sqlite", "postgres"] if args.db == "both" else [args.db]:
+        bench(kind, args.events)
+
+
+if __name__ == "__main__":
+    main()
