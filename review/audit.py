@@ -87,6 +87,21 @@ def event_hash(
     return hashlib.sha256(_RECORD_JSON.encode(record).encode()).hexdigest()
 
 
+def stored_event_hash(e: Any) -> str:
+    """The hash an event (anything with the event's attributes) should carry."""
+    return event_hash(
+        seq=e.seq,
+        at=e.at,
+        actor_kind=e.actor_kind,
+        actor_id=e.actor_id,
+        event_type=e.event_type,
+        agent=e.agent,
+        deferral_id=e.deferral_id,
+        payload=e.payload,
+        prev_hash=e.prev_hash,
+    )
+
+
 def lock_chain(session: Session) -> None:
     """Take the chain's lock now, as the transaction's first statement.
 

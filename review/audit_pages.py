@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, render_template, request, stream_w
 from sqlalchemy import func, select
 
 from review import audit_export, checkpoints
-from review.audit import event_hash
+from review.audit import stored_event_hash
 from review.auth import roles_required
 from review.models import AuditEvent, AuditHead, Deferral
 from review.runtime import current_runtime
@@ -158,20 +158,6 @@ def evidence(deferral_id: str):
 
 
 def _link(e: AuditEvent) -> dict[str, Any]:
-    intact = (
-        event_hash(
-            seq=e.seq,
-            at=e.at,
-            actor_kind=e.actor_kind,
-            actor_id=e.actor_id,
-            event_type=e.event_type,
-            agent=e.agent,
-            deferral_id=e.deferral_id,
-            payload=e.payload,
-            prev_hash=e.prev_hash,
-        )
-        == e.hash
-    )
     return {
         "seq": e.seq,
         "at": e.at,
@@ -179,5 +165,5 @@ def _link(e: AuditEvent) -> dict[str, Any]:
         "event_type": e.event_type,
         "payload": json.loads(e.payload),
         "hash": e.hash,
-        "intact": intact,
+        "intact": stored_event_hash(e) == e.hash,
     }

@@ -122,20 +122,8 @@ def _kill_in(
     scope: str | None = None,
     extra_events: list[dict[str, Any]] | None = None,
 ) -> Flip:
-    changed = session.execute(
-        update(Agent)
-        .where(Agent.id == agent.id, Agent.state == "active")
-        .values(
-            state="killed",
-            state_changed_at=now,
-            state_changed_by=actor.label,
-            state_reason=reason,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if changed != 1:
+    if not _switch(session, agent, "active", "killed", actor, reason, now):
         return Flip(agent.slug, False, 0)
-    session.refresh(agent)
     table = Deferral.__table__
     ended_ids = list(
         session.execute(
@@ -190,6 +178,35 @@ def _kill_in(
     return Flip(agent.slug, True, len(ended_ids))
 
 
+def _switch(
+    session: Session,
+    agent: Agent,
+    from_state: str,
+    to_state: str,
+    actor: Actor,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """Flip the agent's state if it is `from_state` (a deactivated agent never comes back)."""
+    conditions = [Agent.id == agent.id, Agent.state == from_state]
+    if to_state == "active":
+        conditions.append(Agent.deactivated_at.is_(None))
+    changed = session.execute(
+        update(Agent)
+        .where(*conditions)
+        .values(
+            state=to_state,
+            state_changed_at=now,
+            state_changed_by=actor.label,
+            state_reason=reason,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed == 1:
+        session.refresh(agent)
+    return changed == 1
+
+
 def revive(rt: Runtime, slug: str, actor: Actor, reason: str, now: datetime | None = None) -> Flip:
     """Let the agent defer again; what was killed stays killed."""
     reason = _reason(reason)
@@ -210,20 +227,8 @@ def _revive_in(
     *,
     scope: str | None = None,
 ) -> Flip:
-    changed = session.execute(
-        update(Agent)
-        .where(Agent.id == agent.id, Agent.state == "killed", Agent.deactivated_at.is_(None))
-        .values(
-            state="active",
-            state_changed_at=now,
-            state_changed_by=actor.label,
-            state_reason=reason,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if changed != 1:
+    if not _switch(session, agent, "killed", "active", actor, reason, now):
         return Flip(agent.slug, False, 0)
-    session.refresh(agent)
     status = agent_status(agent)
     record_events(
         session,
