@@ -50,6 +50,7 @@ def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[Result, Res
             "COUNTERSIGN_INSTANCE_DIR": instance,
             "COUNTERSIGN_AGENT_RATE": "1000000",  # checked (one Redis round trip), never hit
             "COUNTERSIGN_AGENT_MAX_PENDING": "1000000",  # counted, never hit
+            "COUNTERSIGN_BREAKER_FLOOD": "1000000/60",  # counted (one Redis round trip), never hit
         }
         flask_cmd(env, "db", "upgrade")
         flask_cmd(env, "users", "create", "owner", "--role", "admin", stdin="bench-password\n")

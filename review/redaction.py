@@ -18,6 +18,7 @@ import rfc8785
 
 PREFIX = "redacted:hmac-sha256:"
 State = tuple[tuple[str, ...], int]
+States = tuple[State, ...]
 
 
 class Redactor:
@@ -26,6 +27,9 @@ class Redactor:
             secret_key.encode(), b"countersign audit redaction", hashlib.sha256
         ).digest()
         self._patterns = [tuple(p.split(".")) for p in paths]
+        self._start = self._closure(tuple((p, 0) for p in self._patterns))
+        # (states, key) -> states: a document's keys repeat, so most steps are looked up.
+        self._steps: dict[tuple[States, str], States] = {}
 
     def digest(self, value: Any) -> str:
         return PREFIX + hmac.new(self._key, rfc8785.dumps(value), hashlib.sha256).hexdigest()
@@ -34,10 +38,9 @@ class Redactor:
         """`value` (found under the name `root`) with every configured path replaced."""
         if not self._patterns:
             return value
-        states = self._advance(self._closure([(p, 0) for p in self._patterns]), root)
-        return self._walk(value, states)
+        return self._walk(value, self._advance(self._start, root))
 
-    def _walk(self, value: Any, states: list[State]) -> Any:
+    def _walk(self, value: Any, states: States) -> Any:
         if not states:
             return value
         if any(i == len(p) for p, i in states):
@@ -49,9 +52,10 @@ class Redactor:
         return value
 
     @staticmethod
-    def _closure(states: list[State]) -> list[State]:
+    def _closure(states: tuple[State, ...] | list[State]) -> States:
         """`**` may match nothing: add the state after it, as often as it applies."""
-        out, todo = [], list(states)
+        out: list[State] = []
+        todo = list(states)
         while todo:
             pattern, i = todo.pop()
             if (pattern, i) in out:
@@ -59,9 +63,12 @@ class Redactor:
             out.append((pattern, i))
             if i < len(pattern) and pattern[i] == "**":
                 todo.append((pattern, i + 1))
-        return out
+        return tuple(out)
 
-    def _advance(self, states: list[State], key: str) -> list[State]:
+    def _advance(self, states: States, key: str) -> States:
+        step = self._steps.get((states, key))
+        if step is not None:
+            return step
         moved = []
         for pattern, i in states:
             if i >= len(pattern):
@@ -70,4 +77,7 @@ class Redactor:
                 moved.append((pattern, i))  # it swallows this key and may go on
             elif pattern[i] in ("*", key):
                 moved.append((pattern, i + 1))
-        return self._closure(moved)
+        step = self._closure(moved)
+        if len(self._steps) < 10000:  # keys an agent invents must not grow it for ever
+            self._steps[(states, key)] = step
+        return step
