@@ -21,6 +21,7 @@ from review.sealing import SecretBox, fingerprint
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+RESERVED_SLUGS = frozenset({"new", "stop-all", "revive-all"})  # pages under /agents/
 
 
 def new_secret() -> str:
@@ -56,6 +57,8 @@ def create_agent(
 ) -> CreatedAgent:
     if not SLUG.match(slug):
         raise DomainError("slug must match [a-z0-9][a-z0-9-]{0,62}")
+    if slug in RESERVED_SLUGS:
+        raise DomainError(f"{slug!r} is taken by a page under /agents/; choose another slug")
     if not owners:
         raise DomainError("an agent needs at least one owner")
     if callback_url:

@@ -125,6 +125,8 @@ def test_registration_errors_are_shown_and_nothing_is_created(app, rt, people):
     admin = as_(app, "ada")
     bad = admin.post("/agents", {"slug": "Bad Slug", "owners": "rita"})
     assert bad.status_code == 422 and "slug must match" in bad.get_data(as_text=True)
+    bad = admin.post("/agents", {"slug": "new", "owners": "rita"})
+    assert bad.status_code == 422 and "taken by a page" in bad.get_data(as_text=True)
     bad = admin.post(
         "/agents", {"slug": "ok-bot", "owners": "rita", "trace_url_template": "ftp://x"}
     )
