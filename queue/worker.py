@@ -7,8 +7,11 @@ its database pool and its Redis connection are built once and reused by every jo
 from __future__ import annotations
 
 import logging
+import time
 
+import redis
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
 from approval_queue import names
@@ -16,6 +19,7 @@ from approval_queue.jobs import queue
 from review.runtime import Runtime
 
 log = logging.getLogger(__name__)
+RESTART_SECONDS = 2
 
 
 def build_worker(rt: Runtime) -> SimpleWorker:
@@ -42,6 +46,20 @@ def run_worker(rt: Runtime, *, burst: bool = False) -> bool:
         return worker.work(burst=True, with_scheduler=True, logging_level="INFO")
     ticker = start_maintenance(rt)
     try:
-        return worker.work(with_scheduler=True, logging_level="INFO")
+        while True:
+            try:
+                worker.work(with_scheduler=True, logging_level="INFO")
+            except (redis.RedisError, OSError) as exc:  # its teardown met a dead Redis
+                log.warning("worker %s stopped on %s", worker.name, exc)
+            if getattr(worker, "_shutdown_requested_date", None) is not None:
+                return True  # SIGTERM or SIGINT: a stop that was asked for
+            # rq retries a lost Redis only while it waits for a job; lost anywhere else
+            # (a heartbeat, a job's bookkeeping) its loop ends. Start a fresh one.
+            log.warning("worker loop ended without a stop request; starting again in 2 s")
+            try:
+                time.sleep(RESTART_SECONDS)
+            except StopRequested:  # rq's signal handler, still installed, met a SIGTERM
+                return True
+            worker = build_worker(rt)
     finally:
         ticker.stop()

@@ -8,6 +8,8 @@ Auditors read deliveries too. Every change goes through the domain, which audits
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import (
     Blueprint,
     Response,
@@ -69,7 +71,8 @@ def index():
     rt = current_runtime()
     with rt.db.read() as db:
         rows = agent_overview.agent_rows(db)
-    return render_template("agents/list.html", rows=rows)
+    fingerprint = switch_fingerprint([r.agent for r in rows])
+    return render_template("agents/list.html", rows=rows, fingerprint=fingerprint)
 
 
 @bp.get("/new")
@@ -136,8 +139,45 @@ def _detail_context(slug: str, **extra) -> dict:
         "users": users,
         "settings": rt.settings,
         "duration": agent_overview.duration,
+        "fingerprint": switch_fingerprint([record.agent]),
         **extra,
     }
+
+
+# --- keeping the pages current ------------------------------------------------------------
+
+
+def switch_fingerprint(agents: list[Agent]) -> str:
+    """Changes whenever any of these agents' switch flips (by a person or a breaker)."""
+    text = "|".join(f"{a.slug}:{a.state}:{a.state_changed_at.isoformat()}" for a in agents)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _refresh_if_changed(current: str) -> Response:
+    """204 while nothing changed; otherwise ask htmx to reload the page (HX-Refresh)."""
+    if request.args.get("since") == current:
+        return Response(status=204)
+    return Response(status=200, headers={"HX-Refresh": "true"})
+
+
+@bp.get("/state")
+@login_required
+def list_state():
+    """Polled by /agents every few seconds: a flip anywhere reloads the list."""
+    rt = current_runtime()
+    with rt.db.read() as db:
+        agents = db.query(Agent).order_by(Agent.slug).all()
+    return _refresh_if_changed(switch_fingerprint(agents))
+
+
+@bp.get("/<slug>/state")
+@login_required
+def detail_state(slug: str):
+    """Polled by the agent's page: a flip (a breaker's too) reloads it at once."""
+    rt = current_runtime()
+    with rt.db.read() as db:
+        agent = _load(db, slug)
+    return _refresh_if_changed(switch_fingerprint([agent]))
 
 
 # --- the kill switch -----------------------------------------------------------------

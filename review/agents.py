@@ -21,7 +21,7 @@ from review.sealing import SecretBox, fingerprint
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
-RESERVED_SLUGS = frozenset({"new", "stop-all", "revive-all"})  # pages under /agents/
+RESERVED_SLUGS = frozenset({"new", "state", "stop-all", "revive-all"})  # pages under /agents/
 
 
 def new_secret() -> str:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from review.killswitch import Actor, kill
 from review.models import Agent, AgentSecret, AuditEvent, utcnow
 from review.users import create_user
 from tests.helpers import AgentClient, Browser, refund
@@ -207,3 +208,18 @@ def test_a_breaker_trip_shows_on_the_list_and_the_page(make_app, make_agent, peo
     assert "system:breaker" in listing and "flood" in listing
     page = owner.get(f"/agents/{agent.slug}").get_data(as_text=True)
     assert "agent.breaker_tripped" in page and "rule flood" in page
+
+
+def test_the_pages_poll_and_reload_when_a_switch_flips(app, rt, agent, people):
+    owner = as_(app, "olivia")
+    pages = {"/agents": "/agents/state", f"/agents/{agent.slug}": f"/agents/{agent.slug}/state"}
+    seen = {}
+    for page_path, state_path in pages.items():
+        page = owner.get(page_path).get_data(as_text=True)
+        assert 'hx-trigger="every 5s"' in page
+        seen[state_path] = re.search(r'state\?since=([0-9a-f]+)"', page).group(1)
+        quiet = owner.get(f"{state_path}?since={seen[state_path]}")
+        assert quiet.status_code == 204 and "HX-Refresh" not in quiet.headers
+    kill(rt, agent.slug, Actor("system", "breaker"), "breaker: flood")
+    for state_path, since in seen.items():
+        assert owner.get(f"{state_path}?since={since}").headers["HX-Refresh"] == "true"

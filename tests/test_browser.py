@@ -188,3 +188,15 @@ def test_a_reviewer_who_owns_nothing_sees_no_kill_switch(site):
     page.goto(url + "/agents/billing-bot")
     expect(page.get_by_role("heading", name="Kill switch")).to_be_visible()
     expect(page.get_by_role("button", name="Kill switch")).to_have_count(0)
+
+
+def test_an_owners_page_shows_a_breaker_trip_without_a_reload_by_hand(site, rt):
+    from review.killswitch import Actor, kill
+
+    url, agent, browser = site
+    page = login(browser, url, "olivia")
+    page.goto(url + "/agents/billing-bot")
+    expect(page.locator("#switch")).to_contain_text("active")
+    kill(rt, "billing-bot", Actor("system", "breaker"), "breaker: flood, 201 deferrals in 60 s")
+    expect(page.locator("#switch")).to_contain_text("system:breaker", timeout=15000)
+    expect(page.get_by_role("button", name="Revive")).to_be_visible()

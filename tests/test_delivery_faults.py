@@ -124,13 +124,18 @@ def events(rt):
         return session.scalars(select(OutboxEvent)).all()
 
 
-def wait_for(condition, timeout, what):
+def wait_for(condition, timeout, what, workers=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    logs = ""
+    if workers is not None:
+        for log in workers.logs:
+            log.flush()
+            logs += Path(log.name).read_text(errors="replace")[-3000:]
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
 def test_callbacks_decided_while_redis_was_down_all_arrive_once_it_is_back(stack, private_redis):
@@ -152,7 +157,7 @@ def test_callbacks_decided_while_redis_was_down_all_arrive_once_it_is_back(stack
     private_redis.start()
 
     wait_for(lambda: all(e.status == "delivered" for e in events(rt)) and len(events(rt)) == 4,
-             40, "every callback")  # fmt: skip
+             40, "every callback", workers)  # fmt: skip
     got = {}
     for headers, body, _path in receiver.requests:
         got.setdefault(headers["webhook-id"], []).append(body)
@@ -174,3 +179,26 @@ def test_a_worker_killed_mid_delivery_sends_it_again_with_the_same_id(stack, red
     wait_for(lambda: events(rt)[0].status == "delivered", 60, "the callback to be delivered")
     ids = [headers["webhook-id"] for headers, _b, _p in receiver.requests]
     assert len(ids) >= 2 and set(ids) == {events(rt)[0].id}
+
+
+def test_a_worker_that_loses_redis_in_the_middle_of_a_job_keeps_working(stack, private_redis):
+    app, rt, agent, receiver, workers = stack(private_redis.url, (200, {}, 3), (200, {}, 0))
+    first, second = (agent.defer(refund(summary=s)).get_json()["id"] for s in ("one", "two"))
+    holder = reviewer(rt)
+    claim_batch(rt, holder)
+    worker = workers.start()
+    browser = Browser(app.test_client(), "rita")
+    browser.post(f"/batch/{first}/approve")
+    wait_for(lambda: len(receiver.requests) == 1, 20, "the first attempt", workers)
+    private_redis.stop()  # while the job is running: its bookkeeping will fail
+    wait_for(lambda: events(rt)[0].status == "delivered", 20, "the first to be recorded", workers)
+    time.sleep(1)
+    private_redis.start()
+    browser.post(f"/batch/{second}/approve")
+    wait_for(
+        lambda: len(events(rt)) == 2 and all(e.status == "delivered" for e in events(rt)),
+        40,
+        "the second callback, from the same worker process",
+        workers,
+    )
+    assert worker.poll() is None  # still running
