@@ -249,60 +249,43 @@ def _revive_in(
 
 def stop_all(rt: Runtime, actor: Actor, reason: str, now: datetime | None = None) -> list[Flip]:
     """An incident: every active agent stops, in one transaction, audited as one action."""
-    reason = _reason(reason)
-    now = now or utcnow()
-    with chained_write(rt.db) as session:
-        agents = session.scalars(
-            select(Agent)
-            .where(Agent.state == "active", Agent.deactivated_at.is_(None))
-            .order_by(Agent.slug)
-        ).all()
-        flips = [_kill_in(session, agent, actor, reason, now, scope="stop-all") for agent in agents]
-        record_events(
-            session,
-            [
-                _event(
-                    actor,
-                    "agents.stop_all",
-                    None,
-                    {
-                        "reason": reason,
-                        "by": actor.label,
-                        "agents": [f.slug for f in flips if f.changed],
-                        "deferrals_ended": sum(f.ended for f in flips),
-                    },
-                    now,
-                )
-            ],
-        )
-    return flips
+    return _flip_all(rt, actor, reason, "active", "agents.stop_all", now)
 
 
 def revive_all(rt: Runtime, actor: Actor, reason: str, now: datetime | None = None) -> list[Flip]:
     """After the incident: every killed (and not deactivated) agent may defer again."""
+    return _flip_all(rt, actor, reason, "killed", "agents.revive_all", now)
+
+
+def _flip_all(
+    rt: Runtime,
+    actor: Actor,
+    reason: str,
+    from_state: str,
+    event_type: str,
+    now: datetime | None,
+) -> list[Flip]:
+    """Every (not deactivated) agent in `from_state` flips; one event names them all."""
     reason = _reason(reason)
     now = now or utcnow()
+    flip_one, scope = (
+        (_kill_in, "stop-all") if from_state == "active" else (_revive_in, "revive-all")
+    )
     with chained_write(rt.db) as session:
         agents = session.scalars(
             select(Agent)
-            .where(Agent.state == "killed", Agent.deactivated_at.is_(None))
+            .where(Agent.state == from_state, Agent.deactivated_at.is_(None))
             .order_by(Agent.slug)
         ).all()
-        flips = [
-            _revive_in(session, agent, actor, reason, now, scope="revive-all") for agent in agents
-        ]
-        record_events(
-            session,
-            [
-                _event(
-                    actor,
-                    "agents.revive_all",
-                    None,
-                    {"reason": reason, "by": actor.label, "agents": [f.slug for f in flips]},
-                    now,
-                )
-            ],
-        )
+        flips = [flip_one(session, agent, actor, reason, now, scope=scope) for agent in agents]
+        payload: dict[str, Any] = {
+            "reason": reason,
+            "by": actor.label,
+            "agents": [f.slug for f in flips if f.changed],
+        }
+        if from_state == "active":
+            payload["deferrals_ended"] = sum(f.ended for f in flips)
+        record_events(session, [_event(actor, event_type, None, payload, now)])
     return flips
 
 

@@ -159,14 +159,19 @@ def decide_item(deferral_id: str, verdict: str):
     )
 
 
+def _deferral_or_404(db, deferral_id: str) -> Deferral:
+    item = db.get(Deferral, deferral_id)
+    if item is None:
+        abort(404)
+    return item
+
+
 @bp.get("/deferrals/<deferral_id>")
 @login_required
 def deferral(deferral_id: str):
     rt = current_runtime()
     with rt.db.read() as db:
-        item = db.get(Deferral, deferral_id)
-        if item is None:
-            abort(404)
+        item = _deferral_or_404(db, deferral_id)
         chain = listing.evidence_chain(db, deferral_id)
         callbacks = deliveries.for_deferral(db, deferral_id)
         execution = item.execution if item.status == "approved" else None
@@ -188,8 +193,6 @@ def deferral_callbacks(deferral_id: str):
     """The item page's callback panel, polled by htmx while a callback is on its way."""
     rt = current_runtime()
     with rt.db.read() as db:
-        item = db.get(Deferral, deferral_id)
-        if item is None:
-            abort(404)
+        item = _deferral_or_404(db, deferral_id)
         callbacks = deliveries.for_deferral(db, deferral_id)
     return render_template("review/_callbacks.html", d=item, deliveries=callbacks)
