@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -18,6 +19,7 @@ from review.errors import Conflict, DomainError
 from review.models import Agent, AgentOwner, AgentSecret, User, utcnow
 from review.outbound import OutboundRefused, resolve
 from review.sealing import SecretBox, fingerprint
+from review.settings import SettingsError, parse_flood
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -59,18 +61,11 @@ def create_agent(
         raise DomainError("slug must match [a-z0-9][a-z0-9-]{0,62}")
     if slug in RESERVED_SLUGS:
         raise DomainError(f"{slug!r} is taken by a page under /agents/; choose another slug")
-    if not owners:
-        raise DomainError("an agent needs at least one owner")
+    owner_users = _owners_by_name(session, owners)
     if callback_url:
         validate_callback_url(callback_url, allow_private=allow_private_callbacks)
     if session.scalar(select(Agent.id).where(Agent.slug == slug)) is not None:
         raise Conflict(f"agent {slug!r} already exists")
-    owner_users = []
-    for username in dict.fromkeys(owners):
-        user = session.scalar(select(User).where(User.username == username))
-        if user is None:
-            raise DomainError(f"owner {username!r} is not a user; create them first")
-        owner_users.append(user)
     secret = new_secret()
     agent = Agent(
         slug=slug,
@@ -238,8 +233,6 @@ def trace_link(template: str | None, trace_id: str | None) -> str | None:
     """The agent's trace URL for a trace id, when it sent an id but no URL."""
     if not template or not trace_id:
         return None
-    from urllib.parse import quote
-
     return template.replace(TRACE_PLACEHOLDER, quote(trace_id, safe=""))
 
 
@@ -270,8 +263,6 @@ def update_agent(
     actor: tuple[str, str],
 ) -> dict[str, Any]:
     """Change an agent's settings; audited as `agent.updated` with what changed."""
-    from review.settings import SettingsError, parse_flood
-
     name = name.strip()
     if not name or len(name) > 200:
         raise DomainError("A name is 1 to 200 characters.")
