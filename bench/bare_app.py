@@ -12,6 +12,7 @@ import os
 
 from flask import Flask, jsonify, request
 from sqlalchemy import JSON, Integer, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
@@ -42,7 +43,10 @@ if engine.dialect.name == "sqlite":
         dbapi_connection.execute("PRAGMA busy_timeout=10000")
 
 
-Base.metadata.create_all(engine)
+try:
+    Base.metadata.create_all(engine)
+except DBAPIError:  # two gunicorn workers raced to create it on PostgreSQL: the other won
+    pass
 
 app = Flask(__name__)
 

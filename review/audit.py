@@ -9,6 +9,7 @@ gaps even with many processes writing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
-from sqlalchemy import insert, select, update
+from sqlalchemy import Insert, Table, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from review.db import Database
@@ -150,51 +151,66 @@ def record_event(
     )[0]
 
 
-class AgentStopped(Exception):
-    """The guarded agent's kill switch is on (seen under the chain lock)."""
+@dataclass(frozen=True)
+class GuardedAgent:
+    """An agent's row as read under the chain lock (intake's kill switch and pending cap)."""
 
-    def __init__(self, slug: str, reason: str):
-        super().__init__(f"agent {slug} is stopped: {reason}")
-        self.slug, self.reason = slug, reason
+    slug: str
+    state: str
+    state_reason: str
+    undecided: int
 
 
-def record_events(
+@dataclass(frozen=True)
+class Head:
+    """The chain's head, locked by this transaction, and the agent it guards, if any."""
+
+    seq: int
+    hash: str
+    agent: GuardedAgent | None = None
+
+
+def take_head(session: Session, *, guard_agent: int | None = None) -> Head:
+    """Lock the chain's head (and, with `guard_agent`, that agent's row) and read them.
+
+    Guarding locks the agent FOR NO KEY UPDATE: the newest version of its kill switch
+    and undecided count, without conflicting with the KEY SHARE lock that inserting a
+    deferral (a foreign key to the agent) takes.
+    """
+    conn = session.connection()
+    if guard_agent is None:
+        return Head(*conn.execute(_LOCK_HEAD).one())
+    seq, hash_, *agent = conn.execute(_LOCK_HEAD_AND_AGENT, {"agent_id": guard_agent}).one()
+    return Head(seq, hash_, GuardedAgent(*agent))
+
+
+def record_events(session: Session, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append several events in order under one take of the chain lock."""
+    return append_events(session, take_head(session), events)
+
+
+def append_events(
     session: Session,
+    head: Head,
     events: list[dict[str, Any]],
     *,
-    guard_agent: int | None = None,
+    insert_first: tuple[Table, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Append several events in order under one take of the chain lock.
+    """Chain `events` after `head` (locked by take_head in this transaction); move the head.
 
     The chain lock is the single point where every state change in the service is
-    ordered, so it is held for as few round trips as possible: one statement takes it
-    (and, with `guard_agent`, locks and re-reads that agent's kill switch, raising
-    AgentStopped if it is on), one writes the events and the new head (a single
-    statement on PostgreSQL), then the caller commits. Payloads are serialised before.
+    ordered, so it is held for as few round trips as possible: one statement took it,
+    one writes the events and the new head (on PostgreSQL a single statement, which
+    also inserts `insert_first`'s row), then the caller commits. Every statement is
+    built once: the hot path pays no SQL compilation.
     """
-    head_table, events_table = AuditHead.__table__, AuditEvent.__table__
-    for event in events:  # everything that needs no lock happens before taking it
+    for event in events:
         if event["actor_kind"] not in ACTOR_KINDS:
             raise ValueError(f"unknown actor kind {event['actor_kind']!r}")
-    texts = [payload_json(event.get("payload") or {}) for event in events]
     conn = session.connection()  # Core on the session's connection: no ORM layer per statement
-    lock = select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1)
-    if guard_agent is None:
-        head_seq, head_hash = conn.execute(lock.with_for_update()).one()
-    else:
-        agents = Agent.__table__
-        guarded = (
-            lock.add_columns(agents.c.slug, agents.c.state, agents.c.state_reason)
-            .join_from(head_table, agents, agents.c.id == guard_agent)
-            # NO KEY UPDATE: the newest versions, without conflicting with the KEY SHARE lock
-            # that inserting a deferral (a foreign key to the agent) takes on the agent row.
-            .with_for_update(of=[head_table, agents], key_share=True)
-        )
-        head_seq, head_hash, slug, state, reason = conn.execute(guarded).one()
-        if state == "killed":
-            raise AgentStopped(slug, reason)
+    head_seq, head_hash = head.seq, head.hash
     rows = []
-    for event, text in zip(events, texts, strict=True):
+    for event in events:
         row = {
             "seq": head_seq + 1,
             "at": event.get("at") or utcnow(),
@@ -203,20 +219,76 @@ def record_events(
             "event_type": event["event_type"],
             "agent": event.get("agent"),
             "deferral_id": event.get("deferral_id"),
-            "payload": text,
+            "payload": payload_json(event.get("payload") or {}),
             "prev_hash": head_hash,
         }
         row["hash"] = event_hash(**row)
         rows.append(row)
         head_seq, head_hash = row["seq"], row["hash"]
-    move_head = update(head_table).where(head_table.c.id == 1)
-    if conn.dialect.name == "postgresql":
-        appended = insert(events_table).values(rows).cte("appended")
-        conn.execute(move_head.values(seq=head_seq, hash=head_hash).add_cte(appended))
-    else:
-        conn.execute(insert(events_table), rows)
-        conn.execute(move_head, {"seq": head_seq, "hash": head_hash})
+    if conn.dialect.name == "postgresql" and len(rows) <= ONE_STATEMENT_EVENTS:
+        first = insert_first[0] if insert_first else None
+        params = {"head_seq": head_seq, "head_hash": head_hash}
+        for i, row in enumerate(rows):
+            params.update({f"{key}_{i}": value for key, value in row.items()})
+        if insert_first:
+            params.update({f"first_{key}": value for key, value in insert_first[1].items()})
+        conn.execute(_append_statement(len(rows), first), params)
+    else:  # SQLite (in-process statements cost no round trip), or a long batch of events
+        if insert_first:
+            conn.execute(_insert(insert_first[0]), insert_first[1])
+        conn.execute(_insert(_events_table), rows)
+        conn.execute(_MOVE_HEAD, {"head_seq": head_seq, "head_hash": head_hash})
     return rows
+
+
+# Up to this many events (the common case: one or two) go out in one statement on
+# PostgreSQL; more (a kill ending a thousand deferrals) use a batched multi-row insert.
+ONE_STATEMENT_EVENTS = 4
+_head_table, _events_table = AuditHead.__table__, AuditEvent.__table__
+_agents_table = Agent.__table__
+_LOCK_HEAD = (
+    select(_head_table.c.seq, _head_table.c.hash).where(_head_table.c.id == 1).with_for_update()
+)
+_LOCK_HEAD_AND_AGENT = (
+    select(
+        _head_table.c.seq,
+        _head_table.c.hash,
+        _agents_table.c.slug,
+        _agents_table.c.state,
+        _agents_table.c.state_reason,
+        _agents_table.c.undecided,
+    )
+    .join_from(_head_table, _agents_table, _agents_table.c.id == bindparam("agent_id"))
+    .where(_head_table.c.id == 1)
+    .with_for_update(of=[_head_table, _agents_table], key_share=True)
+)
+_MOVE_HEAD = (
+    update(_head_table)
+    .where(_head_table.c.id == 1)
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+)
+
+
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return insert(table)
+
+
+@functools.cache
+def _append_statement(count: int, first: Table | None) -> Update:
+    """PostgreSQL: insert `first`'s row and `count` events, move the head: one statement.
+
+    Built once per shape and kept, so SQLAlchemy finds it in its compiled cache (a
+    fresh multi-row INSERT would be compiled again on every call).
+    """
+    statement = _MOVE_HEAD
+    if first is not None:
+        row = {c.name: bindparam(f"first_{c.name}", type_=c.type) for c in first.c}
+        statement = statement.add_cte(insert(first).values(row).cte("inserted"))
+    for i in range(count):  # one single-row INSERT each: a multi-row VALUES is never cached
+        row = {c.name: bindparam(f"{c.name}_{i}", type_=c.type) for c in _events_table.c}
+        statement = statement.add_cte(insert(_events_table).values(row).cte(f"appended_{i}"))
+    return statement
 
 
 @dataclass(frozen=True)

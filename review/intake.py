@@ -1,15 +1,16 @@
 """Intake: turn a validated deferral request into a scored, diffed, audited deferral.
 
 Scoring and diffing happen before the transaction (they can take a few hundred ms on
-a large diff and need no lock). The transaction inserts the deferral and then writes
-`received` and `evaluated` into the audit chain, whose head lock serialises every
-state change in the service, briefly, at the end of each transaction.
+a large diff and need no lock). The transaction is two statements and the commit: the
+first takes the audit chain's head lock (which serialises every state change in the
+service, briefly) and reads the agent's kill switch and undecided count under a lock
+on its row; the second (one statement on PostgreSQL) inserts the deferral with its
+`received` and `evaluated` events and moves the head.
 
 The kill switch and intake meet at that lock: a transaction that flips an agent's
-state takes the audit lock before it changes anything, and intake re-reads the
-agent's state once it holds the lock. So an intake either commits before the flip
-(and the flip's later statements see and end its deferral) or sees the flip and is
-refused; a deferral is never created pending for a killed agent.
+state takes the chain lock before it changes anything. So an intake either commits
+before the flip (and the flip's later statements see and end its deferral) or sees
+the flip and is refused; a deferral is never created pending for a killed agent.
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import priority
 from review.agents import Signer
 from review.api.errors import ApiError
-from review.audit import AgentStopped, canonical_json, record_event, record_events
+from review.audit import GuardedAgent, append_events, canonical_json, record_event, take_head
 from review.diffing import ABSENT, compute_diff
 from review.ids import new_deferral_id
-from review.models import PENDING_STATUSES, Agent, Deferral, undecided_fields, utcnow
+from review.models import Deferral, undecided_fields, utcnow
 from review.policy import Evaluation, Facts
 from review.runtime import Runtime
 
@@ -140,20 +141,9 @@ def _create(
     prepared: Prepared,
     now: datetime,
 ) -> Received:
-    """The hot path, in Core statements: every round trip here is paid per deferral."""
-    conn = session.connection()
-    agents, deferrals = Agent.__table__, Deferral.__table__
-    undecided = (
-        select(func.count())
-        .select_from(deferrals)
-        .where(deferrals.c.agent_id == agent_id, deferrals.c.status.in_(PENDING_STATUSES))
-        .scalar_subquery()
-    )
-    agent = conn.execute(
-        select(
-            agents.c.slug, agents.c.state, agents.c.state_reason, undecided.label("undecided")
-        ).where(agents.c.id == agent_id)
-    ).one()
+    """The hot path: one statement locks the chain and the agent, one writes, then commit."""
+    head = take_head(session, guard_agent=agent_id)
+    agent = head.agent
     refusal = _refusal(rt, agent)
     if refusal is not None:
         existing = _existing(session, agent_id, webhook_id)
@@ -161,13 +151,14 @@ def _create(
             return _replay(existing, prepared)
         raise refusal
     values = _deferral_values(rt, agent_id, webhook_id, prepared, now)
-    # A duplicate webhook-id fails this insert on the unique constraint: create_deferral
+    # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
-    conn.execute(insert(deferrals), values)  # parameters apart: a cached statement
-    try:
-        record_events(session, _intake_events(agent.slug, values, prepared), guard_agent=agent_id)
-    except AgentStopped as stopped:  # the kill switch flipped while this request ran
-        raise agent_killed(stopped.slug, stopped.reason) from None
+    append_events(
+        session,
+        head,
+        _intake_events(agent.slug, values, prepared),
+        insert_first=(Deferral.__table__, values),
+    )
     deferral = Deferral(**values)  # transient: only to render the resource
     return Received(deferral, created=True, agent_slug=agent.slug)
 
@@ -176,12 +167,12 @@ def agent_killed(slug: str, reason: str) -> ApiError:
     return ApiError(423, "agent_killed", f"agent {slug} is stopped: {reason}")
 
 
-def _refusal(rt: Runtime, agent: Any) -> ApiError | None:
+def _refusal(rt: Runtime, agent: GuardedAgent) -> ApiError | None:
     """423 for a killed agent, 429 over the pending cap; None when intake may go on.
 
-    On PostgreSQL the cap is counted before the audit lock, so concurrent requests of
-    one agent may overshoot it by at most their number; the count stays out of the
-    serialised part. (On SQLite the whole transaction is serialised: the cap is exact.)
+    Both are read under the chain lock, which a kill takes first: a deferral is never
+    created for a killed agent, and the cap is exact (`agents.undecided` is kept by
+    the database, migration 0007).
     """
     if agent.state == "killed":
         return agent_killed(agent.slug, agent.state_reason)

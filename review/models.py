@@ -87,6 +87,9 @@ class Agent(Base):
     trace_url_template: Mapped[str | None] = mapped_column(String(2000))
     # Deactivated agents are kept for the record; their secrets no longer verify.
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Its pending and in_review deferrals, counted by triggers on `deferrals` (migration
+    # 0007): never written by the application, read by intake for the pending cap.
+    undecided: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
 
     owners: Mapped[list[User]] = relationship(secondary="agent_owners")
     secrets: Mapped[list[AgentSecret]] = relationship(

@@ -1,13 +1,16 @@
 """Every row of PROTOCOL.md section 3, answered exactly, audited, and leaving nothing behind."""
 
 import json
+import threading
+import time
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
-from review.audit import verify_chain
-from review.models import Agent, AuditEvent, Deferral
-from tests.helpers import refund
+from review.audit import chained_write, verify_chain
+from review.killswitch import Actor, kill
+from review.models import PENDING_STATUSES, Agent, AuditEvent, Deferral
+from tests.helpers import AgentClient, refund
 
 
 def _deferrals(rt):
@@ -152,8 +155,6 @@ def test_a_killed_agent_answers_423(agent, rt):
 def test_over_the_request_rate_answers_429_with_retry_after(make_app, make_agent):
     app = make_app(agent_rate=3)
     rt = app.extensions["countersign"]
-    from tests.helpers import AgentClient
-
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
     statuses = [agent.defer().status_code for _ in range(8)]
@@ -169,8 +170,6 @@ def test_over_the_request_rate_answers_429_with_retry_after(make_app, make_agent
 def test_over_the_pending_cap_answers_429_with_retry_after(make_app, make_agent):
     app = make_app(agent_max_pending=2)
     rt = app.extensions["countersign"]
-    from tests.helpers import AgentClient
-
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
     assert [agent.defer().status_code for _ in range(2)] == [202, 202]
@@ -181,6 +180,55 @@ def test_over_the_pending_cap_answers_429_with_retry_after(make_app, make_agent)
     assert _last_refusal(rt)["code"] == "rate_limited"
     with rt.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 2
+
+
+def test_a_decided_deferral_frees_its_place_under_the_pending_cap(make_app, make_agent):
+    app = make_app(agent_max_pending=1)
+    base = make_agent()
+    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    first = agent.defer().get_json()
+    assert agent.defer().status_code == 429
+    agent.post_json(f"/api/v1/deferrals/{first['id']}/cancel", {"reason": "not needed"})
+    assert agent.defer().status_code == 202
+
+
+def test_the_agents_undecided_count_follows_every_status_change(agent, rt):
+    """agents.undecided is kept by triggers (migration 0007); it must equal a real count."""
+    ids = [agent.defer().get_json()["id"] for _ in range(5)]
+
+    def kept_and_counted():
+        with rt.db.read() as session:
+            kept = session.scalar(select(Agent.undecided).where(Agent.slug == agent.slug))
+            counted = session.scalar(
+                select(func.count())
+                .select_from(Deferral)
+                .where(Deferral.status.in_(PENDING_STATUSES))
+            )
+            return kept, counted
+
+    def set_status(deferral_id, status):
+        with rt.db.write() as session:
+            session.execute(
+                update(Deferral).where(Deferral.id == deferral_id).values(status=status)
+            )
+
+    assert kept_and_counted() == (5, 5)
+    for deferral_id, status, expected in [
+        (ids[0], "in_review", 5),  # claimed: still undecided
+        (ids[0], "pending", 5),  # its lease lapsed
+        (ids[0], "approved", 4),
+        (ids[0], "approved", 4),  # terminal to terminal: no change
+        (ids[1], "in_review", 4),
+        (ids[1], "rejected", 3),
+        (ids[2], "expired", 2),
+    ]:
+        set_status(deferral_id, status)
+        assert kept_and_counted() == (expected, expected), (deferral_id, status)
+    with rt.db.write() as session:
+        session.execute(delete(Deferral).where(Deferral.id == ids[3]))
+    assert kept_and_counted() == (1, 1)
+    kill(rt, agent.slug, Actor("user", "owner"), "runaway")
+    assert kept_and_counted() == (0, 0)
 
 
 def test_cancelling_twice_answers_409_invalid_state(agent, rt):
@@ -200,12 +248,19 @@ def test_unknown_api_paths_and_methods_answer_json(agent, client):
     assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"
 
 
-def test_a_kill_landing_mid_request_is_seen_under_the_audit_lock(agent, rt, monkeypatch):
-    """The agent was active when the request was read and killed before its events."""
-    from review import intake
+def test_a_kill_committed_while_intake_waits_for_the_chain_lock_is_seen(agent, rt):
+    """The agent was active when the request was authenticated, killed before it wrote."""
+    flipped = threading.Event()
 
-    with rt.db.write() as session:
-        session.execute(update(Agent).values(state="killed", state_reason="flipped meanwhile"))
-    monkeypatch.setattr(intake, "_refusal", lambda *_args: None)  # the early read saw "active"
+    def kill_and_hold_the_lock_a_moment():
+        with chained_write(rt.db) as session:
+            session.execute(update(Agent).values(state="killed", state_reason="flipped meanwhile"))
+            flipped.set()
+            time.sleep(0.3)  # the request below reaches the lock and waits for this commit
+
+    killer = threading.Thread(target=kill_and_hold_the_lock_a_moment)
+    killer.start()
+    flipped.wait(5)
     body = _assert_refused(agent.defer(), rt, 423, "agent_killed")
+    killer.join()
     assert "flipped meanwhile" in body["error"]["message"]
