@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
-from sqlalchemy import Insert, Table, Update, bindparam, insert, select, update
+from sqlalchemy import Insert, Table, TextClause, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from review.db import Database
@@ -201,8 +201,7 @@ def append_events(
     The chain lock is the single point where every state change in the service is
     ordered, so it is held for as few round trips as possible: one statement took it,
     one writes the events and the new head (on PostgreSQL a single statement, which
-    also inserts `insert_first`'s row), then the caller commits. Every statement is
-    built once: the hot path pays no SQL compilation.
+    also inserts `insert_first`'s row), then the caller commits.
     """
     for event in events:
         if event["actor_kind"] not in ACTOR_KINDS:
@@ -225,15 +224,12 @@ def append_events(
         row["hash"] = event_hash(**row)
         rows.append(row)
         head_seq, head_hash = row["seq"], row["hash"]
-    if conn.dialect.name == "postgresql" and len(rows) <= ONE_STATEMENT_EVENTS:
-        first = insert_first[0] if insert_first else None
-        params = {"head_seq": head_seq, "head_hash": head_hash}
-        for i, row in enumerate(rows):
-            params.update({f"{key}_{i}": value for key, value in row.items()})
+    if conn.dialect.name == "postgresql":
+        params = {"head_seq": head_seq, "head_hash": head_hash, "events": _rows_json(rows)}
         if insert_first:
-            params.update({f"first_{key}": value for key, value in insert_first[1].items()})
-        conn.execute(_append_statement(len(rows), first), params)
-    else:  # SQLite (in-process statements cost no round trip), or a long batch of events
+            params["first"] = _rows_json(insert_first[1])
+        conn.execute(_pg_append(insert_first[0].name if insert_first else None), params)
+    else:  # SQLite: in-process statements cost no round trip
         if insert_first:
             conn.execute(_insert(insert_first[0]), insert_first[1])
         conn.execute(_insert(_events_table), rows)
@@ -241,9 +237,6 @@ def append_events(
     return rows
 
 
-# Up to this many events (the common case: one or two) go out in one statement on
-# PostgreSQL; more (a kill ending a thousand deferrals) use a batched multi-row insert.
-ONE_STATEMENT_EVENTS = 4
 _head_table, _events_table = AuditHead.__table__, AuditEvent.__table__
 _agents_table = Agent.__table__
 _LOCK_HEAD = (
@@ -275,20 +268,42 @@ def _insert(table: Table) -> Insert:
 
 
 @functools.cache
-def _append_statement(count: int, first: Table | None) -> Update:
-    """PostgreSQL: insert `first`'s row and `count` events, move the head: one statement.
+def _pg_append(first: str | None) -> TextClause:
+    """PostgreSQL: insert the `first` table's row and the events, move the head: one statement.
 
-    Built once per shape and kept, so SQLAlchemy finds it in its compiled cache (a
-    fresh multi-row INSERT would be compiled again on every call).
+    Rows travel as one JSON parameter each and become rows with jsonb_populate_record
+    (column by column, in the table's own types), so the statement's text is fixed
+    whatever the number of events: psycopg and the server parse and plan it once per
+    connection, and the rows are serialised by one call of the C JSON encoder instead
+    of a bind processor per column.
     """
-    statement = _MOVE_HEAD
-    if first is not None:
-        row = {c.name: bindparam(f"first_{c.name}", type_=c.type) for c in first.c}
-        statement = statement.add_cte(insert(first).values(row).cte("inserted"))
-    for i in range(count):  # one single-row INSERT each: a multi-row VALUES is never cached
-        row = {c.name: bindparam(f"{c.name}_{i}", type_=c.type) for c in _events_table.c}
-        statement = statement.add_cte(insert(_events_table).values(row).cte(f"appended_{i}"))
-    return statement
+    ctes = [
+        "appended AS (INSERT INTO audit_events SELECT * FROM "
+        "jsonb_populate_recordset(CAST(NULL AS audit_events), CAST(:events AS jsonb)))"
+    ]
+    if first is not None:  # a table of ours, named by the caller's code, never by input
+        ctes.insert(
+            0,
+            f"inserted AS (INSERT INTO {first} SELECT * FROM "  # noqa: S608
+            f"jsonb_populate_record(CAST(NULL AS {first}), CAST(:first AS jsonb)))",
+        )
+    return text(
+        f"WITH {', '.join(ctes)} "  # noqa: S608
+        "UPDATE audit_head SET seq = :head_seq, hash = :head_hash WHERE id = 1"
+    )
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.isoformat()  # microseconds and offset: timestamptz keeps both
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+_ROWS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_value)
+
+
+def _rows_json(rows: Any) -> str:
+    return _ROWS_JSON.encode(rows)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Breakers: the kill switch flips itself when an agent runs away or keeps being refused.
 
 - Flood: more than N deferrals in M seconds (COUNTERSIGN_BREAKER_FLOOD, `N/M`). Each
-  created deferral is added to a per-agent sorted set in Redis; one pipelined round
-  trip trims it to the window and counts it.
+  created deferral is added to a per-agent sorted set in Redis; one script (one round
+  trip) trims it to the window and counts it.
 - Rejections: K rejections by reviewers in a row (COUNTERSIGN_BREAKER_REJECTIONS). A
   per-agent counter in Redis; an approval resets it.
 
@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.commands.core import Script
 
 from review import redis_keys
 from review.agents import Signer
@@ -29,6 +30,16 @@ from review.runtime import Runtime
 from review.settings import SettingsError, parse_flood
 
 log = logging.getLogger(__name__)
+
+# Add (score: now), trim to the window, keep the key a little longer than the window,
+# count: one script, one round trip.
+_COUNT_IN_WINDOW = Script(
+    None,  # not bound to a client: each call names its own
+    b"redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) "
+    b"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[3]) "
+    b"redis.call('EXPIRE', KEYS[1], ARGV[3] + 1) "
+    b"return redis.call('ZCARD', KEYS[1])",
+)
 BREAKER = Actor("system", "breaker")
 
 
@@ -62,12 +73,9 @@ def after_intake(rt: Runtime, agent: Signer, deferral_id: str) -> Trip | None:
     key = redis_keys.flood(agent.slug)
     now = time.time()
     try:
-        pipe = rt.redis.client().pipeline(transaction=False)
-        pipe.zadd(key, {deferral_id: now})
-        pipe.zremrangebyscore(key, "-inf", now - window)
-        pipe.zcard(key)
-        pipe.expire(key, window + 1)
-        count = pipe.execute()[2]
+        count = _COUNT_IN_WINDOW(
+            keys=[key], args=[now, deferral_id, window], client=rt.redis.client()
+        )
     except redis.RedisError as exc:
         log.warning("flood breaker not counted for %s (%s)", agent.slug, exc)
         return None

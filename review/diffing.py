@@ -66,6 +66,9 @@ def compute_diff(before: Any, after: Any, *, max_changes: int, max_ms: int) -> d
         verbose_level=2,
         max_diffs=max(1000, max_changes * COMPARISONS_PER_CHANGE),
         exclude_obj_callback=past_deadline,
+        # Never used (multiprocessing is off), but left as None deepdiff asks the OS for
+        # the CPU count on every call: a system call per intake.
+        multiprocessing_workers=1,
     )
     changes: list[dict[str, Any]] = []
     count = 0

@@ -2,6 +2,7 @@
 SIGKILLed in the middle of a delivery. Real worker processes, a real receiver, and a
 private redis-server on a free port (the shared one is never touched)."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -73,10 +74,16 @@ class Workers:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "app", "worker"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: rq's scheduler is a child
         )  # fmt: skip
         self.procs.append(proc)
         self.logs.append(log)
         return proc
+
+    def kill(self, proc):
+        """SIGKILL, as a machine or container stopping it: the worker and its scheduler."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def close(self):
         for proc in self.procs:
@@ -87,6 +94,8 @@ class Workers:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            with contextlib.suppress(ProcessLookupError):  # a scheduler left behind
+                os.killpg(proc.pid, signal.SIGKILL)
         for log in self.logs:
             log.close()
 
@@ -172,8 +181,7 @@ def test_a_worker_killed_mid_delivery_sends_it_again_with_the_same_id(stack, red
     first = workers.start()
     Browser(app.test_client(), "rita").post(f"/batch/{d_id}/approve")
     wait_for(lambda: len(receiver.requests) == 1, 20, "the first attempt to reach the receiver")
-    os.kill(first.pid, signal.SIGKILL)  # mid-delivery: the receiver is still answering
-    first.wait()
+    workers.kill(first)  # mid-delivery: the receiver is still answering
     assert events(rt)[0].status == "pending" and events(rt)[0].attempts == 0
     workers.start()
     wait_for(lambda: events(rt)[0].status == "delivered", 60, "the callback to be delivered")

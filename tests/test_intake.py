@@ -171,3 +171,14 @@ def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent
         assert session.scalar(select(func.count()).select_from(Deferral)) == 40
         result = verify_chain(session)
         assert result.ok and result.count == 2 + 80  # user and agent creation, then 2 each
+
+
+def test_intake_goes_on_while_redis_is_down(make_app, make_agent, rt):
+    """The rate limit and the flood breaker need Redis; a deferral does not wait for them."""
+    registered = make_agent()
+    down = make_app(redis_url="redis://127.0.0.1:1/0")
+    agent = AgentClient(down.test_client(), registered.slug, registered.secret)
+    response = agent.defer()
+    assert response.status_code == 202, response.get_data(as_text=True)
+    with rt.db.read() as session:
+        assert session.get(Deferral, response.get_json()["id"]).status == "pending"
