@@ -30,6 +30,7 @@ class Redactor:
         self._start = self._closure(tuple((p, 0) for p in self._patterns))
         # (states, key) -> states: a document's keys repeat, so most steps are looked up.
         self._steps: dict[tuple[States, str], States] = {}
+        self._ends: dict[States, bool] = {}
 
     def digest(self, value: Any) -> str:
         return PREFIX + hmac.new(self._key, rfc8785.dumps(value), hashlib.sha256).hexdigest()
@@ -43,13 +44,20 @@ class Redactor:
     def _walk(self, value: Any, states: States) -> Any:
         if not states:
             return value
-        if any(i == len(p) for p, i in states):
+        if self._matched(states):
             return self.digest(value)
         if isinstance(value, dict):
             return {k: self._walk(v, self._advance(states, str(k))) for k, v in value.items()}
         if isinstance(value, list):
             return [self._walk(v, self._advance(states, str(n))) for n, v in enumerate(value)]
         return value
+
+    def _matched(self, states: States) -> bool:
+        """Whether some pattern ends here (memoised: a walk asks at every node)."""
+        matched = self._ends.get(states)
+        if matched is None:
+            matched = self._ends[states] = any(i == len(p) for p, i in states)
+        return matched
 
     @staticmethod
     def _closure(states: tuple[State, ...] | list[State]) -> States:

@@ -1,5 +1,11 @@
 """One schema: the published OpenAPI 3.1 document is the one requests are validated with."""
 
+import json
+
+import fastjsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from review.api import schema
@@ -38,3 +44,64 @@ def test_created_resources_match_the_published_response_schema(agent, client):
     assert (
         list(Draft202012Validator(doc["components"]["schemas"]["Error"]).iter_errors(error)) == []
     )
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**6), max_value=10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0.0, 1.0, 100.0, 101.0, -1.0, 2.5, 86400.0, 604801.0])
+    | st.text(max_size=12)
+    | st.sampled_from(["", "x" * 201, "https://t.example/a", "ftp://x", "env", "a b"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+VALID = {
+    "DeferralRequest": refund(expires_in=3600, resource={"type": "invoice", "id": "INV-1"}),
+    "CancelRequest": {"reason": "not needed any more"},
+    "ExecutionReport": {"outcome": "succeeded", "action_digest": "sha256:" + "0" * 64},
+}
+
+
+def _mutated(valid: dict, draw) -> dict:
+    """A valid body with a few values replaced, removed or added, at any depth."""
+    body = json.loads(json.dumps(valid))
+    for _ in range(draw(st.integers(1, 3))):
+        node = body
+        while isinstance(node, dict) and node and draw(st.booleans()):
+            child = node[draw(st.sampled_from(sorted(node)))]
+            if not isinstance(child, dict):
+                break
+            node = child
+        if not isinstance(node, dict):
+            continue
+        choice = draw(st.sampled_from(["replace", "remove", "add"]))
+        if choice == "add" or not node:
+            node[draw(st.text(max_size=8) | st.sampled_from(sorted(node) or ["x"]))] = draw(
+                json_values
+            )
+        elif choice == "remove":
+            del node[draw(st.sampled_from(sorted(node)))]
+        else:
+            node[draw(st.sampled_from(sorted(node)))] = draw(json_values)
+    return body
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_the_quick_check_and_jsonschema_agree_on_what_is_valid(name, data):
+    """fastjsonschema's compiled check decides "valid" alone: it must never accept more."""
+    assert schema._validator(name).is_valid(VALID[name])
+    whole = data.draw(st.booleans())
+    body = data.draw(json_values) if whole else _mutated(VALID[name], data.draw)
+    reference = schema._validator(name).is_valid(body)
+    try:
+        schema.quick_check(name)(body)
+        quick = True
+    except fastjsonschema.JsonSchemaValueException:
+        quick = False
+    assert quick == reference, body
