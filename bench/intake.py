@@ -4,10 +4,13 @@
                                      [--concurrency 8] [--rounds 3]
 
 Both servers run with the same gunicorn settings (2 gthread workers, 4 threads) on the
-same kind of database, in the same run, alternating rounds; each figure is the median
-round. Countersign's requests are signed deferrals (the README's refund example, with a
-small before/after diff) from one agent whose quotas are off; the baseline parses the
-same JSON and inserts it as one row. Targets (issue 3): intake keeps at least half the
+same kind of database, in the same run, alternating rounds (intake, then the baseline,
+back to back). The ratio reported is the median of the rounds' own ratios, so a machine
+that slows down between rounds moves both sides of a ratio together; the p99 is the
+median of the rounds' p99s; the lines shown are the median rounds. Countersign's
+requests are signed deferrals (the README's refund example, with a small before/after
+diff) from one agent whose quotas are counted but out of reach; the baseline parses
+the same JSON and inserts it as one row. Targets (issue 3): intake keeps at least half the
 baseline's throughput, and p99 stays under 50 ms at 8 concurrent clients.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -81,8 +85,7 @@ def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[Result, Res
                 bare_results.append(
                     drive(f"bare json+insert ({kind})", bare, bare_requests, concurrency)
                 )
-        median = lambda rs: sorted(rs, key=lambda r: r.throughput)[len(rs) // 2]  # noqa: E731
-        return median(cs_results), median(bare_results)
+        return cs_results, bare_results
 
 
 def main() -> None:
@@ -99,12 +102,27 @@ def main() -> None:
         f"gunicorn {workers} gthread workers x {threads} threads, {os.cpu_count()} CPUs"
     )
     for kind in kinds:
-        cs, bare = bench(kind, args.requests, args.concurrency, args.rounds)
+        cs_rounds, bare_rounds = bench(kind, args.requests, args.concurrency, args.rounds)
+        ratios = []
+        for n, (cs, bare) in enumerate(zip(cs_rounds, bare_rounds, strict=True), 1):
+            ratios.append(cs.throughput / bare.throughput)
+            print(f"  round {n}: {cs.line()}")
+            print(f"  round {n}: {bare.line()}   (intake/bare {ratios[-1]:.2f})")
+        cs, bare = median_round(cs_rounds), median_round(bare_rounds)
+        ratio = statistics.median(ratios)  # each round's pair ran back to back: drift cancels
+        p99 = statistics.median(r.percentile(99) for r in cs_rounds)
         print(cs.line())
         print(bare.line())
-        ratio = cs.throughput / bare.throughput
-        verdict = "ok" if ratio >= 0.5 and cs.percentile(99) < 50 else "MISSES TARGET"
-        print(f"  intake / bare throughput = {ratio:.2f}   ({verdict}: >= 0.50 and p99 < 50 ms)")
+        verdict = "ok" if ratio >= 0.5 and p99 < 50 else "MISSES TARGET"
+        print(
+            f"  intake / bare throughput, median of the rounds' ratios = {ratio:.2f}; "
+            f"intake p99, median of the rounds = {p99:.1f} ms   "
+            f"({verdict}: >= 0.50 and p99 < 50 ms)"
+        )
+
+
+def median_round(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.throughput)[len(results) // 2]
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Breakers: the kill switch flips itself when an agent runs away or keeps being refused.
 
 - Flood: more than N deferrals in M seconds (COUNTERSIGN_BREAKER_FLOOD, `N/M`). Each
-  created deferral is added to a per-agent sorted set in Redis; one script (one round
-  trip) trims it to the window and counts it.
+  deferral request takes a place in a per-agent sorted set in Redis as it is admitted
+  (review/quotas.py: the same round trip as the rate limit), gives it back if it creates
+  nothing, and the deferral it creates is judged by the count it saw.
 - Rejections: K rejections by reviewers in a row (COUNTERSIGN_BREAKER_REJECTIONS). A
   per-agent counter in Redis; an approval resets it.
 
@@ -16,11 +17,9 @@ not count (intake and reviewing go on).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import redis
-from redis.commands.core import Script
 
 from review import redis_keys
 from review.agents import Signer
@@ -31,15 +30,6 @@ from review.settings import SettingsError, parse_flood
 
 log = logging.getLogger(__name__)
 
-# Add (score: now), trim to the window, keep the key a little longer than the window,
-# count: one script, one round trip.
-_COUNT_IN_WINDOW = Script(
-    None,  # not bound to a client: each call names its own
-    b"redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) "
-    b"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[3]) "
-    b"redis.call('EXPIRE', KEYS[1], ARGV[3] + 1) "
-    b"return redis.call('ZCARD', KEYS[1])",
-)
 BREAKER = Actor("system", "breaker")
 
 
@@ -64,27 +54,18 @@ class Trip:
     numbers: dict[str, int]
 
 
-def after_intake(rt: Runtime, agent: Signer, deferral_id: str) -> Trip | None:
-    """Count a created deferral; trip the flood breaker when the window overflows."""
+def after_intake(rt: Runtime, agent: Signer, in_window: int | None) -> Trip | None:
+    """Judge a created deferral by the flood window it was counted in (review/quotas.py)."""
     limit = flood_limit(rt, agent.breaker_flood)
-    if limit is None:
+    if limit is None or in_window is None:
         return None
     most, window = limit
-    key = redis_keys.flood(agent.slug)
-    now = time.time()
-    try:
-        count = _COUNT_IN_WINDOW(
-            keys=[key], args=[now, deferral_id, window], client=rt.redis.client()
-        )
-    except redis.RedisError as exc:
-        log.warning("flood breaker not counted for %s (%s)", agent.slug, exc)
-        return None
-    if count <= most:
+    if in_window <= most:
         return None
     trip = Trip(
         "flood",
-        f"breaker: flood, {count} deferrals in {window} s (more than {most} trips it)",
-        {"deferrals": count, "window_seconds": window, "limit": most},
+        f"breaker: flood, {in_window} deferrals in {window} s (more than {most} trips it)",
+        {"deferrals": in_window, "window_seconds": window, "limit": most},
     )
     _trip(rt, agent.slug, trip)
     return trip

@@ -171,6 +171,19 @@ def test_the_flood_breaker_trips_on_a_runaway_loop(world):
     assert set(statuses(rt).values()) == {"killed"}
 
 
+def test_refused_requests_and_retries_take_no_place_in_the_flood_window(world):
+    app, rt, agent, receiver = world(breaker_flood="2/60")
+    assert agent.defer(refund(summary="one"), msg_id="msg_one").status_code == 202
+    assert agent.defer(b'{"summary": 1}').status_code == 422  # refused: its place given back
+    assert agent.defer(refund(summary="one"), msg_id="msg_one").status_code == 200  # a retry
+    assert agent.defer(refund(summary="two")).status_code == 202
+    status = agent.get(f"/api/v1/agents/{agent.slug}/status").get_json()
+    assert status["state"] == "active"
+    assert agent.defer(refund(summary="three")).status_code == 202  # the third in 60 s
+    status = agent.get(f"/api/v1/agents/{agent.slug}/status").get_json()
+    assert status["state"] == "killed" and "flood, 3 deferrals in 60 s" in status["reason"]
+
+
 def test_an_agent_may_turn_its_flood_breaker_off(world):
     app, rt, agent, receiver = world(breaker_flood="2/60")
     with rt.db.write() as session:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from review import breakers, intake, redis_keys
+from review import breakers, intake, quotas, redis_keys
 from review.agents import Signer, signers
 from review.api import schema
 from review.api.errors import ApiError, not_found, unauthorized
@@ -21,7 +21,6 @@ from review.decisions import cancel_deferral
 from review.executions import report_execution
 from review.models import TERMINAL_STATUSES, Agent, Deferral
 from review.notify import wait_until_ended
-from review.quotas import check_rate
 from review.resources import agent_status, deferral_resource
 from review.runtime import Runtime, current_runtime
 from review.signing import SignatureError, parse_headers
@@ -124,15 +123,27 @@ def create_deferral(slug: str):
     with rt.db.read() as session:
         agent = authenticate_agent(rt, session, slug, body)
     webhook_id = request.headers["webhook-id"]
+    flood = breakers.flood_limit(rt, agent.breaker_flood)
+    admission = None
     try:
-        check_rate(rt.redis.client(), agent.slug, rt.settings.agent_rate)
+        admission = quotas.admit(
+            rt,
+            agent.slug,
+            webhook_id,
+            per_second=rt.settings.agent_rate,
+            flood_window=flood[1] if flood else None,
+        )
         payload = require_json(rt, body)
         schema.validate("DeferralRequest", payload)
         received = intake.create_deferral(rt, agent.id, webhook_id, intake.prepare(rt, payload))
     except ApiError as error:
+        if admission is not None:
+            quotas.withdraw(rt, admission)
         raise refuse(rt, agent, error, webhook_id) from None
     if received.created:
-        breakers.after_intake(rt, agent, received.deferral.id)
+        breakers.after_intake(rt, agent, admission.in_window)
+    else:
+        quotas.withdraw(rt, admission)
     status = 202 if received.created else 200
     return jsonify(deferral_resource(received.deferral, received.agent_slug)), status
 
