@@ -129,7 +129,7 @@ def bench(kind: str, n: int, samples: int) -> dict[str, float]:
 
         def decide_one() -> tuple[str, float]:
             prepared = intake.prepare(rt, json.loads(json.dumps(BODY)))
-            made = intake.create_deferral(rt, signer.id, f"msg_{uuid.uuid4().hex}", prepared)
+            made = intake.create_deferral(rt, signer, f"msg_{uuid.uuid4().hex}", prepared)
             cancel_deferral(rt, made.deferral.id, signer, "bench")
             return made.deferral.id, time.monotonic()
 

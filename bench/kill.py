@@ -64,7 +64,7 @@ def bench(kind: str, pending: int) -> tuple[float, float]:
             owner = find_user(session, "owner")
         for _ in range(pending):
             prepared = intake.prepare(rt, json.loads(json.dumps(BODY)))
-            intake.create_deferral(rt, busy.id, f"msg_{uuid.uuid4().hex}", prepared)
+            intake.create_deferral(rt, busy, f"msg_{uuid.uuid4().hex}", prepared)
         holder = Holder(owner.id, "owner", frozenset({"owner"}))
         claim_batch(rt, holder)
         actor = Actor("user", "owner")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
-from sqlalchemy import Insert, Table, TextClause, bindparam, insert, select, text, update
+from sqlalchemy import Insert, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from review.db import Database
@@ -70,6 +70,33 @@ def event_hash(
     The payload enters as the SHA-256 of its stored text, so a large payload is hashed
     once by hashlib instead of being escaped again by the canonicaliser.
     """
+    record = event_hash_record(
+        seq=seq,
+        at=at,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        event_type=event_type,
+        agent=agent,
+        deferral_id=deferral_id,
+        payload=payload,
+        prev_hash=prev_hash,
+    )
+    return hashlib.sha256(record.encode()).hexdigest()
+
+
+def event_hash_record(
+    *,
+    seq: int,
+    at: datetime,
+    actor_kind: str,
+    actor_id: str,
+    event_type: str,
+    agent: str | None,
+    deferral_id: str | None,
+    payload: str,
+    prev_hash: str,
+) -> str:
+    """The text `event_hash` hashes (see there)."""
     record = {
         "seq": seq,
         "at": format_time(at),
@@ -85,7 +112,54 @@ def event_hash(
     # RFC 8785 is byte for byte json.dumps with sorted keys, no spaces and no ASCII
     # escaping (tests/test_audit_evidence.py checks it with hypothesis); the C encoder
     # makes verifying a million events several times faster.
-    return hashlib.sha256(_RECORD_JSON.encode(record).encode()).hexdigest()
+    return _RECORD_JSON.encode(record)
+
+
+def chain_prefix(
+    *,
+    at: datetime,
+    actor_kind: str,
+    actor_id: str,
+    event_type: str,
+    agent: str | None,
+    deferral_id: str | None,
+    payload: str,
+) -> str:
+    """The event's hashed record up to its link: `event_hash` is the SHA-256 of
+
+        prefix + prev_hash + '","seq":' + str(seq) + '}'
+
+    (`prev_hash` and `seq` sort last among the record's keys). PostgreSQL's intake
+    function (migration 0008) finishes the hash under the chain lock from this.
+    """
+    text = event_hash_record(
+        seq=0,
+        at=at,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        event_type=event_type,
+        agent=agent,
+        deferral_id=deferral_id,
+        payload=payload,
+        prev_hash="",
+    )
+    return text[: text.rindex('"prev_hash":"') + len('"prev_hash":"')]
+
+
+def unchained(event: dict[str, Any]) -> dict[str, Any]:
+    """An event ready for the server to chain (migration 0008): its row and `prefix`."""
+    if event["actor_kind"] not in ACTOR_KINDS:
+        raise ValueError(f"unknown actor kind {event['actor_kind']!r}")
+    row = {
+        "at": event.get("at") or utcnow(),
+        "actor_kind": event["actor_kind"],
+        "actor_id": event["actor_id"],
+        "event_type": event["event_type"],
+        "agent": event.get("agent"),
+        "deferral_id": event.get("deferral_id"),
+        "payload": payload_json(event.get("payload") or {}),
+    }
+    return {**row, "prefix": chain_prefix(**row)}
 
 
 def stored_event_hash(e: Any) -> str:
@@ -200,8 +274,8 @@ def append_events(
 
     The chain lock is the single point where every state change in the service is
     ordered, so it is held for as few round trips as possible: one statement took it,
-    one writes the events and the new head (on PostgreSQL a single statement, which
-    also inserts `insert_first`'s row), then the caller commits.
+    one writes the events and the new head (on PostgreSQL a single statement), then
+    the caller commits. `insert_first`: a row to insert just before, under the lock.
     """
     for event in events:
         if event["actor_kind"] not in ACTOR_KINDS:
@@ -224,14 +298,12 @@ def append_events(
         row["hash"] = event_hash(**row)
         rows.append(row)
         head_seq, head_hash = row["seq"], row["hash"]
+    if insert_first:
+        conn.execute(_insert(insert_first[0]), insert_first[1])
     if conn.dialect.name == "postgresql":
-        params = {"head_seq": head_seq, "head_hash": head_hash, "events": _rows_json(rows)}
-        if insert_first:
-            params["first"] = _rows_json(insert_first[1])
-        conn.execute(_pg_append(insert_first[0].name if insert_first else None), params)
+        params = {"head_seq": head_seq, "head_hash": head_hash, "events": rows_json(rows)}
+        conn.execute(_PG_APPEND, params)
     else:  # SQLite: in-process statements cost no round trip
-        if insert_first:
-            conn.execute(_insert(insert_first[0]), insert_first[1])
         conn.execute(_insert(_events_table), rows)
         conn.execute(_MOVE_HEAD, {"head_seq": head_seq, "head_hash": head_hash})
     return rows
@@ -267,30 +339,16 @@ def _insert(table: Table) -> Insert:
     return insert(table)
 
 
-@functools.cache
-def _pg_append(first: str | None) -> TextClause:
-    """PostgreSQL: insert the `first` table's row and the events, move the head: one statement.
-
-    Rows travel as one JSON parameter each and become rows with jsonb_populate_record
-    (column by column, in the table's own types), so the statement's text is fixed
-    whatever the number of events: psycopg and the server parse and plan it once per
-    connection, and the rows are serialised by one call of the C JSON encoder instead
-    of a bind processor per column.
-    """
-    ctes = [
-        "appended AS (INSERT INTO audit_events SELECT * FROM "
-        "jsonb_populate_recordset(CAST(NULL AS audit_events), CAST(:events AS jsonb)))"
-    ]
-    if first is not None:  # a table of ours, named by the caller's code, never by input
-        ctes.insert(
-            0,
-            f"inserted AS (INSERT INTO {first} SELECT * FROM "  # noqa: S608
-            f"jsonb_populate_record(CAST(NULL AS {first}), CAST(:first AS jsonb)))",
-        )
-    return text(
-        f"WITH {', '.join(ctes)} "  # noqa: S608
-        "UPDATE audit_head SET seq = :head_seq, hash = :head_hash WHERE id = 1"
-    )
+# PostgreSQL: insert the events and move the head in one statement. The rows travel as
+# one JSON parameter and become rows with jsonb_populate_recordset (column by column, in
+# the table's own types), so the statement's text is fixed whatever the number of
+# events: psycopg and the server parse and plan it once per connection, and the rows are
+# serialised by one call of the C JSON encoder instead of a bind processor per column.
+_PG_APPEND = text(
+    "WITH appended AS (INSERT INTO audit_events SELECT * FROM "
+    "jsonb_populate_recordset(CAST(NULL AS audit_events), CAST(:events AS jsonb))) "
+    "UPDATE audit_head SET seq = :head_seq, hash = :head_hash WHERE id = 1"
+)
 
 
 def _json_value(value: Any) -> str:
@@ -302,7 +360,8 @@ def _json_value(value: Any) -> str:
 _ROWS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_value)
 
 
-def _rows_json(rows: Any) -> str:
+def rows_json(rows: Any) -> str:
+    """Rows (datetimes included) as the JSON PostgreSQL's jsonb_populate_record reads."""
     return _ROWS_JSON.encode(rows)
 
 

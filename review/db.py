@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -97,6 +97,7 @@ class Database:
             WriterLock(path + "-writer.lock") if path and path != ":memory:" else None
         )
         self._after_commit: list[Callable[[dict[str, Any]], None]] = []
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def after_commit(self, hook: Callable[[dict[str, Any]], None]) -> None:
         """Call `hook(session.info)` after each write commits and its locks are released.
@@ -126,6 +127,16 @@ class Database:
         if session.info:
             for hook in self._after_commit:
                 hook(session.info)
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which each statement is its own transaction.
+
+        For PostgreSQL functions that make a whole state change in one call (intake's,
+        migration 0008): no BEGIN and COMMIT round trips, no lock held across them.
+        """
+        with self._autocommit.connect() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -1,11 +1,13 @@
 """Intake: turn a validated deferral request into a scored, diffed, audited deferral.
 
 Scoring and diffing happen before the transaction (they can take a few hundred ms on
-a large diff and need no lock). The transaction is two statements and the commit: the
-first takes the audit chain's head lock (which serialises every state change in the
-service, briefly) and reads the agent's kill switch and undecided count under a lock
-on its row; the second (one statement on PostgreSQL) inserts the deferral with its
-`received` and `evaluated` events and moves the head.
+a large diff and need no lock). Then the write, under the audit chain's head lock
+(which serialises every state change in the service) and a lock on the agent's row:
+read the agent's kill switch and undecided count, refuse a killed agent (423) or one at
+its pending cap (429), insert the deferral with its `received` and `evaluated` events,
+move the head. On PostgreSQL that is one call of a function in the server (migration
+0008), its own transaction, so no network round trip holds the lock; on SQLite it is
+four in-process statements in an IMMEDIATE transaction.
 
 The kill switch and intake meet at that lock: a transaction that flips an agent's
 state takes the chain lock before it changes anything. So an intake either commits
@@ -22,14 +24,22 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review import priority
 from review.agents import Signer
 from review.api.errors import ApiError
-from review.audit import GuardedAgent, append_events, canonical_json, record_event, take_head
+from review.audit import (
+    GuardedAgent,
+    append_events,
+    canonical_json,
+    record_event,
+    rows_json,
+    take_head,
+    unchained,
+)
 from review.diffing import ABSENT, compute_diff
 from review.ids import new_deferral_id
 from review.models import Deferral, undecided_fields, utcnow
@@ -102,15 +112,18 @@ class Received:
 
 
 def create_deferral(
-    rt: Runtime, agent_id: int, webhook_id: str, prepared: Prepared, now: datetime | None = None
+    rt: Runtime, agent: Signer, webhook_id: str, prepared: Prepared, now: datetime | None = None
 ) -> Received:
+    now = now or utcnow()
     try:
+        if not rt.db.is_sqlite:
+            return _create_in_one_call(rt, agent, webhook_id, prepared, now)
         with rt.db.write() as session:
-            return _create(rt, session, agent_id, webhook_id, prepared, now or utcnow())
+            return _create(rt, session, agent.id, webhook_id, prepared, now)
     except IntegrityError:
         # Two requests with one webhook-id raced past the lookup; the other one won.
         with rt.db.read() as session:
-            existing = _existing(session, agent_id, webhook_id)
+            existing = _existing(session, agent.id, webhook_id)
             if existing is None:
                 raise
             return _replay(existing, prepared)
@@ -142,7 +155,7 @@ def _create(
     prepared: Prepared,
     now: datetime,
 ) -> Received:
-    """The hot path: one statement locks the chain and the agent, one writes, then commit."""
+    """SQLite: one statement locks the chain and reads the agent, one writes, then commit."""
     head = take_head(session, guard_agent=agent_id)
     agent = head.agent
     refusal = _refusal(rt, agent)
@@ -163,6 +176,43 @@ def _create(
     # The new row's values as attributes, to render the resource: building a transient
     # ORM instance (instrumenting every attribute) cost more than the rest of the answer.
     return Received(SimpleNamespace(**values), created=True, agent_slug=agent.slug)
+
+
+def _create_in_one_call(
+    rt: Runtime, agent: Signer, webhook_id: str, prepared: Prepared, now: datetime
+) -> Received:
+    """PostgreSQL: countersign_intake (migration 0008) does _create's work in the server.
+
+    One autocommit statement: the chain lock is held for the function and its commit,
+    never across a round trip. The events arrive hashed up to their link.
+    """
+    values = _deferral_values(rt, agent.id, webhook_id, prepared, now)
+    events = [unchained(e) for e in _intake_events(agent.slug, values, prepared)]
+    with rt.db.autocommit() as conn:
+        outcome, slug, reason, undecided = conn.execute(
+            _PG_INTAKE,
+            {
+                "agent": agent.id,
+                "cap": rt.settings.agent_max_pending,
+                "deferral": rows_json(values),
+                "events": rows_json(events),
+            },
+        ).one()
+    if outcome == "created":
+        return Received(SimpleNamespace(**values), created=True, agent_slug=slug)
+    state = "killed" if outcome == "killed" else "active"
+    refusal = _refusal(rt, GuardedAgent(slug, state, reason, undecided))
+    with rt.db.read() as session:
+        existing = _existing(session, agent.id, webhook_id)
+        if existing is not None:  # a retry of a request accepted earlier answers as it did
+            return _replay(existing, prepared)
+    raise refusal
+
+
+_PG_INTAKE = text(
+    "SELECT outcome, slug, reason, undecided FROM countersign_intake("
+    ":agent, :cap, CAST(:deferral AS jsonb), CAST(:events AS jsonb))"
+)
 
 
 def agent_killed(slug: str, reason: str) -> ApiError:

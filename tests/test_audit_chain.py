@@ -1,10 +1,14 @@
 """The audit core: events chain by hash, `audit verify` walks them and names the first bad one."""
 
+import hashlib
 import threading
+from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
 
-from review.audit import GENESIS_HASH, record_event, verify_chain
+from review.audit import GENESIS_HASH, chain_prefix, event_hash, record_event, verify_chain
 from review.models import AuditEvent
 from tests.helpers import as_an_attacker
 
@@ -107,3 +111,30 @@ def test_concurrent_writers_build_one_gapless_chain(rt):
         result = verify_chain(session)
         assert result.ok and result.count == 60
         assert session.execute(text("SELECT COUNT(DISTINCT seq) FROM audit_events")).scalar() == 60
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(1, 2**53 - 1),
+    actor_id=st.text(),
+    agent=st.none() | st.text(),
+    payload=st.text(),
+    prev_hash=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    microsecond=st.integers(0, 999_999),
+)
+def test_the_prefix_postgresql_finishes_gives_the_same_hash(
+    seq, actor_id, agent, payload, prev_hash, microsecond
+):
+    """Migration 0008 hashes prefix + prev_hash + '","seq":' + seq + '}' in the server."""
+    fields = {
+        "at": datetime(2026, 11, 21, 10, 0, 0, microsecond, tzinfo=UTC),
+        "actor_kind": "agent",
+        "actor_id": actor_id,
+        "event_type": "deferral.received",
+        "agent": agent,
+        "deferral_id": "dfr_1",
+        "payload": payload,
+    }
+    text = chain_prefix(**fields) + prev_hash + '","seq":' + str(seq) + "}"
+    expected = event_hash(seq=seq, prev_hash=prev_hash, **fields)
+    assert hashlib.sha256(text.encode()).hexdigest() == expected

@@ -135,7 +135,7 @@ def create_deferral(slug: str):
         )
         payload = require_json(rt, body)
         schema.validate("DeferralRequest", payload)
-        received = intake.create_deferral(rt, agent.id, webhook_id, intake.prepare(rt, payload))
+        received = intake.create_deferral(rt, agent, webhook_id, intake.prepare(rt, payload))
     except ApiError as error:
         if admission is not None:
             quotas.withdraw(rt, admission)
