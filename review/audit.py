@@ -22,7 +22,7 @@ import rfc8785
 from sqlalchemy import Insert, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from review.db import Database
+from review.db import Database, driver
 from review.models import Agent, AuditEvent, AuditHead, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -254,7 +254,11 @@ def take_head(session: Session, *, guard_agent: int | None = None) -> Head:
     conn = session.connection()
     if guard_agent is None:
         return Head(*conn.execute(_LOCK_HEAD).one())
-    seq, hash_, *agent = conn.execute(_LOCK_HEAD_AND_AGENT, {"agent_id": guard_agent}).one()
+    if conn.dialect.name == "sqlite":  # the IMMEDIATE transaction holds the only write lock
+        row = driver.execute(conn, _LOCK_HEAD_AND_AGENT, {"agent_id": guard_agent}).fetchone()
+    else:
+        row = conn.execute(_LOCK_HEAD_AND_AGENT, {"agent_id": guard_agent}).one()
+    seq, hash_, *agent = row
     return Head(seq, hash_, GuardedAgent(*agent))
 
 
@@ -298,14 +302,16 @@ def append_events(
         row["hash"] = event_hash(**row)
         rows.append(row)
         head_seq, head_hash = row["seq"], row["hash"]
-    if insert_first:
-        conn.execute(_insert(insert_first[0]), insert_first[1])
     if conn.dialect.name == "postgresql":
+        if insert_first:
+            conn.execute(_insert(insert_first[0]), insert_first[1])
         params = {"head_seq": head_seq, "head_hash": head_hash, "events": rows_json(rows)}
         conn.execute(_PG_APPEND, params)
-    else:  # SQLite: in-process statements cost no round trip
-        conn.execute(_insert(_events_table), rows)
-        conn.execute(_MOVE_HEAD, {"head_seq": head_seq, "head_hash": head_hash})
+    else:  # SQLite: in-process statements, run on the driver (review/db.py)
+        if insert_first:
+            driver.execute(conn, _insert(insert_first[0]), insert_first[1])
+        driver.executemany(conn, _insert(_events_table), rows)
+        driver.execute(conn, _MOVE_HEAD, {"head_seq": head_seq, "head_hash": head_hash})
     return rows
 
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -145,3 +146,64 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class DriverStatements:
+    """Core statements compiled once per dialect, run straight on the DBAPI cursor.
+
+    For SQLite's hot statements (the audit chain's append, which every state change
+    makes): SQLAlchemy's execute spends more Python per call than SQLite needs to run a
+    small statement in-process. The SQL is SQLAlchemy's own compilation, and the values
+    pass through the statement's own bind processors (JSON, UTC datetimes), so what is
+    stored is exactly what `conn.execute` would store. The statement runs on the
+    session's connection, inside its transaction.
+    """
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[int, Any], tuple[str, list[tuple[str, Any, Any]]]] = {}
+
+    def _compile(self, conn: Connection, statement: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
+        key = (id(conn.dialect), statement)
+        found = self._compiled.get(key)
+        if found is None:
+            compiled = statement.compile(dialect=conn.dialect)
+            processors = compiled._bind_processors  # the same ones conn.execute applies
+            binds = compiled.binds  # a required one takes a value; others hold theirs (`id = 1`)
+            order = [
+                (name, processors.get(name), _UNSET if binds[name].required else binds[name].value)
+                for name in compiled.positiontup or ()
+            ]
+            found = self._compiled[key] = (compiled.string, order)
+        return found
+
+    def execute(self, conn: Connection, statement: Any, values: dict[str, Any]) -> Any:
+        return self._run(conn, statement, [values], many=False)
+
+    def executemany(self, conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
+        self._run(conn, statement, rows, many=True)
+
+    def _run(self, conn: Connection, statement: Any, rows: list[dict[str, Any]], many: bool):
+        sql, order = self._compile(conn, statement)
+        args = [_args(order, row) for row in rows]
+        cursor = conn.connection.dbapi_connection.cursor()
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            return cursor.executemany(sql, args) if many else cursor.execute(sql, args[0])
+        except dbapi.Error as error:  # as conn.execute raises it: IntegrityError and the rest
+            raise DBAPIError.instance(sql, args, error, dbapi.Error) from error
+
+
+_UNSET = object()
+
+
+def _args(order: list[tuple[str, Any, Any]], values: dict[str, Any]) -> tuple[Any, ...]:
+    args = []
+    for name, process, literal in order:
+        value = values.get(name, literal)
+        if value is _UNSET:
+            raise KeyError(f"no value for {name!r}")
+        args.append(value if process is None else process(value))
+    return tuple(args)
+
+
+driver = DriverStatements()

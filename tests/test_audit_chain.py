@@ -4,6 +4,7 @@ import hashlib
 import threading
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
@@ -138,3 +139,34 @@ def test_the_prefix_postgresql_finishes_gives_the_same_hash(
     text = chain_prefix(**fields) + prev_hash + '","seq":' + str(seq) + "}"
     expected = event_hash(seq=seq, prev_hash=prev_hash, **fields)
     assert hashlib.sha256(text.encode()).hexdigest() == expected
+
+
+def test_sqlite_driver_statements_store_what_sqlalchemy_stores(rt):
+    """review/db.py runs SQLite's chain statements on the driver with SQLAlchemy's own
+    SQL and bind processors: rows written both ways read back the same."""
+    from sqlalchemy import insert
+
+    from review.db import driver
+    from review.models import AuditHead
+
+    if not rt.db.is_sqlite:
+        pytest.skip("SQLite only")
+    when = datetime(2026, 11, 21, 10, 0, 0, 123456, tzinfo=UTC)
+    row = {
+        "seq": 1, "at": when, "actor_kind": "system", "actor_id": "test",
+        "event_type": "test.event", "agent": None, "deferral_id": None,
+        "payload": "{}", "prev_hash": GENESIS_HASH, "hash": "a" * 64,
+    }  # fmt: skip
+    table = AuditEvent.__table__
+    with rt.db.write() as session:
+        driver.execute(session.connection(), insert(table), row)
+        session.execute(insert(table), {**row, "seq": 2, "hash": "b" * 64})
+    with rt.db.read() as session:
+        stored = [
+            session.execute(text("SELECT * FROM audit_events WHERE seq = :n"), {"n": n}).one()[1:-1]
+            for n in (1, 2)
+        ]
+        assert stored[0] == stored[1]
+        assert session.get(AuditEvent, 1).at == when
+    with rt.db.write() as session, pytest.raises(KeyError):
+        driver.execute(session.connection(), insert(AuditHead.__table__), {"seq": 1})
