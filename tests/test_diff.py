@@ -64,9 +64,18 @@ def test_the_time_budget_cuts_the_walk_short():
     assert d["truncated"] is True and "time budget" in d["note"]
 
 
-def test_the_stored_diff_is_what_the_api_returns(agent, rt):
-    from tests.helpers import refund
+def test_the_stored_diff_is_what_the_api_returns(make_app, make_agent):
+    from review.models import Deferral
+    from tests.helpers import AgentClient, refund
 
+    app = make_app(diff_max_ms=60_000)  # a stalled machine must not cut this walk short
+    rt = app.extensions["countersign"]
+    base = make_agent()
+    agent = AgentClient(app.test_client(), base.slug, base.secret)
     body = refund(before={"rows": list(range(300))}, after={"rows": list(range(1, 301))})
-    d = agent.defer(body).get_json()["diff"]
+    created = agent.defer(body).get_json()
+    d = created["diff"]
     assert d["truncated"] is True and len(d["changes"]) == rt.settings.diff_max_changes
+    assert d["note"] == "diff truncated: showing 200 of 300 changes"
+    with rt.db.read() as session:
+        assert session.get(Deferral, created["id"]).diff == d
