@@ -53,35 +53,13 @@ def format_time(at: datetime) -> str:
 _RECORD_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def event_hash(
-    *,
-    seq: int,
-    at: datetime,
-    actor_kind: str,
-    actor_id: str,
-    event_type: str,
-    agent: str | None,
-    deferral_id: str | None,
-    payload: str,
-    prev_hash: str,
-) -> str:
-    """SHA-256 over the RFC 8785 canonical JSON of the event's fields.
+def event_hash(**fields: Any) -> str:
+    """SHA-256 over the RFC 8785 canonical JSON of the event's fields (event_hash_record).
 
     The payload enters as the SHA-256 of its stored text, so a large payload is hashed
     once by hashlib instead of being escaped again by the canonicaliser.
     """
-    record = event_hash_record(
-        seq=seq,
-        at=at,
-        actor_kind=actor_kind,
-        actor_id=actor_id,
-        event_type=event_type,
-        agent=agent,
-        deferral_id=deferral_id,
-        payload=payload,
-        prev_hash=prev_hash,
-    )
-    return hashlib.sha256(record.encode()).hexdigest()
+    return hashlib.sha256(event_hash_record(**fields).encode()).hexdigest()
 
 
 def event_hash_record(
@@ -96,7 +74,7 @@ def event_hash_record(
     payload: str,
     prev_hash: str,
 ) -> str:
-    """The text `event_hash` hashes (see there)."""
+    """The text `event_hash` hashes: the event's fields, payload by its SHA-256."""
     record = {
         "seq": seq,
         "at": format_time(at),
@@ -115,16 +93,7 @@ def event_hash_record(
     return _RECORD_JSON.encode(record)
 
 
-def chain_prefix(
-    *,
-    at: datetime,
-    actor_kind: str,
-    actor_id: str,
-    event_type: str,
-    agent: str | None,
-    deferral_id: str | None,
-    payload: str,
-) -> str:
+def chain_prefix(**fields: Any) -> str:
     """The event's hashed record up to its link: `event_hash` is the SHA-256 of
 
         prefix + prev_hash + '","seq":' + str(seq) + '}'
@@ -132,17 +101,7 @@ def chain_prefix(
     (`prev_hash` and `seq` sort last among the record's keys). PostgreSQL's intake
     function (migration 0008) finishes the hash under the chain lock from this.
     """
-    text = event_hash_record(
-        seq=0,
-        at=at,
-        actor_kind=actor_kind,
-        actor_id=actor_id,
-        event_type=event_type,
-        agent=agent,
-        deferral_id=deferral_id,
-        payload=payload,
-        prev_hash="",
-    )
+    text = event_hash_record(seq=0, prev_hash="", **fields)
     return text[: text.rindex('"prev_hash":"') + len('"prev_hash":"')]
 
 
