@@ -68,7 +68,7 @@ def admit(
 ) -> Admission:
     """Count the request; raise 429 over `per_second` this second (0: no limit)."""
     now = time.time() if now is None else now
-    keys = [f"countersign:rate:{slug}:{int(now)}", redis_keys.flood(slug)]
+    keys = [redis_keys.rate(slug, int(now)), redis_keys.flood(slug)]
     try:
         count, in_window, placed = _ADMIT(
             keys=keys,

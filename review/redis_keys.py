@@ -6,8 +6,13 @@ def agent_status(slug: str) -> str:
     return f"countersign:agent-status:{slug}"
 
 
+def rate(slug: str, second: int) -> str:
+    """The agent's requests in one second (a counter), for the rate limit."""
+    return f"countersign:rate:{slug}:{second}"
+
+
 def flood(slug: str) -> str:
-    """The agent's recent deferrals (a sorted set by time), for the flood breaker."""
+    """The agent's recent deferral requests (webhook-ids by arrival), for the flood breaker."""
     return f"countersign:breaker:flood:{slug}"
 
 
