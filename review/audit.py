@@ -105,6 +105,11 @@ def chain_prefix(**fields: Any) -> str:
     return text[: text.rindex('"prev_hash":"') + len('"prev_hash":"')]
 
 
+def link(prefix: str, prev_hash: str, seq: int) -> str:
+    """An event's hash from its `chain_prefix`, the previous hash and its sequence number."""
+    return hashlib.sha256(f'{prefix}{prev_hash}","seq":{seq}}}'.encode()).hexdigest()
+
+
 def unchained(event: dict[str, Any]) -> dict[str, Any]:
     """An event ready for the server to chain (migration 0008): its row and `prefix`."""
     if event["actor_kind"] not in ACTOR_KINDS:
@@ -240,27 +245,17 @@ def append_events(
     one writes the events and the new head (on PostgreSQL a single statement), then
     the caller commits. `insert_first`: a row to insert just before, under the lock.
     """
-    for event in events:
-        if event["actor_kind"] not in ACTOR_KINDS:
-            raise ValueError(f"unknown actor kind {event['actor_kind']!r}")
     conn = session.connection()  # Core on the session's connection: no ORM layer per statement
     head_seq, head_hash = head.seq, head.hash
     rows = []
     for event in events:
-        row = {
-            "seq": head_seq + 1,
-            "at": event.get("at") or utcnow(),
-            "actor_kind": event["actor_kind"],
-            "actor_id": event["actor_id"],
-            "event_type": event["event_type"],
-            "agent": event.get("agent"),
-            "deferral_id": event.get("deferral_id"),
-            "payload": payload_json(event.get("payload") or {}),
-            "prev_hash": head_hash,
-        }
-        row["hash"] = event_hash(**row)
+        row = unchained(event)
+        head_seq += 1
+        row.update(
+            seq=head_seq, prev_hash=head_hash, hash=link(row.pop("prefix"), head_hash, head_seq)
+        )
         rows.append(row)
-        head_seq, head_hash = row["seq"], row["hash"]
+        head_hash = row["hash"]
     if conn.dialect.name == "postgresql":
         if insert_first:
             conn.execute(_insert(insert_first[0]), insert_first[1])
