@@ -173,6 +173,28 @@ def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent
         assert result.ok and result.count == 2 + 80  # user and agent creation, then 2 each
 
 
+def test_the_pending_cap_holds_exactly_under_concurrent_requests(make_app, agent, rt):
+    """Read under the chain lock on both databases: eight clients cannot overshoot it."""
+    app = make_app(agent_rate=0, agent_max_pending=5)
+    barrier, statuses = threading.Barrier(8), []
+
+    def send(i):
+        client = AgentClient(app.test_client(), agent.slug, agent.secret)
+        barrier.wait()
+        for j in range(2):
+            statuses.append(client.defer(refund(summary=f"refund {i}-{j}")).status_code)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [202] * 5 + [429] * 11
+    with rt.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Deferral)) == 5
+        assert verify_chain(session).ok
+
+
 def test_intake_goes_on_while_redis_is_down(make_app, make_agent, rt):
     """The rate limit and the flood breaker need Redis; a deferral does not wait for them."""
     registered = make_agent()
