@@ -150,15 +150,14 @@ def test_the_rate_limit_is_shared_by_every_web_worker(make_app, agent):
     raise AssertionError("could not fit four requests into one second")
 
 
-def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent, rt):
-    """Eight clients at once: no deadlock, no lost event, one gapless chain."""
-    app = make_app(agent_rate=0)
+def _eight_clients_at_once(app, agent, *, each: int) -> list[int]:
+    """Eight clients of one agent start together and send `each` deferrals; the statuses."""
     barrier, statuses = threading.Barrier(8), []
 
     def send(i):
         client = AgentClient(app.test_client(), agent.slug, agent.secret)
         barrier.wait()
-        for j in range(5):
+        for j in range(each):
             statuses.append(client.defer(refund(summary=f"refund {i}-{j}")).status_code)
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
@@ -166,6 +165,12 @@ def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent
         t.start()
     for t in threads:
         t.join()
+    return statuses
+
+
+def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent, rt):
+    """Eight clients at once: no deadlock, no lost event, one gapless chain."""
+    statuses = _eight_clients_at_once(make_app(agent_rate=0), agent, each=5)
     assert statuses == [202] * 40
     with rt.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 40
@@ -176,19 +181,7 @@ def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent
 def test_the_pending_cap_holds_exactly_under_concurrent_requests(make_app, agent, rt):
     """Read under the chain lock on both databases: eight clients cannot overshoot it."""
     app = make_app(agent_rate=0, agent_max_pending=5)
-    barrier, statuses = threading.Barrier(8), []
-
-    def send(i):
-        client = AgentClient(app.test_client(), agent.slug, agent.secret)
-        barrier.wait()
-        for j in range(2):
-            statuses.append(client.defer(refund(summary=f"refund {i}-{j}")).status_code)
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = _eight_clients_at_once(app, agent, each=2)
     assert sorted(statuses) == [202] * 5 + [429] * 11
     with rt.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 5
