@@ -147,6 +147,16 @@ def _replay(existing: Deferral, prepared: Prepared) -> Received:
     return Received(existing, created=False, agent_slug=existing.agent.slug)
 
 
+def _retry_or_refuse(
+    session: Session, agent_id: int, webhook_id: str, prepared: Prepared, refusal: ApiError
+) -> Received:
+    """A refused request that retries one accepted earlier answers as it did; others raise."""
+    existing = _existing(session, agent_id, webhook_id)
+    if existing is not None:
+        return _replay(existing, prepared)
+    raise refusal
+
+
 def _create(
     rt: Runtime,
     session: Session,
@@ -160,10 +170,7 @@ def _create(
     agent = head.agent
     refusal = _refusal(rt, agent)
     if refusal is not None:
-        existing = _existing(session, agent_id, webhook_id)
-        if existing is not None:  # a retry of a request accepted earlier answers as it did
-            return _replay(existing, prepared)
-        raise refusal
+        return _retry_or_refuse(session, agent_id, webhook_id, prepared, refusal)
     values = _deferral_values(rt, agent_id, webhook_id, prepared, now)
     # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
@@ -203,10 +210,7 @@ def _create_in_one_call(
     state = "killed" if outcome == "killed" else "active"
     refusal = _refusal(rt, GuardedAgent(slug, state, reason, undecided))
     with rt.db.read() as session:
-        existing = _existing(session, agent.id, webhook_id)
-        if existing is not None:  # a retry of a request accepted earlier answers as it did
-            return _replay(existing, prepared)
-    raise refusal
+        return _retry_or_refuse(session, agent.id, webhook_id, prepared, refusal)
 
 
 _PG_INTAKE = text(
