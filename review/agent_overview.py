@@ -1,8 +1,8 @@
 """What the agent pages show: each agent's state and health, and one agent's record.
 
-Every read is bounded and served by an index: counts of undecided deferrals per agent
-(agent_id, status), the newest deferrals and a 30-day window (agent_id, created_at),
-the agent's flips, trips and violations (agent, event_type, seq).
+Every read is bounded and served by an index or a column: undecided deferrals per agent
+(`agents.undecided`, kept by the database), the newest deferrals and a 30-day window
+(agent_id, created_at), the agent's flips, trips and violations (agent, event_type, seq).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from review import deliveries
-from review.models import PENDING_STATUSES, Agent, AuditEvent, Deferral, utcnow
+from review.models import Agent, AuditEvent, Deferral, utcnow
 
 FLIP_EVENTS = (
     "agent.created",
@@ -59,13 +59,6 @@ def agent_rows(session: Session) -> list[AgentRow]:
     agents = session.scalars(
         select(Agent).options(selectinload(Agent.owners)).order_by(Agent.slug)
     ).all()
-    undecided = dict(
-        session.execute(
-            select(Deferral.agent_id, func.count())
-            .where(Deferral.status.in_(PENDING_STATUSES))
-            .group_by(Deferral.agent_id)
-        ).all()
-    )
     rows = []
     for agent in agents:
         last = session.scalar(
@@ -75,7 +68,7 @@ def agent_rows(session: Session) -> list[AgentRow]:
             AgentRow(
                 agent,
                 sorted(u.username for u in agent.owners),
-                undecided.get(agent.id, 0),
+                agent.undecided,  # kept by the database (migration 0007)
                 last,
                 deliveries.health(session, agent.id),
             )
@@ -132,11 +125,6 @@ def _records(session: Session, slug: str, types: tuple[str, ...], limit: int) ->
 def agent_detail(session: Session, agent: Agent, now: datetime | None = None) -> Detail:
     now = now or utcnow()
     since = now - timedelta(days=WINDOW_DAYS)
-    undecided = session.scalar(
-        select(func.count()).where(
-            Deferral.agent_id == agent.id, Deferral.status.in_(PENDING_STATUSES)
-        )
-    )
     recent = session.scalars(
         select(Deferral)
         .where(Deferral.agent_id == agent.id)
@@ -164,7 +152,7 @@ def agent_detail(session: Session, agent: Agent, now: datetime | None = None) ->
     return Detail(
         agent=agent,
         owners=sorted(u.username for u in agent.owners),
-        undecided=undecided,
+        undecided=agent.undecided,
         history=_records(session, agent.slug, FLIP_EVENTS, 50),
         violations=_records(session, agent.slug, ("execution.violation",), 20),
         recent=list(recent),
