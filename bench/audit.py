@@ -31,15 +31,15 @@ from bench.common import REDIS, database, flask_cmd  # noqa: E402
 TYPES = ["deferral.received", "deferral.evaluated", "deferral.approved", "callback.attempted"]
 
 
-def fill(rt, n: int) -> None:
+def fill(svc, n: int) -> None:
     from sqlalchemy import insert, update
 
-    from review.audit import GENESIS_HASH, event_hash, payload_json
+    from review.audit.chain import GENESIS_HASH, event_hash, payload_json
     from review.models import AuditEvent, AuditHead, utcnow
 
     start = utcnow() - timedelta(seconds=n)
     prev, rows = GENESIS_HASH, []
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         head = session.get(AuditHead, 1)
         seq0, prev = head.seq, head.hash
     for i in range(1, n + 1):
@@ -59,7 +59,7 @@ def fill(rt, n: int) -> None:
         prev = row["hash"]
         rows.append(row)
         if len(rows) == 20000 or i == n:
-            with rt.db.write() as session:
+            with svc.db.write() as session:
                 session.execute(insert(AuditEvent.__table__), rows)
                 session.execute(update(AuditHead).values(seq=seq, hash=prev))
             rows = []
@@ -74,13 +74,13 @@ def timed(fn, repeat: int = 1) -> float:
     return best
 
 
-def page_queries(rt, total: int) -> dict[str, float]:
+def page_queries(svc, total: int) -> dict[str, float]:
     from sqlalchemy import select
 
     from review.models import AuditEvent
 
     def run(query):
-        with rt.db.read() as session:
+        with svc.db.read() as session:
             session.scalars(query.order_by(AuditEvent.seq.desc()).limit(51)).all()
 
     q = select(AuditEvent)
@@ -93,12 +93,12 @@ def page_queries(rt, total: int) -> dict[str, float]:
     }
 
 
-def export_peak(rt, key) -> tuple[float, int]:
+def export_peak(svc, key) -> tuple[float, int]:
     """Seconds for a JSONL export (untraced), then its peak Python memory (traced)."""
-    from review.audit_export import jsonl
+    from review.audit.export import jsonl
 
     def run() -> None:
-        with rt.db.read() as session:
+        with svc.db.read() as session:
             for _line in jsonl(session, key):
                 pass
 
@@ -116,36 +116,36 @@ def bench(kind: str, n: int) -> None:
         flask_cmd(env, "db", "upgrade")
         os.environ.update(env)
         from app import create_app  # noqa: PLC0415
-        from review import checkpoints
-        from review.audit import iter_rows
+        from review.audit import checkpoints
+        from review.audit.chain import iter_rows
 
         app = create_app()
-        rt = app.extensions["countersign"]
-        key = checkpoints.load_key(rt.settings.audit_key_file)
+        svc = app.extensions["countersign"]
+        key = checkpoints.load_key(svc.settings.audit_key_file)
         small, tenth = 1000, max(1000, n // 10)
-        fill(rt, small)
-        pages_small = page_queries(rt, small)
-        fill(rt, tenth - small)
-        _, peak_small = export_peak(rt, key)
+        fill(svc, small)
+        pages_small = page_queries(svc, small)
+        fill(svc, tenth - small)
+        _, peak_small = export_peak(svc, key)
         started = time.perf_counter()
-        fill(rt, n - tenth)
+        fill(svc, n - tenth)
         print(f"{kind}: wrote {n - tenth} more events in {time.perf_counter() - started:.1f} s")
-        checkpoints.take(rt, force=True)
+        checkpoints.take(svc, force=True)
 
         def read_only():
-            with rt.db.read() as session:
+            with svc.db.read() as session:
                 for _ in iter_rows(session):
                     pass
 
         def verify_all():
-            with rt.db.read() as session:
+            with svc.db.read() as session:
                 result = checkpoints.verify_log(session, key)
             assert result.ok and result.count == n, result.describe()
 
         read_s = timed(read_only)
         verify_s = timed(verify_all)
-        pages = page_queries(rt, n)
-        export_s, peak = export_peak(rt, key)
+        pages = page_queries(svc, n)
+        export_s, peak = export_peak(svc, key)
         print(
             f"  verify {n} events: {verify_s:6.1f} s   (reading the rows alone {read_s:5.1f} s, "
             f"ratio {verify_s / read_s:.1f})   {'ok' if verify_s < 60 else 'MISSES TARGET'}"
@@ -160,7 +160,7 @@ def bench(kind: str, n: int) -> None:
             f"  export JSONL: {export_s:5.1f} s, peak Python memory {peak / 1e6:5.1f} MB "
             f"(at {tenth} events: {peak_small / 1e6:5.1f} MB)"
         )
-        rt.close()
+        svc.close()
 
 
 def main() -> None:

@@ -119,18 +119,18 @@ def bench(kind: str, n: int, samples: int) -> dict[str, float]:
         ).split()[-1]
         os.environ.update(env)
         from app import create_app  # noqa: PLC0415 (settings come from the environment above)
-        from review import intake
-        from review.decisions import cancel_deferral
+        from review.intake import deferrals
+        from review.reviewing.ending import cancel_deferral
 
         app = create_app()
-        rt = app.extensions["countersign"]
-        with rt.db.read() as session:
-            signer = rt.secrets.signer(session, "bench-bot")
+        svc = app.extensions["countersign"]
+        with svc.db.read() as session:
+            signer = svc.secrets.signer(session, "bench-bot")
 
         def decide_one() -> tuple[str, float]:
-            prepared = intake.prepare(rt, json.loads(json.dumps(BODY)))
-            made = intake.create_deferral(rt, signer, f"msg_{uuid.uuid4().hex}", prepared)
-            cancel_deferral(rt, made.deferral.id, signer, "bench")
+            prepared = deferrals.prepare(svc, json.loads(json.dumps(BODY)))
+            made = deferrals.create_deferral(svc, signer, f"msg_{uuid.uuid4().hex}", prepared)
+            cancel_deferral(svc, made.deferral.id, signer, "bench")
             return made.deferral.id, time.monotonic()
 
         base_rate = baseline(receiver, secret, n)
@@ -162,7 +162,7 @@ def bench(kind: str, n: int, samples: int) -> dict[str, float]:
             worker.terminate()
             worker.wait(20)
             log.close()
-            rt.close()
+            svc.close()
             receiver.close()
     return {
         "baseline": base_rate,

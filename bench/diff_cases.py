@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from review.diffing import compute_diff  # noqa: E402
+from review.intake.diffing import compute_diff  # noqa: E402
 
 
 def cases():

@@ -52,30 +52,30 @@ def bench(kind: str, pending: int) -> tuple[float, float]:
                       "--callback-url", "http://127.0.0.1:9/hooks")  # fmt: skip
         os.environ.update(env)
         from app import create_app  # noqa: PLC0415
-        from review import intake
-        from review.batches import Holder, claim_batch
-        from review.killswitch import Actor, kill
+        from review.agents.killswitch import Actor, kill
+        from review.intake import deferrals
+        from review.reviewing.claims import Holder, claim_batch
         from review.users import find_user
 
         app = create_app()
-        rt = app.extensions["countersign"]
-        with rt.db.read() as session:
-            busy = rt.secrets.signer(session, "busy-bot")
+        svc = app.extensions["countersign"]
+        with svc.db.read() as session:
+            busy = svc.secrets.signer(session, "busy-bot")
             owner = find_user(session, "owner")
         for _ in range(pending):
-            prepared = intake.prepare(rt, json.loads(json.dumps(BODY)))
-            intake.create_deferral(rt, busy, f"msg_{uuid.uuid4().hex}", prepared)
+            prepared = deferrals.prepare(svc, json.loads(json.dumps(BODY)))
+            deferrals.create_deferral(svc, busy, f"msg_{uuid.uuid4().hex}", prepared)
         holder = Holder(owner.id, "owner", frozenset({"owner"}))
-        claim_batch(rt, holder)
+        claim_batch(svc, holder)
         actor = Actor("user", "owner")
         started = time.perf_counter()
-        kill(rt, "idle-bot", actor, "baseline")
+        kill(svc, "idle-bot", actor, "baseline")
         idle = time.perf_counter() - started
         started = time.perf_counter()
-        flip = kill(rt, "busy-bot", actor, "bench")
+        flip = kill(svc, "busy-bot", actor, "bench")
         busy_seconds = time.perf_counter() - started
         assert flip.ended == pending, flip
-        rt.close()
+        svc.close()
     return idle, busy_seconds
 
 

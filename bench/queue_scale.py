@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import insert  # noqa: E402
 
 from bench.common import REDIS, database  # noqa: E402
-from review import priority  # noqa: E402
-from review.agents import create_agent  # noqa: E402
+from review.agents.registry import create_agent  # noqa: E402
 from review.app_factory import create_app  # noqa: E402
+from review.intake import priority  # noqa: E402
 from review.migrate import upgrade  # noqa: E402
 from review.models import Deferral, undecided_fields, utcnow  # noqa: E402
 from review.users import create_user  # noqa: E402
@@ -37,10 +37,12 @@ TOOLS = ["billing.refund", "email.send", "crm.delete_contacts", "terraform.apply
 LEVELS = [(10, "low"), (30, "medium"), (60, "high"), (90, "critical")]
 
 
-def seed(rt, count: int) -> None:
-    with rt.db.write() as session:
+def seed(svc, count: int) -> None:
+    with svc.db.write() as session:
         create_user(session, "bench", "reviewer", "bench-password")
-        agents = [create_agent(session, rt.box, f"agent-{i}", ["bench"]).agent.id for i in range(5)]
+        agents = [
+            create_agent(session, svc.box, f"agent-{i}", ["bench"]).agent.id for i in range(5)
+        ]
     rng = random.Random(7)
     now = utcnow()
     rows = []
@@ -90,17 +92,17 @@ def seed(rt, count: int) -> None:
             }
         )
         if len(rows) == 5000:
-            with rt.db.write() as session:
+            with svc.db.write() as session:
                 session.execute(insert(Deferral.__table__), rows)
             rows = []
     if rows:
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             session.execute(insert(Deferral.__table__), rows)
-    if rt.db.engine.dialect.name == "postgresql":
-        with rt.db.engine.connect() as conn:
+    if svc.db.engine.dialect.name == "postgresql":
+        with svc.db.engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE deferrals")
     else:
-        with rt.db.engine.connect() as conn:
+        with svc.db.engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE")
 
 
@@ -125,15 +127,15 @@ def time_queue(app, path: str, htmx: bool, n: int = 40) -> float:
 def measure(kind: str, size: int) -> dict[str, float]:
     with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
         app = create_app({"database_url": url, "redis_url": REDIS, "instance_dir": instance})
-        rt = app.extensions["countersign"]
-        upgrade(rt.db)
-        seed(rt, size)
+        svc = app.extensions["countersign"]
+        upgrade(svc.db)
+        seed(svc, size)
         out = {
             "page": time_queue(app, "/queue", False),
             "refresh": time_queue(app, "/queue", True),
             "filtered": time_queue(app, "/queue?level=critical&label=env%3Dprod", True),
         }
-        rt.close()
+        svc.close()
         return out
 
 

@@ -1,14 +1,14 @@
 """Callback delivery: signed POSTs from the outbox, retried on schedule, dead-lettered at last.
 
 `flush()` attempts every due callback: for each it resolves and checks the callback
-URL (review/outbound.py), POSTs the stored body signed with the agent's newest secret
+URL (review/callbacks/outbound.py), POSTs the stored body signed with the agent's newest secret
 and the event id as `webhook-id`, reads at most RESPONSE_CAP bytes of the answer, and
 records the attempt (and its audit event) with a conditional update, so an attempt is
 counted once even if two workers ran it. A 2xx within 15 s delivers; 410 dead-letters
 at once; anything else (3xx included: redirects are not followed) is retried after the
 next delay of COUNTERSIGN_RETRY_SCHEDULE, jittered, or after the receiver's
 Retry-After; after the last delay the event is dead-lettered. A committed decision
-queues a flush (review/notify.py); `relay()`, on the worker's tick, queues one whenever
+queues a flush (review/callbacks/wakeups.py); `relay()`, on the worker's tick, queues one whenever
 callbacks are due, so a Redis outage or a killed worker only delays them.
 """
 
@@ -27,12 +27,13 @@ from sqlalchemy import func, insert, select, update
 
 from approval_queue import names
 from approval_queue.jobs import enqueue
-from review.agents import signers
-from review.audit import record_events
+from review import redis_keys
+from review.agents.registry import signers
+from review.audit.chain import record_events
+from review.callbacks.outbound import OutboundRefused, resolve
+from review.callbacks.wakeups import FLUSH_JOB, queue_flush
 from review.models import Agent, DeliveryAttempt, OutboxEvent, utcnow
-from review.notify import FLUSH_JOB, FLUSH_KEY, queue_flush
-from review.outbound import OutboundRefused, resolve
-from review.runtime import Runtime, current_runtime
+from review.services import Services, current_services
 from review.signing import sign_headers
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ RESPONSE_CAP = 64 * 1024
 MAX_RETRY_AFTER = 86400
 RELAY_BATCH = 200
 MIN_RETRY_SECONDS = 1  # even after "Retry-After: 0"
-IN_FLIGHT_PREFIX = "countersign:delivering:"
 IN_FLIGHT_SECONDS = int(TIMEOUT_SECONDS) + 5
 BATCH = 64  # events posted at once by one worker
 PER_AGENT = 16  # of which at most this many go to one agent
@@ -88,11 +88,11 @@ def retry_after_seconds(value: str | None, now: datetime) -> int | None:
 
 
 def _post(
-    rt: Runtime, url: str, event_id: str, body: str, secret: str
+    svc: Services, url: str, event_id: str, body: str, secret: str
 ) -> tuple[int | None, str | None, str | None]:
     """(status code, error, Retry-After) of one POST."""
     try:
-        target = resolve(url, allow_private=rt.settings.allow_private_callbacks)
+        target = resolve(url, allow_private=svc.settings.allow_private_callbacks)
     except OutboundRefused as exc:
         return None, f"refused: {exc}", None
     headers = sign_headers(secret, event_id, body)
@@ -133,10 +133,10 @@ class Attempt:
     duration_ms: int = 0
 
 
-def flush(rt: Runtime | None = None) -> int:
+def flush(svc: Services | None = None) -> int:
     """Deliver every callback that is due, in rounds of at most BATCH; how many were tried.
 
-    The job a committed decision queues (review/notify.py), the retry scheduled after a
+    The job a committed decision queues (review/callbacks/wakeups.py), the retry scheduled after a
     failed attempt, the worker's tick and a person's Redeliver all come here. Each round
     takes the due events (at most PER_AGENT of one agent, so one slow receiver cannot
     hold a whole round), claims them with a short Redis key each (another worker
@@ -144,24 +144,26 @@ def flush(rt: Runtime | None = None) -> int:
     concurrently, and records each attempt with its audit event: results that arrive
     together share one transaction, so one commit (one fsync) serves many callbacks.
     """
-    rt = rt or current_runtime()
-    client = rt.redis.client()
-    client.delete(FLUSH_KEY)  # a decision committed from now on queues another flush
+    svc = svc or current_services()
+    client = svc.redis.client()
+    client.delete(
+        redis_keys.DELIVERY_FLUSH_QUEUED
+    )  # a decision committed from now on queues another flush
     tried = 0
     while True:
-        batch = _claim(rt, client)
+        batch = _claim(svc, client)
         if not batch:
             return tried
         try:
-            _post_and_record(rt, batch)
+            _post_and_record(svc, batch)
         finally:
-            client.delete(*[f"{IN_FLIGHT_PREFIX}{a.event_id}" for a in batch])
+            client.delete(*[redis_keys.delivering(a.event_id) for a in batch])
         tried += len(batch)
 
 
-def _claim(rt: Runtime, client: redis.Redis) -> list[Attempt]:
+def _claim(svc: Services, client: redis.Redis) -> list[Attempt]:
     now = utcnow()
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         due = session.execute(
             select(
                 OutboxEvent.id,
@@ -185,7 +187,7 @@ def _claim(rt: Runtime, client: redis.Redis) -> list[Attempt]:
                 chosen.append(row)
         pipe = client.pipeline(transaction=False)
         for row in chosen:
-            pipe.set(f"{IN_FLIGHT_PREFIX}{row.id}", "1", nx=True, ex=IN_FLIGHT_SECONDS)
+            pipe.set(redis_keys.delivering(row.id), "1", nx=True, ex=IN_FLIGHT_SECONDS)
         mine = [row for row, got in zip(chosen, pipe.execute(), strict=True) if got]
         agents = {a.id: a for a in session.scalars(select(Agent).where(Agent.id.in_(list(taken))))}
         keys = {
@@ -197,7 +199,7 @@ def _claim(rt: Runtime, client: redis.Redis) -> list[Attempt]:
     for row in mine:
         agent = agents[row.agent_id]
         signer = keys.get(agent.id)
-        live = rt.secrets.secrets_for(signer) if signer else []
+        live = svc.secrets.secrets_for(signer) if signer else []
         batch.append(
             Attempt(
                 event_id=row.id,
@@ -214,31 +216,31 @@ def _claim(rt: Runtime, client: redis.Redis) -> list[Attempt]:
     return batch
 
 
-def _post_one(rt: Runtime, a: Attempt) -> Attempt:
+def _post_one(svc: Services, a: Attempt) -> Attempt:
     started = time.monotonic()
     if not a.url or not a.secret:
         a.error = "the agent has no callback URL or secret now"
     else:
-        a.code, a.error, a.retry_after = _post(rt, a.url, a.event_id, a.body, a.secret)
+        a.code, a.error, a.retry_after = _post(svc, a.url, a.event_id, a.body, a.secret)
     a.duration_ms = int((time.monotonic() - started) * 1000)
     return a
 
 
-def _post_and_record(rt: Runtime, batch: list[Attempt]) -> None:
+def _post_and_record(svc: Services, batch: list[Attempt]) -> None:
     if len(batch) == 1:
-        _record(rt, [_post_one(rt, batch[0])])
+        _record(svc, [_post_one(svc, batch[0])])
         return
-    pending = {_pool().submit(_post_one, rt, a) for a in batch}
+    pending = {_pool().submit(_post_one, svc, a) for a in batch}
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         if pending:  # answers from one receiver come close together: gather them
             more, pending = wait(pending, timeout=GATHER_SECONDS)
             done |= more
-        _record(rt, [f.result() for f in done])
+        _record(svc, [f.result() for f in done])
 
 
-def _outcome(rt: Runtime, a: Attempt, now: datetime) -> tuple[str, datetime]:
-    schedule = rt.settings.retry_schedule
+def _outcome(svc: Services, a: Attempt, now: datetime) -> tuple[str, datetime]:
+    schedule = svc.settings.retry_schedule
     if a.code is not None and 200 <= a.code < 300:
         return "delivered", now
     if a.code is not None and a.error is None:
@@ -253,15 +255,15 @@ def _outcome(rt: Runtime, a: Attempt, now: datetime) -> tuple[str, datetime]:
     return "pending", now + timedelta(seconds=max(delay, MIN_RETRY_SECONDS))
 
 
-def _record(rt: Runtime, results: list[Attempt]) -> None:
+def _record(svc: Services, results: list[Attempt]) -> None:
     """Each attempt, counted once (conditional update) with its audit event, in one commit."""
     now = utcnow()
     table = OutboxEvent.__table__
     retries = []
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         events = []
         for a in results:
-            outcome, next_at = _outcome(rt, a, now)
+            outcome, next_at = _outcome(svc, a, now)
             counted = session.execute(
                 update(table)
                 .where(
@@ -317,24 +319,24 @@ def _record(rt: Runtime, results: list[Attempt]) -> None:
         if events:
             record_events(session, events)
     for delay in sorted(set(round(d, 1) for d in retries)):
-        _schedule_flush(rt, delay)
+        _schedule_flush(svc, delay)
 
 
-def _schedule_flush(rt: Runtime, delay: float) -> None:
+def _schedule_flush(svc: Services, delay: float) -> None:
     try:
-        enqueue(rt.redis.client(), FLUSH_JOB, queue_name=names.CALLBACKS, delay=max(delay, 0.001))
+        enqueue(svc.redis.client(), FLUSH_JOB, queue_name=names.CALLBACKS, delay=max(delay, 0.001))
     except redis.RedisError as exc:  # the tick will find it when it is due
         log.warning("retry not scheduled (%s); the worker's tick will pick it up", exc)
 
 
-def relay(rt: Runtime | None = None) -> int:
+def relay(svc: Services | None = None) -> int:
     """On the worker's tick: queue a flush when callbacks are due; how many are due.
 
     The safety net under the direct path: it finds callbacks whose wake-up was lost to
     a Redis outage, and retries whose scheduled flush waited behind rq's scheduler.
     """
-    rt = rt or current_runtime()
-    with rt.db.read() as session:
+    svc = svc or current_services()
+    with svc.db.read() as session:
         due = session.scalar(
             select(func.count()).select_from(
                 select(OutboxEvent.id)
@@ -344,7 +346,9 @@ def relay(rt: Runtime | None = None) -> int:
             )
         )
     if due:
-        client = rt.redis.client()
-        client.delete(FLUSH_KEY)  # a flush marked queued may have died with its worker
+        client = svc.redis.client()
+        client.delete(
+            redis_keys.DELIVERY_FLUSH_QUEUED
+        )  # a flush marked queued may have died with its worker
         queue_flush(client)
     return due

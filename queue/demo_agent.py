@@ -14,22 +14,22 @@ import random
 from flask import current_app
 
 from approval_queue.jobs import enqueue
+from review import redis_keys
 from review.demo import DEMO_AGENT, SAMPLES, demo_secret, ensure_demo, pending_demo_count
 from review.ids import ulid
-from review.runtime import Runtime, current_runtime
+from review.services import Services, current_services
 from review.signing import sign_headers
 
 log = logging.getLogger(__name__)
 SEED = 6  # deferrals posted when the demo starts
 KEEP_PENDING = 12  # the ticker stops adding beyond this many undecided demo deferrals
 TICK_SECONDS = 45
-CHAIN_KEY = "countersign:demo:ticker"
 
 
 def post_sample(index: int) -> int:
     """Post SAMPLES[index] as the demo agent; return the HTTP status."""
-    rt = current_runtime()
-    secret = demo_secret(rt)
+    svc = current_services()
+    secret = demo_secret(svc)
     if secret is None:
         log.warning("demo agent has no secret on file; run with COUNTERSIGN_DEMO=1 to set it up")
         return 0
@@ -51,20 +51,20 @@ def seed() -> int:
 
 def tick() -> None:
     """Post one more sample while the demo queue is short, then come back later."""
-    rt = current_runtime()
-    client = rt.redis.client()
-    client.set(CHAIN_KEY, "1", ex=TICK_SECONDS * 3)
-    if pending_demo_count(rt) < KEEP_PENDING:
+    svc = current_services()
+    client = svc.redis.client()
+    client.set(redis_keys.DEMO_TICKER, "1", ex=TICK_SECONDS * 3)
+    if pending_demo_count(svc) < KEEP_PENDING:
         post_sample(random.randrange(len(SAMPLES)))
     enqueue(client, "approval_queue.demo_agent.tick", delay=TICK_SECONDS)
 
 
-def start_demo_agent(rt: Runtime) -> None:
+def start_demo_agent(svc: Services) -> None:
     """Called by the worker at start when COUNTERSIGN_DEMO=1."""
-    ensure_demo(rt)
-    client = rt.redis.client()
-    if pending_demo_count(rt) == 0:
+    ensure_demo(svc)
+    client = svc.redis.client()
+    if pending_demo_count(svc) == 0:
         enqueue(client, "approval_queue.demo_agent.seed")
     # One ticker chain, however many workers start: whoever sets the key starts it.
-    if client.set(CHAIN_KEY, "1", nx=True, ex=TICK_SECONDS * 3):
+    if client.set(redis_keys.DEMO_TICKER, "1", nx=True, ex=TICK_SECONDS * 3):
         enqueue(client, "approval_queue.demo_agent.tick", delay=TICK_SECONDS)

@@ -17,19 +17,19 @@ import threading
 import redis
 
 from approval_queue.delivery import relay
-from review import checkpoints
-from review.audit import chained_write
-from review.batches import return_lapsed_claims
-from review.expiry import expire_due
+from review import redis_keys
+from review.audit import checkpoints
+from review.audit.chain import chained_write
 from review.models import utcnow
-from review.runtime import Runtime
+from review.reviewing.claims import return_lapsed_claims
+from review.reviewing.expiry import expire_due
+from review.services import Services
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 5
-TICK_KEY = "countersign:maintenance:tick"
 
 
-def tick(rt: Runtime) -> None:
+def tick(svc: Services) -> None:
     """One round of upkeep; each step on its own, so one failing does not stop the others."""
     for name, step in (
         ("expiry", expire_due),
@@ -38,49 +38,51 @@ def tick(rt: Runtime) -> None:
         ("checkpoint", _checkpoint),
     ):
         try:
-            done = step(rt)
+            done = step(svc)
             if done:
                 log.info("%s: %d", name, done)
         except Exception:  # logged; the next tick tries again
             log.exception("maintenance step %s failed", name)
 
 
-def _return_lapsed(rt: Runtime) -> int:
-    with chained_write(rt.db) as session:
+def _return_lapsed(svc: Services) -> int:
+    with chained_write(svc.db) as session:
         return return_lapsed_claims(session, utcnow())
 
 
-def _checkpoint(rt: Runtime) -> int:
+def _checkpoint(svc: Services) -> int:
     """A signed checkpoint when COUNTERSIGN_CHECKPOINT_INTERVAL has passed and there is news."""
-    return 1 if checkpoints.take(rt) is not None else 0
+    return 1 if checkpoints.take(svc) is not None else 0
 
 
-def _my_turn(rt: Runtime) -> bool:
+def _my_turn(svc: Services) -> bool:
     try:
         return bool(
-            rt.redis.client().set(TICK_KEY, os.getpid(), nx=True, px=TICK_SECONDS * 1000 - 200)
+            svc.redis.client().set(
+                redis_keys.MAINTENANCE_TICK, os.getpid(), nx=True, px=TICK_SECONDS * 1000 - 200
+            )
         )
     except redis.RedisError:
         return True  # no Redis to agree on turns: the database steps are safe to repeat
 
 
 class Ticker(threading.Thread):
-    def __init__(self, rt: Runtime):
+    def __init__(self, svc: Services):
         super().__init__(name="countersign-maintenance", daemon=True)
-        self.rt = rt
+        self.svc = svc
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            if _my_turn(self.rt):
-                tick(self.rt)
+            if _my_turn(self.svc):
+                tick(self.svc)
             self.stopped.wait(TICK_SECONDS)
 
     def stop(self) -> None:
         self.stopped.set()
 
 
-def start_maintenance(rt: Runtime) -> Ticker:
-    ticker = Ticker(rt)
+def start_maintenance(svc: Services) -> Ticker:
+    ticker = Ticker(svc)
     ticker.start()
     return ticker

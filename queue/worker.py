@@ -16,14 +16,14 @@ from rq.serializers import JSONSerializer
 
 from approval_queue import names
 from approval_queue.jobs import queue
-from review.runtime import Runtime
+from review.services import Services
 
 log = logging.getLogger(__name__)
 RESTART_SECONDS = 2
 
 
-def build_worker(rt: Runtime) -> SimpleWorker:
-    client = rt.redis.client()
+def build_worker(svc: Services) -> SimpleWorker:
+    client = svc.redis.client()
     return SimpleWorker(
         [queue(client, name) for name in names.ALL],
         connection=client,
@@ -31,20 +31,20 @@ def build_worker(rt: Runtime) -> SimpleWorker:
     )
 
 
-def run_worker(rt: Runtime, *, burst: bool = False) -> bool:
+def run_worker(svc: Services, *, burst: bool = False) -> bool:
     """Work until stopped (or, with burst, until the queues are empty)."""
     from approval_queue.maintenance import start_maintenance, tick
 
-    worker = build_worker(rt)
-    if rt.settings.demo:
+    worker = build_worker(svc)
+    if svc.settings.demo:
         from approval_queue.demo_agent import start_demo_agent
 
-        start_demo_agent(rt)
+        start_demo_agent(svc)
     log.info("worker %s on %s (burst=%s)", worker.name, ", ".join(names.ALL), burst)
     if burst:  # one round of upkeep, then the queues until they are empty
-        tick(rt)
+        tick(svc)
         return worker.work(burst=True, with_scheduler=True, logging_level="INFO")
-    ticker = start_maintenance(rt)
+    ticker = start_maintenance(svc)
     try:
         while True:
             try:
@@ -60,6 +60,6 @@ def run_worker(rt: Runtime, *, burst: bool = False) -> bool:
                 time.sleep(RESTART_SECONDS)
             except StopRequested:  # rq's signal handler, still installed, met a SIGTERM
                 return True
-            worker = build_worker(rt)
+            worker = build_worker(svc)
     finally:
         ticker.stop()

@@ -1,4 +1,4 @@
-"""create_app: settings, runtime, blueprints and commands, flaskr-style."""
+"""create_app: settings, services, blueprints and commands, flaskr-style."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from review.runtime import Runtime
+from review.services import Services
 from review.settings import PROJECT_ROOT, load_settings
 
 
@@ -29,20 +29,21 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
-    runtime = Runtime.build(settings)
-    app.extensions["countersign"] = runtime
+    services = Services.build(settings)
+    app.extensions["countersign"] = services
     _configure_logging()
 
-    from review import agent_pages, audit_pages, auth, cli, health, home, pages, presenting
+    from review import cli
     from review.api.views import bp as api_bp
+    from review.web import agent_pages, audit_pages, auth, filters, health, home, reviewer_pages
 
-    auth.init_app(app, runtime)
+    auth.init_app(app, services)
     auth.csrf.exempt(api_bp)  # agents sign their requests; there is no browser session
-    presenting.init_app(app)
+    filters.init_app(app)
     app.register_blueprint(api_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(home.bp)
-    app.register_blueprint(pages.bp)
+    app.register_blueprint(reviewer_pages.bp)
     app.register_blueprint(agent_pages.bp)
     app.register_blueprint(audit_pages.bp)
     cli.init_app(app)

@@ -8,11 +8,12 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from review import audit_export as audit_export_module
-from review import checkpoints, killswitch
-from review.agents import create_agent, list_agents
+from review.agents import killswitch
+from review.agents.registry import create_agent, list_agents
+from review.audit import checkpoints
+from review.audit import export as audit_export_module
 from review.errors import DomainError
-from review.runtime import current_runtime
+from review.services import current_services
 from review.users import create_user, find_user
 
 db_cli = AppGroup("db", help="Create or migrate the schema.")
@@ -30,11 +31,11 @@ def fail(message: str) -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Create the schema, or migrate it to REVISION (default: the newest)."""
-    rt = current_runtime()
+    svc = current_services()
     from review import migrate  # alembic is only needed here
 
-    migrate.upgrade(rt.db, revision)
-    click.echo(f"database at {revision} ({rt.db.engine.dialect.name})")
+    migrate.upgrade(svc.db, revision)
+    click.echo(f"database at {revision} ({svc.db.engine.dialect.name})")
 
 
 @db_cli.command("downgrade")
@@ -43,7 +44,7 @@ def db_downgrade(revision: str) -> None:
     """Migrate the schema back to REVISION (`base` removes it all)."""
     from review import migrate  # alembic is only needed here
 
-    migrate.downgrade(current_runtime().db, revision)
+    migrate.downgrade(current_services().db, revision)
     click.echo(f"database at {revision}")
 
 
@@ -53,7 +54,7 @@ def db_revision(message: str) -> None:
     """Write a new migration from the difference between the models and the database."""
     from review import migrate  # alembic is only needed here
 
-    migrate.revision(current_runtime().db, message)
+    migrate.revision(current_services().db, message)
 
 
 @users_cli.command("create")
@@ -63,9 +64,9 @@ def db_revision(message: str) -> None:
 def users_create(name: str, role: str, email: str | None) -> None:
     """Create a user; the password is read from stdin (one line)."""
     password = sys.stdin.readline().rstrip("\r\n")
-    rt = current_runtime()
+    svc = current_services()
     try:
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             create_user(session, name, role, password, email=email)
     except DomainError as exc:
         fail(str(exc))
@@ -79,17 +80,17 @@ def users_create(name: str, role: str, email: str | None) -> None:
 @click.option("--name", default=None, help="A display name (default: the slug).")
 def agents_create(slug: str, owners: tuple[str, ...], callback_url: str | None, name: str | None):
     """Register an agent; its signing secret is printed once, as the last line."""
-    rt = current_runtime()
+    svc = current_services()
     try:
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             created = create_agent(
                 session,
-                rt.box,
+                svc.box,
                 slug,
                 list(owners),
                 name=name,
                 callback_url=callback_url,
-                allow_private_callbacks=rt.settings.allow_private_callbacks,
+                allow_private_callbacks=svc.settings.allow_private_callbacks,
             )
     except DomainError as exc:
         fail(str(exc))
@@ -101,8 +102,8 @@ def agents_create(slug: str, owners: tuple[str, ...], callback_url: str | None, 
 @agents_cli.command("list")
 def agents_list() -> None:
     """Every agent with its state, owners, callback URL and secret fingerprints."""
-    rt = current_runtime()
-    with rt.db.read() as session:
+    svc = current_services()
+    with svc.db.read() as session:
         agents = list_agents(session)
         if not agents:
             click.echo("no agents")
@@ -116,13 +117,13 @@ def agents_list() -> None:
 
 
 def _flip(action: str, slug: str, by: str, reason: str) -> None:
-    rt = current_runtime()
+    svc = current_services()
     try:
-        actor = killswitch.authorise(rt, slug, by, action)
+        actor = killswitch.authorise(svc, slug, by, action)
         if action == "kill":
-            flip = killswitch.kill(rt, slug, actor, reason)
+            flip = killswitch.kill(svc, slug, actor, reason)
         else:
-            flip = killswitch.revive(rt, slug, actor, reason)
+            flip = killswitch.revive(svc, slug, actor, reason)
     except DomainError as exc:
         fail(str(exc))
     if not flip.changed:
@@ -153,8 +154,8 @@ def agents_revive(slug: str, by: str, reason: str) -> None:
 
 
 def _admin(by: str, action: str) -> killswitch.Actor:
-    rt = current_runtime()
-    with rt.db.read() as session:
+    svc = current_services()
+    with svc.db.read() as session:
         user = find_user(session, by)
     if user is None or user.role != "admin" or not user.is_active:
         fail(f"{by} may not {action}: only admins may")
@@ -168,7 +169,7 @@ def agents_stop_all(by: str, reason: str) -> None:
     """Kill every active agent at once (an incident), audited as one action."""
     actor = _admin(by, "stop every agent")
     try:
-        flips = killswitch.stop_all(current_runtime(), actor, reason)
+        flips = killswitch.stop_all(current_services(), actor, reason)
     except DomainError as exc:
         fail(str(exc))
     stopped = [f for f in flips if f.changed]
@@ -185,7 +186,7 @@ def agents_revive_all(by: str, reason: str) -> None:
     """Revive every killed agent (revive them one by one with `agents revive` instead)."""
     actor = _admin(by, "revive every agent")
     try:
-        flips = killswitch.revive_all(current_runtime(), actor, reason)
+        flips = killswitch.revive_all(current_services(), actor, reason)
     except DomainError as exc:
         fail(str(exc))
     click.echo(f"revived {len(flips)} agents ({', '.join(f.slug for f in flips) or 'none'})")
@@ -194,9 +195,9 @@ def agents_revive_all(by: str, reason: str) -> None:
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Walk the chain and check every signed checkpoint; exit 1 naming the first bad event."""
-    rt = current_runtime()
-    key = checkpoints.load_key(rt.settings.audit_key_file)
-    with rt.db.read() as session:
+    svc = current_services()
+    key = checkpoints.load_key(svc.settings.audit_key_file)
+    with svc.db.read() as session:
         result = checkpoints.verify_log(session, key)
     click.echo(result.describe())
     if not result.ok:
@@ -206,8 +207,8 @@ def audit_verify() -> None:
 @audit_cli.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign and store a checkpoint of the log now (the worker also does it on a timer)."""
-    rt = current_runtime()
-    made = checkpoints.take(rt, force=True)
+    svc = current_services()
+    made = checkpoints.take(svc, force=True)
     if made is None:
         click.echo("nothing new since the last checkpoint")
     else:
@@ -218,10 +219,10 @@ def audit_checkpoint() -> None:
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
 def audit_export(fmt: str) -> None:
     """Stream the whole log to stdout, with its checkpoints and public key."""
-    rt = current_runtime()
-    key = checkpoints.load_key(rt.settings.audit_key_file)
+    svc = current_services()
+    key = checkpoints.load_key(svc.settings.audit_key_file)
     lines = audit_export_module.jsonl if fmt == "jsonl" else audit_export_module.csv_lines
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         for line in lines(session, key):
             click.echo(line, nl=False)
 
@@ -232,7 +233,7 @@ def worker(burst: bool) -> None:
     """Run the rq worker (with rq's scheduler) on Countersign's queues."""
     from approval_queue.worker import run_worker
 
-    run_worker(current_runtime(), burst=burst)
+    run_worker(current_services(), burst=burst)
 
 
 @click.command("serve")
@@ -243,7 +244,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """Everything at once, for a laptop: migrate, then web (gunicorn) and the worker."""
     from review.devserver import run_all
 
-    run_all(current_runtime(), host=host, port=port, workers=workers)
+    run_all(current_services(), host=host, port=port, workers=workers)
 
 
 def init_app(app: Flask) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from review.agents import create_agent, find_agent
+from review.agents.registry import create_agent, find_agent
 from review.models import Deferral, User
-from review.runtime import Runtime
+from review.services import Services
 from review.users import create_user
 
 DEMO_AGENT = "demo-ops-bot"
@@ -29,11 +29,11 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text + "\n")
 
 
-def ensure_demo(rt: Runtime) -> str | None:
+def ensure_demo(svc: Services) -> str | None:
     """Create the admin (when there are no users) and the demo agent; return a new password."""
-    instance = rt.settings.instance_path
+    instance = svc.settings.instance_path
     password = None
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         if session.scalar(select(func.count()).select_from(User)) == 0:
             password = secrets.token_urlsafe(12)
             create_user(session, DEMO_ADMIN, "admin", password, actor=("system", "demo"))
@@ -42,7 +42,7 @@ def ensure_demo(rt: Runtime) -> str | None:
             owner = session.scalar(select(User.username).where(User.role == "admin").limit(1))
             created = create_agent(
                 session,
-                rt.box,
+                svc.box,
                 DEMO_AGENT,
                 [owner or DEMO_ADMIN],
                 name="Demo operations bot",
@@ -52,18 +52,18 @@ def ensure_demo(rt: Runtime) -> str | None:
     return password
 
 
-def demo_admin_password(rt: Runtime) -> str | None:
-    path = rt.settings.instance_path / "demo-admin-password"
+def demo_admin_password(svc: Services) -> str | None:
+    path = svc.settings.instance_path / "demo-admin-password"
     return path.read_text().strip() if path.exists() else None
 
 
-def demo_secret(rt: Runtime) -> str | None:
-    path = rt.settings.instance_path / "demo-agent.secret"
+def demo_secret(svc: Services) -> str | None:
+    path = svc.settings.instance_path / "demo-agent.secret"
     return path.read_text().strip() if path.exists() else None
 
 
-def pending_demo_count(rt: Runtime) -> int:
-    with rt.db.read() as session:
+def pending_demo_count(svc: Services) -> int:
+    with svc.db.read() as session:
         agent = find_agent(session, DEMO_AGENT)
         if agent is None:
             return 0

@@ -18,20 +18,20 @@ import click
 
 from review import migrate
 from review.demo import DEMO_ADMIN, demo_admin_password, ensure_demo
-from review.runtime import Runtime
+from review.services import Services
 from review.settings import PROJECT_ROOT
 
 GUNICORN_THREADS = 32  # long-polls hold a thread each while they wait (no DB connection)
 
 
-def run_all(rt: Runtime, *, host: str, port: int, workers: int) -> None:
-    migrate.upgrade(rt.db)
-    if rt.settings.demo:
-        ensure_demo(rt)
+def run_all(svc: Services, *, host: str, port: int, workers: int) -> None:
+    migrate.upgrade(svc.db)
+    if svc.settings.demo:
+        ensure_demo(svc)
     env = dict(os.environ)
-    env["REDIS_URL"] = rt.redis.url  # children share the server this process owns
-    env["COUNTERSIGN_INSTANCE_DIR"] = rt.settings.instance_dir
-    env["DATABASE_URL"] = rt.settings.database_url
+    env["REDIS_URL"] = svc.redis.url  # children share the server this process owns
+    env["COUNTERSIGN_INSTANCE_DIR"] = svc.settings.instance_dir
+    env["DATABASE_URL"] = svc.settings.database_url
     python = sys.executable
     web = [
         python, "-m", "gunicorn", "app:app",
@@ -46,7 +46,7 @@ def run_all(rt: Runtime, *, host: str, port: int, workers: int) -> None:
         subprocess.Popen(web, cwd=PROJECT_ROOT, env=env),
         subprocess.Popen(worker, cwd=PROJECT_ROOT, env=env),
     ]
-    _banner(rt, host, port)
+    _banner(svc, host, port)
     stopping = False
 
     def stop(_signum, _frame):
@@ -67,22 +67,22 @@ def run_all(rt: Runtime, *, host: str, port: int, workers: int) -> None:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
-        rt.close()
+        svc.close()
         click.echo("countersign stopped")
 
 
-def _banner(rt: Runtime, host: str, port: int) -> None:
+def _banner(svc: Services, host: str, port: int) -> None:
     lines = [
         "",
         f"  Countersign is running on http://{host}:{port}/",
-        f"  database: {rt.db.engine.dialect.name}   redis: "
-        + ("embedded (instance/redis.sock)" if rt.redis.embedded else "REDIS_URL"),
+        f"  database: {svc.db.engine.dialect.name}   redis: "
+        + ("embedded (instance/redis.sock)" if svc.redis.embedded else "REDIS_URL"),
         f"  health:   http://{host}:{port}/healthz",
     ]
-    password = demo_admin_password(rt) if rt.settings.demo else None
+    password = demo_admin_password(svc) if svc.settings.demo else None
     if password:
         lines.append(f"  log in:   {DEMO_ADMIN} / {password}   (demo admin; kept in instance/)")
-    if rt.settings.demo:
+    if svc.settings.demo:
         lines.append("  demo:     the agent 'demo-ops-bot' is posting sample deferrals")
     lines.append("  stop:     Ctrl-C")
     click.echo("\n".join(lines) + "\n")

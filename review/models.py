@@ -193,7 +193,7 @@ class Deferral(Base):
     agent_risk: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     policy_version: Mapped[str] = mapped_column(String(71))
     priority: Mapped[int] = mapped_column(Integer)
-    # Static ordering key (see review/priority.py): higher is more urgent, forever.
+    # Static ordering key (see review/intake/priority.py): higher is more urgent, forever.
     rank: Mapped[int] = mapped_column(BigInteger)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -262,7 +262,7 @@ class AuditEvent(Base):
 class AuditCheckpoint(Base):
     """A signed statement "the chain had `seq` events, ending in `head_hash`, at `at`".
 
-    Signed with the service's ed25519 key (review/checkpoints.py); only ever inserted.
+    Signed with the service's ed25519 key (review/audit/checkpoints.py); only ever inserted.
     """
 
     __tablename__ = "audit_checkpoints"

@@ -1,9 +1,18 @@
-"""The Redis keys the service shares between processes, in one place."""
+"""Every Redis key and channel the service uses, with what it holds and who writes it.
+
+Redis holds nothing the service cannot lose: the job queue (rq's own keys), caches,
+counters and wake-ups. A lost key costs latency or a count, never a decision.
+"""
+
+# --- agents ------------------------------------------------------------------------------
 
 
 def agent_status(slug: str) -> str:
     """The agent's status object as JSON, for the status endpoint (PROTOCOL.md 4.5)."""
     return f"countersign:agent-status:{slug}"
+
+
+STATUS_TTL_SECONDS = 10
 
 
 def rate(slug: str, second: int) -> str:
@@ -21,4 +30,45 @@ def rejections(slug: str) -> str:
     return f"countersign:breaker:rejections:{slug}"
 
 
-STATUS_TTL_SECONDS = 10
+# --- wake-ups and delivery ---------------------------------------------------------------
+
+# Pub/sub channel: the id of each deferral that ended, published after its commit; every
+# web process's long-poll listener wakes the requests waiting for it.
+ENDED_CHANNEL = "countersign:ended"
+
+# Set while a delivery flush job waits in the queue: a burst of decisions queues one flush,
+# not one job each. The flush deletes it as it starts, so a decision after that queues another.
+DELIVERY_FLUSH_QUEUED = "countersign:delivery:flush-queued"
+
+
+def delivering(event_id: str) -> str:
+    """Set while a worker posts this callback, so two flushes never post it at once."""
+    return f"countersign:delivering:{event_id}"
+
+
+# Held by the worker whose maintenance tick runs now (expiry, lapsed claims, checkpoints).
+MAINTENANCE_TICK = "countersign:maintenance:tick"
+
+# Held while the demo agent's ticker job is scheduled (one ticker per installation).
+DEMO_TICKER = "countersign:demo:ticker"
+
+
+# --- people and pages --------------------------------------------------------------------
+
+# The queue's counts per risk level, shared by every reviewer for a few seconds.
+QUEUE_LEVEL_COUNTS = "countersign:queue:level-counts"
+
+
+def login_failures_for_account(username: str) -> str:
+    """Failed logins for one account in the current window."""
+    return f"countersign:login:user:{username.lower()}"
+
+
+def login_failures_from_address(address: str) -> str:
+    """Failed logins from one client address in the current window."""
+    return f"countersign:login:addr:{address}"
+
+
+def login_throttle_noted(username: str, address: str) -> str:
+    """Set once a throttled login was audited, so a flood of them is audited once."""
+    return f"countersign:login:noted:{username.lower()}:{address}"

@@ -9,7 +9,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from review.audit import record_event
+from review.audit.chain import record_event
 from review.errors import Conflict, DomainError
 from review.models import ROLES, User
 

@@ -198,7 +198,7 @@ def app(make_app):
 
 
 @pytest.fixture
-def rt(app):
+def svc(app):
     return app.extensions["countersign"]
 
 
@@ -213,16 +213,16 @@ def runner(app):
 
 
 @pytest.fixture
-def make_agent(app, rt):
+def make_agent(app, svc):
     """Register an agent (and its owner) and return a client that signs as it."""
-    from review.agents import create_agent
+    from review.agents.registry import create_agent
     from review.users import create_user, find_user
 
     def factory(slug: str = "billing-bot", owner: str = "olivia", **kwargs) -> AgentClient:
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             if find_user(session, owner) is None:
                 create_user(session, owner, "reviewer", "correct horse battery")
-            created = create_agent(session, rt.box, slug, [owner], **kwargs)
+            created = create_agent(session, svc.box, slug, [owner], **kwargs)
         return AgentClient(app.test_client(), slug, created.secret)
 
     return factory

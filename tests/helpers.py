@@ -115,37 +115,37 @@ class Browser:
         )
 
 
-def reviewer(rt, name: str = "rita", role: str = "reviewer"):
+def reviewer(svc, name: str = "rita", role: str = "reviewer"):
     """A user who can decide, as the domain sees them (a Holder)."""
-    from review.batches import Holder
+    from review.reviewing.claims import Holder
     from review.users import create_user
 
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         user = create_user(session, name, role, "correct horse battery")
         session.flush()
         return Holder(user.id, name, frozenset({name}))
 
 
-def approved(rt, agent: AgentClient, holder, body: dict | None = None) -> dict:
+def approved(svc, agent: AgentClient, holder, body: dict | None = None) -> dict:
     """A deferral the agent made and `holder` approved: its resource, as the agent reads it."""
-    from review.batches import claim_batch
-    from review.decisions import decide
+    from review.reviewing.claims import claim_batch
+    from review.reviewing.decisions import decide
 
     d_id = agent.defer(body or refund()).get_json()["id"]
-    claim_batch(rt, holder)
-    outcome = decide(rt, holder, d_id, "approve")
+    claim_batch(svc, holder)
+    outcome = decide(svc, holder, d_id, "approve")
     assert outcome.status == "approved", outcome.message
     return agent.get(f"/api/v1/deferrals/{d_id}").get_json()
 
 
-def as_an_attacker(rt, *statements):
+def as_an_attacker(svc, *statements):
     """Run statements against the audit tables with their append-only triggers out of the
     way, as someone with full database access would (the triggers come back after)."""
     from sqlalchemy import text
 
     tables = ("audit_events", "audit_checkpoints")
-    with rt.db.write() as session:
-        if rt.db.is_sqlite:
+    with svc.db.write() as session:
+        if svc.db.is_sqlite:
             for table in tables:
                 for action in ("update", "delete"):
                     session.execute(text(f"DROP TRIGGER {table}_no_{action}"))
@@ -154,7 +154,7 @@ def as_an_attacker(rt, *statements):
                 session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         for statement in statements:
             session.execute(statement)
-        if rt.db.is_sqlite:
+        if svc.db.is_sqlite:
             for table in tables:
                 for action in ("UPDATE", "DELETE"):
                     session.execute(

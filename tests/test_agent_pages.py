@@ -8,15 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from review.killswitch import Actor, kill
+from review.agents.killswitch import Actor, kill
 from review.models import Agent, AgentSecret, AuditEvent, utcnow
 from review.users import create_user
 from tests.helpers import AgentClient, Browser, refund
 
 
 @pytest.fixture
-def people(rt):
-    with rt.db.write() as session:
+def people(svc):
+    with svc.db.write() as session:
         create_user(session, "ada", "admin", "correct horse battery")
         create_user(session, "rita", "reviewer", "correct horse battery")
         create_user(session, "audrey", "auditor", "correct horse battery")
@@ -26,8 +26,8 @@ def as_(app, name):
     return Browser(app.test_client(), name)
 
 
-def events(rt, event_type):
-    with rt.db.read() as session:
+def events(svc, event_type):
+    with svc.db.read() as session:
         return session.scalars(
             select(AuditEvent).where(AuditEvent.event_type == event_type).order_by(AuditEvent.seq)
         ).all()
@@ -43,7 +43,7 @@ def test_the_list_shows_state_owners_undecided_and_health(app, agent, people):
     assert "Stop all agents" in as_(app, "ada").get("/agents").get_data(as_text=True)
 
 
-def test_an_owner_flips_the_switch_with_a_reason_through_htmx(app, rt, agent, people):
+def test_an_owner_flips_the_switch_with_a_reason_through_htmx(app, svc, agent, people):
     d_id = agent.defer().get_json()["id"]
     owner = as_(app, "olivia")
     page = owner.get(f"/agents/{agent.slug}").get_data(as_text=True)
@@ -70,14 +70,14 @@ def test_a_flip_without_a_reason_changes_nothing(app, agent, people):
     assert agent.defer().status_code == 202
 
 
-def test_other_reviewers_and_auditors_see_no_switch_and_are_refused(app, rt, agent, people):
+def test_other_reviewers_and_auditors_see_no_switch_and_are_refused(app, svc, agent, people):
     for name in ("rita", "audrey"):
         user = as_(app, name)
         page = user.get(f"/agents/{agent.slug}").get_data(as_text=True)
         assert "Kill switch</button>" not in page
         assert user.post(f"/agents/{agent.slug}/kill", {"reason": "x"}).status_code == 403
         assert user.get(f"/agents/{agent.slug}/switch?action=kill").status_code == 403
-    assert [e.actor_id for e in events(rt, "agent.flip_refused")] == ["rita", "audrey"]
+    assert [e.actor_id for e in events(svc, "agent.flip_refused")] == ["rita", "audrey"]
     assert agent.defer().status_code == 202
 
 
@@ -96,7 +96,7 @@ def test_an_admin_kills_any_agent_and_stops_all_for_an_incident(app, make_agent,
     assert as_(app, "olivia").post("/agents/stop-all", {"reason": "x"}).status_code == 403
 
 
-def test_an_admin_registers_an_agent_and_sees_its_secret_once(app, rt, people):
+def test_an_admin_registers_an_agent_and_sees_its_secret_once(app, svc, people):
     admin = as_(app, "ada")
     form = admin.get("/agents/new").get_data(as_text=True)
     assert 'for="slug"' in form and 'for="owners"' in form
@@ -118,11 +118,11 @@ def test_an_admin_registers_an_agent_and_sees_its_secret_once(app, rt, people):
     assert secret not in admin.get("/agents/mail-bot").get_data(as_text=True)
     item = admin.get(f"/deferrals/{d_id}").get_data(as_text=True)
     assert 'href="https://traces.example.com/t/abc%201"' in item
-    [created] = events(rt, "agent.created")
+    [created] = events(svc, "agent.created")
     assert created.actor_id == "ada" and json.loads(created.payload)["owners"] == ["rita"]
 
 
-def test_registration_errors_are_shown_and_nothing_is_created(app, rt, people):
+def test_registration_errors_are_shown_and_nothing_is_created(app, svc, people):
     admin = as_(app, "ada")
     bad = admin.post("/agents", {"slug": "Bad Slug", "owners": "rita"})
     assert bad.status_code == 422 and "slug must match" in bad.get_data(as_text=True)
@@ -132,12 +132,12 @@ def test_registration_errors_are_shown_and_nothing_is_created(app, rt, people):
         "/agents", {"slug": "ok-bot", "owners": "rita", "trace_url_template": "ftp://x"}
     )
     assert bad.status_code == 422 and "trace URL template" in bad.get_data(as_text=True)
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalars(select(Agent.slug)).all() == []
     assert as_(app, "rita").get("/agents/new").status_code == 403
 
 
-def test_rotation_keeps_the_old_secret_for_the_overlap_then_stops_it(app, rt, agent, people):
+def test_rotation_keeps_the_old_secret_for_the_overlap_then_stops_it(app, svc, agent, people):
     admin = as_(app, "ada")
     page = admin.post(f"/agents/{agent.slug}/rotate").get_data(as_text=True)
     new_secret = re.search(r'value="(whsec_[^"]+)"', page).group(1)
@@ -145,20 +145,20 @@ def test_rotation_keeps_the_old_secret_for_the_overlap_then_stops_it(app, rt, ag
     assert agent.defer().status_code == 202  # the old one still works, for the overlap
     fresh = AgentClient(app.test_client(), agent.slug, new_secret)
     assert fresh.defer(refund(summary="new key")).status_code == 202
-    with rt.db.write() as session:  # the overlap has passed
+    with svc.db.write() as session:  # the overlap has passed
         session.execute(
             update(AgentSecret)
             .where(AgentSecret.expires_at.is_not(None))
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
-    rt.secrets.forget(agent.slug)
+    svc.secrets.forget(agent.slug)
     assert agent.defer(refund(summary="old key")).status_code == 401
     assert fresh.defer(refund(summary="new key 2")).status_code == 202
-    [rotated] = events(rt, "agent.secret_rotated")
+    [rotated] = events(svc, "agent.secret_rotated")
     assert rotated.actor_id == "ada" and "new_fingerprint" in json.loads(rotated.payload)
 
 
-def test_settings_changes_are_audited_and_validated(app, rt, agent, people):
+def test_settings_changes_are_audited_and_validated(app, svc, agent, people):
     admin = as_(app, "ada")
     ok = admin.post(
         f"/agents/{agent.slug}/settings",
@@ -166,7 +166,7 @@ def test_settings_changes_are_audited_and_validated(app, rt, agent, people):
          "breaker_rejections": "3"},
     )  # fmt: skip
     assert ok.status_code == 302
-    [updated] = events(rt, "agent.updated")
+    [updated] = events(svc, "agent.updated")
     changes = json.loads(updated.payload)["changes"]
     assert changes["owners"] == {"from": ["olivia"], "to": ["olivia", "rita"]}
     assert changes["breaker_flood"] == {"from": None, "to": "5/10"}
@@ -177,22 +177,22 @@ def test_settings_changes_are_audited_and_validated(app, rt, agent, people):
         {"name": "Billing", "owners": "olivia", "breaker_flood": "lots"},
     )
     assert "must look like 200/60" in admin.get(bad.location).get_data(as_text=True)
-    assert len(events(rt, "agent.updated")) == 1
+    assert len(events(svc, "agent.updated")) == 1
     assert as_(app, "rita").post(f"/agents/{agent.slug}/settings", {"name": "x"}).status_code == 403
 
 
-def test_deactivation_stops_the_agent_for_good(app, rt, agent, people):
+def test_deactivation_stops_the_agent_for_good(app, svc, agent, people):
     d_id = agent.defer().get_json()["id"]
     admin = as_(app, "ada")
     admin.post(f"/agents/{agent.slug}/deactivate", {"reason": "retired"})
     assert agent.defer().status_code == 401  # its secrets no longer verify
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         row = session.scalar(select(Agent).where(Agent.slug == agent.slug))
         assert row.state == "killed" and row.deactivated_at is not None
     page = admin.get(f"/agents/{agent.slug}").get_data(as_text=True)
     assert "cannot be revived" in page and ">Revive</button>" not in page
     admin.post(f"/agents/{agent.slug}/revive", {"reason": "oops"})
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(Agent.state).where(Agent.slug == agent.slug)) == "killed"
     assert d_id in page
 
@@ -210,7 +210,7 @@ def test_a_breaker_trip_shows_on_the_list_and_the_page(make_app, make_agent, peo
     assert "agent.breaker_tripped" in page and "rule flood" in page
 
 
-def test_the_pages_poll_and_reload_when_a_switch_flips(app, rt, agent, people):
+def test_the_pages_poll_and_reload_when_a_switch_flips(app, svc, agent, people):
     owner = as_(app, "olivia")
     pages = {"/agents": "/agents/state", f"/agents/{agent.slug}": f"/agents/{agent.slug}/state"}
     seen = {}
@@ -220,6 +220,6 @@ def test_the_pages_poll_and_reload_when_a_switch_flips(app, rt, agent, people):
         seen[state_path] = re.search(r'state\?since=([0-9a-f]+)"', page).group(1)
         quiet = owner.get(f"{state_path}?since={seen[state_path]}")
         assert quiet.status_code == 204 and "HX-Refresh" not in quiet.headers
-    kill(rt, agent.slug, Actor("system", "breaker"), "breaker: flood")
+    kill(svc, agent.slug, Actor("system", "breaker"), "breaker: flood")
     for state_path, since in seen.items():
         assert owner.get(f"{state_path}?since={since}").headers["HX-Refresh"] == "true"

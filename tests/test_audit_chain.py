@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
 
-from review.audit import GENESIS_HASH, chain_prefix, event_hash, record_event, verify_chain
+from review.audit.chain import GENESIS_HASH, chain_prefix, event_hash, record_event, verify_chain
 from review.models import AuditEvent
 from tests.helpers import as_an_attacker
 
 
-def _append(rt, n, kind="test.event"):
+def _append(svc, n, kind="test.event"):
     for i in range(n):
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             record_event(
                 session,
                 actor_kind="system",
@@ -26,9 +26,9 @@ def _append(rt, n, kind="test.event"):
             )
 
 
-def test_events_link_each_to_the_previous_hash(rt):
-    _append(rt, 3)
-    with rt.db.read() as session:
+def test_events_link_each_to_the_previous_hash(svc):
+    _append(svc, 3)
+    with svc.db.read() as session:
         events = session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
         assert [e.seq for e in events] == [1, 2, 3]
         assert events[0].prev_hash == GENESIS_HASH
@@ -38,67 +38,68 @@ def test_events_link_each_to_the_previous_hash(rt):
     assert result.ok and result.count == 3 and result.head == events[2].hash
 
 
-def test_an_event_is_written_only_if_its_transaction_commits(rt):
+def test_an_event_is_written_only_if_its_transaction_commits(svc):
     try:
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             record_event(session, actor_kind="system", actor_id="t", event_type="x")
             raise RuntimeError("the state change failed")
     except RuntimeError:
         pass
-    _append(rt, 1)
-    with rt.db.read() as session:
+    _append(svc, 1)
+    with svc.db.read() as session:
         assert session.scalar(select(AuditEvent.seq)) == 1
         assert verify_chain(session).ok
 
 
-def test_audit_verify_prints_ok_with_count_and_head(rt, runner):
-    _append(rt, 2)
+def test_audit_verify_prints_ok_with_count_and_head(svc, runner):
+    _append(svc, 2)
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 0
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         head = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == 2))
     assert result.output.strip().endswith(f"OK 2 events, head {head}")
 
 
-def test_an_edited_payload_is_caught_and_named(rt, runner):
-    _append(rt, 4)
+def test_an_edited_payload_is_caught_and_named(svc, runner):
+    _append(svc, 4)
     as_an_attacker(
-        rt, update(AuditEvent).where(AuditEvent.seq == 3).values(payload='{"i":99,"note":"forged"}')
+        svc,
+        update(AuditEvent).where(AuditEvent.seq == 3).values(payload='{"i":99,"note":"forged"}'),
     )
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1
     assert "event 3" in result.output and "edited" in result.output
 
 
-def test_an_edited_actor_is_caught(rt):
-    _append(rt, 2)
-    as_an_attacker(rt, update(AuditEvent).where(AuditEvent.seq == 1).values(actor_id="mallory"))
-    with rt.db.read() as session:
+def test_an_edited_actor_is_caught(svc):
+    _append(svc, 2)
+    as_an_attacker(svc, update(AuditEvent).where(AuditEvent.seq == 1).values(actor_id="mallory"))
+    with svc.db.read() as session:
         result = verify_chain(session)
     assert not result.ok and result.bad_seq == 1
 
 
-def test_a_deleted_event_in_the_middle_is_caught(rt, runner):
-    _append(rt, 4)
-    as_an_attacker(rt, delete(AuditEvent).where(AuditEvent.seq == 2))
+def test_a_deleted_event_in_the_middle_is_caught(svc, runner):
+    _append(svc, 4)
+    as_an_attacker(svc, delete(AuditEvent).where(AuditEvent.seq == 2))
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1 and "event 2" in result.output
 
 
-def test_a_removed_tail_is_caught_by_the_head(rt):
-    _append(rt, 4)
-    as_an_attacker(rt, delete(AuditEvent).where(AuditEvent.seq >= 3))
-    with rt.db.read() as session:
+def test_a_removed_tail_is_caught_by_the_head(svc):
+    _append(svc, 4)
+    as_an_attacker(svc, delete(AuditEvent).where(AuditEvent.seq >= 3))
+    with svc.db.read() as session:
         result = verify_chain(session)
     assert not result.ok and "removed" in result.problem
 
 
-def test_concurrent_writers_build_one_gapless_chain(rt):
+def test_concurrent_writers_build_one_gapless_chain(svc):
     errors = []
 
     def writer(k):
         try:
-            _append(rt, 10, kind=f"writer.{k}")
+            _append(svc, 10, kind=f"writer.{k}")
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -108,7 +109,7 @@ def test_concurrent_writers_build_one_gapless_chain(rt):
     for t in threads:
         t.join()
     assert errors == []
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         result = verify_chain(session)
         assert result.ok and result.count == 60
         assert session.execute(text("SELECT COUNT(DISTINCT seq) FROM audit_events")).scalar() == 60
@@ -141,7 +142,7 @@ def test_the_prefix_postgresql_finishes_gives_the_same_hash(
     assert hashlib.sha256(text.encode()).hexdigest() == expected
 
 
-def test_sqlite_driver_statements_store_what_sqlalchemy_stores(rt):
+def test_sqlite_driver_statements_store_what_sqlalchemy_stores(svc):
     """review/db.py runs SQLite's chain statements on the driver with SQLAlchemy's own
     SQL and bind processors: rows written both ways read back the same."""
     from sqlalchemy import insert
@@ -149,7 +150,7 @@ def test_sqlite_driver_statements_store_what_sqlalchemy_stores(rt):
     from review.db import driver
     from review.models import AuditHead
 
-    if not rt.db.is_sqlite:
+    if not svc.db.is_sqlite:
         pytest.skip("SQLite only")
     when = datetime(2026, 11, 21, 10, 0, 0, 123456, tzinfo=UTC)
     row = {
@@ -158,15 +159,15 @@ def test_sqlite_driver_statements_store_what_sqlalchemy_stores(rt):
         "payload": "{}", "prev_hash": GENESIS_HASH, "hash": "a" * 64,
     }  # fmt: skip
     table = AuditEvent.__table__
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         driver.execute(session.connection(), insert(table), row)
         session.execute(insert(table), {**row, "seq": 2, "hash": "b" * 64})
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         stored = [
             session.execute(text("SELECT * FROM audit_events WHERE seq = :n"), {"n": n}).one()[1:-1]
             for n in (1, 2)
         ]
         assert stored[0] == stored[1]
         assert session.get(AuditEvent, 1).at == when
-    with rt.db.write() as session, pytest.raises(KeyError):
+    with svc.db.write() as session, pytest.raises(KeyError):
         driver.execute(session.connection(), insert(AuditHead.__table__), {"seq": 1})

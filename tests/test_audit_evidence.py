@@ -14,20 +14,21 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from review import audit_export, checkpoints
-from review.audit import canonical_json, record_event
-from review.audit_verifier import canonical
+from review.audit import checkpoints
+from review.audit import export as audit_export
+from review.audit.chain import canonical_json, record_event
+from review.audit.verifier import canonical
 from review.models import AuditCheckpoint, AuditEvent, AuditHead, utcnow
 from review.users import create_user
 from tests.helpers import Browser, approved, as_an_attacker, refund, reviewer
 
 ROOT = Path(__file__).resolve().parent.parent
-VERIFIER = ROOT / "review" / "audit_verifier.py"
+VERIFIER = ROOT / "review" / "audit" / "verifier.py"
 
 
-def append(rt, n, kind="test.event"):
+def append(svc, n, kind="test.event"):
     for i in range(n):
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             record_event(
                 session, actor_kind="system", actor_id="test", event_type=kind, payload={"i": i}
             )
@@ -51,97 +52,97 @@ def verify(runner):
     ],
     ids=["update event", "delete event", "update checkpoint", "delete checkpoint"],
 )
-def test_the_database_refuses_to_change_the_log(rt, statement):
-    append(rt, 2)
-    checkpoints.take(rt, force=True)
-    with pytest.raises(DBAPIError, match="append-only"), rt.db.write() as session:
+def test_the_database_refuses_to_change_the_log(svc, statement):
+    append(svc, 2)
+    checkpoints.take(svc, force=True)
+    with pytest.raises(DBAPIError, match="append-only"), svc.db.write() as session:
         session.execute(statement)
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(AuditEvent.actor_id).where(AuditEvent.seq == 1)) == "test"
 
 
-def test_postgresql_refuses_truncate_too(rt):
-    if rt.db.is_sqlite:
+def test_postgresql_refuses_truncate_too(svc):
+    if svc.db.is_sqlite:
         pytest.skip("SQLite has no TRUNCATE")
-    append(rt, 1)
-    with pytest.raises(DBAPIError, match="append-only"), rt.db.write() as session:
+    append(svc, 1)
+    with pytest.raises(DBAPIError, match="append-only"), svc.db.write() as session:
         session.execute(text("TRUNCATE audit_events CASCADE"))
 
 
 # --- checkpoints ----------------------------------------------------------------------
 
 
-def test_a_checkpoint_signs_the_head_and_verify_checks_it(rt, runner):
-    append(rt, 3)
+def test_a_checkpoint_signs_the_head_and_verify_checks_it(svc, runner):
+    append(svc, 3)
     result = runner.invoke(args=["audit", "checkpoint"])
     assert result.exit_code == 0 and "3 events" in result.output
     again = runner.invoke(args=["audit", "checkpoint"])
     assert "nothing new" in again.output
     code, output = verify(runner)
     assert code == 0 and output.startswith("OK 3 events")
-    key = checkpoints.load_key(rt.settings.audit_key_file)
-    with rt.db.read() as session:
+    key = checkpoints.load_key(svc.settings.audit_key_file)
+    with svc.db.read() as session:
         [c] = checkpoints.all_checkpoints(session)
     assert checkpoints.signature_valid(key.public_raw, c.seq, c.head_hash, c.at, c.signature)
-    assert oct(Path(rt.settings.audit_key_file).stat().st_mode)[-3:] == "600"
+    assert oct(Path(svc.settings.audit_key_file).stat().st_mode)[-3:] == "600"
 
 
 def test_the_timer_takes_a_checkpoint_only_when_due_and_new(make_app):
     app = make_app(checkpoint_interval=60)
-    rt = app.extensions["countersign"]
-    append(rt, 1)
-    assert checkpoints.take(rt) is not None  # the first one at once
-    append(rt, 1)
-    assert checkpoints.take(rt) is None  # not due yet
-    assert checkpoints.take(rt, now=utcnow() + timedelta(seconds=61)) is not None
-    assert checkpoints.take(rt, now=utcnow() + timedelta(seconds=200)) is None  # nothing new
+    svc = app.extensions["countersign"]
+    append(svc, 1)
+    assert checkpoints.take(svc) is not None  # the first one at once
+    append(svc, 1)
+    assert checkpoints.take(svc) is None  # not due yet
+    assert checkpoints.take(svc, now=utcnow() + timedelta(seconds=61)) is not None
+    assert checkpoints.take(svc, now=utcnow() + timedelta(seconds=200)) is None  # nothing new
 
 
-def test_a_cut_tail_with_a_rewritten_head_is_caught_by_the_checkpoint(rt, runner):
-    append(rt, 5)
-    checkpoints.take(rt, force=True)
-    with rt.db.read() as session:
+def test_a_cut_tail_with_a_rewritten_head_is_caught_by_the_checkpoint(svc, runner):
+    append(svc, 5)
+    checkpoints.take(svc, force=True)
+    with svc.db.read() as session:
         third = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == 3))
-    as_an_attacker(rt, delete(AuditEvent).where(AuditEvent.seq > 3))
-    with rt.db.write() as session:  # and makes the head agree
+    as_an_attacker(svc, delete(AuditEvent).where(AuditEvent.seq > 3))
+    with svc.db.write() as session:  # and makes the head agree
         session.execute(update(AuditHead).values(seq=3, hash=third))
     code, output = verify(runner)
     assert code == 1 and "event 4" in output and "events removed from the end" in output
 
 
-def test_a_forged_checkpoint_is_caught(rt, runner):
-    append(rt, 3)
-    checkpoints.take(rt, force=True)
-    as_an_attacker(rt, update(AuditCheckpoint).values(head_hash="f" * 64))
+def test_a_forged_checkpoint_is_caught(svc, runner):
+    append(svc, 3)
+    checkpoints.take(svc, force=True)
+    as_an_attacker(svc, update(AuditCheckpoint).values(head_hash="f" * 64))
     code, output = verify(runner)
     assert code == 1 and "bad signature" in output
 
 
-def test_a_rewritten_log_does_not_match_its_checkpoint(rt, runner):
+def test_a_rewritten_log_does_not_match_its_checkpoint(svc, runner):
     """Someone rebuilds a valid-looking chain from event 2 on; the signed hash differs."""
-    append(rt, 3)
-    checkpoints.take(rt, force=True)
-    with rt.db.read() as session:
+    append(svc, 3)
+    checkpoints.take(svc, force=True)
+    with svc.db.read() as session:
         first = session.scalar(select(AuditEvent).where(AuditEvent.seq == 1))
         first_hash = first.hash
-    as_an_attacker(rt, delete(AuditEvent).where(AuditEvent.seq > 1))
-    with rt.db.write() as session:
+    as_an_attacker(svc, delete(AuditEvent).where(AuditEvent.seq > 1))
+    with svc.db.write() as session:
         session.execute(update(AuditHead).values(seq=1, hash=first_hash))
-    append(rt, 2, kind="forged")
+    append(svc, 2, kind="forged")
     code, output = verify(runner)
     assert code == 1 and "event 3" in output and "rewritten" in output
 
 
-def test_reordered_events_are_caught(rt, runner):
-    append(rt, 4)
-    with rt.db.read() as session:
+def test_reordered_events_are_caught(svc, runner):
+    append(svc, 4)
+    with svc.db.read() as session:
         rows = {e.seq: e for e in session.scalars(select(AuditEvent))}
     swap = [
         update(AuditEvent).where(AuditEvent.seq == 2).values(seq=-2),
         update(AuditEvent).where(AuditEvent.seq == 3).values(seq=2),
         update(AuditEvent).where(AuditEvent.seq == -2).values(seq=3),
     ]
-    as_an_attacker(rt, *swap)
+    as_an_attacker(svc, *swap)
     code, output = verify(runner)
     assert code == 1 and "event 2" in output and rows[2].hash != rows[3].hash
 
@@ -163,19 +164,19 @@ def run_verifier(path, *args):
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_an_export_round_trips_through_the_standalone_verifier(rt, agent, runner, tmp_path, fmt):
-    d = approved(rt, agent, reviewer(rt), refund(rationale='line one\nline "two", ünïcode ✓'))
+def test_an_export_round_trips_through_the_standalone_verifier(svc, agent, runner, tmp_path, fmt):
+    d = approved(svc, agent, reviewer(svc), refund(rationale='line one\nline "two", ünïcode ✓'))
     agent.post_json(
         f"/api/v1/deferrals/{d['id']}/execution",
         {"outcome": "succeeded", "action_digest": d["action_digest"], "result": {"ok": True}},
     )
-    checkpoints.take(rt, force=True)
-    append(rt, 2)  # events after the last checkpoint are exported too
+    checkpoints.take(svc, force=True)
+    append(svc, 2)  # events after the last checkpoint are exported too
     path = tmp_path / f"log.{fmt}"
     path.write_text(export(runner, fmt), encoding="utf-8")
-    key = checkpoints.load_key(rt.settings.audit_key_file)
+    key = checkpoints.load_key(svc.settings.audit_key_file)
     code, output = run_verifier(path, "--public-key", key.public_b64)
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         count = session.get(AuditHead, 1).seq
     assert code == 0, output
     assert (
@@ -184,11 +185,11 @@ def test_an_export_round_trips_through_the_standalone_verifier(rt, agent, runner
     )
 
 
-def test_the_verifier_catches_an_edited_a_removed_and_a_cut_export(rt, agent, runner, tmp_path):
+def test_the_verifier_catches_an_edited_a_removed_and_a_cut_export(svc, agent, runner, tmp_path):
     agent.defer()
-    checkpoints.take(rt, force=True)
+    checkpoints.take(svc, force=True)
     lines = export(runner, "jsonl").splitlines(keepends=True)
-    key = checkpoints.load_key(rt.settings.audit_key_file).public_b64
+    key = checkpoints.load_key(svc.settings.audit_key_file).public_b64
     n = next(i for i, line in enumerate(lines) if "deferral.received" in line)
     event = json.loads(lines[n])
     event["payload"] = event["payload"].replace("Refund", "Refnd")
@@ -232,8 +233,8 @@ def test_the_verifiers_canonical_json_is_rfc_8785_for_the_hashed_records(record)
     assert canonical(record) == canonical_json(record)
 
 
-def test_export_streams_in_pages(rt, monkeypatch):
-    append(rt, 12)
+def test_export_streams_in_pages(svc, monkeypatch):
+    append(svc, 12)
     seen = []
     real = audit_export.iter_rows
 
@@ -242,8 +243,8 @@ def test_export_streams_in_pages(rt, monkeypatch):
         return real(session, batch=5, after=after)
 
     monkeypatch.setattr(audit_export, "iter_rows", spy)
-    key = checkpoints.load_key(rt.settings.audit_key_file)
-    with rt.db.read() as session:
+    key = checkpoints.load_key(svc.settings.audit_key_file)
+    with svc.db.read() as session:
         records = list(audit_export.records(session, key))
     assert [r["seq"] for r in records if r["record"] == "event"] == list(range(1, 13))
     assert records[-1] == {"record": "end", "events": 12, "checkpoints": 0}
@@ -254,7 +255,7 @@ def test_export_streams_in_pages(rt, monkeypatch):
 
 def test_redacted_values_never_reach_the_audit_table_or_the_export(make_app, make_agent, runner):
     app = make_app(audit_redact="action.args.card_number,**.cvv,result.token", agent_rate=0)
-    rt = app.extensions["countersign"]
+    svc = app.extensions["countersign"]
     base = make_agent()
     from tests.helpers import AgentClient
 
@@ -264,7 +265,7 @@ def test_redacted_values_never_reach_the_audit_table_or_the_export(make_app, mak
         before={"card": {"cvv": "737Z"}},
         after={"card": {"cvv": "737Z", "charged": True}},
     )
-    d = approved(rt, agent, reviewer(rt), body)
+    d = approved(svc, agent, reviewer(svc), body)
     agent.post_json(
         f"/api/v1/deferrals/{d['id']}/execution",
         {
@@ -273,7 +274,7 @@ def test_redacted_values_never_reach_the_audit_table_or_the_export(make_app, mak
             "result": {"token": "tok_SECRET"},
         },
     )
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         stored = " ".join(session.scalars(select(AuditEvent.payload)).all())
     exported = app.test_cli_runner().invoke(args=["audit", "export"]).output
     for raw in ("4111111111111111", "737Z", "tok_SECRET"):
@@ -282,7 +283,7 @@ def test_redacted_values_never_reach_the_audit_table_or_the_export(make_app, mak
         next(line for line in exported.splitlines() if '"event_type":"deferral.received"' in line)
     )
     payload = json.loads(received["payload"])
-    assert payload["action"]["args"]["card_number"] == rt.redactor.digest("4111111111111111")
+    assert payload["action"]["args"]["card_number"] == svc.redactor.digest("4111111111111111")
     assert payload["action"]["args"]["amount"] == 5  # only the configured paths
     assert payload["state"]["before"]["card"]["cvv"].startswith("redacted:hmac-sha256:")
     # reviewers still see the value they decide on
@@ -290,8 +291,8 @@ def test_redacted_values_never_reach_the_audit_table_or_the_export(make_app, mak
     assert "4111111111111111" in page
 
 
-def test_redaction_paths_match_keys_indexes_and_any_depth(rt):
-    from review.redaction import Redactor
+def test_redaction_paths_match_keys_indexes_and_any_depth(svc):
+    from review.audit.redaction import Redactor
 
     r = Redactor("k", ("action.args.items.*.pan", "**.password"))
     out = r.apply(
@@ -309,17 +310,17 @@ def test_redaction_paths_match_keys_indexes_and_any_depth(rt):
 
 
 @pytest.fixture
-def auditor(app, rt):
-    with rt.db.write() as session:
+def auditor(app, svc):
+    with svc.db.write() as session:
         create_user(session, "audrey", "auditor", "correct horse battery")
     return Browser(app.test_client(), "audrey")
 
 
-def test_the_audit_page_filters_and_pages_by_sequence(app, rt, agent, auditor, monkeypatch):
-    monkeypatch.setattr("review.audit_pages.PAGE", 3)
+def test_the_audit_page_filters_and_pages_by_sequence(app, svc, agent, auditor, monkeypatch):
+    monkeypatch.setattr("review.web.audit_pages.PAGE", 3)
     ids = [agent.defer(refund(summary=f"n{i}")).get_json()["id"] for i in range(3)]
     page = auditor.get("/audit").get_data(as_text=True)
-    key = checkpoints.load_key(rt.settings.audit_key_file)
+    key = checkpoints.load_key(svc.settings.audit_key_file)
     assert key.public_b64 in page and "Export JSONL" in page and "Older events" in page
     only = auditor.get(f"/audit?deferral={ids[1]}").get_data(as_text=True)
     assert ids[1] in only and ids[0] not in only
@@ -333,26 +334,26 @@ def test_the_audit_page_filters_and_pages_by_sequence(app, rt, agent, auditor, m
     assert "No events match" in future
 
 
-def test_the_audit_page_is_for_auditors_and_admins(app, rt, agent, auditor):
-    with rt.db.write() as session:
+def test_the_audit_page_is_for_auditors_and_admins(app, svc, agent, auditor):
+    with svc.db.write() as session:
         create_user(session, "rita", "reviewer", "correct horse battery")
     assert Browser(app.test_client(), "rita").get("/audit").status_code == 403
     assert Browser(app.test_client(), "rita").get("/audit/export.jsonl").status_code == 403
 
 
-def test_the_page_exports_what_the_cli_exports(app, rt, agent, auditor, tmp_path):
+def test_the_page_exports_what_the_cli_exports(app, svc, agent, auditor, tmp_path):
     agent.defer()
     response = auditor.get("/audit/export.csv")
     assert response.status_code == 200 and "attachment" in response.headers["Content-Disposition"]
     path = tmp_path / "page.csv"
     path.write_bytes(response.get_data())
-    key = checkpoints.load_key(rt.settings.audit_key_file)
+    key = checkpoints.load_key(svc.settings.audit_key_file)
     code, output = run_verifier(path, "--public-key", key.public_b64)
     assert code == 0, output
 
 
-def test_one_deferrals_evidence_reads_as_one_chain(app, rt, agent, auditor):
-    d = approved(rt, agent, reviewer(rt))
+def test_one_deferrals_evidence_reads_as_one_chain(app, svc, agent, auditor):
+    d = approved(svc, agent, reviewer(svc))
     agent.post_json(
         f"/api/v1/deferrals/{d['id']}/execution",
         {"outcome": "failed", "action_digest": d["action_digest"]},

@@ -21,9 +21,9 @@ CONSOLE_ERRORS: list[str] = []  # console errors of every page of the current te
 
 
 @pytest.fixture
-def site(make_app, make_agent, rt):
+def site(make_app, make_agent, svc):
     app = make_app(agent_rate=0)
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         for name in ("rita", "sam"):
             create_user(session, name, "reviewer", PASSWORD, email=f"{name}@example.com")
     base = make_agent()
@@ -110,12 +110,12 @@ def test_two_reviewers_share_a_two_person_item(site):
     assert status(agent, d_id)["decision"]["decided_by"] == ["rita", "sam"]
 
 
-def test_a_stale_lease_is_explained_in_the_page(site, rt):
+def test_a_stale_lease_is_explained_in_the_page(site, svc):
     url, agent, browser = site
     d_id = agent.defer().get_json()["id"]
     page = login(browser, url, "rita")
     page.get_by_role("button", name="Start batch", exact=True).click()
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
     page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("your claim on this item lapsed")
@@ -190,13 +190,13 @@ def test_a_reviewer_who_owns_nothing_sees_no_kill_switch(site):
     expect(page.get_by_role("button", name="Kill switch")).to_have_count(0)
 
 
-def test_an_owners_page_shows_a_breaker_trip_without_a_reload_by_hand(site, rt):
-    from review.killswitch import Actor, kill
+def test_an_owners_page_shows_a_breaker_trip_without_a_reload_by_hand(site, svc):
+    from review.agents.killswitch import Actor, kill
 
     url, agent, browser = site
     page = login(browser, url, "olivia")
     page.goto(url + "/agents/billing-bot")
     expect(page.locator("#switch")).to_contain_text("active")
-    kill(rt, "billing-bot", Actor("system", "breaker"), "breaker: flood, 201 deferrals in 60 s")
+    kill(svc, "billing-bot", Actor("system", "breaker"), "breaker: flood, 201 deferrals in 60 s")
     expect(page.locator("#switch")).to_contain_text("system:breaker", timeout=15000)
     expect(page.get_by_role("button", name="Revive")).to_be_visible()

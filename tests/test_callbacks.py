@@ -12,15 +12,15 @@ from standardwebhooks.webhooks import Webhook
 
 from approval_queue import delivery
 from approval_queue.worker import run_worker
-from review.batches import Holder, claim_batch
-from review.decisions import decide
 from review.models import Agent, AuditEvent, DeliveryAttempt, OutboxEvent, utcnow
+from review.reviewing.claims import Holder, claim_batch
+from review.reviewing.decisions import decide
 from review.users import create_user
 from tests.helpers import AgentClient, Browser, refund
 
 
 @pytest.fixture
-def setup(make_app, make_agent, rt, receiver_factory):
+def setup(make_app, make_agent, svc, receiver_factory):
     def build(*script, **overrides):
         receiver = receiver_factory(*script)
         app = make_app(allow_private_callbacks=True, agent_rate=0, **overrides)
@@ -69,15 +69,15 @@ def test_the_decision_and_its_callback_commit_together(setup):
     assert body["type"] == "deferral.decided" and body["data"]["status"] == "approved"
 
 
-def test_no_callback_url_means_no_outbox_row(app, make_agent, rt):
+def test_no_callback_url_means_no_outbox_row(app, make_agent, svc):
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         user = create_user(session, "rita", "reviewer", "correct horse battery")
         session.flush()
         holder = Holder(user.id, "rita", frozenset({"rita"}))
-    approve_one(rt, agent, holder)
-    assert outbox(rt) == []
+    approve_one(svc, agent, holder)
+    assert outbox(svc) == []
 
 
 def test_the_worker_delivers_a_signed_callback_the_receiver_can_verify(setup):
@@ -158,7 +158,7 @@ def test_a_slow_receiver_times_out_and_is_retried(setup, monkeypatch):
     assert errors[0].startswith("timed out") and errors[-1] is None
 
 
-def test_a_callback_to_the_metadata_address_is_refused(make_app, make_agent, rt, runner):
+def test_a_callback_to_the_metadata_address_is_refused(make_app, make_agent, svc, runner):
     runner.invoke(args=["users", "create", "olivia", "--role", "admin"], input="password123\n")
     result = runner.invoke(
         args=[

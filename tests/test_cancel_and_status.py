@@ -4,11 +4,11 @@ import json
 
 from sqlalchemy import select
 
-from review.killswitch import Actor, kill
+from review.agents.killswitch import Actor, kill
 from review.models import AuditEvent
 
 
-def test_an_agent_cancels_its_pending_deferral(agent, rt):
+def test_an_agent_cancels_its_pending_deferral(agent, svc):
     d = agent.defer().get_json()
     response = agent.post_json(f"/api/v1/deferrals/{d['id']}/cancel", {"reason": "user withdrew"})
     assert response.status_code == 200
@@ -18,7 +18,7 @@ def test_an_agent_cancels_its_pending_deferral(agent, rt):
     assert decision["outcome"] == "cancelled" and decision["reason"] == "user withdrew"
     assert decision["decided_by"] == [] and decision["valid_until"] is None
     assert decision["decided_at"].endswith("Z")
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         event = session.scalars(
             select(AuditEvent).where(
                 AuditEvent.deferral_id == d["id"], AuditEvent.event_type == "deferral.cancelled"
@@ -36,7 +36,7 @@ def test_cancel_needs_a_reason(agent):
     assert agent.get(f"/api/v1/deferrals/{d['id']}").get_json()["status"] == "pending"
 
 
-def test_the_status_endpoint_reports_the_kill_switch(agent, rt):
+def test_the_status_endpoint_reports_the_kill_switch(agent, svc):
     status = agent.get(f"/api/v1/agents/{agent.slug}/status")
     assert status.status_code == 200
     body = status.get_json()
@@ -47,7 +47,7 @@ def test_the_status_endpoint_reports_the_kill_switch(agent, rt):
         "changed_by": "cli",
         "reason": "created",
     }
-    kill(rt, agent.slug, Actor("user", "olivia"), "runaway")
+    kill(svc, agent.slug, Actor("user", "olivia"), "runaway")
     killed = agent.get(f"/api/v1/agents/{agent.slug}/status").get_json()
     assert killed["state"] == "killed" and killed["changed_by"] == "olivia"
     assert killed["reason"] == "runaway"

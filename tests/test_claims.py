@@ -5,21 +5,21 @@ from collections import Counter
 
 from sqlalchemy import func, select
 
-from review.audit import verify_chain
-from review.batches import Holder, claim_batch
+from review.audit.chain import verify_chain
 from review.models import AuditEvent, Deferral
+from review.reviewing.claims import Holder, claim_batch
 from review.users import create_user
 from tests.helpers import AgentClient, refund
 
 
-def test_eight_concurrent_claimers_never_share_a_deferral(make_app, make_agent, rt):
+def test_eight_concurrent_claimers_never_share_a_deferral(make_app, make_agent, svc):
     app = make_app(agent_rate=0)
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
     for i in range(30):
         assert agent.defer(refund(summary=f"item {i}")).status_code == 202
     holders = []
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         for i in range(8):
             user = create_user(session, f"reviewer{i}", "reviewer", "correct horse battery")
             session.flush()
@@ -31,7 +31,7 @@ def test_eight_concurrent_claimers_never_share_a_deferral(make_app, make_agent, 
     def claim(holder):
         try:
             barrier.wait()
-            claimed[holder.username] = claim_batch(rt, holder)
+            claimed[holder.username] = claim_batch(svc, holder)
         except Exception as exc:  # reported below
             errors.append(exc)
 
@@ -44,7 +44,7 @@ def test_eight_concurrent_claimers_never_share_a_deferral(make_app, make_agent, 
     everyone = [d for ids in claimed.values() for d in ids]
     assert len(everyone) == len(set(everyone)) == 30  # all taken, none twice
     assert all(len(ids) <= 5 for ids in claimed.values())
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         by_id = dict(session.execute(select(Deferral.id, Deferral.claimed_by)).all())
         owner = {h.id: h.username for h in holders}
         for username, ids in claimed.items():

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from review.batches import claim_batch
 from review.models import OutboxEvent
+from review.reviewing.claims import claim_batch
 from tests.helpers import AgentClient, Browser, refund, reviewer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def stack(make_app, make_agent, settings_overrides, receiver_factory, tmp_path):
     def build(redis_url, *script):
         receiver = receiver_factory(*script)
         app = make_app(redis_url=redis_url, allow_private_callbacks=True, agent_rate=0)
-        rt = app.extensions["countersign"]
+        svc = app.extensions["countersign"]
         base = make_agent(callback_url=receiver.url, allow_private_callbacks=True)
         agent = AgentClient(app.test_client(), base.slug, base.secret)
         env = {
@@ -121,15 +121,15 @@ def stack(make_app, make_agent, settings_overrides, receiver_factory, tmp_path):
         }
         workers = Workers(env, tmp_path)
         made.append(workers)
-        return app, rt, agent, receiver, workers
+        return app, svc, agent, receiver, workers
 
     yield build
     for workers in made:
         workers.close()
 
 
-def events(rt):
-    with rt.db.read() as session:
+def events(svc):
+    with svc.db.read() as session:
         return session.scalars(select(OutboxEvent)).all()
 
 
@@ -148,10 +148,10 @@ def wait_for(condition, timeout, what, workers=None):
 
 
 def test_callbacks_decided_while_redis_was_down_all_arrive_once_it_is_back(stack, private_redis):
-    app, rt, agent, receiver, workers = stack(private_redis.url)
+    app, svc, agent, receiver, workers = stack(private_redis.url)
     ids = [agent.defer(refund(summary=f"refund {i}")).get_json()["id"] for i in range(4)]
-    holder = reviewer(rt)
-    claim_batch(rt, holder)
+    holder = reviewer(svc)
+    claim_batch(svc, holder)
     workers.start()
     browser = Browser(app.test_client(), "rita")
     assert browser.post(f"/batch/{ids[0]}/approve").status_code == 302
@@ -161,50 +161,50 @@ def test_callbacks_decided_while_redis_was_down_all_arrive_once_it_is_back(stack
     for d_id in ids[1:]:  # reviewers keep deciding: no error, and each decision is kept
         response = browser.post(f"/batch/{d_id}/reject", {"reason": "Against policy"})
         assert response.status_code == 302
-    assert all(e.status == "pending" for e in events(rt) if e.deferral_id != ids[0])
+    assert all(e.status == "pending" for e in events(svc) if e.deferral_id != ids[0])
     time.sleep(2)  # the worker, meanwhile, has lost Redis
     private_redis.start()
 
-    wait_for(lambda: all(e.status == "delivered" for e in events(rt)) and len(events(rt)) == 4,
+    wait_for(lambda: all(e.status == "delivered" for e in events(svc)) and len(events(svc)) == 4,
              40, "every callback", workers)  # fmt: skip
     got = {}
     for headers, body, _path in receiver.requests:
         got.setdefault(headers["webhook-id"], []).append(body)
-    assert set(got) == {e.id for e in events(rt)}
+    assert set(got) == {e.id for e in events(svc)}
 
 
 def test_a_worker_killed_mid_delivery_sends_it_again_with_the_same_id(stack, redis_url):
-    app, rt, agent, receiver, workers = stack(redis_url, (200, {}, 4), (200, {}, 0))
+    app, svc, agent, receiver, workers = stack(redis_url, (200, {}, 4), (200, {}, 0))
     d_id = agent.defer().get_json()["id"]
-    holder = reviewer(rt)
-    claim_batch(rt, holder)
+    holder = reviewer(svc)
+    claim_batch(svc, holder)
     first = workers.start()
     Browser(app.test_client(), "rita").post(f"/batch/{d_id}/approve")
     wait_for(lambda: len(receiver.requests) == 1, 20, "the first attempt to reach the receiver")
     workers.kill(first)  # mid-delivery: the receiver is still answering
-    assert events(rt)[0].status == "pending" and events(rt)[0].attempts == 0
+    assert events(svc)[0].status == "pending" and events(svc)[0].attempts == 0
     workers.start()
-    wait_for(lambda: events(rt)[0].status == "delivered", 60, "the callback to be delivered")
+    wait_for(lambda: events(svc)[0].status == "delivered", 60, "the callback to be delivered")
     ids = [headers["webhook-id"] for headers, _b, _p in receiver.requests]
-    assert len(ids) >= 2 and set(ids) == {events(rt)[0].id}
+    assert len(ids) >= 2 and set(ids) == {events(svc)[0].id}
 
 
 def test_a_worker_that_loses_redis_in_the_middle_of_a_job_keeps_working(stack, private_redis):
-    app, rt, agent, receiver, workers = stack(private_redis.url, (200, {}, 3), (200, {}, 0))
+    app, svc, agent, receiver, workers = stack(private_redis.url, (200, {}, 3), (200, {}, 0))
     first, second = (agent.defer(refund(summary=s)).get_json()["id"] for s in ("one", "two"))
-    holder = reviewer(rt)
-    claim_batch(rt, holder)
+    holder = reviewer(svc)
+    claim_batch(svc, holder)
     worker = workers.start()
     browser = Browser(app.test_client(), "rita")
     browser.post(f"/batch/{first}/approve")
     wait_for(lambda: len(receiver.requests) == 1, 20, "the first attempt", workers)
     private_redis.stop()  # while the job is running: its bookkeeping will fail
-    wait_for(lambda: events(rt)[0].status == "delivered", 20, "the first to be recorded", workers)
+    wait_for(lambda: events(svc)[0].status == "delivered", 20, "the first to be recorded", workers)
     time.sleep(1)
     private_redis.start()
     browser.post(f"/batch/{second}/approve")
     wait_for(
-        lambda: len(events(rt)) == 2 and all(e.status == "delivered" for e in events(rt)),
+        lambda: len(events(svc)) == 2 and all(e.status == "delivered" for e in events(svc)),
         40,
         "the second callback, from the same worker process",
         workers,

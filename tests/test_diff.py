@@ -1,6 +1,6 @@
 """The before/after diff: paths, old and new values, added and removed; bounded and honest."""
 
-from review.diffing import ABSENT, compute_diff
+from review.intake.diffing import ABSENT, compute_diff
 
 
 def diff(before, after, max_changes=200, max_ms=250):
@@ -69,13 +69,13 @@ def test_the_stored_diff_is_what_the_api_returns(make_app, make_agent):
     from tests.helpers import AgentClient, refund
 
     app = make_app(diff_max_ms=60_000)  # a stalled machine must not cut this walk short
-    rt = app.extensions["countersign"]
+    svc = app.extensions["countersign"]
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
     body = refund(before={"rows": list(range(300))}, after={"rows": list(range(1, 301))})
     created = agent.defer(body).get_json()
     d = created["diff"]
-    assert d["truncated"] is True and len(d["changes"]) == rt.settings.diff_max_changes
+    assert d["truncated"] is True and len(d["changes"]) == svc.settings.diff_max_changes
     assert d["note"] == "diff truncated: showing 200 of 300 changes"
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.get(Deferral, created["id"]).diff == d

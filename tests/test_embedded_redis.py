@@ -89,11 +89,11 @@ def test_a_user_killed_with_sigkill_does_not_keep_the_server_forever(instance_di
 
 def test_the_app_uses_the_embedded_server_when_redis_url_is_unset(make_app, instance_dir):
     app = make_app(redis_url="")
-    rt = app.extensions["countersign"]
+    svc = app.extensions["countersign"]
     assert app.test_client().get("/healthz").get_json() == {"status": "ok"}
-    pid = rt.redis.embedded.server_pid()
+    pid = svc.redis.embedded.server_pid()
     assert pid and _alive(pid)
-    rt.close()
+    svc.close()
     deadline = time.monotonic() + 10
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

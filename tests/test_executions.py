@@ -18,8 +18,8 @@ def report(agent, d, **changes):
     return agent.post_json(f"/api/v1/deferrals/{d['id']}/execution", body)
 
 
-def violations(rt, deferral_id):
-    with rt.db.read() as session:
+def violations(svc, deferral_id):
+    with svc.db.read() as session:
         rows = session.scalars(
             select(AuditEvent.payload).where(
                 AuditEvent.deferral_id == deferral_id,
@@ -29,15 +29,15 @@ def violations(rt, deferral_id):
     return [json.loads(p) for p in rows]
 
 
-def test_a_report_on_a_valid_approval_is_recorded_and_shown_in_the_resource(agent, rt):
-    d = approved(rt, agent, reviewer(rt))
+def test_a_report_on_a_valid_approval_is_recorded_and_shown_in_the_resource(agent, svc):
+    d = approved(svc, agent, reviewer(svc))
     response = report(agent, d)
     assert response.status_code == 201
     execution = response.get_json()["execution"]
     assert execution["outcome"] == "succeeded" and execution["result"] == {"id": "re_1"}
     assert execution["reported_at"].endswith("Z")
     assert agent.get(f"/api/v1/deferrals/{d['id']}").get_json()["execution"] == execution
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         event = session.scalars(
             select(AuditEvent).where(
                 AuditEvent.deferral_id == d["id"], AuditEvent.event_type == "execution.reported"
@@ -47,78 +47,78 @@ def test_a_report_on_a_valid_approval_is_recorded_and_shown_in_the_resource(agen
     assert event.actor_kind == "agent" and event.actor_id == agent.slug
 
 
-def test_a_second_report_is_409_and_a_violation(agent, rt):
-    d = approved(rt, agent, reviewer(rt))
+def test_a_second_report_is_409_and_a_violation(agent, svc):
+    d = approved(svc, agent, reviewer(svc))
     assert report(agent, d).status_code == 201
     second = report(agent, d, outcome="failed")
     assert second.status_code == 409 and second.get_json()["error"]["code"] == "invalid_state"
-    assert [v["rule"] for v in violations(rt, d["id"])] == ["second_report"]
-    with rt.db.read() as session:
+    assert [v["rule"] for v in violations(svc, d["id"])] == ["second_report"]
+    with svc.db.read() as session:
         assert session.get(Execution, d["id"]).outcome == "succeeded"
 
 
-def test_a_report_for_a_pending_deferral_is_refused_and_audited(agent, rt):
+def test_a_report_for_a_pending_deferral_is_refused_and_audited(agent, svc):
     d = agent.defer().get_json()
     response = report(agent, d)
     assert response.status_code == 409
     assert "pending" in response.get_json()["error"]["message"]
-    [violation] = violations(rt, d["id"])
+    [violation] = violations(svc, d["id"])
     assert violation["rule"] == "not_approved" and violation["result"] == {"id": "re_1"}
 
 
-def test_a_report_with_another_digest_is_refused(agent, rt):
-    d = approved(rt, agent, reviewer(rt))
+def test_a_report_with_another_digest_is_refused(agent, svc):
+    d = approved(svc, agent, reviewer(svc))
     response = report(agent, d, action_digest="sha256:" + "0" * 64)
     assert response.status_code == 409
-    [violation] = violations(rt, d["id"])
+    [violation] = violations(svc, d["id"])
     assert violation["rule"] == "digest_mismatch"
     assert violation["approved_digest"] == d["action_digest"]
     assert agent.get(f"/api/v1/deferrals/{d['id']}").get_json()["execution"] is None
 
 
-def test_a_report_after_the_approval_lapsed_is_refused(agent, rt):
-    d = approved(rt, agent, reviewer(rt))
-    with rt.db.write() as session:
+def test_a_report_after_the_approval_lapsed_is_refused(agent, svc):
+    d = approved(svc, agent, reviewer(svc))
+    with svc.db.write() as session:
         session.execute(
             update(Deferral)
             .where(Deferral.id == d["id"])
             .values(valid_until=utcnow() - timedelta(seconds=1))
         )
     assert report(agent, d).status_code == 409
-    assert [v["rule"] for v in violations(rt, d["id"])] == ["approval_expired"]
+    assert [v["rule"] for v in violations(svc, d["id"])] == ["approval_expired"]
 
 
-def test_a_report_from_a_killed_agent_is_a_violation(agent, rt):
-    d = approved(rt, agent, reviewer(rt))
-    with rt.db.write() as session:
+def test_a_report_from_a_killed_agent_is_a_violation(agent, svc):
+    d = approved(svc, agent, reviewer(svc))
+    with svc.db.write() as session:
         session.execute(update(Agent).where(Agent.slug == agent.slug).values(state="killed"))
     response = report(agent, d)
     assert response.status_code == 423
     assert response.get_json()["error"]["code"] == "agent_killed"
-    assert [v["rule"] for v in violations(rt, d["id"])] == ["agent_killed"]
+    assert [v["rule"] for v in violations(svc, d["id"])] == ["agent_killed"]
 
 
-def test_a_malformed_report_is_422_and_records_nothing(agent, rt):
-    d = approved(rt, agent, reviewer(rt))
+def test_a_malformed_report_is_422_and_records_nothing(agent, svc):
+    d = approved(svc, agent, reviewer(svc))
     response = report(agent, d, outcome="maybe")
     assert response.status_code == 422
     assert response.get_json()["error"]["details"][0]["path"] == "/outcome"
-    assert violations(rt, d["id"]) == []
+    assert violations(svc, d["id"]) == []
     assert report(agent, d).status_code == 201
 
 
-def test_another_agents_deferral_is_404(make_agent, rt):
+def test_another_agents_deferral_is_404(make_agent, svc):
     mine, theirs = make_agent("billing-bot"), make_agent("ops-bot", owner="omar")
-    d = approved(rt, theirs, reviewer(rt))
+    d = approved(svc, theirs, reviewer(svc))
     assert report(mine, d).status_code == 404
 
 
 @pytest.mark.parametrize("n", [6])
 def test_racing_reports_record_exactly_one(make_app, make_agent, n):
     app = make_app(agent_rate=0)
-    rt = app.extensions["countersign"]
+    svc = app.extensions["countersign"]
     agent = make_agent()
-    d = approved(rt, agent, reviewer(rt))
+    d = approved(svc, agent, reviewer(svc))
     codes = []
 
     def go():
@@ -133,11 +133,11 @@ def test_racing_reports_record_exactly_one(make_app, make_agent, n):
     for t in threads:
         t.join()
     assert sorted(codes) == [201] + [409] * (n - 1)
-    assert len(violations(rt, d["id"])) == n - 1
+    assert len(violations(svc, d["id"])) == n - 1
 
 
-def test_the_item_page_shows_the_execution_and_the_violations(app, agent, rt):
-    d = approved(rt, agent, reviewer(rt))
+def test_the_item_page_shows_the_execution_and_the_violations(app, agent, svc):
+    d = approved(svc, agent, reviewer(svc))
     report(agent, d, action_digest="sha256:" + "1" * 64)
     report(agent, d)
     page = Browser(app.test_client(), "rita").get(f"/deferrals/{d['id']}").get_data(as_text=True)
@@ -145,8 +145,8 @@ def test_the_item_page_shows_the_execution_and_the_violations(app, agent, rt):
     assert "1 violation" in page and "digest_mismatch" in page
 
 
-def test_the_agent_reports_its_own_body_fields_as_untrusted_text(agent, rt, app):
-    d = approved(rt, agent, reviewer(rt), refund())
+def test_the_agent_reports_its_own_body_fields_as_untrusted_text(agent, svc, app):
+    d = approved(svc, agent, reviewer(svc), refund())
     report(agent, d, result={"note": "<script>alert(1)</script>"})
     page = Browser(app.test_client(), "rita").get(f"/deferrals/{d['id']}").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page

@@ -29,11 +29,11 @@ def test_the_home_page_says_what_is_running_and_links_the_health_check(client, a
     assert 'href="/login"' in page
 
 
-def test_the_home_page_shows_what_waits_to_people_logged_in(app, rt, agent):
+def test_the_home_page_shows_what_waits_to_people_logged_in(app, svc, agent):
     from review.users import create_user
     from tests.helpers import Browser
 
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         create_user(session, "rita", "reviewer", "correct horse battery")
     agent.defer()
     rita = Browser(app.test_client(), "rita")

@@ -8,19 +8,19 @@ import time
 import rfc8785
 from sqlalchemy import func, select
 
-from review.audit import verify_chain
+from review.audit.chain import verify_chain
 from review.models import AuditEvent, Deferral
 from tests.helpers import AgentClient, refund
 
 
-def _events(rt, deferral_id):
-    with rt.db.read() as session:
+def _events(svc, deferral_id):
+    with svc.db.read() as session:
         return session.scalars(
             select(AuditEvent).where(AuditEvent.deferral_id == deferral_id).order_by(AuditEvent.seq)
         ).all()
 
 
-def test_a_deferral_is_created_as_the_protocol_resource(agent, rt):
+def test_a_deferral_is_created_as_the_protocol_resource(agent, svc):
     response = agent.defer()
     assert response.status_code == 202
     d = response.get_json()
@@ -65,9 +65,9 @@ def test_reading_it_back_returns_the_same_resource(agent):
     assert read.status_code == 200 and read.get_json() == created
 
 
-def test_received_and_evaluated_are_audited_in_the_same_transaction(agent, rt):
+def test_received_and_evaluated_are_audited_in_the_same_transaction(agent, svc):
     d = agent.defer().get_json()
-    events = _events(rt, d["id"])
+    events = _events(svc, d["id"])
     assert [e.event_type for e in events] == ["deferral.received", "deferral.evaluated"]
     assert {e.actor_kind for e in events} == {"agent"}
     received = json.loads(events[0].payload)
@@ -77,16 +77,16 @@ def test_received_and_evaluated_are_audited_in_the_same_transaction(agent, rt):
     evaluated = json.loads(events[1].payload)
     assert evaluated["factors"] == d["risk"]["factors"]
     assert evaluated["policy_version"] == d["risk"]["policy_version"]
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert verify_chain(session).ok
 
 
-def test_a_retry_with_the_same_webhook_id_and_body_answers_200_with_the_original(agent, rt):
+def test_a_retry_with_the_same_webhook_id_and_body_answers_200_with_the_original(agent, svc):
     first = agent.defer(msg_id="msg_retry_1")
     again = agent.defer(msg_id="msg_retry_1")
     assert first.status_code == 202 and again.status_code == 200
     assert again.get_json() == first.get_json()
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 1
 
 
@@ -96,12 +96,12 @@ def test_the_same_json_with_other_whitespace_is_still_a_retry(agent):
     assert (first.status_code, again.status_code) == (202, 200)
 
 
-def test_the_same_webhook_id_with_a_different_body_answers_409(agent, rt):
+def test_the_same_webhook_id_with_a_different_body_answers_409(agent, svc):
     agent.defer(msg_id="msg_1")
     conflict = agent.defer(refund(summary="something else"), msg_id="msg_1")
     assert conflict.status_code == 409
     assert conflict.get_json()["error"]["code"] == "idempotency_conflict"
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 1
 
 
@@ -111,7 +111,7 @@ def test_webhook_ids_are_per_agent(make_agent):
     assert b.defer(msg_id="same").status_code == 202
 
 
-def test_racing_duplicates_create_one_deferral(app, agent, rt):
+def test_racing_duplicates_create_one_deferral(app, agent, svc):
     body = json.dumps(refund()).encode()
     headers = agent.headers(body, msg_id="msg_race")
     headers["Content-Type"] = "application/json"
@@ -129,7 +129,7 @@ def test_racing_duplicates_create_one_deferral(app, agent, rt):
     for t in threads:
         t.join()
     assert sorted(statuses) == [200] * 7 + [202]
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 1
         assert verify_chain(session).ok
 
@@ -168,32 +168,32 @@ def _eight_clients_at_once(app, agent, *, each: int) -> list[int]:
     return statuses
 
 
-def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent, rt):
+def test_concurrent_deferrals_of_one_agent_all_land_in_one_chain(make_app, agent, svc):
     """Eight clients at once: no deadlock, no lost event, one gapless chain."""
     statuses = _eight_clients_at_once(make_app(agent_rate=0), agent, each=5)
     assert statuses == [202] * 40
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 40
         result = verify_chain(session)
         assert result.ok and result.count == 2 + 80  # user and agent creation, then 2 each
 
 
-def test_the_pending_cap_holds_exactly_under_concurrent_requests(make_app, agent, rt):
+def test_the_pending_cap_holds_exactly_under_concurrent_requests(make_app, agent, svc):
     """Read under the chain lock on both databases: eight clients cannot overshoot it."""
     app = make_app(agent_rate=0, agent_max_pending=5)
     statuses = _eight_clients_at_once(app, agent, each=2)
     assert sorted(statuses) == [202] * 5 + [429] * 11
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 5
         assert verify_chain(session).ok
 
 
-def test_intake_goes_on_while_redis_is_down(make_app, make_agent, rt):
+def test_intake_goes_on_while_redis_is_down(make_app, make_agent, svc):
     """The rate limit and the flood breaker need Redis; a deferral does not wait for them."""
     registered = make_agent()
     down = make_app(redis_url="redis://127.0.0.1:1/0")
     agent = AgentClient(down.test_client(), registered.slug, registered.secret)
     response = agent.defer()
     assert response.status_code == 202, response.get_data(as_text=True)
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.get(Deferral, response.get_json()["id"]).status == "pending"

@@ -12,8 +12,8 @@ UNAUTHORIZED = {
 }
 
 
-def _count(rt, model):
-    with rt.db.read() as session:
+def _count(svc, model):
+    with svc.db.read() as session:
         return session.scalar(select(func.count()).select_from(model))
 
 
@@ -32,8 +32,8 @@ def _count(rt, model):
         {"webhook-signature": "\u00e9\u00e9"},
     ],
 )
-def test_a_missing_malformed_or_stale_header_answers_401_never_500(agent, rt, headers):
-    before = _count(rt, AuditEvent)
+def test_a_missing_malformed_or_stale_header_answers_401_never_500(agent, svc, headers):
+    before = _count(svc, AuditEvent)
     body = b'{"summary": "x"}'
     signed = {**agent.headers(body), **headers, "Content-Type": "application/json"}
     response = agent.client.post(
@@ -43,8 +43,8 @@ def test_a_missing_malformed_or_stale_header_answers_401_never_500(agent, rt, he
     )
     assert response.status_code == 401
     assert response.get_json() == UNAUTHORIZED
-    assert _count(rt, Deferral) == 0
-    assert _count(rt, AuditEvent) == before  # 401s are not audited
+    assert _count(svc, Deferral) == 0
+    assert _count(svc, AuditEvent) == before  # 401s are not audited
 
 
 def test_a_request_signed_with_another_secret_answers_401(make_agent):

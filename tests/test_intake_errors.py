@@ -7,19 +7,19 @@ import time
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from review.audit import chained_write, verify_chain
-from review.killswitch import Actor, kill
+from review.agents.killswitch import Actor, kill
+from review.audit.chain import chained_write, verify_chain
 from review.models import PENDING_STATUSES, Agent, AuditEvent, Deferral
 from tests.helpers import AgentClient, refund
 
 
-def _deferrals(rt):
-    with rt.db.read() as session:
+def _deferrals(svc):
+    with svc.db.read() as session:
         return session.scalar(select(func.count()).select_from(Deferral))
 
 
-def _last_refusal(rt):
-    with rt.db.read() as session:
+def _last_refusal(svc):
+    with svc.db.read() as session:
         event = session.scalars(
             select(AuditEvent)
             .where(AuditEvent.event_type == "request.refused")
@@ -29,13 +29,13 @@ def _last_refusal(rt):
     return json.loads(event.payload) if event else None
 
 
-def _assert_refused(response, rt, status, code):
+def _assert_refused(response, svc, status, code):
     assert response.status_code == status, response.get_data(as_text=True)
     body = response.get_json()
     assert set(body) == {"error"} and body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert _deferrals(rt) == 0
-    refusal = _last_refusal(rt)
+    assert _deferrals(svc) == 0
+    refusal = _last_refusal(svc)
     assert refusal is not None and refusal["code"] == code and refusal["status"] == status
     return body
 
@@ -54,11 +54,11 @@ def _assert_refused(response, rt, status, code):
         b"[" * 5000 + b"]" * 5000,
     ],
 )
-def test_bodies_that_are_not_strict_utf8_json_answer_400_malformed_json(agent, rt, raw):
-    _assert_refused(agent.defer(raw), rt, 400, "malformed_json")
+def test_bodies_that_are_not_strict_utf8_json_answer_400_malformed_json(agent, svc, raw):
+    _assert_refused(agent.defer(raw), svc, 400, "malformed_json")
 
 
-def test_nesting_up_to_the_limit_is_fine_and_one_deeper_is_not(agent, rt):
+def test_nesting_up_to_the_limit_is_fine_and_one_deeper_is_not(agent, svc):
     ok = refund(before={"a": json.loads("[" * 30 + "]" * 30)})  # body depth 32
     assert agent.defer(ok).status_code == 202
     deep = refund(before={"a": json.loads("[" * 31 + "]" * 31)})  # body depth 33
@@ -70,16 +70,16 @@ def test_a_body_over_the_limit_answers_413(make_app, make_agent):
     app = make_app(max_body_bytes=2048)
     from tests.helpers import AgentClient
 
-    rt = app.extensions["countersign"]
+    svc = app.extensions["countersign"]
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
     response = agent.defer(refund(rationale="x" * 3000))
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "payload_too_large"
-    assert _deferrals(rt) == 0
+    assert _deferrals(svc) == 0
 
 
-def test_the_default_limit_is_one_mebibyte(agent, rt):
+def test_the_default_limit_is_one_mebibyte(agent, svc):
     big = refund(before={"blob": "x" * (1024 * 1024)})
     response = agent.defer(big)
     assert response.status_code == 413
@@ -89,9 +89,9 @@ def test_the_default_limit_is_one_mebibyte(agent, rt):
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
 )
-def test_a_body_that_is_not_application_json_answers_415(agent, rt, content_type):
+def test_a_body_that_is_not_application_json_answers_415(agent, svc, content_type):
     response = agent.defer(content_type=content_type)
-    _assert_refused(response, rt, 415, "unsupported_media_type")
+    _assert_refused(response, svc, 415, "unsupported_media_type")
 
 
 def test_json_with_a_utf8_charset_is_accepted(agent):
@@ -132,29 +132,29 @@ def test_json_with_a_utf8_charset_is_accepted(agent):
         ("a string", "", "must be an object"),
     ],
 )
-def test_schema_violations_answer_422_with_json_pointers(agent, rt, body, pointer, message):
-    body = _assert_refused(agent.defer(body), rt, 422, "invalid_request")
+def test_schema_violations_answer_422_with_json_pointers(agent, svc, body, pointer, message):
+    body = _assert_refused(agent.defer(body), svc, 422, "invalid_request")
     details = body["error"]["details"]
     assert any(d["path"] == pointer and message in d["message"] for d in details), details
 
 
-def test_every_failing_field_is_listed(agent, rt):
+def test_every_failing_field_is_listed(agent, svc):
     body = refund(summary="", colour="x", expires_in=1)
     del body["action"]
-    details = _assert_refused(agent.defer(body), rt, 422, "invalid_request")["error"]["details"]
+    details = _assert_refused(agent.defer(body), svc, 422, "invalid_request")["error"]["details"]
     assert {d["path"] for d in details} == {"/action", "/colour", "/expires_in", "/summary"}
 
 
-def test_a_killed_agent_answers_423(agent, rt):
-    with rt.db.write() as session:
+def test_a_killed_agent_answers_423(agent, svc):
+    with svc.db.write() as session:
         session.execute(update(Agent).values(state="killed", state_reason="runaway loop"))
-    body = _assert_refused(agent.defer(), rt, 423, "agent_killed")
+    body = _assert_refused(agent.defer(), svc, 423, "agent_killed")
     assert "runaway loop" in body["error"]["message"]
 
 
 def test_over_the_request_rate_answers_429_with_retry_after(make_app, make_agent):
     app = make_app(agent_rate=3)
-    rt = app.extensions["countersign"]
+    svc = app.extensions["countersign"]
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
     statuses = [agent.defer().status_code for _ in range(8)]
@@ -164,12 +164,12 @@ def test_over_the_request_rate_answers_429_with_retry_after(make_app, make_agent
     if response.status_code == 429:
         assert response.headers["Retry-After"] == "1"
         assert response.get_json()["error"]["code"] == "rate_limited"
-    assert _last_refusal(rt)["code"] == "rate_limited"
+    assert _last_refusal(svc)["code"] == "rate_limited"
 
 
 def test_over_the_pending_cap_answers_429_with_retry_after(make_app, make_agent):
     app = make_app(agent_max_pending=2)
-    rt = app.extensions["countersign"]
+    svc = app.extensions["countersign"]
     base = make_agent()
     agent = AgentClient(app.test_client(), base.slug, base.secret)
     assert [agent.defer().status_code for _ in range(2)] == [202, 202]
@@ -177,8 +177,8 @@ def test_over_the_pending_cap_answers_429_with_retry_after(make_app, make_agent)
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) > 0
     assert response.get_json()["error"]["code"] == "rate_limited"
-    assert _last_refusal(rt)["code"] == "rate_limited"
-    with rt.db.read() as session:
+    assert _last_refusal(svc)["code"] == "rate_limited"
+    with svc.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 2
 
 
@@ -192,12 +192,12 @@ def test_a_decided_deferral_frees_its_place_under_the_pending_cap(make_app, make
     assert agent.defer().status_code == 202
 
 
-def test_the_agents_undecided_count_follows_every_status_change(agent, rt):
+def test_the_agents_undecided_count_follows_every_status_change(agent, svc):
     """agents.undecided is kept by triggers (migration 0007); it must equal a real count."""
     ids = [agent.defer().get_json()["id"] for _ in range(5)]
 
     def kept_and_counted():
-        with rt.db.read() as session:
+        with svc.db.read() as session:
             kept = session.scalar(select(Agent.undecided).where(Agent.slug == agent.slug))
             counted = session.scalar(
                 select(func.count())
@@ -207,7 +207,7 @@ def test_the_agents_undecided_count_follows_every_status_change(agent, rt):
             return kept, counted
 
     def set_status(deferral_id, status):
-        with rt.db.write() as session:
+        with svc.db.write() as session:
             session.execute(
                 update(Deferral).where(Deferral.id == deferral_id).values(status=status)
             )
@@ -224,21 +224,21 @@ def test_the_agents_undecided_count_follows_every_status_change(agent, rt):
     ]:
         set_status(deferral_id, status)
         assert kept_and_counted() == (expected, expected), (deferral_id, status)
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         session.execute(delete(Deferral).where(Deferral.id == ids[3]))
     assert kept_and_counted() == (1, 1)
-    kill(rt, agent.slug, Actor("user", "owner"), "runaway")
+    kill(svc, agent.slug, Actor("user", "owner"), "runaway")
     assert kept_and_counted() == (0, 0)
 
 
-def test_cancelling_twice_answers_409_invalid_state(agent, rt):
+def test_cancelling_twice_answers_409_invalid_state(agent, svc):
     deferral = agent.defer().get_json()
     path = f"/api/v1/deferrals/{deferral['id']}/cancel"
     assert agent.post_json(path, {"reason": "changed my mind"}).status_code == 200
     again = agent.post_json(path, {"reason": "again"})
     assert again.status_code == 409
     assert again.get_json()["error"]["code"] == "invalid_state"
-    assert _last_refusal(rt)["code"] == "invalid_state"
+    assert _last_refusal(svc)["code"] == "invalid_state"
 
 
 def test_unknown_api_paths_and_methods_answer_json(agent, client):
@@ -248,12 +248,12 @@ def test_unknown_api_paths_and_methods_answer_json(agent, client):
     assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"
 
 
-def test_a_kill_committed_while_intake_waits_for_the_chain_lock_is_seen(agent, rt):
+def test_a_kill_committed_while_intake_waits_for_the_chain_lock_is_seen(agent, svc):
     """The agent was active when the request was authenticated, killed before it wrote."""
     flipped = threading.Event()
 
     def kill_and_hold_the_lock_a_moment():
-        with chained_write(rt.db) as session:
+        with chained_write(svc.db) as session:
             session.execute(update(Agent).values(state="killed", state_reason="flipped meanwhile"))
             flipped.set()
             time.sleep(0.3)  # the request below reaches the lock and waits for this commit
@@ -261,6 +261,6 @@ def test_a_kill_committed_while_intake_waits_for_the_chain_lock_is_seen(agent, r
     killer = threading.Thread(target=kill_and_hold_the_lock_a_moment)
     killer.start()
     flipped.wait(5)
-    body = _assert_refused(agent.defer(), rt, 423, "agent_killed")
+    body = _assert_refused(agent.defer(), svc, 423, "agent_killed")
     killer.join()
     assert "flipped meanwhile" in body["error"]["message"]

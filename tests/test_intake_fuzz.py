@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from review.audit import verify_chain
+from review.audit.chain import verify_chain
 from review.models import AuditEvent, Deferral
 from tests.helpers import AgentClient
 
@@ -46,12 +46,12 @@ def agent(make_app, make_agent):
 
 
 @pytest.fixture
-def seen(rt):
+def seen(svc):
     """Statuses seen; after the test, the database must agree with them."""
     statuses = Counter()
     yield statuses
     assert statuses[500] == 0
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         deferrals = session.scalar(select(func.count()).select_from(Deferral))
         assert deferrals == statuses[202]
         per_deferral = session.execute(

@@ -8,10 +8,10 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from review.batches import claim_batch
-from review.decisions import DecisionRefused, decide
-from review.killswitch import Actor, kill, stop_all
+from review.agents.killswitch import Actor, kill, stop_all
 from review.models import Agent, AuditEvent, Deferral, OutboxEvent
+from review.reviewing.claims import claim_batch
+from review.reviewing.decisions import DecisionRefused, decide
 from review.users import create_user
 from tests.helpers import AgentClient, approved, refund, reviewer
 from tests.test_callbacks import work
@@ -24,35 +24,35 @@ def world(make_app, make_agent, receiver_factory):
     def build(**overrides):
         receiver = receiver_factory()
         app = make_app(allow_private_callbacks=True, agent_rate=0, **overrides)
-        rt = app.extensions["countersign"]
+        svc = app.extensions["countersign"]
         base = make_agent(callback_url=receiver.url, allow_private_callbacks=True)
         agent = AgentClient(app.test_client(), base.slug, base.secret)
-        return app, rt, agent, receiver
+        return app, svc, agent, receiver
 
     return build
 
 
-def events_of(rt, event_type, **where):
-    with rt.db.read() as session:
+def events_of(svc, event_type, **where):
+    with svc.db.read() as session:
         query = select(AuditEvent).where(AuditEvent.event_type == event_type)
         for column, value in where.items():
             query = query.where(getattr(AuditEvent, column) == value)
         return session.scalars(query.order_by(AuditEvent.seq)).all()
 
 
-def statuses(rt):
-    with rt.db.read() as session:
+def statuses(svc):
+    with svc.db.read() as session:
         return dict(session.execute(select(Deferral.id, Deferral.status)).all())
 
 
 def test_an_owner_kills_from_the_cli_and_every_effect_follows(world, runner):
-    app, rt, agent, receiver = world()
-    holder = reviewer(rt)
+    app, svc, agent, receiver = world()
+    holder = reviewer(svc)
     held = agent.defer(refund(summary="held")).get_json()["id"]
-    claim_batch(rt, holder)  # in_review, in rita's batch
-    done = approved(rt, agent, holder)["id"]
+    claim_batch(svc, holder)  # in_review, in rita's batch
+    done = approved(svc, agent, holder)["id"]
     pending = agent.defer(refund(summary="waiting")).get_json()["id"]
-    assert statuses(rt) == {held: "in_review", done: "approved", pending: "pending"}
+    assert statuses(svc) == {held: "in_review", done: "approved", pending: "pending"}
     result = app.test_cli_runner().invoke(
         args=["agents", "kill", agent.slug, "--by", "olivia", "--reason", "refund loop"]
     )
@@ -61,7 +61,7 @@ def test_an_owner_kills_from_the_cli_and_every_effect_follows(world, runner):
 
     refused = agent.defer()
     assert refused.status_code == 423 and refused.get_json()["error"]["code"] == "agent_killed"
-    assert statuses(rt) == {pending: "killed", held: "killed", done: "approved"}
+    assert statuses(svc) == {pending: "killed", held: "killed", done: "approved"}
     resource = agent.get(f"/api/v1/deferrals/{pending}").get_json()
     assert resource["decision"]["outcome"] == "killed"
     decision = resource["decision"]
@@ -69,11 +69,11 @@ def test_an_owner_kills_from_the_cli_and_every_effect_follows(world, runner):
     status = agent.get(f"/api/v1/agents/{agent.slug}/status").get_json()
     assert status["state"] == "killed" and status["changed_by"] == "olivia"
     assert status["reason"] == "refund loop" and status["changed_at"].endswith("Z")
-    [flip] = events_of(rt, "agent.killed")
+    [flip] = events_of(svc, "agent.killed")
     assert flip.actor_id == "olivia" and json.loads(flip.payload)["deferrals_ended"] == 2
-    assert len(events_of(rt, "deferral.killed")) == 2
+    assert len(events_of(svc, "deferral.killed")) == 2
 
-    work(app, rt, lambda: len(receiver.requests) == 4)  # approved, two killed, agent.killed
+    work(app, svc, lambda: len(receiver.requests) == 4)  # approved, two killed, agent.killed
     bodies = [json.loads(body) for _h, body, _p in receiver.requests]
     kinds = sorted((b["type"], b["data"].get("status") or b["data"].get("state")) for b in bodies)
     assert kinds == [
@@ -85,8 +85,8 @@ def test_an_owner_kills_from_the_cli_and_every_effect_follows(world, runner):
 
 
 def test_only_owners_and_admins_flip_and_refusals_are_audited(world):
-    app, rt, agent, receiver = world()
-    with rt.db.write() as session:
+    app, svc, agent, receiver = world()
+    with svc.db.write() as session:
         create_user(session, "rita", "reviewer", "correct horse battery")
         create_user(session, "audrey", "auditor", "correct horse battery")
         create_user(session, "ada", "admin", "correct horse battery")
@@ -94,17 +94,21 @@ def test_only_owners_and_admins_flip_and_refusals_are_audited(world):
     for name in ("rita", "audrey", "nobody"):
         result = cli.invoke(args=["agents", "kill", agent.slug, "--by", name, "--reason", "x"])
         assert result.exit_code == 1 and "only its owners and admins" in result.output
-    assert [e.actor_id for e in events_of(rt, "agent.flip_refused")] == ["rita", "audrey", "nobody"]
+    assert [e.actor_id for e in events_of(svc, "agent.flip_refused")] == [
+        "rita",
+        "audrey",
+        "nobody",
+    ]
     assert agent.defer().status_code == 202
     result = cli.invoke(args=["agents", "kill", agent.slug, "--by", "ada", "--reason", "incident"])
     assert result.exit_code == 0
     again = cli.invoke(args=["agents", "kill", agent.slug, "--by", "ada", "--reason", "twice"])
     assert again.exit_code == 0 and "already killed" in again.output
-    assert len(events_of(rt, "agent.killed")) == 1
+    assert len(events_of(svc, "agent.killed")) == 1
 
 
 def test_a_kill_needs_a_reason(world):
-    app, rt, agent, receiver = world()
+    app, svc, agent, receiver = world()
     result = app.test_cli_runner().invoke(
         args=["agents", "kill", agent.slug, "--by", "olivia", "--reason", "  "]
     )
@@ -112,7 +116,7 @@ def test_a_kill_needs_a_reason(world):
 
 
 def test_revive_reopens_intake_but_killed_deferrals_stay_killed(world):
-    app, rt, agent, receiver = world()
+    app, svc, agent, receiver = world()
     old = agent.defer().get_json()["id"]
     cli = app.test_cli_runner()
     cli.invoke(args=["agents", "kill", agent.slug, "--by", "olivia", "--reason", "loop"])
@@ -120,18 +124,18 @@ def test_revive_reopens_intake_but_killed_deferrals_stay_killed(world):
     result = cli.invoke(args=revive)
     assert result.exit_code == 0, result.output
     assert agent.defer(refund(summary="after")).status_code == 202
-    assert statuses(rt)[old] == "killed"
+    assert statuses(svc)[old] == "killed"
     status = agent.get(f"/api/v1/agents/{agent.slug}/status").get_json()
     assert status["state"] == "active" and status["reason"] == "fixed"
-    work(app, rt, lambda: len(receiver.requests) == 3)
+    work(app, svc, lambda: len(receiver.requests) == 3)
     types = [json.loads(body)["type"] for _h, body, _p in receiver.requests]
     assert sorted(types) == ["agent.killed", "agent.revived", "deferral.decided"]
 
 
 def test_stop_all_kills_every_agent_as_one_audited_action(world, make_agent):
-    app, rt, agent, receiver = world()
+    app, svc, agent, receiver = world()
     other = make_agent("ops-bot", owner="omar")
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         create_user(session, "ada", "admin", "correct horse battery")
     agent.defer()
     other.defer()
@@ -140,11 +144,11 @@ def test_stop_all_kills_every_agent_as_one_audited_action(world, make_agent):
     assert refused.exit_code == 1 and "only admins" in refused.output
     result = cli.invoke(args=["agents", "stop-all", "--by", "ada", "--reason", "incident 42"])
     assert result.exit_code == 0 and "stopped 2 agents" in result.output
-    assert set(statuses(rt).values()) == {"killed"}
-    [action] = events_of(rt, "agents.stop_all")
+    assert set(statuses(svc).values()) == {"killed"}
+    [action] = events_of(svc, "agents.stop_all")
     payload = json.loads(action.payload)
     assert payload["agents"] == ["billing-bot", "ops-bot"] and payload["deferrals_ended"] == 2
-    assert [json.loads(e.payload)["scope"] for e in events_of(rt, "agent.killed")] == [
+    assert [json.loads(e.payload)["scope"] for e in events_of(svc, "agent.killed")] == [
         "stop-all",
         "stop-all",
     ]
@@ -155,24 +159,24 @@ def test_stop_all_kills_every_agent_as_one_audited_action(world, make_agent):
 
 
 def test_the_flood_breaker_trips_on_a_runaway_loop(world):
-    app, rt, agent, receiver = world(breaker_flood="3/60")
+    app, svc, agent, receiver = world(breaker_flood="3/60")
     codes = [agent.defer(refund(summary=f"loop {i}")).status_code for i in range(5)]
     assert codes == [202, 202, 202, 202, 423]
     status = agent.get(f"/api/v1/agents/{agent.slug}/status").get_json()
     assert status["state"] == "killed" and status["changed_by"] == "system:breaker"
     assert "flood, 4 deferrals in 60 s" in status["reason"]
-    [trip] = events_of(rt, "agent.breaker_tripped")
+    [trip] = events_of(svc, "agent.breaker_tripped")
     assert json.loads(trip.payload) == {
         "rule": "flood",
         "deferrals": 4,
         "window_seconds": 60,
         "limit": 3,
     }
-    assert set(statuses(rt).values()) == {"killed"}
+    assert set(statuses(svc).values()) == {"killed"}
 
 
 def test_refused_requests_and_retries_take_no_place_in_the_flood_window(world):
-    app, rt, agent, receiver = world(breaker_flood="2/60")
+    app, svc, agent, receiver = world(breaker_flood="2/60")
     assert agent.defer(refund(summary="one"), msg_id="msg_one").status_code == 202
     assert agent.defer(b'{"summary": 1}').status_code == 422  # refused: its place given back
     assert agent.defer(refund(summary="one"), msg_id="msg_one").status_code == 200  # a retry
@@ -185,21 +189,21 @@ def test_refused_requests_and_retries_take_no_place_in_the_flood_window(world):
 
 
 def test_an_agent_may_turn_its_flood_breaker_off(world):
-    app, rt, agent, receiver = world(breaker_flood="2/60")
-    with rt.db.write() as session:
+    app, svc, agent, receiver = world(breaker_flood="2/60")
+    with svc.db.write() as session:
         session.query(Agent).update({"breaker_flood": "0"})
-    rt.secrets._signers.clear()
+    svc.secrets._signers.clear()
     assert [agent.defer(refund(summary=f"n{i}")).status_code for i in range(4)] == [202] * 4
 
 
 def test_the_rejection_breaker_trips_after_k_in_a_row_and_an_approval_resets_it(world):
-    app, rt, agent, receiver = world(breaker_rejections=2, two_person_level="none")
-    holder = reviewer(rt)
+    app, svc, agent, receiver = world(breaker_rejections=2, two_person_level="none")
+    holder = reviewer(svc)
 
     def review(verdict):
         d_id = agent.defer(refund(summary=verdict)).get_json()["id"]
-        claim_batch(rt, holder)
-        return decide(rt, holder, d_id, verdict, "Against policy")
+        claim_batch(svc, holder)
+        return decide(svc, holder, d_id, verdict, "Against policy")
 
     review("reject")
     review("approve")  # resets the streak
@@ -217,58 +221,58 @@ def test_the_rejection_breaker_trips_after_k_in_a_row_and_an_approval_resets_it(
 
 
 def test_an_execution_reported_after_the_kill_is_a_violation(world):
-    app, rt, agent, receiver = world()
-    d = approved(rt, agent, reviewer(rt))
-    kill(rt, agent.slug, Actor("user", "olivia"), "stop")
+    app, svc, agent, receiver = world()
+    d = approved(svc, agent, reviewer(svc))
+    kill(svc, agent.slug, Actor("user", "olivia"), "stop")
     body = {"outcome": "succeeded", "action_digest": d["action_digest"]}
     response = agent.post_json(f"/api/v1/deferrals/{d['id']}/execution", body)
     assert response.status_code == 423
-    [violation] = events_of(rt, "execution.violation")
+    [violation] = events_of(svc, "execution.violation")
     assert json.loads(violation.payload)["rule"] == "agent_killed"
 
 
 @pytest.mark.parametrize("round_", range(4))
 def test_a_kill_racing_an_approval_has_exactly_one_winner(world, round_):
-    app, rt, agent, receiver = world(two_person_level="none")
-    holder = reviewer(rt)
+    app, svc, agent, receiver = world(two_person_level="none")
+    holder = reviewer(svc)
     d_id = agent.defer().get_json()["id"]
-    claim_batch(rt, holder)
+    claim_batch(svc, holder)
     results = {}
     barrier = threading.Barrier(2)
 
     def approve():
         barrier.wait()
         try:
-            results["approve"] = decide(rt, holder, d_id, "approve").status
+            results["approve"] = decide(svc, holder, d_id, "approve").status
         except DecisionRefused as refused:
             results["approve"] = str(refused)
 
     def flip():
         barrier.wait()
-        results["kill"] = kill(rt, agent.slug, Actor("user", "olivia"), "race").ended
+        results["kill"] = kill(svc, agent.slug, Actor("user", "olivia"), "race").ended
 
     threads = [threading.Thread(target=approve), threading.Thread(target=flip)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    final = statuses(rt)[d_id]
-    with rt.db.read() as session:
+    final = statuses(svc)[d_id]
+    with svc.db.read() as session:
         decided = session.scalars(
             select(OutboxEvent.body).where(OutboxEvent.deferral_id == d_id)
         ).all()
     assert len(decided) == 1 and json.loads(decided[0])["data"]["status"] == final
     if final == "approved":
         assert results == {"approve": "approved", "kill": 0}
-        assert not events_of(rt, "deferral.killed", deferral_id=d_id)
+        assert not events_of(svc, "deferral.killed", deferral_id=d_id)
     else:
         assert final == "killed" and results["kill"] == 1
         assert "already killed" in results["approve"]
-        assert not events_of(rt, "deferral.approved", deferral_id=d_id)
+        assert not events_of(svc, "deferral.approved", deferral_id=d_id)
     assert agent.defer().status_code == 423
 
 
 def test_stop_all_in_the_domain_returns_what_it_stopped(world):
-    app, rt, agent, receiver = world()
-    flips = stop_all(rt, Actor("user", "ada"), "drill")
+    app, svc, agent, receiver = world()
+    flips = stop_all(svc, Actor("user", "ada"), "drill")
     assert [(f.slug, f.changed) for f in flips] == [("billing-bot", True)]

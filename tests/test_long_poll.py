@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from review.decisions import cancel_deferral
+from review.reviewing.ending import cancel_deferral
 from review.signing import sign_headers
 from tests.helpers import AgentClient, approved, reviewer
 
@@ -25,12 +25,12 @@ def later(seconds, fn):
     return t
 
 
-def test_wait_answers_as_soon_as_the_deferral_ends(app, rt, agent):
+def test_wait_answers_as_soon_as_the_deferral_ends(app, svc, agent):
     d = agent.defer().get_json()
-    signer = rt.secrets.signer
-    with rt.db.read() as session:
+    signer = svc.secrets.signer
+    with svc.db.read() as session:
         me = signer(session, agent.slug)
-    later(0.5, lambda: cancel_deferral(rt, d["id"], me, "no longer needed"))
+    later(0.5, lambda: cancel_deferral(svc, d["id"], me, "no longer needed"))
     started = time.monotonic()
     response = agent.get(f"/api/v1/deferrals/{d['id']}?wait=20")
     took = time.monotonic() - started
@@ -46,8 +46,8 @@ def test_wait_answers_with_the_pending_deferral_when_time_is_up(agent):
     assert 0.9 < time.monotonic() - started < 3
 
 
-def test_wait_on_an_ended_deferral_answers_at_once(rt, agent):
-    d = approved(rt, agent, reviewer(rt))
+def test_wait_on_an_ended_deferral_answers_at_once(svc, agent):
+    d = approved(svc, agent, reviewer(svc))
     started = time.monotonic()
     assert agent.get(f"/api/v1/deferrals/{d['id']}?wait=60").get_json()["status"] == "approved"
     assert time.monotonic() - started < 1
@@ -62,7 +62,7 @@ def test_a_bad_wait_is_a_clear_422(agent, wait):
     assert error["code"] == "invalid_request" and "0 to 60" in error["message"]
 
 
-def test_waiting_requests_hold_no_database_connection(app, rt, agent):
+def test_waiting_requests_hold_no_database_connection(app, svc, agent):
     ids = [agent.defer().get_json()["id"] for _ in range(6)]
     answers = []
 
@@ -74,19 +74,19 @@ def test_waiting_requests_hold_no_database_connection(app, rt, agent):
     for t in threads:
         t.start()
     time.sleep(1.0)
-    assert rt.db.engine.pool.checkedout() == 0
+    assert svc.db.engine.pool.checkedout() == 0
     for t in threads:
         t.join()
     assert answers == ["pending"] * 6
 
 
-def test_a_lost_wake_up_costs_seconds_not_the_answer(app, rt, agent, monkeypatch):
+def test_a_lost_wake_up_costs_seconds_not_the_answer(app, svc, agent, monkeypatch):
     """With Redis's message gone, the waiting request still sees the end on a re-read."""
     d = agent.defer().get_json()
-    with rt.db.read() as session:
-        me = rt.secrets.signer(session, agent.slug)
-    monkeypatch.setattr("review.notify.CHANNEL", "countersign:nobody-listens")
-    later(0.3, lambda: cancel_deferral(rt, d["id"], me, "no longer needed"))
+    with svc.db.read() as session:
+        me = svc.secrets.signer(session, agent.slug)
+    monkeypatch.setattr("review.redis_keys.ENDED_CHANNEL", "countersign:nobody-listens")
+    later(0.3, lambda: cancel_deferral(svc, d["id"], me, "no longer needed"))
     started = time.monotonic()
     assert agent.get(f"/api/v1/deferrals/{d['id']}?wait=20").get_json()["status"] == "cancelled"
     assert time.monotonic() - started < 7
@@ -140,7 +140,7 @@ def signed_get(base, agent, path):
     return httpx.get(base + path, headers=sign_headers(agent.secret, "msg_lp", b""), timeout=30)
 
 
-def test_twenty_waiting_agents_starve_nobody_under_gunicorn(gunicorn, rt, agent):
+def test_twenty_waiting_agents_starve_nobody_under_gunicorn(gunicorn, svc, agent):
     ids = [agent.defer().get_json()["id"] for _ in range(20)]
     answers = {}
 
@@ -156,11 +156,11 @@ def test_twenty_waiting_agents_starve_nobody_under_gunicorn(gunicorn, rt, agent)
         assert httpx.get(gunicorn + "/healthz", timeout=5).status_code == 200
         assert signed_get(gunicorn, agent, f"/api/v1/deferrals/{ids[0]}").status_code == 200
     assert time.monotonic() - started < 3
-    with rt.db.read() as session:
-        me = rt.secrets.signer(session, agent.slug)
+    with svc.db.read() as session:
+        me = svc.secrets.signer(session, agent.slug)
     ended_at = time.monotonic()
     for d_id in ids:
-        cancel_deferral(rt, d_id, me, "done")
+        cancel_deferral(svc, d_id, me, "done")
     for t in threads:
         t.join(timeout=25)
     assert time.monotonic() - ended_at < 5

@@ -2,7 +2,7 @@
 
 import pytest
 
-from review.policy import Facts, load_policy
+from review.intake.policy import Facts, load_policy
 from review.settings import PROJECT_ROOT, SettingsError
 
 POLICY = load_policy(PROJECT_ROOT / "config" / "policy.toml", (25, 50, 75))
@@ -171,6 +171,6 @@ def test_a_bad_policy_is_refused_at_start_with_the_reason(tmp_path, text, messag
         load_policy(path, (25, 50, 75))
 
 
-def test_the_version_in_force_is_stored_with_every_evaluation(agent, rt):
+def test_the_version_in_force_is_stored_with_every_evaluation(agent, svc):
     d = agent.defer().get_json()
-    assert d["risk"]["policy_version"] == rt.policy.version
+    assert d["risk"]["policy_version"] == svc.policy.version

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
 
-from review import priority
+from review.intake import priority
 from review.models import Deferral
 from tests.helpers import refund
 
@@ -44,23 +44,23 @@ def _p(rank_value, at=T0 + timedelta(days=3)):
     )
 
 
-def test_the_queue_lists_pending_deferrals_by_priority(agent, rt):
+def test_the_queue_lists_pending_deferrals_by_priority(agent, svc):
     low = agent.defer(refund(action={"tool": "notes.add", "args": {}}, risk={"score": 0}))
     high = agent.defer(refund(labels={"env": "prod"}))
     soon = agent.defer(
         refund(action={"tool": "notes.add", "args": {}}, risk={"score": 0}, expires_in=60)
     )
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         order = session.scalars(
             select(Deferral.id).where(Deferral.status == "pending").order_by(Deferral.rank.desc())
         ).all()
     assert order == [high.get_json()["id"], soon.get_json()["id"], low.get_json()["id"]]
 
 
-def test_the_top_n_pending_query_uses_the_index(agent, rt):
+def test_the_top_n_pending_query_uses_the_index(agent, svc):
     query = "SELECT id FROM deferrals WHERE status = 'pending' ORDER BY rank DESC LIMIT 5"
-    with rt.db.engine.connect() as conn:
-        if rt.db.is_sqlite:
+    with svc.db.engine.connect() as conn:
+        if svc.db.is_sqlite:
             plan = " ".join(str(r) for r in conn.execute(text("EXPLAIN QUERY PLAN " + query)))
             assert "ix_deferrals_status_rank" in plan and "TEMP B-TREE" not in plan.upper()
         else:

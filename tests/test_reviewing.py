@@ -6,15 +6,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from review.audit import verify_chain
+from review.audit.chain import verify_chain
 from review.models import AuditEvent, Deferral, User, utcnow
 from review.users import create_user
 from tests.helpers import Browser, csrf_token, refund
 
 
 @pytest.fixture
-def people(rt):
-    with rt.db.write() as session:
+def people(svc):
+    with svc.db.write() as session:
         for name, role in (
             ("rita", "reviewer"),
             ("sam", "reviewer"),
@@ -59,7 +59,7 @@ def test_a_post_without_the_csrf_token_is_refused(app, people):
     assert b.client.post("/batch/start").status_code == 400  # no token
 
 
-def test_failed_logins_are_audited_and_throttled(app, rt, people):
+def test_failed_logins_are_audited_and_throttled(app, svc, people):
     client = app.test_client()
     token = csrf_token(client.get("/login").get_data(as_text=True))
     codes = [
@@ -74,7 +74,7 @@ def test_failed_logins_are_audited_and_throttled(app, rt, people):
         data={"username": "rita", "password": "correct horse battery", "csrf_token": token},
     )
     assert right.status_code == 429  # the account stays locked for the window
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         kinds = session.scalars(
             select(AuditEvent.event_type).where(AuditEvent.event_type.like("login.%"))
         ).all()
@@ -106,42 +106,42 @@ def test_queue_filters_narrow_the_list(app, make_agent, people):
     assert fragment.lstrip().startswith('<section id="queue-body"')
 
 
-def test_start_batch_claims_the_top_items_under_a_lease(app, rt, agent, people):
+def test_start_batch_claims_the_top_items_under_a_lease(app, svc, agent, people):
     for i in range(7):
         agent.defer(refund(summary=f"item {i}"))
     rita = browser(app, "rita")
     assert rita.post("/batch/start").status_code == 302
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         held = session.scalars(select(Deferral).where(Deferral.status == "in_review")).all()
-    assert len(held) == rt.settings.batch_size == 5
+    assert len(held) == svc.settings.batch_size == 5
     assert {d.claimed_by for d in held} == {held[0].claimed_by}
     assert all(d.lease_expires_at > utcnow() + timedelta(minutes=14) for d in held)
     page = rita.get("/batch").get_data(as_text=True)
     assert page.count('<article class="card') == 5 and "Release batch" in page
     sam = browser(app, "sam")
     sam.post("/batch/start")
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.scalar(select(Deferral.id).where(Deferral.status == "pending")) is None
     assert rita.post("/batch/release").status_code == 302
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert len(session.scalars(select(Deferral).where(Deferral.status == "pending")).all()) == 5
 
 
-def _claim_one(app, agent, rt, name="rita", body=None):
+def _claim_one(app, agent, svc, name="rita", body=None):
     d = agent.defer(body or refund()).get_json()
     b = browser(app, name)
     b.post("/batch/start")
     return b, d["id"]
 
 
-def test_approve_commits_at_once_audited_with_the_reviewer(app, rt, agent, people):
-    rita, d_id = _claim_one(app, agent, rt)
+def test_approve_commits_at_once_audited_with_the_reviewer(app, svc, agent, people):
+    rita, d_id = _claim_one(app, agent, svc)
     response = rita.post(f"/batch/{d_id}/approve", htmx=True)
     assert response.status_code == 200 and "Approved." in response.get_data(as_text=True)
     api = agent.get(f"/api/v1/deferrals/{d_id}").get_json()
     assert api["status"] == "approved"
     assert api["decision"]["decided_by"] == ["rita"] and api["decision"]["valid_until"]
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         event = session.scalars(
             select(AuditEvent).where(
                 AuditEvent.deferral_id == d_id, AuditEvent.event_type == "deferral.approved"
@@ -152,8 +152,8 @@ def test_approve_commits_at_once_audited_with_the_reviewer(app, rt, agent, peopl
         assert verify_chain(session).ok
 
 
-def test_reject_needs_a_reason_and_takes_a_quick_pick(app, rt, agent, people):
-    rita, d_id = _claim_one(app, agent, rt)
+def test_reject_needs_a_reason_and_takes_a_quick_pick(app, svc, agent, people):
+    rita, d_id = _claim_one(app, agent, svc)
     no_reason = rita.post(f"/batch/{d_id}/reject", htmx=True).get_data(as_text=True)
     assert "Say why you reject it" in no_reason
     assert agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"] == "in_review"
@@ -162,15 +162,15 @@ def test_reject_needs_a_reason_and_takes_a_quick_pick(app, rt, agent, people):
     assert decision["outcome"] == "rejected" and decision["reason"] == "Wrong target or recipient"
 
 
-def test_a_stale_lease_gets_a_clear_message_and_changes_nothing(app, rt, agent, people):
-    rita, d_id = _claim_one(app, agent, rt)
-    with rt.db.write() as session:
+def test_a_stale_lease_gets_a_clear_message_and_changes_nothing(app, svc, agent, people):
+    rita, d_id = _claim_one(app, agent, svc)
+    with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     page = rita.post(f"/batch/{d_id}/approve", htmx=True).get_data(as_text=True)
     assert "your claim on this item lapsed" in page
     assert agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"] == "in_review"
     browser(app, "sam").post("/batch/start")  # the lapsed claim goes back and sam takes it
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         d = session.get(Deferral, d_id)
         sam_id = session.scalar(select(User.id).where(User.username == "sam"))
         assert d.status == "in_review" and d.claimed_by == sam_id
@@ -180,23 +180,23 @@ def test_a_stale_lease_gets_a_clear_message_and_changes_nothing(app, rt, agent, 
     assert "deferral.lease_lapsed" in kinds
 
 
-def test_an_already_decided_item_says_who_decided(app, rt, agent, people):
-    rita, d_id = _claim_one(app, agent, rt)
+def test_an_already_decided_item_says_who_decided(app, svc, agent, people):
+    rita, d_id = _claim_one(app, agent, svc)
     rita.post(f"/batch/{d_id}/approve", htmx=True)
     again = rita.post(f"/batch/{d_id}/reject", {"reason": "too late"}, htmx=True)
     assert "already approved by rita" in again.get_data(as_text=True)
 
 
-def test_an_expired_deferral_cannot_be_approved(app, rt, agent, people):
-    rita, d_id = _claim_one(app, agent, rt)
-    with rt.db.write() as session:
+def test_an_expired_deferral_cannot_be_approved(app, svc, agent, people):
+    rita, d_id = _claim_one(app, agent, svc)
+    with svc.db.write() as session:
         session.execute(update(Deferral).values(expires_at=utcnow() - timedelta(seconds=1)))
     page = rita.post(f"/batch/{d_id}/approve", htmx=True).get_data(as_text=True)
     assert "expired before your decision" in page
     assert agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"] == "expired"
 
 
-def test_auditors_read_but_never_decide(app, rt, agent, people):
+def test_auditors_read_but_never_decide(app, svc, agent, people):
     agent.defer()
     audrey = browser(app, "audrey")
     page = audrey.get("/queue").get_data(as_text=True)
@@ -205,7 +205,7 @@ def test_auditors_read_but_never_decide(app, rt, agent, people):
     assert audrey.get("/batch").status_code == 403
 
 
-def test_the_item_page_shows_the_deferral_and_its_audit_chain(app, rt, agent, people):
+def test_the_item_page_shows_the_deferral_and_its_audit_chain(app, svc, agent, people):
     d_id = agent.defer().get_json()["id"]
     page = browser(app, "audrey").get(f"/deferrals/{d_id}").get_data(as_text=True)
     assert "deferral.received" in page and "deferral.evaluated" in page
@@ -214,18 +214,18 @@ def test_the_item_page_shows_the_deferral_and_its_audit_chain(app, rt, agent, pe
     assert "unverified agent text" in page
 
 
-def test_nobody_approves_a_deferral_made_on_their_own_behalf(app, rt, agent, people):
+def test_nobody_approves_a_deferral_made_on_their_own_behalf(app, svc, agent, people):
     mine = agent.defer(refund(on_behalf_of={"id": "Rita@Example.com"})).get_json()["id"]
     other = agent.defer(refund(summary="someone else's")).get_json()["id"]
     rita = browser(app, "rita")
     rita.post("/batch/start")
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         assert session.get(Deferral, mine).status == "pending"  # never handed to rita
         assert session.get(Deferral, other).status == "in_review"
-    from review.batches import Holder
-    from review.decisions import DecisionRefused, decide
+    from review.reviewing.claims import Holder
+    from review.reviewing.decisions import DecisionRefused, decide
 
-    with rt.db.write() as session:  # even if she somehow held it
+    with svc.db.write() as session:  # even if she somehow held it
         rita_id = session.scalar(select(User.id).where(User.username == "rita"))
         session.execute(
             update(Deferral)
@@ -238,10 +238,10 @@ def test_nobody_approves_a_deferral_made_on_their_own_behalf(app, rt, agent, peo
         )
     holder = Holder(rita_id, "rita", frozenset({"rita", "rita@example.com"}))
     with pytest.raises(DecisionRefused, match="your own behalf"):
-        decide(rt, holder, mine, "approve")
+        decide(svc, holder, mine, "approve")
 
 
-def test_critical_items_need_two_different_approvers(app, rt, agent, people):
+def test_critical_items_need_two_different_approvers(app, svc, agent, people):
     d_id = agent.defer(refund(risk={"score": 90})).get_json()["id"]
     rita = browser(app, "rita")
     rita.post("/batch/start")
@@ -259,7 +259,7 @@ def test_critical_items_need_two_different_approvers(app, rt, agent, people):
     assert decision["outcome"] == "approved" and decision["decided_by"] == ["rita", "sam"]
 
 
-def test_any_reject_ends_a_two_person_item(app, rt, agent, people):
+def test_any_reject_ends_a_two_person_item(app, svc, agent, people):
     d_id = agent.defer(refund(risk={"score": 90})).get_json()["id"]
     rita = browser(app, "rita")
     rita.post("/batch/start")
@@ -287,7 +287,7 @@ def test_the_two_person_level_follows_the_setting(make_app, make_agent, people):
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)><style>body{display:none}</style>"
 
 
-def test_hostile_agent_text_renders_as_inert_text(app, rt, agent, people):
+def test_hostile_agent_text_renders_as_inert_text(app, svc, agent, people):
     d_id = agent.defer(
         refund(
             summary=HOSTILE[:400],
@@ -313,7 +313,7 @@ def test_hostile_agent_text_renders_as_inert_text(app, rt, agent, people):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_approving_several_takes_only_opened_items_and_no_two_person_ones(app, rt, agent, people):
+def test_approving_several_takes_only_opened_items_and_no_two_person_ones(app, svc, agent, people):
     plain = [agent.defer(refund(summary=f"plain {i}")).get_json()["id"] for i in range(3)]
     critical = agent.defer(refund(summary="critical", risk={"score": 95})).get_json()["id"]
     rita = browser(app, "rita")
@@ -337,7 +337,7 @@ def test_approving_several_takes_only_opened_items_and_no_two_person_ones(app, r
     }
 
 
-def test_rejecting_several_takes_one_reason_for_all(app, rt, agent, people):
+def test_rejecting_several_takes_one_reason_for_all(app, svc, agent, people):
     ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(3)]
     rita = browser(app, "rita")
     rita.post("/batch/start")
@@ -346,7 +346,7 @@ def test_rejecting_several_takes_one_reason_for_all(app, rt, agent, people):
     assert {(d["outcome"], d["reason"]) for d in decisions} == {("rejected", "duplicate run")}
 
 
-def test_rejecting_several_without_a_reason_changes_nothing(app, rt, agent, people):
+def test_rejecting_several_without_a_reason_changes_nothing(app, svc, agent, people):
     ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(2)]
     rita = browser(app, "rita")
     rita.post("/batch/start")
@@ -355,16 +355,16 @@ def test_rejecting_several_without_a_reason_changes_nothing(app, rt, agent, peop
     assert {agent.get(f"/api/v1/deferrals/{d}").get_json()["status"] for d in ids} == {"in_review"}
 
 
-def test_a_decision_renews_the_lease_on_the_rest_of_the_batch(app, rt, agent, people):
+def test_a_decision_renews_the_lease_on_the_rest_of_the_batch(app, svc, agent, people):
     ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(2)]
     rita = browser(app, "rita")
     rita.post("/batch/start")
     soon = utcnow() + timedelta(seconds=30)
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=soon))
     held = rita.get("/batch").get_data(as_text=True)
     first = ids[0] if f"card-{ids[0]}" in held else ids[1]
     rita.post(f"/batch/{first}/approve", htmx=True)
-    with rt.db.read() as session:
+    with svc.db.read() as session:
         other = session.get(Deferral, ids[1] if first == ids[0] else ids[0])
     assert other.lease_expires_at > soon + timedelta(minutes=10)

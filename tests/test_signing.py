@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from review.agents import new_secret
+from review.agents.registry import new_secret
 from review.signing import SignatureError, sign_headers, verify
 
 BODY = b'{"summary":"caf\xc3\xa9"}'

@@ -18,12 +18,12 @@ from review.models import Deferral
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _pending(rt):
-    with rt.db.read() as session:
+def _pending(svc):
+    with svc.db.read() as session:
         return session.scalar(select(func.count()).select_from(Deferral))
 
 
-def test_jobs_are_enqueued_by_name_with_json_arguments(rt, redis_client):
+def test_jobs_are_enqueued_by_name_with_json_arguments(svc, redis_client):
     job = enqueue(redis_client, "approval_queue.demo_agent.post_sample", 3)
     assert job.func_name == "approval_queue.demo_agent.post_sample"
     assert job.args == [3] or job.args == (3,)
@@ -31,28 +31,28 @@ def test_jobs_are_enqueued_by_name_with_json_arguments(rt, redis_client):
     assert json.loads(raw)[0] == "approval_queue.demo_agent.post_sample"  # JSON, not pickle
 
 
-def test_a_burst_worker_runs_a_job_inside_the_app(app, rt, redis_client):
-    ensure_demo(rt)
+def test_a_burst_worker_runs_a_job_inside_the_app(app, svc, redis_client):
+    ensure_demo(svc)
     enqueue(redis_client, "approval_queue.demo_agent.seed")
     with app.app_context():
-        assert run_worker(rt, burst=True) is True
-    assert _pending(rt) == 6
+        assert run_worker(svc, burst=True) is True
+    assert _pending(svc) == 6
     assert queue(redis_client, names.DEFAULT).count == 0
 
 
-def test_a_delayed_job_runs_once_it_is_due(app, rt, redis_client):
-    ensure_demo(rt)
+def test_a_delayed_job_runs_once_it_is_due(app, svc, redis_client):
+    ensure_demo(svc)
     enqueue(redis_client, "approval_queue.demo_agent.post_sample", 0, delay=0.01)
     import time
 
     time.sleep(1.1)  # rq's scheduler works in whole seconds
     with app.app_context():
-        run_worker(rt, burst=True)
-    assert _pending(rt) == 1
+        run_worker(svc, burst=True)
+    assert _pending(svc) == 1
 
 
-def test_the_worker_command_runs_jobs_in_its_own_process(rt, settings_overrides, redis_client):
-    ensure_demo(rt)
+def test_the_worker_command_runs_jobs_in_its_own_process(svc, settings_overrides, redis_client):
+    ensure_demo(svc)
     enqueue(redis_client, "approval_queue.demo_agent.post_sample", 1)
     env = {
         **os.environ,
@@ -70,32 +70,32 @@ def test_the_worker_command_runs_jobs_in_its_own_process(rt, settings_overrides,
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert _pending(rt) == 1
-    with rt.db.read() as session:
+    assert _pending(svc) == 1
+    with svc.db.read() as session:
         d = session.scalars(select(Deferral)).one()
         assert d.agent.slug == DEMO_AGENT
 
 
-def test_the_worker_returns_lapsed_claims_to_the_queue(app, rt, agent, redis_client):
+def test_the_worker_returns_lapsed_claims_to_the_queue(app, svc, agent, redis_client):
     from datetime import timedelta
 
     from sqlalchemy import update
 
-    from review.batches import Holder, claim_batch
     from review.models import AuditEvent, utcnow
+    from review.reviewing.claims import Holder, claim_batch
     from review.users import create_user
 
     agent.defer()
-    with rt.db.write() as session:
+    with svc.db.write() as session:
         user = create_user(session, "rita", "reviewer", "correct horse battery")
         session.flush()
         holder = Holder(user.id, "rita", frozenset({"rita"}))
-    assert len(claim_batch(rt, holder)) == 1
-    with rt.db.write() as session:
+    assert len(claim_batch(svc, holder)) == 1
+    with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     with app.app_context():
-        run_worker(rt, burst=True)
-    with rt.db.read() as session:
+        run_worker(svc, burst=True)
+    with svc.db.read() as session:
         d = session.scalars(select(Deferral)).one()
         assert d.status == "pending" and d.claimed_by is None
         kinds = session.scalars(

@@ -1,14 +1,14 @@
 """PostgreSQL: intake's write as one function call, so no round trip holds the chain lock.
 
 `countersign_intake(agent, cap, deferral, events)` does, in the server, what intake
-otherwise does in four round trips inside a transaction (review/intake.py): lock the
+otherwise does in four round trips inside a transaction (review/intake/deferrals.py): lock the
 audit chain's head and the agent's row, refuse a killed agent or one at its pending
 cap, insert the deferral, chain its events and move the head. Called on its own (an
 autocommit statement), it is its own transaction: the chain lock is held for the
 function and its commit, never across the network.
 
 The events come hashed up to their link: each carries `prefix`, its record's RFC 8785
-JSON up to the previous hash (review/audit.py, `chain_prefix`); the function appends
+JSON up to the previous hash (review/audit/chain.py, `chain_prefix`); the function appends
 the previous hash and the sequence number and takes the SHA-256, so the hash is the
 one `event_hash` computes and `audit verify` checks. SQLite needs none of this (its
 statements cost no round trip): nothing changes there.

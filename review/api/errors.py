@@ -1,8 +1,27 @@
-"""API errors: every 4xx/5xx from /api/v1 is `{"error": {"code", "message", "details"?}}`."""
+"""API errors: every 4xx/5xx from /api/v1 is `{"error": {"code", "message", "details"?}}`.
+
+The domain raises `review.errors.DomainError`s carrying PROTOCOL.md's codes; `STATUS`
+below is the one place that gives each code its HTTP status. `ApiError` is for what
+only HTTP knows: authentication, body size, media type, unknown routes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from review.errors import DomainError, RateLimited
+
+# PROTOCOL.md section 3: the status of each code the domain can raise.
+STATUS = {
+    "malformed_json": 400,
+    "not_found": 404,
+    "idempotency_conflict": 409,
+    "invalid_state": 409,
+    "conflict": 409,
+    "invalid_request": 422,
+    "agent_killed": 423,
+    "rate_limited": 429,
+}
 
 
 class ApiError(Exception):
@@ -26,6 +45,29 @@ class ApiError(Exception):
         if self.details:
             error["details"] = self.details
         return {"error": error}
+
+
+def from_domain(error: DomainError) -> ApiError:
+    """The answer PROTOCOL.md gives a refusal of the domain."""
+    headers = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    return ApiError(
+        STATUS.get(error.code, 422),
+        error.code,
+        error.message,
+        error.details or None,
+        headers=headers,
+    )
+
+
+def as_api_error(error: Exception) -> ApiError:
+    """An ApiError as it is; a DomainError as the API answers it."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, DomainError):
+        return from_domain(error)
+    raise TypeError(f"not a refusal: {error!r}")
 
 
 def unauthorized() -> ApiError:

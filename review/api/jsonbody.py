@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from review.api.errors import ApiError
-from review.diffing import json_pointer
+from review.errors import InvalidRequest, MalformedJson
+from review.intake.diffing import json_pointer
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -25,13 +25,13 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "body is not valid UTF-8") from None
+        raise MalformedJson("body is not valid UTF-8") from None
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
-        raise ApiError(400, "malformed_json", f"JSON nests deeper than {max_depth}") from None
+        raise MalformedJson(f"JSON nests deeper than {max_depth}") from None
     except ValueError as exc:
-        raise ApiError(400, "malformed_json", f"body is not valid JSON: {_short(exc)}") from None
+        raise MalformedJson(f"body is not valid JSON: {_short(exc)}") from None
     _check_tree(value, max_depth)
     return value
 
@@ -47,7 +47,7 @@ def _check_tree(root: Any, max_depth: int) -> None:
         node, depth, path = stack.pop()
         if isinstance(node, dict | list):
             if depth > max_depth:
-                raise ApiError(400, "malformed_json", f"JSON nests deeper than {max_depth}")
+                raise MalformedJson(f"JSON nests deeper than {max_depth}")
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
                 if isinstance(key, str):
@@ -56,11 +56,11 @@ def _check_tree(root: Any, max_depth: int) -> None:
         elif isinstance(node, str):
             _check_string(node, path)
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_SAFE_INTEGER:
-            raise ApiError(
-                422,
-                "invalid_request",
+            raise InvalidRequest(
                 "request does not match the schema",
-                [{"path": json_pointer(list(path)), "message": "integer outside ±(2^53 - 1)"}],
+                details=[
+                    {"path": json_pointer(list(path)), "message": "integer outside ±(2^53 - 1)"}
+                ],
             )
 
 
@@ -68,11 +68,11 @@ def _check_string(text: str, path: tuple) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ApiError(400, "malformed_json", "JSON string holds a lone surrogate") from None
+        raise MalformedJson("JSON string holds a lone surrogate") from None
     if "\x00" in text:
-        raise ApiError(
-            422,
-            "invalid_request",
+        raise InvalidRequest(
             "request does not match the schema",
-            [{"path": json_pointer(list(path)), "message": "must not contain NUL characters"}],
+            details=[
+                {"path": json_pointer(list(path)), "message": "must not contain NUL characters"}
+            ],
         )

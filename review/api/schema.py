@@ -21,8 +21,8 @@ from typing import Any
 import fastjsonschema
 from jsonschema import Draft202012Validator
 
-from review.api.errors import ApiError
-from review.diffing import json_pointer
+from review.errors import InvalidRequest
+from review.intake.diffing import json_pointer
 
 MAX_DETAILS = 50
 
@@ -456,6 +456,4 @@ def validate(name: str, instance: Any) -> None:
     if details:
         details.sort(key=lambda d: d["path"])
         unique = list({(d["path"], d["message"]): d for d in details}.values())
-        raise ApiError(
-            422, "invalid_request", "request does not match the schema", unique[:MAX_DETAILS]
-        )
+        raise InvalidRequest("request does not match the schema", details=unique[:MAX_DETAILS])

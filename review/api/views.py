@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from review import breakers, intake, quotas, redis_keys
-from review.agents import Signer, signers
+from review.agents.executions import report_execution
+from review.agents.registry import Signer, signers
+from review.agents.status import status_json
 from review.api import schema
-from review.api.errors import ApiError, not_found, unauthorized
+from review.api.errors import ApiError, as_api_error, from_domain, not_found, unauthorized
 from review.api.jsonbody import parse_json
-from review.decisions import cancel_deferral
-from review.executions import report_execution
-from review.models import TERMINAL_STATUSES, Agent, Deferral
-from review.notify import wait_until_ended
-from review.resources import agent_status, deferral_resource
-from review.runtime import Runtime, current_runtime
+from review.callbacks import long_poll
+from review.errors import DomainError
+from review.intake.receive import receive_deferral
+from review.intake.refusals import Refusal, record_refusal
+from review.models import Deferral
+from review.resources import deferral_resource
+from review.reviewing.ending import cancel_deferral
+from review.services import Services, current_services
 from review.signing import SignatureError, parse_headers
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,11 @@ def on_api_error(error: ApiError) -> Response:
     return response
 
 
+@bp.errorhandler(DomainError)
+def on_domain_error(error: DomainError) -> Response:
+    return on_api_error(from_domain(error))
+
+
 @bp.errorhandler(HTTPException)
 def on_http_error(error: HTTPException) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.code or 0, "bad_request")
@@ -49,9 +57,9 @@ def on_unexpected(error: Exception) -> Response:
     return on_api_error(ApiError(500, "internal_error", "the server failed; nothing was changed"))
 
 
-def raw_body(rt: Runtime) -> bytes:
+def raw_body(svc: Services) -> bytes:
     """The body, refused with 413 before reading when it is over the limit."""
-    limit = rt.settings.max_body_bytes
+    limit = svc.settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "payload_too_large", f"body is over {limit} bytes")
     data = request.stream.read(limit + 1)
@@ -60,32 +68,32 @@ def raw_body(rt: Runtime) -> bytes:
     return data
 
 
-def require_json(rt: Runtime, body: bytes) -> Any:
+def require_json(svc: Services, body: bytes) -> Any:
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise ApiError(415, "unsupported_media_type", "send JSON as UTF-8")
-    return parse_json(body, rt.settings.max_json_depth)
+    return parse_json(body, svc.settings.max_json_depth)
 
 
-def authenticate_agent(rt: Runtime, session: Session, slug: str, body: bytes) -> Signer:
+def authenticate_agent(svc: Services, session: Session, slug: str, body: bytes) -> Signer:
     """The agent named in the path, if it signed this request; 401 otherwise."""
     try:
         signed = parse_headers(request.headers)
     except SignatureError:
         raise unauthorized() from None
     for fresh in (False, True):
-        signer = rt.secrets.signer(session, slug, fresh=fresh)
+        signer = svc.secrets.signer(session, slug, fresh=fresh)
         if signer is None:
             break
-        if signed.signed_by_any(rt.secrets.secrets_for(signer), body):
+        if signed.signed_by_any(svc.secrets.secrets_for(signer), body):
             return signer
     raise unauthorized()
 
 
 def authenticate_for_deferral(
-    rt: Runtime, session: Session, deferral_id: str, body: bytes
+    svc: Services, session: Session, deferral_id: str, body: bytes
 ) -> Signer:
     """The deferral's own agent, if it signed this request.
 
@@ -102,48 +110,44 @@ def authenticate_for_deferral(
         owner_id = session.scalar(select(Deferral.agent_id).where(Deferral.id == deferral_id))
     if owner_id is not None:
         owner = signers(session, agent_id=owner_id)
-        if owner and signed.signed_by_any(rt.secrets.secrets_for(owner[0]), body):
+        if owner and signed.signed_by_any(svc.secrets.secrets_for(owner[0]), body):
             return owner[0]
     for other in signers(session):
-        if signed.signed_by_any(rt.secrets.secrets_for(other), body):
+        if signed.signed_by_any(svc.secrets.secrets_for(other), body):
             raise not_found()
     raise unauthorized()
 
 
-def refuse(rt: Runtime, agent: Signer, error: ApiError, webhook_id: str | None) -> ApiError:
-    """Audit a refusal of an authenticated request, then hand the error back to raise."""
-    intake.record_refusal(rt, agent, error, webhook_id=webhook_id, endpoint=request.path)
-    return error
+@contextmanager
+def refusals_audited(svc: Services, agent: Signer, webhook_id: str | None) -> Iterator[None]:
+    """Answer a refusal of an authenticated request as PROTOCOL.md says, and audit it."""
+    try:
+        yield
+    except (ApiError, DomainError) as exc:
+        error = as_api_error(exc)
+        refusal = Refusal(error.status, error.code, error.message, error.details or [])
+        record_refusal(svc, agent, refusal, webhook_id=webhook_id, endpoint=request.path)
+        raise error from None
+
+
+def checked_json(svc: Services, body: bytes, schema_name: str) -> Any:
+    """The body as JSON that passed the named request schema (415, 400 or 422 otherwise)."""
+    payload = require_json(svc, body)
+    schema.validate(schema_name, payload)
+    return payload
 
 
 @bp.post("/agents/<slug>/deferrals")
 def create_deferral(slug: str):
-    rt = current_runtime()
-    body = raw_body(rt)
-    with rt.db.read() as session:
-        agent = authenticate_agent(rt, session, slug, body)
+    svc = current_services()
+    body = raw_body(svc)
+    with svc.db.read() as session:
+        agent = authenticate_agent(svc, session, slug, body)
     webhook_id = request.headers["webhook-id"]
-    flood = breakers.flood_limit(rt, agent.breaker_flood)
-    admission = None
-    try:
-        admission = quotas.admit(
-            rt,
-            agent.slug,
-            webhook_id,
-            per_second=rt.settings.agent_rate,
-            flood_window=flood[1] if flood else None,
+    with refusals_audited(svc, agent, webhook_id):
+        received = receive_deferral(
+            svc, agent, webhook_id, lambda: checked_json(svc, body, "DeferralRequest")
         )
-        payload = require_json(rt, body)
-        schema.validate("DeferralRequest", payload)
-        received = intake.create_deferral(rt, agent, webhook_id, intake.prepare(rt, payload))
-    except ApiError as error:
-        if admission is not None:
-            quotas.withdraw(rt, admission)
-        raise refuse(rt, agent, error, webhook_id) from None
-    if received.created:
-        breakers.after_intake(rt, agent, admission.in_window)
-    else:
-        quotas.withdraw(rt, admission)
     status = 202 if received.created else 200
     return jsonify(deferral_resource(received.deferral, received.agent_slug)), status
 
@@ -168,93 +172,48 @@ def wait_seconds() -> int:
 
 @bp.get("/deferrals/<deferral_id>")
 def read_deferral(deferral_id: str):
-    """One deferral; with `?wait=N`, once it has ended or N seconds have passed.
-
-    While it waits the request holds no database connection: each read is its own
-    short transaction, and the process's listener (review/notify.py) wakes it when
-    the deferral ends. Waiting requests hold a thread each, so serve with gunicorn's
-    gthread worker (README, "Serving").
-    """
-    rt = current_runtime()
-    body = raw_body(rt)
-    with rt.db.read() as session:
-        authenticate_for_deferral(rt, session, deferral_id, body)
-    wait = wait_seconds()
-
-    def read_status() -> tuple[bool, dict]:
-        with rt.db.read() as session:
-            deferral = session.get(Deferral, deferral_id)
-            return deferral.status in TERMINAL_STATUSES, deferral_resource(deferral)
-
-    if wait == 0:
-        return jsonify(read_status()[1])
-    return jsonify(wait_until_ended(rt.waiters, deferral_id, wait, read_status))
+    """One deferral; with `?wait=N`, once it has ended or N seconds have passed."""
+    svc = current_services()
+    body = raw_body(svc)
+    with svc.db.read() as session:
+        authenticate_for_deferral(svc, session, deferral_id, body)
+    return jsonify(long_poll.read_deferral(svc, deferral_id, wait_seconds()))
 
 
 @bp.post("/deferrals/<deferral_id>/cancel")
 def cancel(deferral_id: str):
-    rt = current_runtime()
-    body = raw_body(rt)
-    with rt.db.read() as session:
-        agent = authenticate_for_deferral(rt, session, deferral_id, body)
-    try:
-        payload = require_json(rt, body)
-        schema.validate("CancelRequest", payload)
-        deferral = cancel_deferral(rt, deferral_id, agent, payload["reason"])
-    except ApiError as error:
-        raise refuse(rt, agent, error, request.headers.get("webhook-id")) from None
-    with rt.db.read() as session:
-        deferral = session.get(Deferral, deferral.id)
-        return jsonify(deferral_resource(deferral))
+    svc = current_services()
+    body = raw_body(svc)
+    with svc.db.read() as session:
+        agent = authenticate_for_deferral(svc, session, deferral_id, body)
+    with refusals_audited(svc, agent, request.headers.get("webhook-id")):
+        payload = checked_json(svc, body, "CancelRequest")
+        resource = cancel_deferral(svc, deferral_id, agent, payload["reason"])
+    return jsonify(resource)
 
 
 @bp.post("/deferrals/<deferral_id>/execution")
 def execution(deferral_id: str):
-    rt = current_runtime()
-    body = raw_body(rt)
-    with rt.db.read() as session:
-        agent = authenticate_for_deferral(rt, session, deferral_id, body)
+    svc = current_services()
+    body = raw_body(svc)
+    with svc.db.read() as session:
+        agent = authenticate_for_deferral(svc, session, deferral_id, body)
     webhook_id = request.headers["webhook-id"]
-    try:
-        payload = require_json(rt, body)
-        schema.validate("ExecutionReport", payload)
-    except ApiError as error:
-        raise refuse(rt, agent, error, webhook_id) from None
-    reported = report_execution(rt, deferral_id, agent, payload, webhook_id)
-    if reported.refused is not None:  # already audited, as a violation
-        r = reported.refused
-        raise ApiError(r.status, r.code, r.message)
-    with rt.db.read() as session:
-        return jsonify(deferral_resource(session.get(Deferral, deferral_id))), 201
+    with refusals_audited(svc, agent, webhook_id):
+        payload = checked_json(svc, body, "ExecutionReport")
+    # A refused report is audited as a violation by the domain, not as a refused request.
+    resource = report_execution(svc, deferral_id, agent, payload, webhook_id)
+    return jsonify(resource), 201
 
 
 @bp.get("/agents/<slug>/status")
 def status(slug: str):
-    """The kill switch, polled: served from Redis, rewritten there by every flip.
-
-    A flip overwrites the cached copy after it commits; a reader that missed the cache
-    only adds its copy if none is there (SET NX), so a reader that read the database
-    just before a flip cannot put the old state back.
-    """
-    rt = current_runtime()
-    body = raw_body(rt)
-    with rt.db.read() as session:  # no query at all while the signer is cached
-        signer = authenticate_agent(rt, session, slug, body)
-    key = redis_keys.agent_status(signer.slug)
-    client = rt.redis.client()
-    try:
-        cached = client.get(key)
-    except redis.RedisError:
-        cached = None
-    if cached is not None:
-        return Response(cached, mimetype="application/json")
-    with rt.db.read() as session:
-        text = json.dumps(agent_status(session.get(Agent, signer.id)))
-    try:
-        client.set(key, text, nx=True, ex=redis_keys.STATUS_TTL_SECONDS)
-    except redis.RedisError:
-        pass
-    return Response(text, mimetype="application/json")
+    """The kill switch, polled: served from Redis (review/agents/status.py)."""
+    svc = current_services()
+    body = raw_body(svc)
+    with svc.db.read() as session:  # no query at all while the signer is cached
+        signer = authenticate_agent(svc, session, slug, body)
+    return Response(status_json(svc, signer), mimetype="application/json")
 
 
 @bp.get("/openapi.json")

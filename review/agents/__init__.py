@@ -1,0 +1,1 @@
+"""Agents: the registry, the kill switch and its breakers, execution reports."""

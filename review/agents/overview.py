@@ -1,0 +1,172 @@
+"""What the agent pages show: each agent's state and health, and one agent's record.
+
+Every read is bounded and served by an index or a column: undecided deferrals per agent
+(`agents.undecided`, kept by the database), the newest deferrals and a 30-day window
+(agent_id, created_at), the agent's flips, trips and violations (agent, event_type, seq).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from review.callbacks import deliveries
+from review.models import Agent, AuditEvent, Deferral, utcnow
+
+FLIP_EVENTS = (
+    "agent.created",
+    "agent.killed",
+    "agent.revived",
+    "agent.breaker_tripped",
+    "agent.updated",
+    "agent.secret_rotated",
+    "agent.deactivated",
+    "agent.flip_refused",
+)
+WINDOW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    agent: Agent
+    owners: list[str]
+    undecided: int
+    last_deferral_at: datetime | None
+    health: deliveries.Health
+
+    @property
+    def health_line(self) -> str:
+        parts = []
+        if self.agent.deactivated_at is not None:
+            return "deactivated"
+        dead, waiting = self.health.dead, self.health.pending
+        if dead:
+            parts.append(f"{dead} dead callback{'s' if dead != 1 else ''}")
+        if waiting:
+            parts.append(f"{waiting} callback{'s' if waiting != 1 else ''} waiting")
+        if not parts:
+            parts.append("callbacks healthy" if self.agent.callback_url else "no callback URL")
+        return ", ".join(parts)
+
+
+def agent_rows(session: Session) -> list[AgentRow]:
+    agents = session.scalars(
+        select(Agent).options(selectinload(Agent.owners)).order_by(Agent.slug)
+    ).all()
+    rows = []
+    for agent in agents:
+        last = session.scalar(
+            select(func.max(Deferral.created_at)).where(Deferral.agent_id == agent.id)
+        )
+        rows.append(
+            AgentRow(
+                agent,
+                sorted(u.username for u in agent.owners),
+                agent.undecided,  # kept by the database (migration 0007)
+                last,
+                deliveries.health(session, agent.id),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Record:
+    """One audit event of the agent's own history, payload parsed."""
+
+    seq: int
+    at: datetime
+    actor: str
+    event_type: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class Detail:
+    agent: Agent
+    owners: list[str]
+    undecided: int
+    history: list[Record]
+    violations: list[Record]
+    recent: list[Deferral]
+    outcomes: dict[str, int] = field(default_factory=dict)  # last WINDOW_DAYS, by status
+    median_decision_seconds: float | None = None
+    health: deliveries.Health | None = None
+
+    @property
+    def decided(self) -> int:
+        return self.outcomes.get("approved", 0) + self.outcomes.get("rejected", 0)
+
+    def rate(self, status: str) -> str:
+        if not self.decided:
+            return "–"
+        return f"{100 * self.outcomes.get(status, 0) / self.decided:.0f}%"
+
+
+def _records(session: Session, slug: str, types: tuple[str, ...], limit: int) -> list[Record]:
+    events = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.agent == slug, AuditEvent.event_type.in_(types))
+        .order_by(AuditEvent.seq.desc())
+        .limit(limit)
+    ).all()
+    return [
+        Record(e.seq, e.at, f"{e.actor_kind}:{e.actor_id}", e.event_type, json.loads(e.payload))
+        for e in events
+    ]
+
+
+def agent_detail(session: Session, agent: Agent, now: datetime | None = None) -> Detail:
+    now = now or utcnow()
+    since = now - timedelta(days=WINDOW_DAYS)
+    recent = session.scalars(
+        select(Deferral)
+        .where(Deferral.agent_id == agent.id)
+        .order_by(Deferral.created_at.desc())
+        .limit(20)
+    ).all()
+    outcomes = dict(
+        session.execute(
+            select(Deferral.status, func.count())
+            .where(Deferral.agent_id == agent.id, Deferral.created_at >= since)
+            .group_by(Deferral.status)
+        ).all()
+    )
+    timings = session.execute(
+        select(Deferral.created_at, Deferral.decided_at)
+        .where(
+            Deferral.agent_id == agent.id,
+            Deferral.created_at >= since,
+            Deferral.status.in_(("approved", "rejected")),
+        )
+        .order_by(Deferral.created_at.desc())
+        .limit(500)
+    ).all()
+    median = statistics.median((d - c).total_seconds() for c, d in timings) if timings else None
+    return Detail(
+        agent=agent,
+        owners=sorted(u.username for u in agent.owners),
+        undecided=agent.undecided,
+        history=_records(session, agent.slug, FLIP_EVENTS, 50),
+        violations=_records(session, agent.slug, ("execution.violation",), 20),
+        recent=list(recent),
+        outcomes=outcomes,
+        median_decision_seconds=median,
+        health=deliveries.health(session, agent.id),
+    )
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,66 @@
+"""The outbox: callbacks recorded in the same transaction as the decision they report.
+
+A decision that commits has its callback row; one that rolls back has none. Redis and
+the worker only move rows from here to the agent, so an outage delays a callback but
+cannot lose it (PROTOCOL.md section 6).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from review.callbacks.wakeups import note_deliver
+from review.ids import new_event_id
+from review.models import Agent, Deferral, OutboxEvent
+from review.resources import deferral_resource, rfc3339
+
+
+def add_agent_event(
+    session: Session, agent: Agent, event_type: str, status: dict, now: datetime
+) -> OutboxEvent | None:
+    """Queue `agent.killed` or `agent.revived` with the status object (PROTOCOL.md 6)."""
+    if not agent.callback_url:
+        return None
+    return _add(session, agent.id, None, event_type, status, now)
+
+
+def add_decision(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent | None:
+    """Queue `deferral.decided` for the agent, if it has a callback URL."""
+    if not deferral.agent.callback_url:
+        return None  # the agent reads decisions with GET /api/v1/deferrals/{id}
+    return _add(
+        session,
+        deferral.agent_id,
+        deferral.id,
+        "deferral.decided",
+        deferral_resource(deferral),
+        now,
+    )
+
+
+def _add(
+    session: Session,
+    agent_id: int,
+    deferral_id: str | None,
+    event_type: str,
+    data: dict,
+    now: datetime,
+) -> OutboxEvent:
+    body = {"type": event_type, "timestamp": rfc3339(now), "data": data}
+    event = OutboxEvent(
+        id=new_event_id(),
+        agent_id=agent_id,
+        deferral_id=deferral_id,
+        event_type=event_type,
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(event)
+    note_deliver(session, event.id)
+    return event

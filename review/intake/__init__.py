@@ -1,0 +1,1 @@
+"""Intake: a signed request becomes a validated, scored, diffed deferral."""

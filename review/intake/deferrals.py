@@ -1,0 +1,323 @@
+"""Intake: turn a validated deferral request into a scored, diffed, audited deferral.
+
+Scoring and diffing happen before the transaction (they can take a few hundred ms on
+a large diff and need no lock). Then the write, under the audit chain's head lock
+(which serialises every state change in the service) and a lock on the agent's row:
+read the agent's kill switch and undecided count, refuse a killed agent (423) or one at
+its pending cap (429), insert the deferral with its `received` and `evaluated` events,
+move the head. On PostgreSQL that is one call of a function in the server (migration
+0008), its own transaction, so no network round trip holds the lock; on SQLite it is
+four in-process statements in an IMMEDIATE transaction.
+
+The kill switch and intake meet at that lock: a transaction that flips an agent's
+state takes the chain lock before it changes anything. So an intake either commits
+before the flip (and the flip's later statements see and end its deferral) or sees
+the flip and is refused; a deferral is never created pending for a killed agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from review.agents.registry import Signer
+from review.audit.chain import (
+    GuardedAgent,
+    append_events,
+    canonical_json,
+    rows_json,
+    take_head,
+    unchained,
+)
+from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
+from review.ids import new_deferral_id
+from review.intake import priority
+from review.intake.diffing import ABSENT, compute_diff
+from review.intake.policy import Evaluation, Facts
+from review.models import Deferral, undecided_fields, utcnow
+from review.services import Services
+
+PENDING_CAP_RETRY_AFTER = 30
+
+
+def action_digest(action: dict[str, Any]) -> str:
+    """SHA-256 of the RFC 8785 canonical JSON of the action (PROTOCOL.md section 5)."""
+    return "sha256:" + hashlib.sha256(canonical_json(action)).hexdigest()
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    """Tells a retry (same JSON, however it was spaced or ordered) from a different request."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything computed from the request before touching the database."""
+
+    body: dict[str, Any]
+    request_hash: str
+    digest: str
+    diff: dict[str, Any]
+    evaluation: Evaluation
+    # The action and state as the audit log keeps them (configured paths redacted).
+    audit_action: dict[str, Any]
+    audit_state: dict[str, Any]
+
+
+def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
+    s = svc.settings
+    diff = compute_diff(
+        body.get("before", ABSENT),
+        body.get("after", ABSENT),
+        max_changes=s.diff_max_changes,
+        max_ms=s.diff_max_ms,
+    )
+    action = body["action"]
+    facts = Facts(
+        tool=action["tool"],
+        args=action["args"],
+        principal_id=body["on_behalf_of"]["id"],
+        labels=body.get("labels", {}),
+        changed_paths=[c["path"] for c in diff["changes"]],
+        change_count=diff["count"],
+        agent_score=body.get("risk", {}).get("score"),
+    )
+    redact = svc.redactor.apply
+    return Prepared(
+        body,
+        request_hash(body),
+        action_digest(action),
+        diff,
+        svc.policy.evaluate(facts),
+        audit_action=redact("action", action),
+        audit_state={k: redact(k, body[k]) for k in ("before", "after") if k in body},
+    )
+
+
+@dataclass(frozen=True)
+class Received:
+    deferral: Deferral | SimpleNamespace  # the stored row, or a new one's values
+    created: bool  # False: a retry of an earlier identical request
+    agent_slug: str
+
+
+def create_deferral(
+    svc: Services, agent: Signer, webhook_id: str, prepared: Prepared, now: datetime | None = None
+) -> Received:
+    now = now or utcnow()
+    try:
+        if not svc.db.is_sqlite:
+            return _create_in_one_call(svc, agent, webhook_id, prepared, now)
+        with svc.db.write() as session:
+            return _create(svc, session, agent.id, webhook_id, prepared, now)
+    except IntegrityError:
+        # Two requests with one webhook-id raced past the lookup; the other one won.
+        with svc.db.read() as session:
+            existing = _existing(session, agent.id, webhook_id)
+            if existing is None:
+                raise
+            return _replay(existing, prepared)
+
+
+def _existing(session: Session, agent_id: int, webhook_id: str) -> Deferral | None:
+    table = Deferral.__table__
+    found = session.scalar(  # a Core probe first: on the hot path there is nothing to find
+        select(table.c.id).where(table.c.agent_id == agent_id, table.c.webhook_id == webhook_id)
+    )
+    return None if found is None else session.get(Deferral, found)
+
+
+def _replay(existing: Deferral, prepared: Prepared) -> Received:
+    if existing.request_hash != prepared.request_hash:
+        raise IdempotencyConflict("this webhook-id was already used with a different body")
+    return Received(existing, created=False, agent_slug=existing.agent.slug)
+
+
+def _retry_or_refuse(
+    session: Session, agent_id: int, webhook_id: str, prepared: Prepared, refusal: DomainError
+) -> Received:
+    """A refused request that retries one accepted earlier answers as it did; others raise."""
+    existing = _existing(session, agent_id, webhook_id)
+    if existing is not None:
+        return _replay(existing, prepared)
+    raise refusal
+
+
+def _create(
+    svc: Services,
+    session: Session,
+    agent_id: int,
+    webhook_id: str,
+    prepared: Prepared,
+    now: datetime,
+) -> Received:
+    """SQLite: one statement locks the chain and reads the agent, one writes, then commit."""
+    head = take_head(session, guard_agent=agent_id)
+    agent = head.agent
+    refusal = _refusal(svc, agent)
+    if refusal is not None:
+        return _retry_or_refuse(session, agent_id, webhook_id, prepared, refusal)
+    values = _deferral_values(svc, agent_id, webhook_id, prepared, now)
+    # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
+    # then answers with the deferral that won (a retry) or 409 (a different body).
+    append_events(
+        session,
+        head,
+        _intake_events(agent.slug, values, prepared),
+        insert_first=(Deferral.__table__, values),
+    )
+    # The new row's values as attributes, to render the resource: building a transient
+    # ORM instance (instrumenting every attribute) cost more than the rest of the answer.
+    return Received(SimpleNamespace(**values), created=True, agent_slug=agent.slug)
+
+
+def _create_in_one_call(
+    svc: Services, agent: Signer, webhook_id: str, prepared: Prepared, now: datetime
+) -> Received:
+    """PostgreSQL: countersign_intake (migration 0008) does _create's work in the server.
+
+    One autocommit statement: the chain lock is held for the function and its commit,
+    never across a round trip. The events arrive hashed up to their link.
+    """
+    values = _deferral_values(svc, agent.id, webhook_id, prepared, now)
+    events = [unchained(e) for e in _intake_events(agent.slug, values, prepared)]
+    with svc.db.autocommit() as conn:
+        outcome, slug, reason, undecided = conn.execute(
+            _PG_INTAKE,
+            {
+                "agent": agent.id,
+                "cap": svc.settings.agent_max_pending,
+                "deferral": rows_json(values),
+                "events": rows_json(events),
+            },
+        ).one()
+    if outcome == "created":
+        return Received(SimpleNamespace(**values), created=True, agent_slug=slug)
+    state = "killed" if outcome == "killed" else "active"
+    refusal = _refusal(svc, GuardedAgent(slug, state, reason, undecided))
+    with svc.db.read() as session:
+        return _retry_or_refuse(session, agent.id, webhook_id, prepared, refusal)
+
+
+_PG_INTAKE = text(
+    "SELECT outcome, slug, reason, undecided FROM countersign_intake("
+    ":agent, :cap, CAST(:deferral AS jsonb), CAST(:events AS jsonb))"
+)
+
+
+def agent_killed(slug: str, reason: str) -> AgentKilled:
+    return AgentKilled(f"agent {slug} is stopped: {reason}")
+
+
+def _refusal(svc: Services, agent: GuardedAgent) -> DomainError | None:
+    """AgentKilled for a killed agent, RateLimited over the pending cap; None: go on.
+
+    Both are read under the chain lock, which a kill takes first: a deferral is never
+    created for a killed agent, and the cap is exact (`agents.undecided` is kept by
+    the database, migration 0007).
+    """
+    if agent.state == "killed":
+        return agent_killed(agent.slug, agent.state_reason)
+    cap = svc.settings.agent_max_pending
+    if cap and agent.undecided >= cap:
+        return RateLimited(
+            f"agent has {agent.undecided} undecided deferrals (cap {cap})",
+            retry_after=PENDING_CAP_RETRY_AFTER,
+        )
+    return None
+
+
+def _deferral_values(
+    svc: Services, agent_id: int, webhook_id: str, prepared: Prepared, now: datetime
+) -> dict[str, Any]:
+    s = svc.settings
+    body, ev = prepared.body, prepared.evaluation
+    expires_at = now + timedelta(seconds=body.get("expires_in", s.default_expires_in))
+    rank = priority.rank(
+        ev.score,
+        now,
+        expires_at,
+        default_expires_in=s.default_expires_in,
+        age_seconds_per_point=s.priority_age_seconds_per_point,
+        expiry_seconds_per_point=s.priority_expiry_seconds_per_point,
+    )
+    at_intake = priority.priority_at(
+        now,
+        rank,
+        age_seconds_per_point=s.priority_age_seconds_per_point,
+        expiry_seconds_per_point=s.priority_expiry_seconds_per_point,
+    )
+    return {
+        "id": new_deferral_id(),
+        "agent_id": agent_id,
+        "webhook_id": webhook_id,
+        "request_hash": prepared.request_hash,
+        "status": "pending",
+        "tool": body["action"]["tool"],
+        "action": body["action"],
+        "action_digest": prepared.digest,
+        "summary": body["summary"],
+        "principal_id": body["on_behalf_of"]["id"],
+        "principal_name": body["on_behalf_of"].get("display_name"),
+        "rationale": body.get("rationale"),
+        "state": {k: body[k] for k in ("before", "after") if k in body},
+        "diff": prepared.diff,
+        "resource_type": body.get("resource", {}).get("type"),
+        "resource_id": body.get("resource", {}).get("id"),
+        "labels": body.get("labels", {}),
+        "trace_id": body.get("trace", {}).get("id"),
+        "trace_url": body.get("trace", {}).get("url"),
+        "risk_score": ev.score,
+        "risk_level": ev.level,
+        "risk_factors": ev.factors,
+        "agent_risk": body.get("risk"),
+        "policy_version": ev.policy_version,
+        "priority": priority.clamp_priority(at_intake),
+        "rank": rank,
+        "created_at": now,
+        "expires_at": expires_at,
+        **undecided_fields(),
+    }
+
+
+def _intake_events(slug: str, v: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
+    """`received` (the intent and the action, as the agent decided it) and `evaluated`."""
+    body, ev = prepared.body, prepared.evaluation
+    common = {
+        "actor_kind": "agent",
+        "actor_id": slug,
+        "agent": slug,
+        "deferral_id": v["id"],
+        "at": v["created_at"],
+    }
+    received = {
+        "webhook_id": v["webhook_id"],
+        "on_behalf_of": body["on_behalf_of"],
+        "summary": body["summary"],
+        "rationale": body.get("rationale"),
+        "action": prepared.audit_action,
+        "action_digest": v["action_digest"],
+        "resource": body.get("resource"),
+        "trace": body.get("trace"),
+        "labels": v["labels"],
+        "state": prepared.audit_state,
+        "expires_at": v["expires_at"].isoformat(),
+    }
+    evaluated = {
+        **ev.as_risk(),
+        "priority": v["priority"],
+        "diff": {"count": prepared.diff["count"], "truncated": prepared.diff["truncated"]},
+    }
+    return [
+        {**common, "event_type": "deferral.received", "payload": received},
+        {**common, "event_type": "deferral.evaluated", "payload": evaluated},
+    ]

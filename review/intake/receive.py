@@ -1,0 +1,48 @@
+"""Receiving a deferral request: admission, the request's own checks, the write, the breakers.
+
+The one entry point of intake (`receive_deferral`). Admission comes first (one Redis
+round trip counts the request against the agent's rate and takes its place in the flood
+window), before the body is even parsed, so a runaway agent costs little. Whatever
+refuses the request after that gives the place back; a deferral that was created is
+then judged by the flood breaker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from review.agents import breakers
+from review.agents.registry import Signer
+from review.intake import admission
+from review.intake.deferrals import Received, create_deferral, prepare
+from review.services import Services
+
+
+def receive_deferral(
+    svc: Services, agent: Signer, webhook_id: str, read_request: Callable[[], dict[str, Any]]
+) -> Received:
+    """Admit, read (`read_request` parses and validates the body, raising on bad input),
+    score, diff and store the deferral; a retry answers with the deferral it created.
+
+    Raises the DomainError that refused it (rate, kill switch, pending cap, idempotency,
+    or whatever `read_request` raised).
+    """
+    flood = breakers.flood_limit(svc, agent.breaker_flood)
+    admitted = admission.admit(
+        svc,
+        agent.slug,
+        webhook_id,
+        per_second=svc.settings.agent_rate,
+        flood_window=flood[1] if flood else None,
+    )
+    try:
+        received = create_deferral(svc, agent, webhook_id, prepare(svc, read_request()))
+    except BaseException:
+        admission.withdraw(svc, admitted)
+        raise
+    if received.created:
+        breakers.after_intake(svc, agent, admitted.in_window)
+    else:
+        admission.withdraw(svc, admitted)
+    return received

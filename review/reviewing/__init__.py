@@ -1,0 +1,1 @@
+"""Reviewing: claims under a lease, the queue's reads, decisions, expiry."""

@@ -1,0 +1,215 @@
+"""Batches: a reviewer claims a few of the most urgent deferrals under a lease.
+
+A claim is one conditional UPDATE of rows picked in the same transaction: on
+PostgreSQL the pick is `FOR UPDATE SKIP LOCKED`, so concurrent reviewers take
+different rows without waiting; on SQLite the IMMEDIATE transaction serialises the
+claims. Either way a deferral is held by one reviewer at a time. A lease lapses after
+COUNTERSIGN_LEASE_SECONDS without activity; lapsed claims go back to the queue the
+next time anyone claims, and any action in the batch renews the lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from review.audit.chain import chained_write, record_events
+from review.intake.policy import LEVELS
+from review.models import Agent, Deferral, utcnow
+from review.services import Services
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The reviewer a batch belongs to (kept free of Flask: the views pass it in)."""
+
+    id: int
+    username: str
+    identities: frozenset[str]  # username and e-mail, lower case: their own principal ids
+
+
+def two_person_levels(level_setting: str) -> tuple[str, ...]:
+    """The risk levels that need two approvers, from COUNTERSIGN_TWO_PERSON_LEVEL."""
+    if level_setting == "none":
+        return ()
+    return LEVELS[LEVELS.index(level_setting) :]
+
+
+def _event(d_id: str, agent: str, holder: Holder, kind: str, now: datetime, **payload) -> dict:
+    return {
+        "actor_kind": "user",
+        "actor_id": holder.username,
+        "event_type": kind,
+        "agent": agent,
+        "deferral_id": d_id,
+        "payload": payload,
+        "at": now,
+    }
+
+
+def return_lapsed_claims(session: Session, now: datetime) -> int:
+    """Claims whose lease ran out go back to the queue (audited as the system's doing)."""
+    table = Deferral.__table__
+    lapsed = session.execute(
+        select(table.c.id, table.c.claimed_by, table.c.agent_id)
+        .where(table.c.status == "in_review", table.c.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not lapsed:
+        return 0
+    session.execute(
+        update(table)
+        .where(table.c.id.in_([r.id for r in lapsed]), table.c.status == "in_review")
+        .values(status="pending", claimed_by=None, lease_expires_at=None, opened=False)
+    )
+    slugs = _agent_slugs(session, {r.agent_id for r in lapsed})
+    record_events(
+        session,
+        [
+            {
+                "actor_kind": "system",
+                "actor_id": "lease",
+                "event_type": "deferral.lease_lapsed",
+                "agent": slugs[r.agent_id],
+                "deferral_id": r.id,
+                "payload": {"claimed_by_user_id": r.claimed_by},
+                "at": now,
+            }
+            for r in lapsed
+        ],
+    )
+    return len(lapsed)
+
+
+def _agent_slugs(session: Session, ids: set[int]) -> dict[int, str]:
+    return dict(session.execute(select(Agent.id, Agent.slug).where(Agent.id.in_(ids))).all())
+
+
+def held_ids(session: Session, holder: Holder, now: datetime) -> list[str]:
+    return list(
+        session.scalars(
+            select(Deferral.id)
+            .where(
+                Deferral.claimed_by == holder.id,
+                Deferral.status == "in_review",
+                Deferral.lease_expires_at >= now,
+            )
+            .order_by(Deferral.rank.desc())
+        )
+    )
+
+
+def claim_batch(svc: Services, holder: Holder, now: datetime | None = None) -> list[str]:
+    """Claim up to COUNTERSIGN_BATCH_SIZE of the most urgent deferrals this reviewer may take.
+
+    Skipped: deferrals made on the reviewer's own behalf (they may not approve them) and
+    ones whose first approval was theirs (the second must come from someone else).
+    A reviewer who still holds a batch keeps it, topped up to the batch size.
+    """
+    now = now or utcnow()
+    size = svc.settings.batch_size
+    lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
+    table = Deferral.__table__
+    with chained_write(svc.db) as session:
+        return_lapsed_claims(session, now)
+        held = held_ids(session, holder, now)
+        wanted = size - len(held)
+        if wanted > 0:
+            candidates = session.execute(
+                select(table.c.id, table.c.agent_id)
+                .where(
+                    table.c.status == "pending",
+                    func.lower(table.c.principal_id).not_in(sorted(holder.identities)),
+                    or_(
+                        table.c.first_approved_by.is_(None),
+                        table.c.first_approved_by != holder.username,
+                    ),
+                )
+                .order_by(table.c.rank.desc())
+                .limit(wanted)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if candidates:
+                ids = [c.id for c in candidates]
+                session.execute(
+                    update(table)
+                    .where(table.c.id.in_(ids), table.c.status == "pending")
+                    .values(
+                        status="in_review",
+                        claimed_by=holder.id,
+                        lease_expires_at=lease_until,
+                        opened=False,
+                    )
+                )
+                slugs = _agent_slugs(session, {c.agent_id for c in candidates})
+                record_events(
+                    session,
+                    [
+                        _event(
+                            c.id,
+                            slugs[c.agent_id],
+                            holder,
+                            "deferral.claimed",
+                            now,
+                            lease_expires_at=lease_until.isoformat(),
+                        )
+                        for c in candidates
+                    ],
+                )
+        if held:
+            session.execute(
+                update(table)
+                .where(table.c.id.in_(held), table.c.claimed_by == holder.id)
+                .values(lease_expires_at=lease_until)
+            )
+        return held_ids(session, holder, now)
+
+
+def release_batch(svc: Services, holder: Holder, now: datetime | None = None) -> int:
+    """Give every held deferral back to the queue."""
+    now = now or utcnow()
+    table = Deferral.__table__
+    with chained_write(svc.db) as session:
+        held = session.execute(
+            select(table.c.id, table.c.agent_id).where(
+                table.c.claimed_by == holder.id, table.c.status == "in_review"
+            )
+        ).all()
+        if not held:
+            return 0
+        session.execute(
+            update(table)
+            .where(
+                table.c.id.in_([h.id for h in held]),
+                table.c.claimed_by == holder.id,
+                table.c.status == "in_review",
+            )
+            .values(status="pending", claimed_by=None, lease_expires_at=None, opened=False)
+        )
+        slugs = _agent_slugs(session, {h.agent_id for h in held})
+        record_events(
+            session,
+            [_event(h.id, slugs[h.agent_id], holder, "deferral.released", now) for h in held],
+        )
+        return len(held)
+
+
+def touch(svc: Services, holder: Holder, deferral_id: str, now: datetime | None = None) -> bool:
+    """The reviewer opened an item: mark it opened and renew the whole batch's lease."""
+    now = now or utcnow()
+    table = Deferral.__table__
+    lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
+    with svc.db.write() as session:
+        live = and_(
+            table.c.claimed_by == holder.id,
+            table.c.status == "in_review",
+            table.c.lease_expires_at >= now,
+        )
+        opened = session.execute(
+            update(table).where(table.c.id == deferral_id, live).values(opened=True)
+        ).rowcount
+        session.execute(update(table).where(live).values(lease_expires_at=lease_until))
+        return opened == 1

@@ -1,0 +1,127 @@
+"""Ending a deferral: one conditional UPDATE and its audit event, in the caller's transaction.
+
+"Only one decision ever wins" lives here: every ending sets the columns of
+`terminal_values`, and an UPDATE that names the statuses it may leave, so a rowcount
+of 0 means someone else decided first. One deferral ends through `end_deferral`
+(reviewers' decisions, expiry, the agent's cancel); the kill switch ends all of an
+agent's undecided deferrals in one UPDATE with the same `terminal_values`
+(review/agents/killswitch.py), then writes each one's callback and event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from review.agents.registry import Signer
+from review.audit.chain import chained_write, record_event
+from review.callbacks import outbox
+from review.callbacks.wakeups import note_ended
+from review.errors import InvalidState, NotFound
+from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
+from review.resources import deferral_resource
+from review.services import Services
+
+
+class AlreadyDecided(Exception):
+    """The deferral left the statuses the caller expected before this change landed."""
+
+
+def terminal_values(
+    outcome: str,
+    now: datetime,
+    reason: str | None,
+    decided_by: list[str],
+    valid_until: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns every ending sets: outcome, when, why, by whom; the claim let go."""
+    if outcome not in TERMINAL_STATUSES:
+        raise ValueError(f"{outcome!r} is not a terminal status")
+    return {
+        "status": outcome,
+        "decided_at": now,
+        "decision_reason": reason,
+        "decided_by": decided_by,
+        "valid_until": valid_until,
+        "claimed_by": None,
+        "lease_expires_at": None,
+    }
+
+
+def end_deferral(
+    session: Session,
+    deferral: Deferral,
+    outcome: str,
+    *,
+    actor: tuple[str, str],
+    reason: str | None,
+    decided_by: list[str],
+    from_statuses: tuple[str, ...] = PENDING_STATUSES,
+    claimed_by: int | None = None,
+    valid_until: datetime | None = None,
+    payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """End one deferral if it is still in `from_statuses`: AlreadyDecided otherwise."""
+    now = now or utcnow()
+    conditions = [Deferral.id == deferral.id, Deferral.status.in_(from_statuses)]
+    if claimed_by is not None:  # a reviewer's decision holds only while their claim does
+        conditions += [Deferral.claimed_by == claimed_by, Deferral.lease_expires_at >= now]
+    result = session.execute(
+        update(Deferral)
+        .where(*conditions)
+        .values(**terminal_values(outcome, now, reason, decided_by, valid_until))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise AlreadyDecided(deferral.id)
+    session.refresh(deferral)
+    outbox.add_decision(session, deferral, now)
+    note_ended(session, deferral.id)
+    record_event(
+        session,
+        actor_kind=actor[0],
+        actor_id=actor[1],
+        event_type=f"deferral.{outcome}",
+        agent=deferral.agent.slug,
+        deferral_id=deferral.id,
+        payload={"reason": reason, "decided_by": decided_by, **(payload or {})},
+        at=now,
+    )
+
+
+def expire(session: Session, deferral: Deferral, now: datetime) -> None:
+    """End an overdue deferral as `expired`: a deny, decided by nobody."""
+    end_deferral(
+        session,
+        deferral,
+        "expired",
+        actor=("system", "expiry"),
+        reason="expired before a decision",
+        decided_by=[],
+        now=now,
+    )
+
+
+def cancel_deferral(svc: Services, deferral_id: str, agent: Signer, reason: str) -> dict[str, Any]:
+    """The agent withdraws its own undecided deferral (PROTOCOL.md 4.3); its resource after."""
+    with chained_write(svc.db) as session:
+        deferral = session.get(Deferral, deferral_id)
+        if deferral is None or deferral.agent_id != agent.id:
+            raise NotFound("no such deferral")
+        try:
+            end_deferral(
+                session,
+                deferral,
+                "cancelled",
+                actor=("agent", agent.slug),
+                reason=reason,
+                decided_by=[],
+            )
+        except AlreadyDecided:
+            session.refresh(deferral)
+            raise InvalidState(f"deferral is already {deferral.status}") from None
+        return deferral_resource(deferral)

@@ -1,0 +1,152 @@
+"""What the reviewer pages read: the queue, a batch, one deferral's evidence chain.
+
+Every query here is bounded: the queue shows the top rows by the stored rank (an index
+scan), and its counts stop at COUNT_CAP per level, so the page costs the same at a
+hundred pending deferrals as at a hundred thousand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import func, literal_column, select
+from sqlalchemy.orm import Session
+
+from review import redis_keys
+from review.intake.policy import LEVELS
+from review.models import Agent, AuditEvent, Deferral
+
+QUEUE_ROWS = 50
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    agent: str = ""
+    level: str = ""
+    label: str = ""  # key=value
+    text: str = ""
+
+    @classmethod
+    def parse(cls, args: Any) -> QueueFilter:
+        level = args.get("level", "").strip().lower()
+        return cls(
+            agent=args.get("agent", "").strip()[:63],
+            level=level if level in LEVELS else "",
+            label=args.get("label", "").strip()[:200],
+            text=args.get("q", "").strip()[:200],
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.agent or self.level or self.label or self.text)
+
+    def conditions(self) -> list:
+        out = [Deferral.status == "pending"]
+        if self.agent:
+            out.append(
+                Deferral.agent_id
+                == select(Agent.id).where(Agent.slug == self.agent).scalar_subquery()
+            )
+        if self.level:
+            out.append(Deferral.risk_level == self.level)
+        if self.label:
+            key, _, value = self.label.partition("=")
+            out.append(Deferral.labels[key.strip()].as_string() == value.strip())
+        if self.text:
+            pattern = (
+                "%"
+                + self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                + "%"
+            )
+            out.append(func.lower(Deferral.summary).like(pattern, escape="\\"))
+        return out
+
+
+def queue_rows(session: Session, flt: QueueFilter, limit: int = QUEUE_ROWS) -> list[Any]:
+    """The rows the queue shows: only the columns it needs (the JSON blobs stay on disk)."""
+    return list(
+        session.execute(
+            select(
+                Deferral.id,
+                Deferral.priority,
+                Deferral.risk_score,
+                Deferral.risk_level,
+                Deferral.summary,
+                Deferral.tool,
+                Deferral.principal_id,
+                Deferral.principal_name,
+                Deferral.expires_at,
+                Deferral.first_approved_by,
+                Agent.slug.label("agent_slug"),
+            )
+            .join(Agent, Agent.id == Deferral.agent_id)
+            .where(*flt.conditions())
+            .order_by(Deferral.rank.desc())
+            .limit(limit)
+        )
+    )
+
+
+COUNTS_TTL = 3  # seconds: every reviewer's page refreshes every 10 s; they share one count
+
+
+def cached_level_counts(session: Session, client: redis.Redis) -> dict[str, int]:
+    """level_counts, shared through Redis for a few seconds (computed afresh if Redis is down)."""
+    try:
+        cached = client.get(redis_keys.QUEUE_LEVEL_COUNTS)
+        if cached:
+            return json.loads(cached)
+    except redis.RedisError:
+        return level_counts(session)
+    counts = level_counts(session)
+    with contextlib.suppress(redis.RedisError):
+        client.set(redis_keys.QUEUE_LEVEL_COUNTS, json.dumps(counts), ex=COUNTS_TTL)
+    return counts
+
+
+def level_counts(session: Session) -> dict[str, int]:
+    """Pending deferrals per risk level, each counted up to COUNT_CAP (shown as 1000+)."""
+    counts = {}
+    for level in LEVELS:
+        capped = (  # a constant, not a column: the count reads the index alone
+            select(literal_column("1"))
+            .where(Deferral.status == "pending", Deferral.risk_level == level)
+            .limit(COUNT_CAP)
+            .subquery()
+        )
+        counts[level] = session.scalar(select(func.count()).select_from(capped))
+    return counts
+
+
+def batch_items(session: Session, ids: list[str]) -> list[Deferral]:
+    if not ids:
+        return []
+    rows = {d.id: d for d in session.scalars(select(Deferral).where(Deferral.id.in_(ids)))}
+    return [rows[i] for i in ids if i in rows]
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    seq: int
+    at: Any
+    actor: str
+    event_type: str
+    payload: dict[str, Any]
+    hash: str
+
+
+def evidence_chain(session: Session, deferral_id: str) -> list[ChainLink]:
+    events = session.scalars(
+        select(AuditEvent).where(AuditEvent.deferral_id == deferral_id).order_by(AuditEvent.seq)
+    )
+    return [
+        ChainLink(
+            e.seq, e.at, f"{e.actor_kind}:{e.actor_id}", e.event_type, json.loads(e.payload), e.hash
+        )
+        for e in events
+    ]

@@ -1,0 +1,1 @@
+"""The pages people use: reviewers, agents' owners, auditors; login; template filters; health."""

@@ -1,0 +1,170 @@
+"""/audit: the log for auditors and admins, filtered, paged by sequence number, exported;
+and each deferral's evidence as one readable chain."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, render_template, request, stream_with_context
+from sqlalchemy import func, select
+
+from review.audit import checkpoints
+from review.audit import export as audit_export
+from review.audit.chain import stored_event_hash
+from review.models import AuditEvent, AuditHead, Deferral
+from review.services import current_services
+from review.web.auth import roles_required
+
+bp = Blueprint("audit", __name__, url_prefix="/audit")
+READERS = ("admin", "auditor")
+PAGE = 50
+
+STAGES = (
+    ("Intent", ("deferral.received",)),
+    ("Evaluation", ("deferral.evaluated",)),
+    (
+        "Review",
+        (
+            "deferral.claimed",
+            "deferral.released",
+            "deferral.lease_lapsed",
+            "deferral.approval_1_of_2",
+            "deferral.approved",
+            "deferral.rejected",
+            "deferral.expired",
+            "deferral.cancelled",
+            "deferral.killed",
+        ),
+    ),
+    ("Delivery", ("callback.attempted", "callback.redelivery_requested")),
+    ("Execution", ("execution.reported", "execution.violation")),
+)
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@bp.get("")
+@roles_required(*READERS)
+def index():
+    args = request.args
+    filters = {k: args.get(k, "").strip() for k in ("agent", "deferral", "actor", "type")}
+    since, until = _time(args.get("since")), _time(args.get("until"))
+    before = args.get("before", "")
+    query = select(AuditEvent)
+    if filters["agent"]:
+        query = query.where(AuditEvent.agent == filters["agent"])
+    if filters["deferral"]:
+        query = query.where(AuditEvent.deferral_id == filters["deferral"])
+    if filters["actor"]:
+        query = query.where(AuditEvent.actor_id == filters["actor"].split(":")[-1])
+    if filters["type"]:
+        query = query.where(AuditEvent.event_type == filters["type"])
+    if since:
+        query = query.where(AuditEvent.at >= since)
+    if until:
+        query = query.where(AuditEvent.at < until)
+    if before.isdigit():
+        query = query.where(AuditEvent.seq < int(before))
+    svc = current_services()
+    key = checkpoints.load_key(svc.settings.audit_key_file)
+    with svc.db.read() as db:
+        rows = db.scalars(query.order_by(AuditEvent.seq.desc()).limit(PAGE + 1)).all()
+        head = db.get(AuditHead, 1)
+        last = checkpoints.latest(db)
+        types = db.scalars(
+            select(AuditEvent.event_type).group_by(AuditEvent.event_type).limit(200)
+        ).all()
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    page_args = {k: v for k, v in args.items() if k != "before" and v}
+    return render_template(
+        "audit/index.html",
+        rows=[(e, json.loads(e.payload)) for e in rows],
+        filters=filters,
+        since=args.get("since", ""),
+        until=args.get("until", ""),
+        next_before=rows[-1].seq if more and rows else None,
+        page_args=page_args,
+        head=head,
+        last=last,
+        key=key,
+        types=sorted(types),
+    )
+
+
+@bp.get("/export.<fmt>")
+@roles_required(*READERS)
+def export(fmt: str):
+    if fmt not in ("jsonl", "csv"):
+        abort(404)
+    svc = current_services()
+    key = checkpoints.load_key(svc.settings.audit_key_file)
+    lines = audit_export.jsonl if fmt == "jsonl" else audit_export.csv_lines
+
+    def generate():
+        with svc.db.read() as db:
+            yield from lines(db, key)
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Response(
+        stream_with_context(generate()),
+        mimetype="application/x-ndjson" if fmt == "jsonl" else "text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="countersign-audit-{stamp}.{fmt}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@bp.get("/deferrals/<deferral_id>")
+@roles_required(*READERS)
+def evidence(deferral_id: str):
+    """One deferral's whole chain, stage by stage, each event's hash checked."""
+    svc = current_services()
+    with svc.db.read() as db:
+        deferral = db.get(Deferral, deferral_id)
+        events = db.scalars(
+            select(AuditEvent).where(AuditEvent.deferral_id == deferral_id).order_by(AuditEvent.seq)
+        ).all()
+        if deferral is None and not events:
+            abort(404)
+        total = db.scalar(select(func.count()).select_from(AuditEvent))
+    staged: list[tuple[str, list[dict[str, Any]]]] = []
+    placed = set()
+    for stage, kinds in STAGES:
+        items = [_link(e) for e in events if e.event_type in kinds]
+        placed.update(i["seq"] for i in items)
+        staged.append((stage, items))
+    other = [_link(e) for e in events if e.seq not in placed]
+    if other:
+        staged.append(("Other", other))
+    return render_template(
+        "audit/evidence.html",
+        d=deferral,
+        deferral_id=deferral_id,
+        staged=staged,
+        intact=all(i["intact"] for _s, items in staged for i in items),
+        total=total,
+    )
+
+
+def _link(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "at": e.at,
+        "actor": f"{e.actor_kind}:{e.actor_id}",
+        "event_type": e.event_type,
+        "payload": json.loads(e.payload),
+        "hash": e.hash,
+        "intact": stored_event_hash(e) == e.hash,
+    }
