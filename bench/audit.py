@@ -34,7 +34,7 @@ TYPES = ["deferral.received", "deferral.evaluated", "deferral.approved", "callba
 def fill(svc, n: int) -> None:
     from sqlalchemy import insert, update
 
-    from review.audit.chain import GENESIS_HASH, event_hash, payload_json
+    from review.audit.hashing import GENESIS_HASH, event_hash, payload_json
     from review.models import AuditEvent, AuditHead, utcnow
 
     start = utcnow() - timedelta(seconds=n)
@@ -117,7 +117,7 @@ def bench(kind: str, n: int) -> None:
         os.environ.update(env)
         from app import create_app  # noqa: PLC0415
         from review.audit import checkpoints
-        from review.audit.chain import iter_rows
+        from review.audit.verify import iter_rows
 
         app = create_app()
         svc = app.extensions["countersign"]

@@ -35,7 +35,16 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     from review import cli
     from review.api.views import bp as api_bp
-    from review.web import agent_pages, audit_pages, auth, filters, health, home, reviewer_pages
+    from review.web import (
+        agent_pages,
+        agent_registry_pages,  # noqa: F401  (its routes join agent_pages.bp)
+        audit_pages,
+        auth,
+        filters,
+        health,
+        home,
+        reviewer_pages,
+    )
 
     auth.init_app(app, services)
     auth.csrf.exempt(api_bp)  # agents sign their requests; there is no browser session

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DBAPIError
 
 from review.audit import checkpoints
 from review.audit import export as audit_export
-from review.audit.chain import canonical_json, record_event
+from review.audit.chain import record_event
+from review.audit.hashing import canonical_json
 from review.audit.verifier import canonical
 from review.models import AuditCheckpoint, AuditEvent, AuditHead, utcnow
 from review.users import create_user

@@ -5,7 +5,7 @@ from collections import Counter
 
 from sqlalchemy import func, select
 
-from review.audit.chain import verify_chain
+from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral
 from review.reviewing.claims import Holder, claim_batch
 from review.users import create_user

@@ -8,7 +8,7 @@ import time
 import rfc8785
 from sqlalchemy import func, select
 
-from review.audit.chain import verify_chain
+from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral
 from tests.helpers import AgentClient, refund
 

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from review.agents.killswitch import Actor, kill
-from review.audit.chain import chained_write, verify_chain
+from review.audit.chain import chained_write
+from review.audit.verify import verify_chain
 from review.models import PENDING_STATUSES, Agent, AuditEvent, Deferral
 from tests.helpers import AgentClient, refund
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from review.audit.chain import verify_chain
+from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral
 from tests.helpers import AgentClient
 

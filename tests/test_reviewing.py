@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from review.audit.chain import verify_chain
+from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral, User, utcnow
 from review.users import create_user
 from tests.helpers import Browser, csrf_token, refund

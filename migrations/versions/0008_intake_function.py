@@ -8,7 +8,7 @@ autocommit statement), it is its own transaction: the chain lock is held for the
 function and its commit, never across the network.
 
 The events come hashed up to their link: each carries `prefix`, its record's RFC 8785
-JSON up to the previous hash (review/audit/chain.py, `chain_prefix`); the function appends
+JSON up to the previous hash (review/audit/hashing.py, `chain_prefix`); the function appends
 the previous hash and the sequence number and takes the SHA-256, so the hash is the
 one `event_hash` computes and `audit verify` checks. SQLite needs none of this (its
 statements cost no round trip): nothing changes there.

@@ -54,9 +54,11 @@ def create_agent(
     *,
     name: str | None = None,
     callback_url: str | None = None,
+    trace_url_template: str | None = None,
     allow_private_callbacks: bool = False,
     actor: tuple[str, str] = ("system", "cli"),
 ) -> CreatedAgent:
+    """Register an agent with a new signing secret; audited as `agent.created`."""
     if not SLUG.match(slug):
         raise DomainError("slug must match [a-z0-9][a-z0-9-]{0,62}")
     if slug in RESERVED_SLUGS:
@@ -64,6 +66,7 @@ def create_agent(
     owner_users = _owners_by_name(session, owners)
     if callback_url:
         validate_callback_url(callback_url, allow_private=allow_private_callbacks)
+    trace_url_template = validate_trace_template(trace_url_template)
     if session.scalar(select(Agent.id).where(Agent.slug == slug)) is not None:
         raise Conflict(f"agent {slug!r} already exists")
     secret = new_secret()
@@ -71,6 +74,7 @@ def create_agent(
         slug=slug,
         name=name or slug,
         callback_url=callback_url,
+        trace_url_template=trace_url_template,
         state="active",
         state_changed_by=actor[1],
         state_reason="created",
@@ -90,6 +94,7 @@ def create_agent(
             "name": agent.name,
             "owners": [u.username for u in owner_users],
             "callback_url": callback_url,
+            "trace_url_template": trace_url_template,
             "secret_fingerprint": fingerprint(secret),
         },
     )

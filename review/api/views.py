@@ -18,6 +18,7 @@ from review.agents.status import status_json
 from review.api import schema
 from review.api.errors import ApiError, as_api_error, from_domain, not_found, unauthorized
 from review.api.jsonbody import parse_json
+from review.api.openapi import openapi_document
 from review.callbacks import long_poll
 from review.errors import DomainError
 from review.intake.receive import receive_deferral
@@ -218,4 +219,4 @@ def status(slug: str):
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(schema.openapi_document())
+    return jsonify(openapi_document())

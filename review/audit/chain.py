@@ -10,135 +10,22 @@ gaps even with many processes writing.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import rfc8785
 from sqlalchemy import Insert, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from review.audit.hashing import (
+    link,
+    unchained,
+)
 from review.db import Database, driver
-from review.models import Agent, AuditEvent, AuditHead, utcnow
-
-GENESIS_HASH = "0" * 64
-ACTOR_KINDS = ("user", "agent", "system")
-
-
-def canonical_json(value: Any) -> bytes:
-    return rfc8785.dumps(value)
-
-
-def payload_json(value: Any) -> str:
-    """An event's payload as stored and hashed: deterministic JSON (sorted keys, no spaces).
-
-    The chain hashes this text as it is stored, so a verifier never re-serialises it; the
-    C json encoder is several times faster than RFC 8785 on large payloads.
-    """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def format_time(at: datetime) -> str:
-    """`2026-11-21T10:00:00.000000Z` (UTC, microseconds), as hashed and exported."""
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-# One encoder, built once: json.dumps with options builds a new one on every call.
-_RECORD_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def event_hash(**fields: Any) -> str:
-    """SHA-256 over the RFC 8785 canonical JSON of the event's fields (event_hash_record).
-
-    The payload enters as the SHA-256 of its stored text, so a large payload is hashed
-    once by hashlib instead of being escaped again by the canonicaliser.
-    """
-    return hashlib.sha256(event_hash_record(**fields).encode()).hexdigest()
-
-
-def event_hash_record(
-    *,
-    seq: int,
-    at: datetime,
-    actor_kind: str,
-    actor_id: str,
-    event_type: str,
-    agent: str | None,
-    deferral_id: str | None,
-    payload: str,
-    prev_hash: str,
-) -> str:
-    """The text `event_hash` hashes: the event's fields, payload by its SHA-256."""
-    record = {
-        "seq": seq,
-        "at": format_time(at),
-        "actor_kind": actor_kind,
-        "actor_id": actor_id,
-        "event_type": event_type,
-        "agent": agent,
-        "deferral_id": deferral_id,
-        "payload_sha256": hashlib.sha256(payload.encode()).hexdigest(),
-        "prev_hash": prev_hash,
-    }
-    # For this record (ASCII keys; strings, integers within 2^53 and nulls as values),
-    # RFC 8785 is byte for byte json.dumps with sorted keys, no spaces and no ASCII
-    # escaping (tests/test_audit_evidence.py checks it with hypothesis); the C encoder
-    # makes verifying a million events several times faster.
-    return _RECORD_JSON.encode(record)
-
-
-def chain_prefix(**fields: Any) -> str:
-    """The event's hashed record up to its link: `event_hash` is the SHA-256 of
-
-        prefix + prev_hash + '","seq":' + str(seq) + '}'
-
-    (`prev_hash` and `seq` sort last among the record's keys). PostgreSQL's intake
-    function (migration 0008) finishes the hash under the chain lock from this.
-    """
-    text = event_hash_record(seq=0, prev_hash="", **fields)
-    return text[: text.rindex('"prev_hash":"') + len('"prev_hash":"')]
-
-
-def link(prefix: str, prev_hash: str, seq: int) -> str:
-    """An event's hash from its `chain_prefix`, the previous hash and its sequence number."""
-    return hashlib.sha256(f'{prefix}{prev_hash}","seq":{seq}}}'.encode()).hexdigest()
-
-
-def unchained(event: dict[str, Any]) -> dict[str, Any]:
-    """An event ready for the server to chain (migration 0008): its row and `prefix`."""
-    if event["actor_kind"] not in ACTOR_KINDS:
-        raise ValueError(f"unknown actor kind {event['actor_kind']!r}")
-    row = {
-        "at": event.get("at") or utcnow(),
-        "actor_kind": event["actor_kind"],
-        "actor_id": event["actor_id"],
-        "event_type": event["event_type"],
-        "agent": event.get("agent"),
-        "deferral_id": event.get("deferral_id"),
-        "payload": payload_json(event.get("payload") or {}),
-    }
-    return {**row, "prefix": chain_prefix(**row)}
-
-
-def stored_event_hash(e: Any) -> str:
-    """The hash an event (anything with the event's attributes) should carry."""
-    return event_hash(
-        seq=e.seq,
-        at=e.at,
-        actor_kind=e.actor_kind,
-        actor_id=e.actor_id,
-        event_type=e.event_type,
-        agent=e.agent,
-        deferral_id=e.deferral_id,
-        payload=e.payload,
-        prev_hash=e.prev_hash,
-    )
+from review.models import Agent, AuditEvent, AuditHead
 
 
 def lock_chain(session: Session) -> None:
@@ -323,115 +210,3 @@ _ROWS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default
 def rows_json(rows: Any) -> str:
     """Rows (datetimes included) as the JSON PostgreSQL's jsonb_populate_record reads."""
     return _ROWS_JSON.encode(rows)
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    count: int
-    head: str
-    bad_seq: int | None = None
-    problem: str | None = None
-    hashes: dict[int, str] | None = None  # the hashes at the sequence numbers asked for
-
-    def describe(self) -> str:
-        if self.ok:
-            return f"OK {self.count} events, head {self.head}"
-        return f"BAD event {self.bad_seq}: {self.problem}"
-
-
-_events = AuditEvent.__table__
-EVENT_COLUMNS = (
-    _events.c.seq,
-    _events.c.at,
-    _events.c.actor_kind,
-    _events.c.actor_id,
-    _events.c.event_type,
-    _events.c.agent,
-    _events.c.deferral_id,
-    _events.c.payload,
-    _events.c.prev_hash,
-    _events.c.hash,
-)
-
-
-def iter_rows(session: Session, batch: int = 10000, after: int = 0) -> Iterator[Any]:
-    """Every event as a plain row, in sequence order, read in keyset pages (flat memory).
-
-    Core columns, not ORM ones: a million rows skip the ORM's loading layer.
-    """
-    conn = session.connection()
-    while True:
-        rows = conn.execute(
-            select(*EVENT_COLUMNS).where(_events.c.seq > after).order_by(_events.c.seq).limit(batch)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        after = rows[-1].seq
-
-
-def iter_events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
-    """Every event in sequence order, read in keyset pages so memory stays flat."""
-    after = 0
-    while True:
-        rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(batch)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        after = rows[-1].seq
-        session.expunge_all()
-
-
-def verify_chain(session: Session, remember: set[int] | None = None) -> VerifyResult:
-    """Walk the whole chain; name the first event whose link or hash does not hold.
-
-    `remember`: sequence numbers whose hashes the caller wants back (checkpoints).
-    """
-    expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
-    remember = remember or set()
-    hashes: dict[int, str] = {}
-    for (
-        seq,
-        at,
-        actor_kind,
-        actor_id,
-        event_type,
-        agent,
-        deferral_id,
-        payload,
-        prev,
-        stored,
-    ) in iter_rows(session):
-        if seq != expected_seq:
-            problem = f"sequence gap: expected {expected_seq}, found {seq} (events removed)"
-            return VerifyResult(False, count, prev_hash, expected_seq, problem)
-        if prev != prev_hash:
-            return VerifyResult(
-                False, count, prev_hash, seq, "previous-hash link does not match (reordered)"
-            )
-        recomputed = event_hash(
-            seq=seq,
-            at=at,
-            actor_kind=actor_kind,
-            actor_id=actor_id,
-            event_type=event_type,
-            agent=agent,
-            deferral_id=deferral_id,
-            payload=payload,
-            prev_hash=prev,
-        )
-        if recomputed != stored:
-            return VerifyResult(
-                False, count, prev_hash, seq, "content does not match its hash (edited)"
-            )
-        if seq in remember:
-            hashes[seq] = stored
-        prev_hash, expected_seq, count = stored, expected_seq + 1, count + 1
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != count or head.hash != prev_hash):
-        problem = f"chain ends at {count} but the head records {head.seq} (events removed)"
-        return VerifyResult(False, count, prev_hash, count + 1, problem)
-    return VerifyResult(True, count, prev_hash, hashes=hashes)

@@ -28,13 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from review.audit.chain import (
-    VerifyResult,
-    canonical_json,
-    chained_write,
-    format_time,
-    verify_chain,
-)
+from review.audit.chain import chained_write
+from review.audit.hashing import canonical_json, format_time
+from review.audit.verify import VerifyResult, verify_chain
 from review.models import AuditCheckpoint, AuditHead, utcnow
 from review.services import Services
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from review.audit.chain import format_time, iter_rows
 from review.audit.checkpoints import SigningKey, all_checkpoints
+from review.audit.hashing import format_time
+from review.audit.verify import iter_rows
 from review.models import AuditHead, utcnow
 
 FORMAT = "countersign-audit"

@@ -29,14 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review.agents.registry import Signer
-from review.audit.chain import (
-    GuardedAgent,
-    append_events,
-    canonical_json,
-    rows_json,
-    take_head,
-    unchained,
-)
+from review.audit.chain import GuardedAgent, append_events, rows_json, take_head
+from review.audit.hashing import canonical_json, unchained
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
 from review.ids import new_deferral_id
 from review.intake import priority

@@ -15,7 +15,6 @@ from flask import (
     Response,
     abort,
     flash,
-    make_response,
     redirect,
     render_template,
     request,
@@ -25,12 +24,8 @@ from flask_login import current_user, login_required
 
 from review.agents import killswitch, overview
 from review.agents.registry import (
-    create_agent,
     find_agent,
     may_operate,
-    rotate_secret,
-    update_agent,
-    validate_trace_template,
 )
 from review.callbacks import deliveries
 from review.callbacks.deliveries import NotDead
@@ -47,20 +42,11 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def _load(db, slug: str) -> Agent:
+def load_agent(db, slug: str) -> Agent:
     agent = find_agent(db, slug)
     if agent is None:
         abort(404)
     return agent
-
-
-def _secret_page(agent: Agent, secret: str, heading: str) -> Response:
-    """The one time a secret is shown: never cached, never shown again."""
-    response = make_response(
-        render_template("agents/secret.html", agent=agent, secret=secret, heading=heading)
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 # --- the registry ------------------------------------------------------------------------
@@ -76,48 +62,6 @@ def index():
     return render_template("agents/list.html", rows=rows, fingerprint=fingerprint)
 
 
-@bp.get("/new")
-@roles_required("admin")
-def new():
-    svc = current_services()
-    with svc.db.read() as db:
-        users = db.query(User.username).filter(User.is_active).order_by(User.username).all()
-    return render_template("agents/new.html", users=[u for (u,) in users], form={}, chosen=[])
-
-
-@bp.post("")
-@roles_required("admin")
-def create():
-    svc = current_services()
-    form = request.form
-    owners = form.getlist("owners")
-    try:
-        template = validate_trace_template(form.get("trace_url_template"))
-        with svc.db.write() as db:
-            created = create_agent(
-                db,
-                svc.box,
-                form.get("slug", "").strip(),
-                owners,
-                name=form.get("name", "").strip() or None,
-                callback_url=form.get("callback_url", "").strip() or None,
-                allow_private_callbacks=svc.settings.allow_private_callbacks,
-                actor=("user", current_user.username),
-            )
-            created.agent.trace_url_template = template
-    except DomainError as exc:
-        flash(str(exc), "error")
-        with svc.db.read() as db:
-            users = db.query(User.username).filter(User.is_active).order_by(User.username).all()
-        return (
-            render_template(
-                "agents/new.html", users=[u for (u,) in users], form=form, chosen=owners
-            ),
-            422,
-        )
-    return _secret_page(created.agent, created.secret, f"Agent {created.agent.slug} registered")
-
-
 @bp.get("/<slug>")
 @login_required
 def detail(slug: str):
@@ -127,7 +71,7 @@ def detail(slug: str):
 def _detail_context(slug: str, **extra) -> dict:
     svc = current_services()
     with svc.db.read() as db:
-        agent = _load(db, slug)
+        agent = load_agent(db, slug)
         record = overview.agent_detail(db, agent)
         operate = may_operate(db, agent, current_user.id, current_user.role)
         users = []
@@ -177,7 +121,7 @@ def detail_state(slug: str):
     """Polled by the agent's page: a flip (a breaker's too) reloads it at once."""
     svc = current_services()
     with svc.db.read() as db:
-        agent = _load(db, slug)
+        agent = load_agent(db, slug)
     return _refresh_if_changed(switch_fingerprint([agent]))
 
 
@@ -193,7 +137,7 @@ def switch_form(slug: str):
         abort(404)
     svc = current_services()
     with svc.db.read() as db:
-        agent = _load(db, slug)
+        agent = load_agent(db, slug)
         if not may_operate(db, agent, current_user.id, current_user.role):
             abort(403)
     template = "agents/_switch_form.html" if is_htmx() else "agents/switch_page.html"
@@ -277,85 +221,12 @@ def revive_all():
     return redirect(url_for("agents.index"))
 
 
-# --- administration --------------------------------------------------------------------
-
-
-def _optional_int(value: str | None) -> int | None:
-    value = (value or "").strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise DomainError("Rejections in a row: a whole number, or empty for the default.")
-    return int(value)
-
-
-@bp.post("/<slug>/settings")
-@roles_required("admin")
-def save_settings(slug: str):
-    svc = current_services()
-    form = request.form
-    try:
-        with svc.db.write() as db:
-            agent = _load(db, slug)
-            changes = update_agent(
-                db,
-                agent,
-                name=form.get("name", ""),
-                owners=form.getlist("owners"),
-                callback_url=form.get("callback_url"),
-                trace_url_template=form.get("trace_url_template"),
-                breaker_flood=form.get("breaker_flood", "").strip() or None,
-                breaker_rejections=_optional_int(form.get("breaker_rejections")),
-                allow_private_callbacks=svc.settings.allow_private_callbacks,
-                actor=("user", current_user.username),
-            )
-    except DomainError as exc:
-        flash(str(exc), "error")
-    else:
-        svc.secrets.forget(slug)  # the breaker override travels with the cached signer
-        flash(f"Saved: {', '.join(changes) or 'nothing changed'}.", "ok")
-    return redirect(url_for("agents.detail", slug=slug))
-
-
-@bp.post("/<slug>/rotate")
-@roles_required("admin")
-def rotate(slug: str):
-    svc = current_services()
-    with svc.db.write() as db:
-        agent = _load(db, slug)
-        if agent.deactivated_at is not None:
-            abort(409)
-        secret = rotate_secret(
-            db, svc.box, agent, svc.settings.secret_overlap, ("user", current_user.username)
-        )
-    svc.secrets.forget(slug)
-    return _secret_page(agent, secret, f"New secret for {slug}")
-
-
-@bp.post("/<slug>/deactivate")
-@roles_required("admin")
-def deactivate(slug: str):
-    svc = current_services()
-    actor = killswitch.Actor("user", current_user.username)
-    try:
-        flip = killswitch.deactivate(svc, slug, actor, request.form.get("reason", ""))
-    except DomainError as exc:
-        flash(str(exc), "error")
-    else:
-        svc.secrets.forget(slug)
-        if flip.changed:
-            flash(f"{slug} deactivated: its secrets no longer work.", "ok")
-        else:
-            flash(f"Nothing changed: {slug} was already deactivated.", "error")
-    return redirect(url_for("agents.detail", slug=slug))
-
-
 # --- deliveries --------------------------------------------------------------------------
 
 
 def _agent_for_deliveries(db, slug: str) -> tuple[Agent, bool]:
     """The agent and whether the person may operate it; 403 for reviewers who do not own it."""
-    agent = _load(db, slug)
+    agent = load_agent(db, slug)
     operate = may_operate(db, agent, current_user.id, current_user.role)
     if not operate and current_user.role != "auditor":
         abort(403)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from review.audit import checkpoints
 from review.audit import export as audit_export
-from review.audit.chain import stored_event_hash
+from review.audit.hashing import stored_event_hash
 from review.models import AuditEvent, AuditHead, Deferral
 from review.services import current_services
 from review.web.auth import roles_required

@@ -1,0 +1,373 @@
+"""The API described as OpenAPI 3.1: the document `GET /api/v1/openapi.json` serves.
+
+Its request schemas are the ones requests are validated against (review/api/schema.py):
+there is no second copy.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+
+def _text(low: int, high: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": low, "maxLength": high}
+
+
+HTTP_URL = {
+    "type": "string",
+    "maxLength": 2000,
+    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+[^\\s]*$",
+    "description": "an absolute http:// or https:// URL",
+}
+
+DEFERRAL_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["action", "summary", "on_behalf_of"],
+    "properties": {
+        "action": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["tool", "args"],
+            "properties": {"tool": _text(1, 200), "args": {"type": "object"}},
+            "description": "what the agent wants to do",
+        },
+        "summary": {**_text(1, 500), "description": "one line a reviewer reads first"},
+        "on_behalf_of": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id"],
+            "properties": {"id": _text(1, 200), "display_name": _text(0, 200)},
+            "description": "the human principal; `system:<name>` for unattended runs",
+        },
+        "rationale": {**_text(0, 10000), "description": "shown to reviewers as untrusted"},
+        "before": {"description": "state of the target before the action (any JSON)"},
+        "after": {"description": "state of the target after the action (any JSON)"},
+        "resource": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "id"],
+            "properties": {"type": _text(1, 200), "id": _text(1, 200)},
+        },
+        "risk": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["score"],
+            "properties": {
+                "score": {"type": "integer", "minimum": 0, "maximum": 100},
+                "reasons": {"type": "array", "maxItems": 50, "items": _text(0, 500)},
+            },
+            "description": "the agent's own claim; it can raise the server's score, not lower it",
+        },
+        "trace": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"id": _text(1, 200), "url": HTTP_URL},
+        },
+        "expires_in": {"type": "integer", "minimum": 60, "maximum": 604800},
+        "labels": {
+            "type": "object",
+            "maxProperties": 20,
+            "propertyNames": {"minLength": 1, "maxLength": 64},
+            "additionalProperties": _text(0, 200),
+        },
+    },
+}
+
+CANCEL_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["reason"],
+    "properties": {"reason": _text(1, 2000)},
+}
+
+EXECUTION_REPORT: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["outcome", "action_digest"],
+    "properties": {
+        "outcome": {"enum": ["succeeded", "failed"]},
+        "action_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "result": {"description": "any JSON: what the action returned"},
+    },
+}
+
+EXECUTION = {
+    "type": ["object", "null"],
+    "required": ["outcome", "result", "reported_at"],
+    "properties": {
+        "outcome": {"enum": ["succeeded", "failed"]},
+        "result": {},
+        "reported_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "path": {"type": "string", "description": "JSON Pointer"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+DEFERRAL: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "agent", "status", "action", "action_digest", "summary", "risk"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^dfr_[0-9A-Z]{26}$"},
+        "agent": {"type": "string"},
+        "status": {
+            "enum": [
+                "pending",
+                "in_review",
+                "approved",
+                "rejected",
+                "expired",
+                "cancelled",
+                "killed",
+            ]
+        },
+        "action": {"type": "object"},
+        "action_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "summary": {"type": "string"},
+        "on_behalf_of": {"type": "object"},
+        "rationale": {"type": ["string", "null"]},
+        "resource": {"type": ["object", "null"]},
+        "risk": {
+            "type": "object",
+            "properties": {
+                "score": {"type": "integer"},
+                "level": {"enum": ["low", "medium", "high", "critical"]},
+                "agent_score": {"type": ["integer", "null"]},
+                "factors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "rule": {"type": "string"},
+                            "points": {"type": "integer"},
+                            "detail": {"type": "string"},
+                        },
+                    },
+                },
+                "policy_version": {"type": "string"},
+            },
+        },
+        "diff": {"type": "object"},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 100},
+        "trace": {"type": ["object", "null"]},
+        "labels": {"type": "object"},
+        "created_at": TIME,
+        "expires_at": TIME,
+        "decision": {
+            "type": ["object", "null"],
+            "properties": {
+                "outcome": {"type": "string"},
+                "reason": {"type": ["string", "null"]},
+                "decided_by": {"type": "array", "items": {"type": "string"}},
+                "decided_at": TIME,
+                "valid_until": NULLABLE_TIME,
+            },
+        },
+        "execution": EXECUTION,
+    },
+}
+
+AGENT_STATUS = {
+    "type": "object",
+    "required": ["agent", "state", "changed_at", "changed_by", "reason"],
+    "properties": {
+        "agent": {"type": "string"},
+        "state": {"enum": ["active", "killed"]},
+        "changed_at": TIME,
+        "changed_by": {"type": "string"},
+        "reason": {"type": "string"},
+    },
+}
+
+SIGNED = [{"standardWebhooks": []}]
+
+
+def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    out = dict(ok)
+    for code in codes:
+        out[str(code)] = {"description": "error", **error}
+    return out
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    deferral_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    wait = {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "long-poll: answer once the deferral has ended or after this many "
+        "seconds, whichever is first",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 60},
+    }
+    agent = {
+        "name": "agent",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Countersign agent API",
+            "version": "1",
+            "description": "Agents defer high-risk actions for human review. Every request is "
+            "signed with the agent's secret (Standard Webhooks); see PROTOCOL.md.",
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "paths": {
+            "/api/v1/agents/{agent}/deferrals": {
+                "post": {
+                    "summary": "Defer an action for human review",
+                    "parameters": [agent],
+                    "security": SIGNED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/DeferralRequest"}
+                            }
+                        },
+                    },
+                    "responses": _responses(
+                        {
+                            "202": _json("Deferral", "created"),
+                            "200": _json("Deferral", "a retry of an earlier request"),
+                        },
+                        400,
+                        401,
+                        409,
+                        413,
+                        415,
+                        422,
+                        423,
+                        429,
+                    ),
+                }
+            },
+            "/api/v1/deferrals/{id}": {
+                "get": {
+                    "summary": "Read one of this agent's deferrals",
+                    "parameters": [deferral_id, wait],
+                    "security": SIGNED,
+                    "responses": _responses(
+                        {"200": _json("Deferral", "the deferral")}, 401, 404, 422
+                    ),
+                }
+            },
+            "/api/v1/deferrals/{id}/execution": {
+                "post": {
+                    "summary": "Report what happened when the approved action ran (once)",
+                    "parameters": [deferral_id],
+                    "security": SIGNED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ExecutionReport"}
+                            }
+                        },
+                    },
+                    "responses": _responses(
+                        {"201": _json("Deferral", "recorded")},
+                        400,
+                        401,
+                        404,
+                        409,
+                        413,
+                        415,
+                        422,
+                        423,
+                    ),
+                }
+            },
+            "/api/v1/deferrals/{id}/cancel": {
+                "post": {
+                    "summary": "Withdraw a deferral that is still undecided",
+                    "parameters": [deferral_id],
+                    "security": SIGNED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/CancelRequest"}
+                            }
+                        },
+                    },
+                    "responses": _responses(
+                        {"200": _json("Deferral", "cancelled")},
+                        400,
+                        401,
+                        404,
+                        409,
+                        413,
+                        415,
+                        422,
+                    ),
+                }
+            },
+            "/api/v1/agents/{agent}/status": {
+                "get": {
+                    "summary": "The agent's kill switch",
+                    "parameters": [agent],
+                    "security": SIGNED,
+                    "responses": _responses({"200": _json("AgentStatus", "state")}, 401),
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "DeferralRequest": DEFERRAL_REQUEST,
+                "CancelRequest": CANCEL_REQUEST,
+                "ExecutionReport": EXECUTION_REPORT,
+                "Deferral": DEFERRAL,
+                "AgentStatus": AGENT_STATUS,
+                "Error": ERROR,
+            },
+            "securitySchemes": {
+                "standardWebhooks": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "webhook-signature",
+                    "description": "v1,<base64 HMAC-SHA256 of '{webhook-id}.{webhook-timestamp}."
+                    "{body}'> with the agent's whsec_ secret; webhook-id and webhook-timestamp "
+                    "headers are required too.",
+                }
+            },
+        },
+    }

@@ -1,0 +1,133 @@
+"""Hashing the audit chain: each event's hash, as every writer and verifier computes it.
+
+An event's hash is SHA-256 over the RFC 8785 canonical JSON of its fields, its payload
+entering as the SHA-256 of its stored text, and the previous event's hash. Python
+(here), PostgreSQL's intake function (migration 0008, which finishes `chain_prefix`
+with `link`'s arithmetic) and the offline verifier (review/audit/verifier.py) all agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from review.models import utcnow
+
+GENESIS_HASH = "0" * 64
+ACTOR_KINDS = ("user", "agent", "system")
+
+
+def canonical_json(value: Any) -> bytes:
+    return rfc8785.dumps(value)
+
+
+def payload_json(value: Any) -> str:
+    """An event's payload as stored and hashed: deterministic JSON (sorted keys, no spaces).
+
+    The chain hashes this text as it is stored, so a verifier never re-serialises it; the
+    C json encoder is several times faster than RFC 8785 on large payloads.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def format_time(at: datetime) -> str:
+    """`2026-11-21T10:00:00.000000Z` (UTC, microseconds), as hashed and exported."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# One encoder, built once: json.dumps with options builds a new one on every call.
+_RECORD_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(**fields: Any) -> str:
+    """SHA-256 over the RFC 8785 canonical JSON of the event's fields (event_hash_record).
+
+    The payload enters as the SHA-256 of its stored text, so a large payload is hashed
+    once by hashlib instead of being escaped again by the canonicaliser.
+    """
+    return hashlib.sha256(event_hash_record(**fields).encode()).hexdigest()
+
+
+def event_hash_record(
+    *,
+    seq: int,
+    at: datetime,
+    actor_kind: str,
+    actor_id: str,
+    event_type: str,
+    agent: str | None,
+    deferral_id: str | None,
+    payload: str,
+    prev_hash: str,
+) -> str:
+    """The text `event_hash` hashes: the event's fields, payload by its SHA-256."""
+    record = {
+        "seq": seq,
+        "at": format_time(at),
+        "actor_kind": actor_kind,
+        "actor_id": actor_id,
+        "event_type": event_type,
+        "agent": agent,
+        "deferral_id": deferral_id,
+        "payload_sha256": hashlib.sha256(payload.encode()).hexdigest(),
+        "prev_hash": prev_hash,
+    }
+    # For this record (ASCII keys; strings, integers within 2^53 and nulls as values),
+    # RFC 8785 is byte for byte json.dumps with sorted keys, no spaces and no ASCII
+    # escaping (tests/test_audit_evidence.py checks it with hypothesis); the C encoder
+    # makes verifying a million events several times faster.
+    return _RECORD_JSON.encode(record)
+
+
+def chain_prefix(**fields: Any) -> str:
+    """The event's hashed record up to its link: `event_hash` is the SHA-256 of
+
+        prefix + prev_hash + '","seq":' + str(seq) + '}'
+
+    (`prev_hash` and `seq` sort last among the record's keys). PostgreSQL's intake
+    function (migration 0008) finishes the hash under the chain lock from this.
+    """
+    text = event_hash_record(seq=0, prev_hash="", **fields)
+    return text[: text.rindex('"prev_hash":"') + len('"prev_hash":"')]
+
+
+def link(prefix: str, prev_hash: str, seq: int) -> str:
+    """An event's hash from its `chain_prefix`, the previous hash and its sequence number."""
+    return hashlib.sha256(f'{prefix}{prev_hash}","seq":{seq}}}'.encode()).hexdigest()
+
+
+def unchained(event: dict[str, Any]) -> dict[str, Any]:
+    """An event ready for the server to chain (migration 0008): its row and `prefix`."""
+    if event["actor_kind"] not in ACTOR_KINDS:
+        raise ValueError(f"unknown actor kind {event['actor_kind']!r}")
+    row = {
+        "at": event.get("at") or utcnow(),
+        "actor_kind": event["actor_kind"],
+        "actor_id": event["actor_id"],
+        "event_type": event["event_type"],
+        "agent": event.get("agent"),
+        "deferral_id": event.get("deferral_id"),
+        "payload": payload_json(event.get("payload") or {}),
+    }
+    return {**row, "prefix": chain_prefix(**row)}
+
+
+def stored_event_hash(e: Any) -> str:
+    """The hash an event (anything with the event's attributes) should carry."""
+    return event_hash(
+        seq=e.seq,
+        at=e.at,
+        actor_kind=e.actor_kind,
+        actor_id=e.actor_id,
+        event_type=e.event_type,
+        agent=e.agent,
+        deferral_id=e.deferral_id,
+        payload=e.payload,
+        prev_hash=e.prev_hash,
+    )
