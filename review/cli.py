@@ -9,7 +9,8 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from review.agents import killswitch
-from review.agents.registry import create_agent, list_agents
+from review.agents.administration import register_agent
+from review.agents.registry import list_agents
 from review.audit import checkpoints
 from review.audit import export as audit_export_module
 from review.errors import DomainError
@@ -80,18 +81,10 @@ def users_create(name: str, role: str, email: str | None) -> None:
 @click.option("--name", default=None, help="A display name (default: the slug).")
 def agents_create(slug: str, owners: tuple[str, ...], callback_url: str | None, name: str | None):
     """Register an agent; its signing secret is printed once, as the last line."""
-    svc = current_services()
     try:
-        with svc.db.write() as session:
-            created = create_agent(
-                session,
-                svc.box,
-                slug,
-                list(owners),
-                name=name,
-                callback_url=callback_url,
-                allow_private_callbacks=svc.settings.allow_private_callbacks,
-            )
+        created = register_agent(
+            current_services(), slug, list(owners), name=name, callback_url=callback_url
+        )
     except DomainError as exc:
         fail(str(exc))
     click.echo(f"created agent {slug}, owned by {', '.join(owners)}")

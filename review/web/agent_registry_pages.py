@@ -8,12 +8,11 @@ from __future__ import annotations
 from flask import Response, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from review.agents import killswitch
-from review.agents.registry import create_agent, rotate_secret, update_agent
-from review.errors import DomainError
-from review.models import Agent, User
+from review.agents import administration, killswitch
+from review.errors import DomainError, InvalidState, NotFound
+from review.models import Agent
 from review.services import current_services
-from review.web.agent_pages import bp, load_agent
+from review.web.agent_pages import bp
 from review.web.auth import roles_required
 
 
@@ -29,10 +28,8 @@ def _secret_page(agent: Agent, secret: str, heading: str) -> Response:
 @bp.get("/new")
 @roles_required("admin")
 def new():
-    svc = current_services()
-    with svc.db.read() as db:
-        users = db.query(User.username).filter(User.is_active).order_by(User.username).all()
-    return render_template("agents/new.html", users=[u for (u,) in users], form={}, chosen=[])
+    users = administration.active_usernames(current_services())
+    return render_template("agents/new.html", users=users, form={}, chosen=[])
 
 
 @bp.post("")
@@ -42,28 +39,19 @@ def create():
     form = request.form
     owners = form.getlist("owners")
     try:
-        with svc.db.write() as db:
-            created = create_agent(
-                db,
-                svc.box,
-                form.get("slug", "").strip(),
-                owners,
-                name=form.get("name", "").strip() or None,
-                callback_url=form.get("callback_url", "").strip() or None,
-                trace_url_template=form.get("trace_url_template"),
-                allow_private_callbacks=svc.settings.allow_private_callbacks,
-                actor=("user", current_user.username),
-            )
+        created = administration.register_agent(
+            svc,
+            form.get("slug", "").strip(),
+            owners,
+            name=form.get("name", "").strip() or None,
+            callback_url=form.get("callback_url", "").strip() or None,
+            trace_url_template=form.get("trace_url_template"),
+            actor=("user", current_user.username),
+        )
     except DomainError as exc:
         flash(str(exc), "error")
-        with svc.db.read() as db:
-            users = db.query(User.username).filter(User.is_active).order_by(User.username).all()
-        return (
-            render_template(
-                "agents/new.html", users=[u for (u,) in users], form=form, chosen=owners
-            ),
-            422,
-        )
+        users = administration.active_usernames(svc)
+        return render_template("agents/new.html", users=users, form=form, chosen=owners), 422
     return _secret_page(created.agent, created.secret, f"Agent {created.agent.slug} registered")
 
 
@@ -79,27 +67,24 @@ def _optional_int(value: str | None) -> int | None:
 @bp.post("/<slug>/settings")
 @roles_required("admin")
 def save_settings(slug: str):
-    svc = current_services()
     form = request.form
     try:
-        with svc.db.write() as db:
-            agent = load_agent(db, slug)
-            changes = update_agent(
-                db,
-                agent,
-                name=form.get("name", ""),
-                owners=form.getlist("owners"),
-                callback_url=form.get("callback_url"),
-                trace_url_template=form.get("trace_url_template"),
-                breaker_flood=form.get("breaker_flood", "").strip() or None,
-                breaker_rejections=_optional_int(form.get("breaker_rejections")),
-                allow_private_callbacks=svc.settings.allow_private_callbacks,
-                actor=("user", current_user.username),
-            )
+        changes = administration.change_agent(
+            current_services(),
+            slug,
+            actor=("user", current_user.username),
+            name=form.get("name", ""),
+            owners=form.getlist("owners"),
+            callback_url=form.get("callback_url"),
+            trace_url_template=form.get("trace_url_template"),
+            breaker_flood=form.get("breaker_flood", "").strip() or None,
+            breaker_rejections=_optional_int(form.get("breaker_rejections")),
+        )
+    except NotFound:
+        abort(404)
     except DomainError as exc:
         flash(str(exc), "error")
     else:
-        svc.secrets.forget(slug)  # the breaker override travels with the cached signer
         flash(f"Saved: {', '.join(changes) or 'nothing changed'}.", "ok")
     return redirect(url_for("agents.detail", slug=slug))
 
@@ -107,15 +92,14 @@ def save_settings(slug: str):
 @bp.post("/<slug>/rotate")
 @roles_required("admin")
 def rotate(slug: str):
-    svc = current_services()
-    with svc.db.write() as db:
-        agent = load_agent(db, slug)
-        if agent.deactivated_at is not None:
-            abort(409)
-        secret = rotate_secret(
-            db, svc.box, agent, svc.settings.secret_overlap, ("user", current_user.username)
+    try:
+        agent, secret = administration.rotate_agent_secret(
+            current_services(), slug, ("user", current_user.username)
         )
-    svc.secrets.forget(slug)
+    except NotFound:
+        abort(404)
+    except InvalidState:
+        abort(409)
     return _secret_page(agent, secret, f"New secret for {slug}")
 
 
