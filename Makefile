@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test test-postgres browser lint format bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Countersign needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
@@ -19,15 +19,26 @@ run: $(STAMP)
 	COUNTERSIGN_DEMO=1 COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS=1 $(BIN)/flask --app app serve
 
 # The whole suite on SQLite; TEST_DATABASE_URL=postgresql+psycopg://... runs it on PostgreSQL.
-# Browser tests drive Debian's /usr/bin/chromium; without it, Playwright's own download.
 test: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-postgres: $(STAMP) browser
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://127.0.0.1:5432/test} $(BIN)/pytest $(PYTEST_ARGS)
 
-browser: $(STAMP)
-	@test -x /usr/bin/chromium || $(BIN)/playwright install chromium
+# Browser tests drive Debian's /usr/bin/chromium. When it is missing, root with apt-get
+# (CI, a fresh container) installs it from Debian; anyone else is told what to install.
+# Not `playwright install`: it downloads a browser from outside the package registries.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "countersign: installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "countersign: browser tests need Debian's chromium: sudo apt-get install chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -155,10 +155,12 @@ class DriverStatements:
 
     For SQLite's hot statements (the audit chain's append, which every state change
     makes): SQLAlchemy's execute spends more Python per call than SQLite needs to run a
-    small statement in-process. The SQL is SQLAlchemy's own compilation, and the values
-    pass through the statement's own bind processors (JSON, UTC datetimes), so what is
-    stored is exactly what `conn.execute` would store. The statement runs on the
-    session's connection, inside its transaction.
+    small statement in-process. The SQL is SQLAlchemy's own compilation, and each value
+    passes through its bound parameter's bind processor (JSON, UTC datetimes), found
+    through public API (`compiled.binds`, `positiontup`, the type's `bind_processor`), so
+    what is stored is exactly what `conn.execute` would store (tests/test_audit_chain.py
+    writes a row both ways and compares). The statement runs on the session's
+    connection, inside its transaction.
     """
 
     def __init__(self) -> None:
@@ -168,11 +170,15 @@ class DriverStatements:
         key = (id(conn.dialect), statement)
         found = self._compiled.get(key)
         if found is None:
-            compiled = statement.compile(dialect=conn.dialect)
-            processors = compiled._bind_processors  # the same ones conn.execute applies
+            dialect = conn.dialect
+            compiled = statement.compile(dialect=dialect)
             binds = compiled.binds  # a required one takes a value; others hold theirs (`id = 1`)
             order = [
-                (name, processors.get(name), _UNSET if binds[name].required else binds[name].value)
+                (
+                    name,
+                    _bind_processor(binds[name], dialect),
+                    _UNSET if binds[name].required else binds[name].value,
+                )
                 for name in compiled.positiontup or ()
             ]
             found = self._compiled[key] = (compiled.string, order)
@@ -196,6 +202,16 @@ class DriverStatements:
 
 
 _UNSET = object()
+
+
+def _bind_processor(bind: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """The function that turns a Python value into the driver's, for one bound parameter.
+
+    Public API only (`TypeEngine.dialect_impl` and `bind_processor`): it is the processor
+    `conn.execute` applies (SQLAlchemy caches the same `dialect_impl(d).bind_processor(d)`),
+    including a TypeDecorator's `process_bind_param` and a variant's dialect type.
+    """
+    return bind.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def _args(order: list[tuple[str, Any, Any]], values: dict[str, Any]) -> tuple[Any, ...]:

@@ -1,7 +1,7 @@
 """A live server on a free port and a Chromium driven by Playwright, for the browser tests.
 
-Debian's /usr/bin/chromium when it is there (`.ci/run` installs it); otherwise the
-browser Playwright downloads (`make test` fetches it on such machines).
+Debian's /usr/bin/chromium when it is there (`make test` installs it, or says how);
+otherwise a browser Playwright downloaded earlier, if there is one.
 """
 
 from __future__ import annotations

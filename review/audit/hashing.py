@@ -4,6 +4,26 @@ An event's hash is SHA-256 over the RFC 8785 canonical JSON of its fields, its p
 entering as the SHA-256 of its stored text, and the previous event's hash. Python
 (here), PostgreSQL's intake function (migration 0008, which finishes `chain_prefix`
 with `link`'s arithmetic) and the offline verifier (review/audit/verifier.py) all agree.
+
+Adding an event field (a column of `audit_events`) means changing, together:
+
+1. review/models.py `AuditEvent`, and a new migration that adds the column.
+2. `unchained` here: the row every writer stores. `record_event` (review/audit/chain.py)
+   names its fields as parameters. SQLite's append refuses a row without the column
+   (review/db.py `DriverStatements`); PostgreSQL's (`_PG_APPEND`, jsonb_populate_recordset)
+   stores NULL, silently if the column is nullable.
+3. PostgreSQL's intake function, which reads each field by name (`event->>'...'`) and
+   names the columns it inserts: a new migration with `CREATE OR REPLACE FUNCTION
+   countersign_intake` (never edit 0008, which databases have already run).
+4. The hash, since every stored field is hashed (an unhashed one could be edited
+   unnoticed): `event_hash_record` and `stored_event_hash` here; review/audit/verify.py
+   (`EVENT_COLUMNS`, `verify_chain`); review/audit/export.py (`records`, `CSV_COLUMNS`,
+   the `HASHING` text, `VERSION`); review/audit/verifier.py (`event_hash`, `read_csv`);
+   README's "The audit chain". Its key must sort before `prev_hash` (`chain_prefix` and
+   the function append `prev_hash` and `seq` last), and events already stored must
+   still verify (hash the key only where the event has it, or version the record).
+5. tests/test_intake_function.py checks the model, `unchained`, the function's reads and
+   insert, the hashed record and the export against each other.
 """
 
 from __future__ import annotations

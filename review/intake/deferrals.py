@@ -233,6 +233,26 @@ def _refusal(svc: Services, agent: GuardedAgent) -> DomainError | None:
 def _deferral_values(
     svc: Services, agent_id: int, webhook_id: str, prepared: Prepared, now: datetime
 ) -> dict[str, Any]:
+    """Every column of the new deferral's row: both paths insert exactly this dict.
+
+    Adding a column to `deferrals` means changing, together:
+
+    1. review/models.py `Deferral` (and `undecided_fields` there if it is a decision or
+       review field that starts empty), and a new migration that adds the column.
+    2. This dict. SQLite's insert refuses a row without the column (review/db.py
+       `DriverStatements`), but PostgreSQL's intake function (migration 0008) fills the
+       row with `jsonb_populate_record`, which gives a missing key NULL, not the
+       column's default: an error on a NOT NULL column, silence on a nullable one. The
+       function itself needs no change.
+    3. `rows_json` (review/audit/chain.py) if the value is not a dict, list, str, int,
+       float, bool, None or aware datetime: it must become JSON that PostgreSQL reads as
+       the column's type.
+    4. What shows it: review/resources.py renders a new deferral straight from this
+       dict (`Received.deferral`), and PROTOCOL.md section 5 if agents see it; the
+       `received` event's payload (`_intake_events`) if the audit log should keep it.
+    5. tests/test_intake_function.py: a value in `EVERY_FIELD` if the request may omit
+       it, so its read-back can tell a dropped value from a NULL one.
+    """
     s = svc.settings
     body, ev = prepared.body, prepared.evaluation
     expires_at = now + timedelta(seconds=body.get("expires_in", s.default_expires_in))
