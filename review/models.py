@@ -176,6 +176,8 @@ class Deferral(Base):
     action_digest: Mapped[str] = mapped_column(String(71))
     summary: Mapped[str] = mapped_column(String(500))
     principal_id: Mapped[str] = mapped_column(String(200))
+    # review/identity.py's key of principal_id: what separation of duties compares.
+    principal_key: Mapped[str] = mapped_column(String(400), default="")
     principal_name: Mapped[str | None] = mapped_column(String(200))
     rationale: Mapped[str | None] = mapped_column(Text)
     # {"before": ..., "after": ...}, each key present only when the agent sent it.

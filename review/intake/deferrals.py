@@ -32,6 +32,7 @@ from review.agents.registry import Signer
 from review.audit.chain import GuardedAgent, append_events, rows_json, take_head
 from review.audit.hashing import canonical_json, unchained
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
+from review.identity import identity_key
 from review.ids import new_deferral_id
 from review.intake import priority
 from review.intake.diffing import ABSENT, compute_diff
@@ -281,6 +282,7 @@ def _deferral_values(
         "action_digest": prepared.digest,
         "summary": body["summary"],
         "principal_id": body["on_behalf_of"]["id"],
+        "principal_key": identity_key(body["on_behalf_of"]["id"]),
         "principal_name": body["on_behalf_of"].get("display_name"),
         "rationale": body.get("rationale"),
         "state": {k: body[k] for k in ("before", "after") if k in body},

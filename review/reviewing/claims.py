@@ -10,13 +10,15 @@ next time anyone claims, and any action in the batch renews the lease.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from review.audit.chain import chained_write, record_events
+from review.identity import identity_keys
 from review.intake.policy import LEVELS
 from review.models import Agent, Deferral, utcnow
 from review.services import Services
@@ -28,7 +30,12 @@ class Holder:
 
     id: int
     username: str
-    identities: frozenset[str]  # username and e-mail, lower case: their own principal ids
+    identities: frozenset[str]  # username and e-mail: who they are as a principal
+
+    @functools.cached_property
+    def identity_keys(self) -> frozenset[str]:
+        """Their identities as separation of duties compares them (review/identity.py)."""
+        return identity_keys(self.identities)
 
 
 def two_person_levels(level_setting: str) -> tuple[str, ...]:
@@ -122,7 +129,7 @@ def claim_batch(svc: Services, holder: Holder, now: datetime | None = None) -> l
                 select(table.c.id, table.c.agent_id)
                 .where(
                     table.c.status == "pending",
-                    func.lower(table.c.principal_id).not_in(sorted(holder.identities)),
+                    table.c.principal_key.not_in(sorted(holder.identity_keys)),
                     or_(
                         table.c.first_approved_by.is_(None),
                         table.c.first_approved_by != holder.username,

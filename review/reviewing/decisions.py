@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from review.agents import breakers
 from review.audit.chain import chained_write, record_event
 from review.errors import DomainError
+from review.identity import identity_key
 from review.models import TERMINAL_STATUSES, Deferral, utcnow
+from review.resources import rfc3339
 from review.reviewing.claims import Holder, two_person_levels
 from review.reviewing.ending import AlreadyDecided, end_deferral, expire
 from review.services import Services
@@ -102,7 +104,7 @@ def _decide(
         _renew_lease(session, svc, holder, now)
         if verdict == "reject":
             return _end(svc, session, deferral, holder, "rejected", reason, now)
-        if deferral.principal_id.lower() in holder.identities:
+        if identity_key(deferral.principal_id) in holder.identity_keys:
             raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
         if deferral.risk_level in two_person_levels(svc.settings.two_person_level):
             if deferral.first_approved_by is None:
