@@ -149,7 +149,8 @@ class Deferral(Base):
         UniqueConstraint("agent_id", "webhook_id", name="uq_deferrals_agent_webhook_id"),
         # The queue's "top N pending": WHERE status = 'pending' ORDER BY rank DESC LIMIT N.
         Index("ix_deferrals_status_rank", "status", "rank"),
-        # The per-agent pending cap: COUNT(*) WHERE agent_id = ? AND status IN (...).
+        # An agent's undecided deferrals, which the kill switch ends:
+        # UPDATE ... WHERE agent_id = ? AND status IN ('pending', 'in_review').
         Index("ix_deferrals_agent_status", "agent_id", "status"),
         # The expiry sweep: WHERE status IN (...) AND expires_at <= now.
         Index("ix_deferrals_status_expires", "status", "expires_at"),
@@ -255,7 +256,8 @@ class AuditEvent(Base):
     event_type: Mapped[str] = mapped_column(String(64))
     agent: Mapped[str | None] = mapped_column(String(63))
     deferral_id: Mapped[str | None] = mapped_column(String(40))
-    # Canonical (RFC 8785) JSON text, exactly as hashed.
+    # Deterministic JSON text (sorted keys, no spaces: audit/hashing.py payload_json),
+    # stored exactly as hashed; the event's hash takes it in as its SHA-256.
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
