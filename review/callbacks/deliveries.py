@@ -94,11 +94,38 @@ class Health:
     delivered_recently: int  # of the last 100 finished
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """An agent's callbacks not delivered: waiting for their next attempt, or dead letters."""
+
+    pending: int = 0
+    dead: int = 0
+
+
+UNDELIVERED = ("pending", "dead")
+
+
+def backlogs(session: Session) -> dict[int, Backlog]:
+    """Every agent's backlog in one GROUP BY (agents with none are absent).
+
+    Served by ix_outbox_status_next: it reads the pending and dead rows it counts, never
+    the delivered ones, which pile up.
+    """
+    counts: dict[int, dict[str, int]] = {}
+    for agent_id, status, count in session.execute(
+        select(OutboxEvent.agent_id, OutboxEvent.status, func.count())
+        .where(OutboxEvent.status.in_(UNDELIVERED))
+        .group_by(OutboxEvent.agent_id, OutboxEvent.status)
+    ):
+        counts.setdefault(agent_id, {})[status] = count
+    return {agent_id: Backlog(**by_status) for agent_id, by_status in counts.items()}
+
+
 def health(session: Session, agent_id: int) -> Health:
     counts = dict(
         session.execute(
             select(OutboxEvent.status, func.count())
-            .where(OutboxEvent.agent_id == agent_id, OutboxEvent.status.in_(("pending", "dead")))
+            .where(OutboxEvent.agent_id == agent_id, OutboxEvent.status.in_(UNDELIVERED))
             .group_by(OutboxEvent.status)
         ).all()
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -18,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from review import redis_keys
 from review.intake.policy import LEVELS
-from review.models import Agent, AuditEvent, Deferral
+from review.models import Agent, AuditEvent, Deferral, utcnow
+from review.reviewing.claims import Holder, held_ids
 
 QUEUE_ROWS = 50
 COUNT_CAP = 1000
@@ -121,6 +123,36 @@ def level_counts(session: Session) -> dict[str, int]:
         )
         counts[level] = session.scalar(select(func.count()).select_from(capped))
     return counts
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """What /queue renders. The 10-second refresh (`partial`) swaps in the rows and the
+    counts alone; the batch button and the agent filter belong to the full page."""
+
+    rows: list[Any]
+    counts: dict[str, int]
+    held: int = 0  # "Continue your batch (N)"
+    agents: list[str] = field(default_factory=list)  # the agent filter's options
+
+
+def queue_page(
+    session: Session,
+    client: redis.Redis,
+    flt: QueueFilter,
+    holder: Holder | None,
+    *,
+    partial: bool,
+    now: datetime | None = None,
+) -> QueuePage:
+    """The queue as a reviewer (`holder`, None for people who may not decide) sees it."""
+    rows = queue_rows(session, flt)
+    counts = cached_level_counts(session, client)
+    if partial:
+        return QueuePage(rows, counts)
+    held = len(held_ids(session, holder, now or utcnow())) if holder is not None else 0
+    agents = list(session.scalars(select(Agent.slug).order_by(Agent.slug)))
+    return QueuePage(rows, counts, held, agents)
 
 
 def batch_items(session: Session, ids: list[str]) -> list[Deferral]:

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from review.audit import checkpoints
 from review.audit import export as audit_export
+from review.audit.event_types import EVENT_TYPES
 from review.audit.hashing import stored_event_hash
 from review.models import AuditEvent, AuditHead, Deferral
 from review.services import current_services
@@ -53,6 +54,14 @@ def _time(value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def _type_options(chosen: str) -> list[str]:
+    """The event-type filter's options: the known types, and the one asked for if unknown
+    (so a link naming it still shows what it filters by)."""
+    if chosen and chosen not in EVENT_TYPES:
+        return sorted((*EVENT_TYPES, chosen))
+    return list(EVENT_TYPES)
+
+
 @bp.get("")
 @roles_required(*READERS)
 def index():
@@ -81,9 +90,6 @@ def index():
         rows = db.scalars(query.order_by(AuditEvent.seq.desc()).limit(PAGE + 1)).all()
         head = db.get(AuditHead, 1)
         last = checkpoints.latest(db)
-        types = db.scalars(
-            select(AuditEvent.event_type).group_by(AuditEvent.event_type).limit(200)
-        ).all()
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     page_args = {k: v for k, v in args.items() if k != "before" and v}
@@ -98,7 +104,7 @@ def index():
         head=head,
         last=last,
         key=key,
-        types=sorted(types),
+        types=_type_options(filters["type"]),
     )
 
 
@@ -138,7 +144,7 @@ def evidence(deferral_id: str):
         ).all()
         if deferral is None and not events:
             abort(404)
-        total = db.scalar(select(func.count()).select_from(AuditEvent))
+        head = db.get(AuditHead, 1)  # its seq counts the events: no need to count the log
     staged: list[tuple[str, list[dict[str, Any]]]] = []
     placed = set()
     for stage, kinds in STAGES:
@@ -154,7 +160,7 @@ def evidence(deferral_id: str):
         deferral_id=deferral_id,
         staged=staged,
         intact=all(i["intact"] for _s, items in staged for i in items),
-        total=total,
+        total=head.seq if head else 0,
     )
 
 

@@ -16,7 +16,7 @@ from flask_login import current_user, login_required
 
 from review.agents.executions import VIOLATION
 from review.callbacks import deliveries
-from review.models import Agent, Deferral, utcnow
+from review.models import Deferral, utcnow
 from review.reviewing import claims, queue_reads
 from review.reviewing.claims import Holder
 from review.reviewing.decisions import DecisionRefused, decide, decide_many
@@ -47,26 +47,17 @@ def is_htmx() -> bool:
 def queue():
     svc = current_services()
     flt = queue_reads.QueueFilter.parse(request.args)
+    partial = is_htmx()
     with svc.db.read() as db:
-        rows = queue_reads.queue_rows(db, flt)
-        counts = queue_reads.cached_level_counts(db, svc.redis.client())
-        held = claims.held_ids(db, holder(), utcnow()) if current_user.can_decide else []
-        agents = [
-            a
-            for (a,) in db.execute(
-                Agent.__table__.select().with_only_columns(Agent.slug).order_by(Agent.slug)
-            )
-        ]
-    context = dict(
-        rows=rows,
-        counts=counts,
-        flt=flt,
-        held=len(held),
-        agents=agents,
-        cap=queue_reads.COUNT_CAP,
-        batch_size=svc.settings.batch_size,
-    )
-    if is_htmx():
+        page = queue_reads.queue_page(
+            db,
+            svc.redis.client(),
+            flt,
+            holder() if current_user.can_decide else None,
+            partial=partial,
+        )
+    context = dict(page=page, flt=flt, cap=queue_reads.COUNT_CAP)
+    if partial:
         return render_template("review/_queue_body.html", **context)
     return render_template("review/queue.html", **context)
 

@@ -1,0 +1,51 @@
+"""Every event type the audit log holds, in one place.
+
+The /audit page offers these in its event-type filter instead of asking the log which
+types it holds (a GROUP BY over every event on every page view). Whoever writes a new
+type adds it here; tests/test_page_costs.py fails when a type written anywhere in review/
+or queue/ (or by the flows it drives) is missing.
+"""
+
+from __future__ import annotations
+
+from review.models import TERMINAL_STATUSES
+
+DEFERRAL = (
+    "deferral.received",  # intake (also written by PostgreSQL's intake function, 0008)
+    "deferral.evaluated",
+    "deferral.claimed",
+    "deferral.released",
+    "deferral.lease_lapsed",
+    "deferral.approval_1_of_2",
+    # How a deferral ends (review/reviewing/ending.py writes f"deferral.{outcome}").
+    *(f"deferral.{status}" for status in TERMINAL_STATUSES),
+)
+AGENT = (
+    "agent.created",
+    "agent.updated",
+    "agent.secret_rotated",
+    "agent.deactivated",
+    "agent.killed",
+    "agent.revived",
+    "agent.breaker_tripped",
+    "agent.flip_refused",
+    "agents.stop_all",
+    "agents.revive_all",
+)
+CALLBACK = ("callback.attempted", "callback.redelivery_requested")
+EXECUTION = ("execution.reported", "execution.violation", "execution.violation_repeated")
+PEOPLE = (
+    "user.created",
+    "user.password_changed",
+    "user.disabled",
+    "user.enabled",
+    "user.logged_out",
+    "login.succeeded",
+    "login.failed",
+    "login.throttled",
+)
+REQUESTS = ("request.refused", "request.refused_repeated")
+
+EVENT_TYPES: tuple[str, ...] = tuple(
+    sorted({*DEFERRAL, *AGENT, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS})
+)
