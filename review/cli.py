@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -11,8 +12,9 @@ from flask.cli import AppGroup
 from review.agents import killswitch
 from review.agents.administration import register_agent
 from review.agents.registry import list_agents
-from review.audit import checkpoints
+from review.audit import checkpoints, witness
 from review.audit import export as audit_export_module
+from review.audit.verifier import read_checkpoints
 from review.errors import DomainError
 from review.services import current_services
 from review.users import create_user, find_user
@@ -186,26 +188,68 @@ def agents_revive_all(by: str, reason: str) -> None:
 
 
 @audit_cli.command("verify")
-def audit_verify() -> None:
-    """Walk the chain and check every signed checkpoint; exit 1 naming the first bad event."""
+@click.option(
+    "--trusted",
+    "trusted",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="An auditor's own copy of signed checkpoints (witness file or export); repeatable.",
+)
+def audit_verify(trusted: tuple[str, ...]) -> None:
+    """Walk the chain, check every signed checkpoint in the database, and compare with the
+    witness file and any --trusted copies; exit 1 naming the first problem."""
     svc = current_services()
-    key = checkpoints.load_key(svc.settings.audit_key_file)
+    key = checkpoints.load_key(svc.settings.audit_key_file)  # afresh: it may have been replaced
+    witness_file = svc.settings.audit_witness_file
+    sources = _witness_sources(witness_file, trusted)
+    witnessed = [record for _path, found in sources for record in found]
     with svc.db.read() as session:
-        result = checkpoints.verify_log(session, key)
-    click.echo(result.describe())
+        result = checkpoints.verify_log(session, key, witnessed)
+        signed = checkpoints.latest(session) is not None
+    click.echo(result.describe())  # the verdict line (PROTOCOL.md); what agreed follows
     if not result.ok:
         sys.exit(1)
+    if signed and not os.path.exists(witness_file):
+        click.echo(
+            f"no witness file at {witness_file} although the database holds checkpoints: "
+            "only the database's own checkpoints were checked"
+        )
+    for path, found in sources:
+        newest = max((r["seq"] for _w, r in found), default=0)
+        click.echo(f"{path}: {len(found)} witnessed checkpoints agree, the newest at {newest}")
+    newest = max((r["seq"] for _w, r in witnessed), default=0)
+    if witnessed and newest < result.count:
+        click.echo(f"events {newest + 1} to {result.count} are not witnessed yet")
+
+
+def _witness_sources(witness_file: str, trusted: tuple[str, ...]):
+    """The checkpoints of the witness file (if there is one yet) and of each trusted copy;
+    exit 1 when one cannot be read (a damaged or doctored file is a finding too)."""
+    sources = []
+    files = [(path, "trusted") for path in trusted]
+    if os.path.exists(witness_file):
+        files.insert(0, (witness_file, "witness"))
+    for path, kind in files:
+        try:
+            sources.append((path, read_checkpoints(path)))
+        except (OSError, ValueError) as exc:
+            click.echo(f"BAD: cannot read the {kind} file: {exc}")
+            sys.exit(1)
+    return sources
 
 
 @audit_cli.command("checkpoint")
 def audit_checkpoint() -> None:
-    """Sign and store a checkpoint of the log now (the worker also does it on a timer)."""
+    """Sign and store a checkpoint of the log now, and witness it (file, URL); the worker
+    also does it on a timer."""
     svc = current_services()
-    made = checkpoints.take(svc, force=True)
+    made = checkpoints.take(svc, force=True, witnessed=False)
     if made is None:
         click.echo("nothing new since the last checkpoint")
-    else:
-        click.echo(f"checkpoint {made.id}: {made.seq} events, head {made.head_hash}")
+        return
+    click.echo(f"checkpoint {made.id}: {made.seq} events, head {made.head_hash}")
+    for note in witness.publish(svc, made, checkpoints.cached_key(svc.settings.audit_key_file)):
+        click.echo(note)
 
 
 @audit_cli.command("export")

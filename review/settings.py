@@ -7,6 +7,7 @@ SettingsError naming the variable, so a wrong setting stops the app at start.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import time
@@ -161,6 +162,9 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "secret_overlap": _int_range(0, 30 * 86400),
     "checkpoint_interval": _int_range(10, 7 * 86400),
     "audit_key_file": _text,
+    "audit_witness_file": _text,
+    "audit_witness_url": _text,
+    "audit_witness_secret": _text,
     "audit_redact": _paths,
     "demo": _bool,
 }
@@ -197,6 +201,9 @@ class Settings:
     secret_overlap: int
     checkpoint_interval: int
     audit_key_file: str
+    audit_witness_file: str
+    audit_witness_url: str
+    audit_witness_secret: str
     audit_redact: tuple[str, ...]
     demo: bool
 
@@ -243,12 +250,33 @@ def load_settings(
         values["audit_key_file"] = str(instance / "audit_ed25519.pem")
     elif not Path(values["audit_key_file"]).is_absolute():
         values["audit_key_file"] = str(PROJECT_ROOT / values["audit_key_file"])
+    _complete_audit_witness(values, instance)
     if not Path(values["policy_file"]).is_absolute():
         values["policy_file"] = str(PROJECT_ROOT / values["policy_file"])
     if not Path(values["policy_file"]).is_file():
         raise SettingsError(f"{env_name('policy_file')}: no policy file at {values['policy_file']}")
     assert {f.name for f in fields(Settings)} == set(values)
     return Settings(**values)
+
+
+def _complete_audit_witness(values: dict[str, Any], instance: Path) -> None:
+    """The witness file's path (default under instance/); a witness URL needs a secret."""
+    if not values["audit_witness_file"]:
+        values["audit_witness_file"] = str(instance / "audit-witness.jsonl")
+    elif not Path(values["audit_witness_file"]).is_absolute():
+        values["audit_witness_file"] = str(PROJECT_ROOT / values["audit_witness_file"])
+    url, secret = values["audit_witness_url"], values["audit_witness_secret"]
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{env_name('audit_witness_url')} must be an http(s):// URL")
+    if url and not secret:
+        raise SettingsError(
+            f"{env_name('audit_witness_secret')} must be set when "
+            f"{env_name('audit_witness_url')} is (a whsec_ secret the witness shares)"
+        )
+    try:
+        base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise SettingsError(f"{env_name('audit_witness_secret')} must be base64") from None
 
 
 def _instance_secret_key(instance: Path) -> str:

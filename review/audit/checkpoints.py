@@ -7,14 +7,22 @@ there are new events) and by `audit checkpoint`. `audit verify` checks every one
 removing the newest events (even with the head row rewritten to match) is caught: a
 signed checkpoint names an event that is no longer there, or no longer the same.
 
+Every checkpoint is also witnessed outside the database (review/audit/witness.py): a
+file under instance/ and, if set, a URL. `verify_log` compares the chain with those
+too, so an insider who drops the triggers and rewrites the events, the head and the
+checkpoints table still fails against what was witnessed (README: "Threat model").
+
 Anyone with the public key (on /audit, in every export) can check the signatures.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,11 +36,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from review.audit import witness
 from review.audit.chain import chained_write
 from review.audit.hashing import canonical_json, format_time
+from review.audit.verifier import check_witnessed
 from review.audit.verify import VerifyResult, verify_chain
 from review.models import AuditCheckpoint, AuditHead, utcnow
 from review.services import Services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,18 @@ def load_key(path: str | Path) -> SigningKey:
     return SigningKey(loaded)
 
 
+def cached_key(path: str | Path) -> SigningKey:
+    """`load_key`, read once per process and path: the pages that show the public key and
+    the timer that signs do not read the key file again on every request or tick.
+    (Replacing the key file therefore needs a restart; `audit verify` reads it afresh.)"""
+    return _cached_key(str(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_key(path: str) -> SigningKey:
+    return load_key(path)
+
+
 def message(seq: int, head: str, at: datetime) -> bytes:
     """What is signed: the canonical JSON of the checkpoint's three facts."""
     return canonical_json({"at": format_time(at), "head": head, "seq": seq})
@@ -95,11 +119,24 @@ def signature_valid(public_raw: bytes, seq: int, head: str, at: datetime, signat
 
 
 def take(
-    svc: Services, *, force: bool = False, now: datetime | None = None
+    svc: Services, *, force: bool = False, now: datetime | None = None, witnessed: bool = True
 ) -> AuditCheckpoint | None:
-    """Sign the chain's head now; unless forced, only when it is due and there is news."""
-    key = load_key(svc.settings.audit_key_file)
-    now = now or utcnow()
+    """Sign the chain's head now; unless forced, only when it is due and there is news.
+
+    Once committed it is witnessed (file, URL), unless `witnessed=False`: then the caller
+    calls `witness.publish` itself (the CLI, to print what happened).
+    """
+    key = cached_key(svc.settings.audit_key_file)
+    checkpoint = _sign_head(svc, key, force, now or utcnow())
+    if checkpoint is not None and witnessed:
+        for note in witness.publish(svc, checkpoint, key):
+            log.info("checkpoint %d: %s", checkpoint.seq, note)
+    return checkpoint
+
+
+def _sign_head(
+    svc: Services, key: SigningKey, force: bool, now: datetime
+) -> AuditCheckpoint | None:
     with chained_write(svc.db) as session:
         head = session.get(AuditHead, 1)
         last = latest(session)
@@ -131,10 +168,16 @@ def all_checkpoints(session: Session) -> list[AuditCheckpoint]:
     return list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id)))
 
 
-def verify_log(session: Session, key: SigningKey) -> VerifyResult:
-    """The chain, then every checkpoint against it: `audit verify`."""
+def verify_log(
+    session: Session, key: SigningKey, witnessed: Sequence[tuple[str, dict]] = ()
+) -> VerifyResult:
+    """`audit verify`: the chain, every checkpoint the database holds against it, then
+    every witnessed checkpoint (`witnessed`: (where, record) pairs from the witness file
+    and the auditor's trusted copies) against the chain and the database's checkpoints.
+    """
     checkpoints = all_checkpoints(session)
-    result = verify_chain(session, remember={c.seq for c in checkpoints})
+    remember = {c.seq for c in checkpoints} | {r["seq"] for _where, r in witnessed}
+    result = verify_chain(session, remember=remember)
     if not result.ok:
         return result
     hashes = result.hashes or {}
@@ -152,6 +195,12 @@ def verify_log(session: Session, key: SigningKey) -> VerifyResult:
             )
         if hashes.get(c.seq) != c.head_hash:
             return _bad(result, c.seq, f"{where} names another event here (the log was rewritten)")
+    held = {(c.seq, c.signature) for c in checkpoints}
+    problem = check_witnessed(
+        list(witnessed), key.public_raw, result.count, hashes, held, "database"
+    )
+    if problem is not None:
+        return _bad(result, *problem)
     return result
 
 

@@ -2,7 +2,7 @@
 """Verify a Countersign audit export on your own machine.
 
     python3 verifier.py export.jsonl --public-key BASE64
-    python3 verifier.py export.csv --public-key BASE64
+    python3 verifier.py export.csv --public-key BASE64 --trusted my-witness-copy.jsonl
 
 Needs Python 3.9+ and the `cryptography` package (ed25519), nothing else: copy this
 one file. Get the public key from the service's /audit page (or from whoever runs
@@ -15,6 +15,13 @@ the one before, that each hash matches the event's content, that every checkpoin
 signature holds and names an event of the export with that exact hash, and that the
 file ends with its end record (so a cut-off file is caught). Exit 0 and `OK ...`, or
 exit 1 and the first problem.
+
+--trusted FILE (any number of times) names your own copy of signed checkpoints: a copy
+of the service's witness file (instance/audit-witness.jsonl), what its witness URL
+received, or an earlier export. Each of its checkpoints must be signed by the key, the
+export must reach it and agree with its head, and the export must still hold it; so an
+export rebuilt by someone who also controls the service's database, its files and its
+signing key still fails against checkpoints you kept before they did it.
 
 The hashes are SHA-256 over RFC 8785 canonical JSON. For the records hashed here (flat
 objects of short ASCII keys, strings, integers and nulls), RFC 8785 is exactly Python's
@@ -113,7 +120,77 @@ def signature_ok(public_key: bytes, checkpoint: dict) -> bool:
     return True
 
 
-def verify(records: Iterator[dict], public_key_b64: str | None) -> tuple[bool, str]:
+def read_checkpoints(path: str) -> list[tuple[str, dict]]:
+    """The checkpoint records of a JSON Lines file (a witness file, a copy of one, or an
+    export), each with where it was found. Other records are skipped; a line that is not
+    JSON, or a checkpoint record missing a field, is a ValueError naming the line."""
+    found = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise ValueError(f"{path} line {number}: not JSON") from None
+            if not isinstance(record, dict) or record.get("record") != "checkpoint":
+                continue
+            seq = record.get("seq")
+            fields = ("at", "hash", "key_id", "signature")
+            if not (
+                isinstance(seq, int)
+                and not isinstance(seq, bool)
+                and seq >= 1
+                and all(isinstance(record.get(k), str) for k in fields)
+            ):
+                raise ValueError(f"{path} line {number}: not a checkpoint record")
+            found.append((f"{path} line {number}", record))
+    return found
+
+
+def check_witnessed(
+    witnessed: list[tuple[str, dict]],
+    public_key: bytes,
+    count: int,
+    hashes: dict[int, str],
+    held: set[tuple[int, str]],
+    holder: str,
+) -> tuple[int, str] | None:
+    """The first way a log disagrees with checkpoints kept outside it, or None.
+
+    `witnessed`: (where, record) pairs from read_checkpoints. `count` and `hashes`: the
+    log's length and its hash at each witnessed seq. `held`: (seq, signature) of the
+    checkpoints the log itself holds. `holder`: "database" or "export", for messages.
+    Returns (the sequence number to name, the problem). The service's `audit verify`
+    uses this too, so both apply the same rules.
+    """
+    key_id = hashlib.sha256(public_key).hexdigest()
+    for where, c in witnessed:
+        if c["key_id"] != key_id:
+            return c["seq"], f"{where}: checkpoint {c['seq']} was signed by another key"
+        if not signature_ok(public_key, c):
+            return c["seq"], f"{where}: the signature of checkpoint {c['seq']} does not hold"
+    ordered = sorted(witnessed, key=lambda pair: pair[1]["seq"])
+    for where, c in ordered:
+        seq = c["seq"]
+        if seq > count:
+            return count + 1, (
+                f"tail cut: {where} witnessed a chain of {seq} events, the {holder}'s ends "
+                f"at {count} (events removed from the end)"
+            )
+        if hashes.get(seq) != c["hash"]:
+            return seq, f"chain disagrees with witnessed head at {seq} ({where})"
+    for where, c in ordered:
+        if (c["seq"], c["signature"]) not in held:
+            return c["seq"], f"{holder} lost checkpoint {c['seq']} (witnessed in {where})"
+    return None
+
+
+def verify(
+    records: Iterator[dict],
+    public_key_b64: str | None,
+    trusted: list[tuple[str, dict]] | None = None,
+) -> tuple[bool, str]:
     header = next(records, None)
     if (
         not header
@@ -127,6 +204,7 @@ def verify(records: Iterator[dict], public_key_b64: str | None) -> tuple[bool, s
     except ValueError:
         return False, "BAD: the public key is not base64"
     key_id = hashlib.sha256(public_key).hexdigest()
+    trusted = trusted or []
     expected, prev, count, hashes, checkpoints, end = 1, GENESIS, 0, {}, [], None
     for r in records:
         kind = r.get("record")
@@ -161,17 +239,38 @@ def verify(records: Iterator[dict], public_key_b64: str | None) -> tuple[bool, s
             return False, f"BAD {where}: the export ends at {count} (events removed)"
         if hashes.get(c["seq"]) != c["hash"]:
             return False, f"BAD {where}: event {c['seq']} is not the one that was signed"
+    held = {(c["seq"], c["signature"]) for c in checkpoints}
+    problem = check_witnessed(trusted, public_key, count, hashes, held, "export")
+    if problem is not None:
+        return False, f"BAD event {problem[0]}: {problem[1]}"
     whose = "the given key" if public_key_b64 else "the export's own key (pass --public-key)"
-    return True, f"OK {count} events, head {prev}, {len(checkpoints)} checkpoints signed by {whose}"
+    message = f"OK {count} events, head {prev}, {len(checkpoints)} checkpoints signed by {whose}"
+    if trusted:
+        message += f"; {len(trusted)} trusted checkpoints agree"
+    return True, message
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Verify a Countersign audit export.")
     parser.add_argument("export", help="the .jsonl or .csv file")
     parser.add_argument("--public-key", help="base64 ed25519 public key, from /audit")
+    parser.add_argument(
+        "--trusted",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="your own copy of signed checkpoints (witness file or an earlier export)",
+    )
     args = parser.parse_args(argv)
+    trusted = []
+    for path in args.trusted:
+        try:
+            trusted.extend(read_checkpoints(path))
+        except (OSError, ValueError) as exc:
+            print(f"BAD trusted file: {exc}")
+            return 1
     reader = read_csv if args.export.endswith(".csv") else read_jsonl
-    ok, message = verify(reader(args.export), args.public_key)
+    ok, message = verify(reader(args.export), args.public_key, trusted)
     print(message)
     return 0 if ok else 1
 

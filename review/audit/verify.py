@@ -28,6 +28,8 @@ class VerifyResult:
     def describe(self) -> str:
         if self.ok:
             return f"OK {self.count} events, head {self.head}"
+        if self.bad_seq is None:
+            return f"BAD: {self.problem}"
         return f"BAD event {self.bad_seq}: {self.problem}"
 
 

@@ -85,7 +85,7 @@ def index():
     if before.isdigit():
         query = query.where(AuditEvent.seq < int(before))
     svc = current_services()
-    key = checkpoints.load_key(svc.settings.audit_key_file)
+    key = checkpoints.cached_key(svc.settings.audit_key_file)  # read once per process
     with svc.db.read() as db:
         rows = db.scalars(query.order_by(AuditEvent.seq.desc()).limit(PAGE + 1)).all()
         head = db.get(AuditHead, 1)
@@ -114,7 +114,7 @@ def export(fmt: str):
     if fmt not in ("jsonl", "csv"):
         abort(404)
     svc = current_services()
-    key = checkpoints.load_key(svc.settings.audit_key_file)
+    key = checkpoints.cached_key(svc.settings.audit_key_file)  # read once per process
     lines = audit_export.jsonl if fmt == "jsonl" else audit_export.csv_lines
 
     def generate():
