@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from review.services import Services
 from review.settings import PROJECT_ROOT, load_settings
@@ -29,6 +30,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
+    if settings.trusted_proxies:  # the client's address and scheme, as the proxies saw them
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     services = Services.build(settings)
     app.extensions["countersign"] = services
     _configure_logging()

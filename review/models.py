@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,10 @@ class Base(DeclarativeBase):
 ROLES = ("admin", "reviewer", "auditor")
 
 
+def new_session_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -65,6 +70,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Every browser session of the user carries this; a new one (logout, password
+    # change, disabling) ends them all. Empty never matches (migration 0009).
+    session_token: Mapped[str] = mapped_column(String(64), default=new_session_token)
 
 
 class Agent(Base):

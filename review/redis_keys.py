@@ -60,8 +60,18 @@ QUEUE_LEVEL_COUNTS = "countersign:queue:level-counts"
 
 
 def login_failures_for_account(username: str) -> str:
-    """Failed logins for one account in the current window."""
+    """Failed logins for one account, from every address, in the current window."""
     return f"countersign:login:user:{username.lower()}"
+
+
+def login_failures_for_account_from_address(username: str, address: str) -> str:
+    """Failed logins for one account from one address in the current window."""
+    return f"countersign:login:pair:{username.lower()}:{address}"
+
+
+def login_wait(username: str, address: str) -> str:
+    """Set (expiring) while an address that failed on an account under attack must wait."""
+    return f"countersign:login:wait:{username.lower()}:{address}"
 
 
 def login_failures_from_address(address: str) -> str:

@@ -155,6 +155,7 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "session_cookie_secure": _bool,
     "login_failures_per_account": _int_range(1, 1000),
     "login_failures_per_address": _int_range(1, 100000),
+    "trusted_proxies": _int_range(0, 10),
     "retry_schedule": _schedule,
     "allow_private_callbacks": _bool,
     "breaker_flood": parse_flood,
@@ -194,6 +195,7 @@ class Settings:
     session_cookie_secure: bool
     login_failures_per_account: int
     login_failures_per_address: int
+    trusted_proxies: int
     retry_schedule: tuple[int, ...]
     allow_private_callbacks: bool
     breaker_flood: tuple[int, int] | None

@@ -1,4 +1,11 @@
-"""Users: reviewers, admins and auditors."""
+"""Users: reviewers, admins and auditors, and the ending of their sessions.
+
+A browser session is honoured only while it carries the user's current
+`session_token` (review/web/auth.py). Logging out, changing the password and
+disabling the user replace the token, so every session of that user, a copied
+cookie included, stops working at its next request. Each change commits with its
+audit event.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,16 @@ import re
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from review.audit.chain import record_event
-from review.errors import Conflict, DomainError
-from review.models import ROLES, User
+from review.errors import Conflict, DomainError, NotFound
+from review.models import ROLES, User, new_session_token
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # the login form takes no longer one
 _hasher = PasswordHasher()
 
 
@@ -44,8 +52,7 @@ def create_user(
         )
     if role not in ROLES:
         raise DomainError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < MIN_PASSWORD:
-        raise DomainError(f"password must be at least {MIN_PASSWORD} characters")
+    _check_password_length(password)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"user {username!r} already exists")
     user = User(username=username, role=role, email=email, password_hash=hash_password(password))
@@ -63,3 +70,75 @@ def create_user(
 
 def find_user(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def set_password(
+    session: Session, username: str, password: str, *, actor: tuple[str, str] = ("system", "cli")
+) -> None:
+    """A new password; the user's sessions end."""
+    _check_password_length(password)
+    _change(
+        session, username, actor, "user.password_changed", password_hash=hash_password(password)
+    )
+
+
+def disable_user(
+    session: Session, username: str, *, actor: tuple[str, str] = ("system", "cli")
+) -> bool:
+    """The user can no longer log in and their sessions end. False if already disabled."""
+    return _change(session, username, actor, "user.disabled", only_if_active=True, is_active=False)
+
+
+def enable_user(
+    session: Session, username: str, *, actor: tuple[str, str] = ("system", "cli")
+) -> bool:
+    """The user may log in again (with a new session). False if they were not disabled."""
+    return _change(session, username, actor, "user.enabled", only_if_active=False, is_active=True)
+
+
+def log_out(session: Session, user_id: int) -> None:
+    """End every session of the user (they asked to log out)."""
+    username = session.scalar(select(User.username).where(User.id == user_id))
+    if username is not None:
+        _change(session, username, ("user", username), "user.logged_out")
+
+
+def _change(
+    session: Session,
+    username: str,
+    actor: tuple[str, str],
+    event_type: str,
+    *,
+    only_if_active: bool | None = None,
+    **values: object,
+) -> bool:
+    """One conditional UPDATE that also replaces the session token, and its audit event."""
+    if find_user(session, username) is None:
+        raise NotFound(f"no user {username!r}")
+    statement = update(User).where(User.username == username)
+    if only_if_active is not None:
+        statement = statement.where(User.is_active.is_(only_if_active))
+    changed = session.execute(
+        statement.values(session_token=new_session_token(), **values)
+    ).rowcount
+    if not changed:
+        return False
+    record_event(
+        session,
+        actor_kind=actor[0],
+        actor_id=actor[1],
+        event_type=event_type,
+        payload={"username": username},
+    )
+    return True
+
+
+def _check_password_length(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise DomainError(f"password must be at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise DomainError(f"password must be at most {MAX_PASSWORD} characters")

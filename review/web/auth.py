@@ -1,21 +1,25 @@
 """People: login and logout, roles, CSRF, login throttling, and the browser's safety headers.
 
 Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax, Secure when
-COUNTERSIGN_SESSION_COOKIE_SECURE=1). Logging in clears whatever the session held and
-starts a new one with a fresh id. Failed logins are counted in Redis per account and
-per address over 15 minutes; past the limit the login page answers 429. Every failure
-and every throttled attempt is audited.
+COUNTERSIGN_SESSION_COOKIE_SECURE=1, with HSTS then). Logging in clears whatever the
+session held and starts a new one holding the user's session token; a session is
+honoured only while that token is the user's current one, so logging out, a password
+change or disabling the user ends it everywhere (review/users.py). Failed logins are
+throttled as review/login_throttle.py explains; every failure and every throttled
+attempt is audited. `next` after a login is only ever a path on this site.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-import redis
 from flask import (
     Blueprint,
     Flask,
@@ -31,21 +35,23 @@ from flask_login import LoginManager, current_user, login_required, login_user, 
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import select
+from werkzeug.urls import iri_to_uri
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from review import redis_keys
+from review import login_throttle
 from review.audit.chain import record_event
 from review.models import User
 from review.services import Services, current_services
-from review.users import check_password
+from review.users import check_password, log_out
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 csrf = CSRFProtect()
-THROTTLE_WINDOW = 15 * 60
 DECIDERS = ("admin", "reviewer")
+SESSION_TOKEN = "user_token"  # noqa: S105  (the session key holding users.session_token)
+HSTS = "max-age=31536000; includeSubDomains"
 
 CSP = "; ".join(
     [
@@ -89,13 +95,17 @@ class Reviewer:
 
 @login_manager.user_loader
 def load_user(user_id: str) -> Reviewer | None:
-    if not user_id.isdigit():
+    """The session's user, while the session holds their current token and they are active."""
+    token = session.get(SESSION_TOKEN)
+    if not user_id.isdigit() or not isinstance(token, str) or not token:
         return None
     svc = current_services()
     with svc.db.read() as db:
         user = db.get(User, int(user_id))
-        if user is None or not user.is_active:
+        if user is None or not user.is_active or not user.session_token:
             return None
+        if not hmac.compare_digest(user.session_token.encode(), token.encode()):
+            return None  # ended: logged out, new password, or disabled since
         return Reviewer(user.id, user.username, user.role, user.email)
 
 
@@ -120,51 +130,14 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
 
 
-def _throttle_keys(username: str, address: str) -> list[tuple[str, str]]:
-    return [
-        (redis_keys.login_failures_for_account(username), "login_failures_per_account"),
-        (redis_keys.login_failures_from_address(address), "login_failures_per_address"),
-    ]
-
-
-def _throttled(svc: Services, username: str, address: str) -> bool:
-    try:
-        client = svc.redis.client()
-        for key, limit in _throttle_keys(username, address):
-            if int(client.get(key) or 0) >= getattr(svc.settings, limit):
-                return True
-    except redis.RedisError as exc:  # fail open: the password check still protects
-        log.warning("login throttle unavailable: %s", exc)
-    return False
-
-
-def _count_failure(svc: Services, username: str, address: str) -> None:
-    try:
-        pipe = svc.redis.client().pipeline(transaction=False)
-        for key, _limit in _throttle_keys(username, address):
-            pipe.incr(key)
-            pipe.expire(key, THROTTLE_WINDOW, nx=True)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.warning("login failure not counted: %s", exc)
-
-
-def _first_refusal_in_window(svc: Services, username: str, address: str) -> bool:
-    key = redis_keys.login_throttle_noted(username, address)
-    try:
-        return bool(svc.redis.client().set(key, "1", nx=True, ex=THROTTLE_WINDOW))
-    except redis.RedisError:
-        return True
-
-
-def _audit_login(svc: Services, event_type: str, username: str, address: str) -> None:
+def _audit_login(svc: Services, event_type: str, username: str, address: str, **more: Any) -> None:
     with svc.db.write() as db:
         record_event(
             db,
             actor_kind="user",
             actor_id=username[:200],
             event_type=event_type,
-            payload={"username": username[:200], "address": address},
+            payload={"username": username[:200], "address": address, **more},
         )
 
 
@@ -174,42 +147,70 @@ def login():
         return redirect(url_for("review.queue"))
     svc = current_services()
     form = LoginForm()
+    next_path = local_path(request.args.get("next"))
     status = 200
     if form.validate_on_submit():
-        username, address = form.username.data.strip(), request.remote_addr or "unknown"
-        if _throttled(svc, username, address):
-            if _first_refusal_in_window(svc, username, address):  # a flood is noted once
-                _audit_login(svc, "login.throttled", username, address)
-            flash("Too many failed logins. Wait a few minutes and try again.", "error")
-            return render_template("login.html", form=form), 429
+        username = form.username.data.strip()
+        address = login_throttle.normal_address(request.remote_addr)
+        refused = login_throttle.refusal(svc, username, address)
+        if refused is not None:
+            if login_throttle.first_refusal_in_window(svc, username, address):  # noted once
+                _audit_login(svc, "login.throttled", username, address, limit=refused.reason)
+            flash(refused.message, "error")
+            page = render_template("login.html", form=form, next_path=next_path)
+            return page, 429, {"Retry-After": str(refused.retry_after)}
         with svc.db.read() as db:
             user = db.scalar(select(User).where(User.username == username))
             ok = user is not None and user.is_active and check_password(user, form.password.data)
-        if ok:
+            token = user.session_token if ok else ""
+        if ok and token:
             session.clear()  # a new session: nothing from before the login carries over
             session["sid"] = secrets.token_urlsafe(16)
+            session[SESSION_TOKEN] = token
             login_user(Reviewer(user.id, user.username, user.role, user.email))
+            login_throttle.forget_failures(svc, username, address)
             _audit_login(svc, "login.succeeded", username, address)
-            return redirect(_safe_next(request.args.get("next")))
-        _count_failure(svc, username, address)
+            return redirect(next_path or url_for("review.queue"))
+        login_throttle.count_failure(svc, username, address)
         _audit_login(svc, "login.failed", username, address)
         flash("Wrong username or password.", "error")
         status = 401
     elif request.method == "POST":
         status = 400
-    return render_template("login.html", form=form), status
+    return render_template("login.html", form=form, next_path=next_path), status
 
 
-def _safe_next(target: str | None) -> str:
-    """Only local paths: a login link must not send people elsewhere."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("review.queue")
+def local_path(target: str | None) -> str | None:
+    """`target` if it is a path on this site (as an ASCII URI), else None.
+
+    A single leading `/`, no scheme or host, no backslash, no whitespace or control
+    character anywhere (browsers drop tabs and newlines, so `/%09/evil.example`, once
+    decoded, would leave the site), and the same again once percent-decoded.
+    """
+    if not target or len(target) > 2000:
+        return None
+    for candidate in (target, unquote(target)):
+        if not _plainly_local(candidate):
+            return None
+    return iri_to_uri(target)
+
+
+def _plainly_local(path: str) -> bool:
+    if not path.startswith("/") or path.startswith(("//", "/\\")) or "\\" in path:
+        return False
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in path):
+        return False
+    parts = urlsplit(path)
+    return not parts.scheme and not parts.netloc
 
 
 @bp.post("/logout")
 @login_required
 def logout():
+    """Log out everywhere: the user's session token is replaced, so copies of it end too."""
+    svc = current_services()
+    with svc.db.write() as db:
+        log_out(db, current_user.id)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
@@ -236,4 +237,6 @@ def init_app(app: Flask, svc: Services) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if svc.settings.session_cookie_secure:  # served over https: browsers keep to it
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
