@@ -1,5 +1,6 @@
 """Timed upkeep the worker runs: overdue deferrals expire, lapsed claims go back to the
-queue, due callbacks go out, the audit chain gets its signed checkpoint.
+queue, due callbacks go out, the audit chain gets its signed checkpoint, and the counts
+of repeated refusals of minutes that have ended are written to the audit log.
 
 A thread in each worker process ticks every TICK_SECONDS; a short Redis key lets one
 worker tick per period however many run. It does not depend on rq's scheduler, whose
@@ -18,7 +19,7 @@ import redis
 
 from approval_queue.delivery import relay
 from review import redis_keys
-from review.audit import checkpoints
+from review.audit import checkpoints, repeats
 from review.audit.chain import chained_write
 from review.models import utcnow
 from review.reviewing.claims import return_lapsed_claims
@@ -35,6 +36,7 @@ def tick(svc: Services) -> None:
         ("expiry", expire_due),
         ("lapsed claims", _return_lapsed),
         ("relay", relay),
+        ("repeated events", repeats.flush_due),
         ("checkpoint", _checkpoint),
     ):
         try:

@@ -82,3 +82,27 @@ def login_failures_from_address(address: str) -> str:
 def login_throttle_noted(username: str, address: str) -> str:
     """Set once a throttled login was audited, so a flood of them is audited once."""
     return f"countersign:login:noted:{username.lower()}:{address}"
+
+
+# --- long-polls and bounded audit ----------------------------------------------------------
+
+
+def long_polls(slug: str) -> str:
+    """The agent's long-polls in progress: a sorted set of request id -> expiry (unix
+    seconds), trimmed on every use, so the places of a crashed process lapse on their own."""
+    return f"countersign:long-polls:{slug}"
+
+
+def repeat_first(kind: str, minute: int) -> str:
+    """Set by the first event of a kind (the SHA-256 of what identifies it) in a minute,
+    which is written in full; the rest of that minute's are only counted."""
+    return f"countersign:repeats:first:{kind}:{minute}"
+
+
+def repeat_counts(minute: int) -> str:
+    """A hash: each kind (its identity as JSON) -> how many more it had in that minute."""
+    return f"countersign:repeats:counts:{minute}"
+
+
+# A sorted set of the minutes (member and score) whose counts are not in the audit log yet.
+REPEAT_MINUTES = "countersign:repeats:minutes"

@@ -142,6 +142,7 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "default_expires_in": _int_range(60, 604800),
     "agent_max_pending": _int_range(0),
     "agent_rate": _int_range(0),
+    "long_polls_per_agent": _int_range(0, 10000),
     "policy_file": _text,
     "risk_levels": _risk_levels,
     "priority_age_seconds_per_point": _int_range(1),
@@ -182,6 +183,7 @@ class Settings:
     default_expires_in: int
     agent_max_pending: int
     agent_rate: int
+    long_polls_per_agent: int
     policy_file: str
     risk_levels: tuple[int, int, int]
     priority_age_seconds_per_point: int

@@ -111,6 +111,8 @@ def gunicorn(settings_overrides, tmp_path):
         "COUNTERSIGN_INSTANCE_DIR": settings_overrides["instance_dir"],
         "SECRET_KEY": settings_overrides["secret_key"],
         "COUNTERSIGN_AGENT_RATE": "0",
+        # One agent holds the twenty waits below: room for all of them (the default is 8).
+        "COUNTERSIGN_LONG_POLLS_PER_AGENT": "20",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "app:app", "-b", f"127.0.0.1:{port}",

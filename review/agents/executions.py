@@ -5,6 +5,11 @@ only when the deferral is approved, the digest is the approved one, the approval
 still valid and the agent is not stopped; anything else is refused, and the refused
 report is still written to the audit log as a violation (the agent may have run
 something it was not allowed to), shown on the deferral's and the agent's pages.
+
+A retry of the recorded report (same webhook-id, same body) answers it again and records
+nothing. The first MAX_FULL_VIOLATIONS violations of a deferral are written in full;
+later ones are counted, one `execution.violation_repeated` event per rule and minute
+(review/audit/repeats.py), so an agent hammering the endpoint cannot grow the log.
 """
 
 from __future__ import annotations
@@ -13,14 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
 from review.agents.registry import Signer
+from review.audit import repeats
 from review.audit.chain import chained_write, record_event
+from review.audit.hashing import payload_json
 from review.errors import AgentKilled, DomainError, InvalidState, NotFound
-from review.models import Agent, Deferral, Execution, utcnow
+from review.models import Agent, AuditEvent, Deferral, Execution, utcnow
 from review.resources import deferral_resource
 from review.services import Services
 
 VIOLATION = "execution.violation"
+VIOLATION_REPEATED = "execution.violation_repeated"
+REPORTED = "execution.reported"
+MAX_FULL_VIOLATIONS = 10  # per deferral; beyond, counted per rule and minute
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,19 @@ class Refused:
     error: type[DomainError]  # what the agent is answered
     rule: str  # which check it failed, kept in the audit event
     message: str
+
+
+@dataclass(frozen=True)
+class Reported:
+    resource: dict[str, Any]  # the deferral, its execution included
+    created: bool  # False: a retry of the report recorded before
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    refused: Refused | None = None
+    retry: bool = False  # the recorded report again (same webhook-id and body)
+    counted: bool = False  # a refusal beyond MAX_FULL_VIOLATIONS: counted, not written
 
 
 def _check(
@@ -59,15 +85,21 @@ def report_execution(
     report: dict[str, Any],
     webhook_id: str,
     now: datetime | None = None,
-) -> dict[str, Any]:
-    """Record the report and answer the deferral resource; or record why it was refused
-    (as a violation, committed) and raise the refusal.
+) -> Reported:
+    """Record the report and answer the deferral resource (a retry answers it again); or
+    record why it was refused (as a violation, committed, or counted) and raise the refusal.
     """
-    refused = _record(svc, deferral_id, agent, report, webhook_id, now or utcnow())
-    if refused is not None:
-        raise refused.error(refused.message)
+    outcome = _record(svc, deferral_id, agent, report, webhook_id, now or utcnow())
+    if outcome.refused is not None:
+        if outcome.counted:
+            kind = repeats.Kind(
+                VIOLATION_REPEATED, agent.slug, deferral_id, {"rule": outcome.refused.rule}
+            )
+            repeats.count(svc, kind)
+        raise outcome.refused.error(outcome.refused.message)
     with svc.db.read() as session:
-        return deferral_resource(session.get(Deferral, deferral_id))
+        resource = deferral_resource(session.get(Deferral, deferral_id))
+    return Reported(resource, created=not outcome.retry)
 
 
 def _record(
@@ -77,7 +109,7 @@ def _record(
     report: dict[str, Any],
     webhook_id: str,
     now: datetime,
-) -> Refused | None:
+) -> _Outcome:
     """The report or its violation, in one transaction; the refusal when there is one."""
     with chained_write(svc.db) as session:
         # The chain lock, held from the first statement, queues racing reports: the second
@@ -86,15 +118,23 @@ def _record(
         if deferral is None or deferral.agent_id != agent.id:
             raise NotFound("no such deferral")
         agent_row = session.get(Agent, agent.id)
-        already = session.get(Execution, deferral_id) is not None
-        refused = _check(deferral, agent_row, already, report["action_digest"], now)
+        recorded = session.get(Execution, deferral_id)
         evidence = {
             "outcome": report["outcome"],
             "action_digest": report["action_digest"],
             "result": svc.redactor.apply("result", report.get("result")),
             "webhook_id": webhook_id,
         }
+        if (
+            recorded is not None
+            and recorded.webhook_id == webhook_id
+            and _recorded_evidence(session, deferral_id) == payload_json(evidence)
+        ):
+            return _Outcome(retry=True)
+        refused = _check(deferral, agent_row, recorded is not None, report["action_digest"], now)
         if refused is not None:
+            if _violations(session, deferral_id) >= MAX_FULL_VIOLATIONS:
+                return _Outcome(refused, counted=True)
             record_event(
                 session,
                 actor_kind="agent",
@@ -111,7 +151,7 @@ def _record(
                 },
                 at=now,
             )
-            return refused
+            return _Outcome(refused)
         session.add(
             Execution(
                 deferral_id=deferral_id,
@@ -126,10 +166,27 @@ def _record(
             session,
             actor_kind="agent",
             actor_id=agent.slug,
-            event_type="execution.reported",
+            event_type=REPORTED,
             agent=agent.slug,
             deferral_id=deferral_id,
             payload=evidence,
             at=now,
         )
-    return None
+    return _Outcome()
+
+
+def _recorded_evidence(session: Session, deferral_id: str) -> str | None:
+    """The recorded report as its audit event keeps it (payload text: canonical JSON)."""
+    return session.scalar(
+        select(AuditEvent.payload).where(
+            AuditEvent.deferral_id == deferral_id, AuditEvent.event_type == REPORTED
+        )
+    )
+
+
+def _violations(session: Session, deferral_id: str) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(AuditEvent.deferral_id == deferral_id, AuditEvent.event_type == VIOLATION)
+    )

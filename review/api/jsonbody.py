@@ -3,12 +3,15 @@
 Beyond what `json.loads` checks, every string must be storable and canonicalisable:
 no lone surrogates (not Unicode text at all: 400) and no NUL characters (PostgreSQL
 cannot store them: 422); integers must fit RFC 8785's exact range (|n| <= 2^53 - 1)
-because the action digest and the audit chain canonicalise them (422).
+and numbers must fit a double (`1e400` parses as infinity, which neither RFC 8785 nor
+PostgreSQL's JSON can hold), because the action digest and the audit chain canonicalise
+them (422, with the pointer).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from review.errors import InvalidRequest, MalformedJson
@@ -41,7 +44,7 @@ def _short(exc: Exception) -> str:
 
 
 def _check_tree(root: Any, max_depth: int) -> None:
-    """One iterative pass: depth, strings and integers (see the module docstring)."""
+    """One iterative pass: depth, strings and numbers (see the module docstring)."""
     stack: list[tuple[Any, int, tuple]] = [(root, 1, ())]
     while stack:
         node, depth, path = stack.pop()
@@ -56,12 +59,17 @@ def _check_tree(root: Any, max_depth: int) -> None:
         elif isinstance(node, str):
             _check_string(node, path)
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_SAFE_INTEGER:
-            raise InvalidRequest(
-                "request does not match the schema",
-                details=[
-                    {"path": json_pointer(list(path)), "message": "integer outside ±(2^53 - 1)"}
-                ],
-            )
+            _refuse_number(path, "integer outside ±(2^53 - 1)")
+        elif isinstance(node, float) and not math.isfinite(node):
+            # The literals NaN and Infinity never get here (400 above): this number overflowed.
+            _refuse_number(path, "number beyond the range of a double (about ±1.8e308)")
+
+
+def _refuse_number(path: tuple, message: str) -> None:
+    raise InvalidRequest(
+        "request does not match the schema",
+        details=[{"path": json_pointer(list(path)), "message": message}],
+    )
 
 
 def _check_string(text: str, path: tuple) -> None:

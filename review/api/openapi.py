@@ -286,7 +286,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [deferral_id, wait],
                     "security": SIGNED,
                     "responses": _responses(
-                        {"200": _json("Deferral", "the deferral")}, 401, 404, 422
+                        {"200": _json("Deferral", "the deferral")}, 401, 404, 422, 429
                     ),
                 }
             },
@@ -304,7 +304,10 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": _responses(
-                        {"201": _json("Deferral", "recorded")},
+                        {
+                            "201": _json("Deferral", "recorded"),
+                            "200": _json("Deferral", "a retry of the recorded report"),
+                        },
                         400,
                         401,
                         404,

@@ -171,14 +171,25 @@ def wait_seconds() -> int:
     return int(given)
 
 
+def client_gone() -> bool:
+    """Whether the client of this request has closed its connection (gunicorn and the
+    werkzeug server hand us the socket; another server: never known, never gone)."""
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    return sock is not None and long_poll.socket_closed(sock)
+
+
 @bp.get("/deferrals/<deferral_id>")
 def read_deferral(deferral_id: str):
     """One deferral; with `?wait=N`, once it has ended or N seconds have passed."""
     svc = current_services()
     body = raw_body(svc)
     with svc.db.read() as session:
-        authenticate_for_deferral(svc, session, deferral_id, body)
-    return jsonify(long_poll.read_deferral(svc, deferral_id, wait_seconds()))
+        agent = authenticate_for_deferral(svc, session, deferral_id, body)
+    with refusals_audited(svc, agent, request.headers.get("webhook-id")):
+        resource = long_poll.read_deferral(
+            svc, deferral_id, wait_seconds(), agent_slug=agent.slug, client_gone=client_gone
+        )
+    return jsonify(resource)
 
 
 @bp.post("/deferrals/<deferral_id>/cancel")
@@ -203,8 +214,8 @@ def execution(deferral_id: str):
     with refusals_audited(svc, agent, webhook_id):
         payload = checked_json(svc, body, "ExecutionReport")
     # A refused report is audited as a violation by the domain, not as a refused request.
-    resource = report_execution(svc, deferral_id, agent, payload, webhook_id)
-    return jsonify(resource), 201
+    reported = report_execution(svc, deferral_id, agent, payload, webhook_id)
+    return jsonify(reported.resource), 201 if reported.created else 200
 
 
 @bp.get("/agents/<slug>/status")

@@ -162,7 +162,7 @@ def _end(
             claimed_by=holder.id,
             valid_until=valid_until,
             now=now,
-            payload={"risk_level": deferral.risk_level, "action_digest": deferral.action_digest},
+            payload=_decision_payload(deferral, outcome, valid_until),
         )
     except AlreadyDecided:
         raise DecisionRefused("Nothing changed: someone else decided it first.") from None
@@ -174,6 +174,19 @@ def _end(
         agent_slug=deferral.agent.slug,
         rejection_limit=breakers.rejection_limit(svc, deferral.agent),
     )
+
+
+def _decision_payload(
+    deferral: Deferral, outcome: str, valid_until: datetime | None
+) -> dict[str, object]:
+    """What the decision's audit event adds: an approval says until when it may run."""
+    payload: dict[str, object] = {
+        "risk_level": deferral.risk_level,
+        "action_digest": deferral.action_digest,
+    }
+    if outcome == "approved":
+        payload["valid_until"] = rfc3339(valid_until)
+    return payload
 
 
 def _first_of_two(
