@@ -1,17 +1,30 @@
-"""Template filters: readable JSON, time left, and line diffs of long strings.
+"""Template filters: agent text with its hidden characters shown, readable JSON, time left.
 
-Everything here returns plain text; templates autoescape it. Agent-supplied values are
-never marked safe.
+`reveal` is how a page shows agent text: it escapes the text first, then replaces each
+character that would change how the text reads without being seen (bidirectional
+controls such as U+202E, which turns "\u202efdp.exe" into what reads "exe.pdf";
+zero-width and other format characters; control characters other than newline and tab;
+line and paragraph separators; Hangul fillers) with a visible marker,
+`<span class="hidden-char" title="U+202E RIGHT-TO-LEFT OVERRIDE">⟨U+202E⟩</span>`.
+The result is Markup built only from escaped text and our own markers, so it is never
+raw agent text marked safe. Element content only: not for attribute values.
+`pretty` is JSON for people, revealed the same way. `time_left` is plain text.
+
+Nothing here diffs: line diffs of long texts are computed once, at intake
+(review/intake/text_diff.py), and the card shows the stored lines.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
+import re
+import unicodedata
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from flask import Flask
+from markupsafe import Markup, escape
 
 from review.agents.registry import trace_link
 from review.models import utcnow
@@ -19,11 +32,45 @@ from review.models import utcnow
 MAX_SHOWN = 4000  # characters of one value shown before "… (N more)"
 
 
-def pretty(value: Any) -> str:
+# Anything but printable ASCII, newline, tab and CRLF may be hidden; `_shown_as` decides.
+_CANDIDATE = re.compile(r"\r(?!\n)|[^\t\n\r\x20-\x7e]")
+_HIDDEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}  # controls, format (bidi, zero-width), separators
+_INVISIBLE_LETTERS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u034f"}  # fillers, CGJ
+
+
+_MARKER = Markup('<span class="hidden-char" title="{code} {name}">⟨{code}⟩</span>')
+
+
+@lru_cache(maxsize=4096)
+def _shown_as(char: str) -> Markup:
+    if unicodedata.category(char) not in _HIDDEN_CATEGORIES and char not in _INVISIBLE_LETTERS:
+        return escape(char)  # an ordinary character: escaping leaves it as it is
+    name = unicodedata.name(char, "control character")
+    return _MARKER.format(code=f"U+{ord(char):04X}", name=name)  # format() escapes both
+
+
+def reveal(value: Any) -> Markup:
+    """Agent text, escaped, with every hidden character replaced by a visible marker."""
+    if value is None:
+        return Markup("")
+    escaped = escape(value)  # first escape, then put our markers between escaped pieces
+    parts, start = [], 0
+    for match in _CANDIDATE.finditer(escaped):
+        # A match is never inside an entity such as &lt;: those are printable ASCII.
+        parts += [escaped[start : match.start()], _shown_as(match.group())]
+        start = match.end()
+    if not parts:
+        return escaped
+    parts.append(escaped[start:])
+    return Markup("").join(parts)
+
+
+def pretty(value: Any) -> Markup:
+    """JSON for people (cut at MAX_SHOWN characters), revealed."""
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
     if len(text) > MAX_SHOWN:
-        return text[:MAX_SHOWN] + f"\n… ({len(text) - MAX_SHOWN} more characters)"
-    return text
+        text = text[:MAX_SHOWN] + f"\n… ({len(text) - MAX_SHOWN} more characters)"
+    return reveal(text)
 
 
 def time_left(at: datetime | None, now: datetime | None = None) -> str:
@@ -42,33 +89,8 @@ def time_left(at: datetime | None, now: datetime | None = None) -> str:
     return f"{seconds} s"
 
 
-def is_long_text(change: dict[str, Any]) -> bool:
-    old, new = change.get("old"), change.get("new")
-    return (
-        isinstance(old, str)
-        and isinstance(new, str)
-        and ("\n" in old or "\n" in new or max(len(old), len(new)) > 80)
-    )
-
-
-def line_diff(change: dict[str, Any]) -> list[tuple[str, str]]:
-    """(kind, line) pairs of a unified diff between two long strings: kind is +, - or ' '."""
-    old = change["old"].splitlines() or [change["old"]]
-    new = change["new"].splitlines() or [change["new"]]
-    if len(old) == 1 and len(new) == 1:  # one long line: compare word by word
-        old, new = change["old"].split(" "), change["new"].split(" ")
-    out = []
-    for line in list(difflib.unified_diff(old, new, lineterm="", n=2))[2:][:400]:
-        if line.startswith("@@"):
-            out.append(("@", line))
-        else:
-            out.append((line[:1] or " ", line[1:]))
-    return out
-
-
 def init_app(app: Flask) -> None:
+    app.jinja_env.filters["reveal"] = reveal
     app.jinja_env.filters["pretty"] = pretty
     app.jinja_env.filters["time_left"] = time_left
-    app.jinja_env.tests["long_text"] = is_long_text
-    app.jinja_env.globals["line_diff"] = line_diff
     app.jinja_env.globals["trace_link"] = trace_link
