@@ -1,15 +1,25 @@
 """Callback delivery: signed POSTs from the outbox, retried on schedule, dead-lettered at last.
 
-`flush()` attempts every due callback: for each it resolves and checks the callback
-URL (review/callbacks/outbound.py), POSTs the stored body signed with the agent's newest secret
-and the event id as `webhook-id`, reads at most RESPONSE_CAP bytes of the answer, and
-records the attempt (and its audit event) with a conditional update, so an attempt is
-counted once even if two workers ran it. A 2xx within 15 s delivers; 410 dead-letters
-at once; anything else (3xx included: redirects are not followed) is retried after the
+`flush()` attempts every due callback: it POSTs the stored body, signed with the agent's
+newest secret and the event id as `webhook-id`, through review/callbacks/outbound.py
+(address checked and pinned; one deadline, COUNTERSIGN_DELIVERY_DEADLINE, for the whole
+attempt; at most 64 KiB of the answer read), and records the attempt (and its audit
+event) with a conditional update, so an attempt is counted once even if two workers ran
+it. A 2xx within the deadline delivers; 410 dead-letters at once; anything else (3xx
+included: redirects are not followed; "deadline exceeded" too) is retried after the
 next delay of COUNTERSIGN_RETRY_SCHEDULE, jittered, or after the receiver's
 Retry-After; after the last delay the event is dead-lettered. A committed decision
-queues a flush (review/callbacks/wakeups.py); `relay()`, on the worker's tick, queues one whenever
-callbacks are due, so a Redis outage or a killed worker only delays them.
+queues a flush (review/callbacks/wakeups.py); `relay()`, on the worker's tick, queues one
+whenever callbacks are due, so a Redis outage or a killed worker only delays them.
+
+One receiver never stalls another agent's callbacks. Attempts run on a pool of
+COUNTERSIGN_DELIVERY_CONCURRENCY threads, at most COUNTERSIGN_DELIVERY_PER_AGENT of them
+for one agent, and there are no rounds: whenever attempts end (and every POLL_SECONDS
+while some are running) the flush takes more due callbacks, leaving out agents whose
+share is in use. A slow or hostile receiver so holds its own agent's share, for at most
+the deadline, while the other agents' callbacks keep going out; it takes
+concurrency / per_agent such receivers (16 by default) to fill one worker.
+Claiming and posting one attempt: queue/delivery_attempts.py.
 """
 
 from __future__ import annotations
@@ -17,58 +27,36 @@ from __future__ import annotations
 import logging
 import random
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
-import httpx
 import redis
 from sqlalchemy import func, insert, select, update
 
 from approval_queue import names
+from approval_queue.delivery_attempts import Attempt, claim_due, post_attempt
 from approval_queue.jobs import enqueue
 from review import redis_keys
-from review.agents.registry import signers
 from review.audit.chain import record_events
-from review.callbacks.outbound import OutboundRefused, resolve
 from review.callbacks.wakeups import FLUSH_JOB, queue_flush
-from review.models import Agent, DeliveryAttempt, OutboxEvent, utcnow
+from review.models import DeliveryAttempt, OutboxEvent, utcnow
 from review.services import Services, current_services
-from review.signing import sign_headers
 
 log = logging.getLogger(__name__)
-TIMEOUT_SECONDS = 15.0
-RESPONSE_CAP = 64 * 1024
 MAX_RETRY_AFTER = 86400
 RELAY_BATCH = 200
 MIN_RETRY_SECONDS = 1  # even after "Retry-After: 0"
-IN_FLIGHT_SECONDS = int(TIMEOUT_SECONDS) + 5
-BATCH = 64  # events posted at once by one worker
-PER_AGENT = 16  # of which at most this many go to one agent
-GATHER_SECONDS = 0.05  # after the first answer, wait this long for more to share a commit
-_pool_instance: ThreadPoolExecutor | None = None
+POLL_SECONDS = 0.2  # while attempts run, look this often for newly due callbacks
+GATHER_SECONDS = 0.02  # after an answer, wait this long for more to share a commit
+FLUSH_SECONDS = 60  # a flush takes new callbacks this long, then hands on to a fresh job
+_pools: dict[int, ThreadPoolExecutor] = {}
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _pool_instance
-    if _pool_instance is None:
-        _pool_instance = ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="callback")
-    return _pool_instance
-
-
-_client: httpx.Client | None = None
-
-
-def http_client() -> httpx.Client:
-    global _client
-    if _client is None:
-        _client = httpx.Client(
-            timeout=httpx.Timeout(TIMEOUT_SECONDS),
-            follow_redirects=False,
-            trust_env=False,  # no proxy from the environment: the checked address is final
-            headers={"User-Agent": "Countersign-Webhooks/1"},
-        )
-    return _client
+def _pool(size: int) -> ThreadPoolExecutor:
+    if size not in _pools:
+        _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="callback")
+    return _pools[size]
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> int | None:
@@ -87,156 +75,106 @@ def retry_after_seconds(value: str | None, now: datetime) -> int | None:
         return None
 
 
-def _post(
-    svc: Services, url: str, event_id: str, body: str, secret: str
-) -> tuple[int | None, str | None, str | None]:
-    """(status code, error, Retry-After) of one POST."""
-    try:
-        target = resolve(url, allow_private=svc.settings.allow_private_callbacks)
-    except OutboundRefused as exc:
-        return None, f"refused: {exc}", None
-    headers = sign_headers(secret, event_id, body)
-    headers.update({"Content-Type": "application/json", "Host": target.host_header})
-    extensions = {"sni_hostname": target.host} if target.url.startswith("https") else {}
-    try:
-        with http_client().stream(
-            "POST", target.url, content=body.encode(), headers=headers, extensions=extensions
-        ) as response:
-            read = 0
-            for chunk in response.iter_bytes():
-                read += len(chunk)
-                if read >= RESPONSE_CAP:
-                    break
-            return response.status_code, None, response.headers.get("retry-after")
-    except httpx.TimeoutException:
-        return None, f"timed out after {TIMEOUT_SECONDS:.0f} s", None
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {str(exc)[:300]}", None
-
-
-@dataclass
-class Attempt:
-    """One event to post, and then what came of it."""
-
-    event_id: str
-    agent_id: int
-    slug: str
-    deferral_id: str | None
-    event_type: str
-    body: str
-    url: str | None
-    attempt: int
-    secret: str | None = None
-    code: int | None = None
-    error: str | None = None
-    retry_after: str | None = None
-    duration_ms: int = 0
-
-
 def flush(svc: Services | None = None) -> int:
-    """Deliver every callback that is due, in rounds of at most BATCH; how many were tried.
+    """Deliver every callback that is due; how many were tried.
 
-    The job a committed decision queues (review/callbacks/wakeups.py), the retry scheduled after a
-    failed attempt, the worker's tick and a person's Redeliver all come here. Each round
-    takes the due events (at most PER_AGENT of one agent, so one slow receiver cannot
-    hold a whole round), claims them with a short Redis key each (another worker
-    flushing at the same moment skips them; a SIGKILLed holder's keys lapse), posts them
-    concurrently, and records each attempt with its audit event: results that arrive
-    together share one transaction, so one commit (one fsync) serves many callbacks.
+    The job a committed decision queues (review/callbacks/wakeups.py), the retry scheduled
+    after a failed attempt, the worker's tick and a person's Redeliver all come here. It
+    claims due events with a short Redis key each (another worker flushing at the same
+    moment skips them; a SIGKILLed holder's keys lapse), posts them on the pool, takes
+    more as attempts end, and records each attempt with its audit event: attempts that
+    end together share one transaction, so one commit (one fsync) serves many callbacks.
     """
     svc = svc or current_services()
     client = svc.redis.client()
     client.delete(
         redis_keys.DELIVERY_FLUSH_QUEUED
     )  # a decision committed from now on queues another flush
-    tried = 0
-    while True:
-        batch = _claim(svc, client)
-        if not batch:
-            return tried
+    return _Flush(svc, client).run()
+
+
+class _Flush:
+    """One flush: the attempts on the wire, each agent's share of them, what it holds."""
+
+    def __init__(self, svc: Services, client: redis.Redis):
+        self.svc, self.client = svc, client
+        settings = svc.settings
+        self.deadline = settings.delivery_deadline
+        self.concurrency = settings.delivery_concurrency
+        self.share = settings.delivery_per_agent
+        self.running: dict[Future[Attempt], Attempt] = {}
+        self.busy: Counter[int] = Counter()  # attempts on the wire, per agent
+        self.held: set[str] = set()  # events claimed and not yet recorded
+        self.claiming_until = time.monotonic() + FLUSH_SECONDS
+        self.next_look = 0.0
+        self.redis_lost = False
+        self.tried = 0
+
+    def run(self) -> int:
+        ended: list[Attempt] = []
+        while True:
+            # New attempts go out before the ended ones are recorded: the commit overlaps them.
+            self._take_more(look=bool(ended) or not self.running)
+            if ended:
+                self._finish(ended)
+                ended = []
+                if not self.running:
+                    continue  # look once more before stopping
+            if not self.running:
+                break
+            ended = self._collect()
+        if time.monotonic() >= self.claiming_until and not self.redis_lost:
+            try:  # long enough for one job: a fresh one carries on (rq's job timeout)
+                self.client.delete(redis_keys.DELIVERY_FLUSH_QUEUED)
+                queue_flush(self.client)
+            except redis.RedisError as exc:
+                log.warning("next flush not queued (%s); the worker's tick will queue it", exc)
+        return self.tried
+
+    def _take_more(self, *, look: bool) -> None:
+        now = time.monotonic()
+        if not look and now < self.next_look:
+            return
+        self.next_look = now + POLL_SECONDS
+        room = self.concurrency - len(self.running)
+        if room <= 0 or self.redis_lost or now >= self.claiming_until:
+            return
         try:
-            _post_and_record(svc, batch)
-        finally:
-            client.delete(*[redis_keys.delivering(a.event_id) for a in batch])
-        tried += len(batch)
+            batch = claim_due(self.svc, self.client, room, self.share, self.busy, self.held)
+        except redis.RedisError as exc:  # no safe claims without Redis: finish what runs
+            log.warning("delivery stops claiming callbacks: %s", exc)
+            self.redis_lost = True
+            return
+        pool = _pool(self.concurrency)
+        for a in batch:
+            self.held.add(a.event_id)
+            self.busy[a.agent_id] += 1
+            self.running[pool.submit(post_attempt, self.svc, a, self.deadline)] = a
+        self.tried += len(batch)
 
-
-def _claim(svc: Services, client: redis.Redis) -> list[Attempt]:
-    now = utcnow()
-    with svc.db.read() as session:
-        due = session.execute(
-            select(
-                OutboxEvent.id,
-                OutboxEvent.agent_id,
-                OutboxEvent.deferral_id,
-                OutboxEvent.event_type,
-                OutboxEvent.body,
-                OutboxEvent.attempts,
-            )
-            .where(OutboxEvent.status == "pending", OutboxEvent.next_attempt_at <= now)
-            .order_by(OutboxEvent.next_attempt_at)
-            .limit(BATCH * 4)
-        ).all()
-        if not due:
-            return []
-        taken: dict[int, int] = {}
-        chosen = []
-        for row in due:
-            if taken.get(row.agent_id, 0) < PER_AGENT and len(chosen) < BATCH:
-                taken[row.agent_id] = taken.get(row.agent_id, 0) + 1
-                chosen.append(row)
-        pipe = client.pipeline(transaction=False)
-        for row in chosen:
-            pipe.set(redis_keys.delivering(row.id), "1", nx=True, ex=IN_FLIGHT_SECONDS)
-        mine = [row for row, got in zip(chosen, pipe.execute(), strict=True) if got]
-        agents = {a.id: a for a in session.scalars(select(Agent).where(Agent.id.in_(list(taken))))}
-        keys = {
-            signer.id: signer
-            for agent_id in {row.agent_id for row in mine}
-            for signer in signers(session, agent_id=agent_id, include_deactivated=True)
-        }
-    batch = []
-    for row in mine:
-        agent = agents[row.agent_id]
-        signer = keys.get(agent.id)
-        live = svc.secrets.secrets_for(signer) if signer else []
-        batch.append(
-            Attempt(
-                event_id=row.id,
-                agent_id=agent.id,
-                slug=agent.slug,
-                deferral_id=row.deferral_id,
-                event_type=row.event_type,
-                body=row.body,
-                url=agent.callback_url,
-                attempt=row.attempts + 1,
-                secret=live[-1] if live else None,
-            )
-        )
-    return batch
-
-
-def _post_one(svc: Services, a: Attempt) -> Attempt:
-    started = time.monotonic()
-    if not a.url or not a.secret:
-        a.error = "the agent has no callback URL or secret now"
-    else:
-        a.code, a.error, a.retry_after = _post(svc, a.url, a.event_id, a.body, a.secret)
-    a.duration_ms = int((time.monotonic() - started) * 1000)
-    return a
-
-
-def _post_and_record(svc: Services, batch: list[Attempt]) -> None:
-    if len(batch) == 1:
-        _record(svc, [_post_one(svc, batch[0])])
-        return
-    pending = {_pool().submit(_post_one, svc, a) for a in batch}
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        if pending:  # answers from one receiver come close together: gather them
-            more, pending = wait(pending, timeout=GATHER_SECONDS)
+    def _collect(self) -> list[Attempt]:
+        """Attempts that ended (none when it is time to look for new callbacks)."""
+        timeout = max(self.next_look - time.monotonic(), 0.0)
+        done, _ = wait(self.running, timeout=timeout, return_when=FIRST_COMPLETED)
+        if done and len(done) < len(self.running):  # answers come close together: gather
+            more, _ = wait(set(self.running) - done, timeout=GATHER_SECONDS)
             done |= more
-        _record(svc, [f.result() for f in done])
+        ended = []
+        for future in done:
+            a = self.running.pop(future)
+            self.busy[a.agent_id] -= 1
+            ended.append(future.result())
+        return ended
+
+    def _finish(self, ended: list[Attempt]) -> None:
+        try:
+            _record(self.svc, ended)
+        finally:
+            self.held.difference_update(a.event_id for a in ended)
+            try:
+                self.client.delete(*[redis_keys.delivering(a.event_id) for a in ended])
+            except redis.RedisError as exc:  # the keys lapse on their own
+                log.warning("in-flight keys not released (%s)", exc)
 
 
 def _outcome(svc: Services, a: Attempt, now: datetime) -> tuple[str, datetime]:

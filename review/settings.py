@@ -159,6 +159,9 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "trusted_proxies": _int_range(0, 10),
     "retry_schedule": _schedule,
     "allow_private_callbacks": _bool,
+    "delivery_deadline": _int_range(1, 60),
+    "delivery_concurrency": _int_range(1, 512),
+    "delivery_per_agent": _int_range(1, 64),
     "breaker_flood": parse_flood,
     "breaker_rejections": _int_range(0, 10000),
     "secret_overlap": _int_range(0, 30 * 86400),
@@ -200,6 +203,9 @@ class Settings:
     trusted_proxies: int
     retry_schedule: tuple[int, ...]
     allow_private_callbacks: bool
+    delivery_deadline: int
+    delivery_concurrency: int
+    delivery_per_agent: int
     breaker_flood: tuple[int, int] | None
     breaker_rejections: int
     secret_overlap: int

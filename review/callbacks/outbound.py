@@ -8,14 +8,27 @@ IPv6 forms. The request then goes to the address that was checked (the Host head
 and TLS SNI carry the name), so a second DNS answer cannot redirect it (no DNS
 rebinding). Redirects are never followed. COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS=1 lifts
 the address check, for local demos and tests.
+
+`post()` makes the request, bounded in time and size: one deadline covers the whole
+attempt (DNS, connect, TLS, the request, the answer's headers and body). Every read
+and send is given only the time left as its timeout, so a receiver that answers 200
+with a long Content-Length and then trickles a byte every few seconds is cut off at
+the deadline like one that never answers; at most ANSWER_CAP bytes of an answer are
+read, then the connection is closed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import httpcore
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
@@ -100,3 +113,146 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     pinned = urlunsplit((scheme, f"{netloc_host}:{port}", parts.path or "/", parts.query, ""))
     host_header = host if default_port else f"{host}:{port}"
     return Target(pinned, host, host_header, str(address))
+
+
+# --- the request ---------------------------------------------------------------------
+
+ANSWER_CAP = 64 * 1024  # bytes of an answer read at most; the rest is never read
+_attempt = threading.local()  # .deadline: time.monotonic() by which this thread's POST ends
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came of one POST: the status code, or the error that stopped it."""
+
+    code: int | None = None
+    error: str | None = None
+    retry_after: str | None = None
+
+
+def _time_left(timeout: float | None, expired: type[Exception]) -> float | None:
+    """The timeout for the next step: never past the attempt's deadline (`expired` at it)."""
+    deadline = getattr(_attempt, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("deadline exceeded")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, send and TLS handshake ends by the deadline.
+
+    A per-read timeout alone bounds nothing: a receiver that sends a byte every few
+    seconds keeps each read short. Here each step is given only the time left.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        sock = self._inner.get_extra_info("socket")
+        try:  # one send at a time, each given the time left (a slow reader gets no more)
+            while buffer:
+                sock.settimeout(_time_left(timeout, httpcore.WriteTimeout))
+                buffer = buffer[sock.send(buffer) :]
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout=None
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)  # the handshake as a whole
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, left))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, left, local_address, socket_options)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+_pool: httpcore.ConnectionPool | None = None
+
+
+def _connections() -> httpcore.ConnectionPool:
+    """Keep-alive connections shared by the worker's threads (no proxy from the
+    environment: the checked address is the one connected to)."""
+    global _pool
+    if _pool is None:
+        _pool = httpcore.ConnectionPool(
+            max_connections=None,  # the delivery threads are the bound
+            max_keepalive_connections=64,
+            keepalive_expiry=5.0,
+            network_backend=_DeadlineBackend(),
+        )
+    return _pool
+
+
+def post(
+    url: str, body: bytes, headers: dict[str, str], *, allow_private: bool, deadline: float
+) -> Answer:
+    """POST `body` to `url`, checked and pinned, all within `deadline` seconds.
+
+    The deadline covers the whole attempt: the DNS answer (checked once it comes), the
+    connection, TLS, the request, the answer's headers and up to ANSWER_CAP bytes of its
+    body. When it passes, the connection is closed and the attempt is a failure.
+    Redirects are not followed.
+    """
+    _attempt.deadline = time.monotonic() + deadline
+    try:
+        target = resolve(url, allow_private=allow_private)
+        _time_left(None, httpcore.ConnectTimeout)  # a slow DNS answer spent the time
+        extensions: dict[str, Any] = {"timeout": dict.fromkeys(_TIMEOUTS, deadline)}
+        if target.url.startswith("https"):
+            extensions["sni_hostname"] = target.host
+        sent = {**headers, "Host": target.host_header, "User-Agent": USER_AGENT}
+        with _connections().stream(
+            "POST", target.url, headers=list(sent.items()), content=body, extensions=extensions
+        ) as response:
+            read = 0
+            for chunk in response.iter_stream():  # each read ends by the deadline too
+                read += len(chunk)
+                if read >= ANSWER_CAP:
+                    break  # closing the answer unread closes its connection
+            retry_after = _header(response.headers, b"retry-after")
+            return Answer(response.status, None, retry_after)
+    except OutboundRefused as exc:
+        return Answer(error=f"refused: {exc}")
+    except httpcore.TimeoutException:
+        return Answer(error=f"timed out: deadline exceeded ({deadline:g} s for the attempt)")
+    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
+        return Answer(error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        _attempt.deadline = None
+
+
+_TIMEOUTS = ("connect", "read", "write", "pool")
+USER_AGENT = "Countersign-Webhooks/1"
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
