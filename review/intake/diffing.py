@@ -1,20 +1,24 @@
-"""The before/after diff a reviewer reads, computed once at intake and never at render.
+"""The before/after diff a reviewer reads, computed once at intake with deepdiff and
+never at render.
 
-`before` and `after` are parsed JSON (dicts, lists, strings, numbers, booleans, null),
-so the walk is ours, iterative and small, rather than deepdiff's: deepdiff builds a
-Python-syntax path string for every node it visits and checks each list index in it
-with `ast.literal_eval`, that is `compile()`, which CPython 3.11 can break when threads
-compile at once ("AST constructor recursion depth mismatch", a 500 under load); and it
-runs an uninterruptible difflib over every pair of multi-line strings (a 1 MiB body of
-short repeated lines held a request for minutes). Nothing here compiles or parses paths.
+`before` and `after` are parsed JSON, handed to deepdiff in a form that keeps it on
+its bounded, compile-free paths:
 
-Bounded on purpose: lists are compared position by position (no order-insensitive
-matching, which is quadratic); the walk stops after a number of comparisons or at a
-deadline (checked every few hundred comparisons), and never queues more pairs than the
-comparisons left could visit; at most `max_changes` changes are kept. A diff that hit any bound is
-stored with `truncated: true` and a note that says why. A long text that changed gets
-its line diff here too, bounded by the same deadline and, over the whole diff, in lines
-and characters (see review/intake/text_diff.py), so a page renders a bounded diff.
+- a JSON array becomes a `_Positions` mapping (index as a string key -> item), cut at
+  the comparison budget's number of items, so lists are compared position by position
+  (no order-insensitive matching, which is quadratic) and deepdiff never turns a list
+  index into a Python-syntax path element. Left as a list, each index it visits is
+  checked with `ast.literal_eval`, that is `compile()`,
+  which CPython 3.11 can break when threads compile at once ("AST constructor recursion
+  depth mismatch", the rare 500 under load);
+- a string with a newline becomes a `_Text`: its digest, with no newline in it, so
+  deepdiff never runs its own difflib over the pair (unbounded: a 1 MiB body of short
+  repeated lines held a request for minutes). A changed long text gets its line diff
+  from review/intake/text_diff.py instead, bounded by the same deadline.
+
+deepdiff stops after a number of comparisons, a deadline cuts the walk short (its
+`exclude_obj_callback` looks at the clock), and at most `max_changes` changes are kept.
+A diff that hit any bound is stored with `truncated: true` and a note that says why.
 
 Stored form (JSON):
     {"changes": [{"op": "changed"|"added"|"removed"|"type_changed",
@@ -29,18 +33,83 @@ its old and new values as they are.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from typing import Any
 
+from deepdiff import DeepDiff
+
 from review.intake.text_diff import DIFF_SHOWN_CHARS, DIFF_SHOWN_LINES, is_long_text, line_changes
 
+# deepdiff logs a warning when max_diffs is reached; we report that in the diff itself.
+logging.getLogger("deepdiff").setLevel(logging.ERROR)
+
 ABSENT = object()
-COMPARISONS_PER_CHANGE = 50  # the walk's work budget, in comparisons, per change kept
-CLOCK_EVERY = 256  # comparisons between two looks at the clock
+OPS = {
+    "values_changed": "changed",
+    "type_changes": "type_changed",
+    "dictionary_item_added": "added",
+    "dictionary_item_removed": "removed",
+}
+COMPARISONS_PER_CHANGE = 50  # deepdiff's work budget, in comparisons, per change kept
 
 
 def json_pointer(parts: list[Any]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class _Positions(dict):
+    """A JSON array as deepdiff sees it: each item under its index, as a string key."""
+
+
+class _Text(str):
+    """A multi-line string as deepdiff sees it: a digest with no newline; `.text` is it."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _Text:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        made = super().__new__(cls, f"text:sha256:{digest}")
+        made.text = text
+        return made
+
+
+_LEAVES = (int, float, bool, type(None))
+
+
+class _Conversion:
+    """Turns parsed JSON into what deepdiff is given; arrays past `limit` items are cut
+    (the comparison budget could not reach their tail anyway), and `cut` says so."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.cut = False
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: self(item) for key, item in value.items()}
+        if isinstance(value, list):
+            if len(value) > self.limit:
+                self.cut, value = True, value[: self.limit]
+            items = [item if type(item) in _LEAVES else self(item) for item in value]
+            return _Positions(zip(map(str, range(len(items))), items, strict=True))
+        if isinstance(value, str) and "\n" in value:
+            return _Text(value)
+        return value
+
+
+def _restored(value: Any) -> Any:
+    """The JSON value behind what deepdiff reported (notpresent and the like: None)."""
+    if isinstance(value, _Text):
+        return value.text
+    if isinstance(value, _Positions):
+        return [_restored(item) for item in value.values()]
+    if isinstance(value, dict):
+        return {key: _restored(item) for key, item in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return None
 
 
 def compute_diff(before: Any, after: Any, *, max_changes: int, max_ms: int) -> dict[str, Any]:
@@ -54,9 +123,42 @@ def compute_diff(before: Any, after: Any, *, max_changes: int, max_ms: int) -> d
         return {"changes": [change], "count": 1, "truncated": False, "note": note}
 
     deadline = time.monotonic() + max_ms / 1000
-    walk = _Walk(max_changes, max(1000, max_changes * COMPARISONS_PER_CHANGE), deadline)
-    walk.run(before, after)
-    changes = sorted(walk.kept, key=lambda c: c["path"])
+    timed_out = False
+
+    def past_deadline(_obj: Any, _path: str) -> bool:
+        nonlocal timed_out
+        if not timed_out and time.monotonic() > deadline:
+            timed_out = True
+        return timed_out
+
+    budget = max(1000, max_changes * COMPARISONS_PER_CHANGE)
+    convert = _Conversion(limit=budget)
+    result = DeepDiff(
+        convert(before),
+        convert(after),
+        view="tree",
+        ignore_order=False,
+        verbose_level=2,
+        max_diffs=budget,
+        # Always say which items changed, never "the whole list changed" (its value can be
+        # a megabyte the card would then print).
+        threshold_to_diff_deeper=0,
+        exclude_obj_callback=past_deadline,
+        # Never used (multiprocessing is off), but left as None deepdiff asks the OS for
+        # the CPU count on every call: a system call per intake.
+        multiprocessing_workers=1,
+    )
+    changes: list[dict[str, Any]] = []
+    count = 0
+    for kind, levels in result.items():
+        op = OPS.get(kind)
+        if op is None:
+            continue
+        for level in levels:
+            count += 1
+            if len(changes) < max_changes:
+                changes.append(_change(op, level))
+    changes.sort(key=lambda c: c["path"])
     lines_left, chars_left = DIFF_SHOWN_LINES, DIFF_SHOWN_CHARS
     for change in changes:
         if change["op"] == "changed" and is_long_text(change["old"], change["new"]):
@@ -66,116 +168,27 @@ def compute_diff(before: Any, after: Any, *, max_changes: int, max_ms: int) -> d
             lines_left -= len(change["lines"])
             chars_left -= sum(len(text) for _, text in change["lines"])
     notes = []
-    if walk.out_of_comparisons:
+    if convert.cut:
+        notes.append(f"lists compared on their first {budget} items")
+    if result.get_stats().get("MAX DIFF LIMIT REACHED"):
         notes.append("the comparison budget ran out")
-    if walk.out_of_time:
+    if timed_out:
         notes.append(f"the {max_ms} ms time budget ran out")
-    if walk.count > max_changes:
-        notes.append(f"showing {max_changes} of {walk.count} changes")
+    if count > max_changes:
+        notes.append(f"showing {max_changes} of {count} changes")
     truncated = bool(notes)
     note = ("diff truncated: " + "; ".join(notes)) if truncated else None
-    return {"changes": changes, "count": walk.count, "truncated": truncated, "note": note}
+    return {"changes": changes, "count": count, "truncated": truncated, "note": note}
 
 
-class _Walk:
-    """Depth first, in document order, with an explicit stack (no recursion).
-
-    A place in the tree is a linked pair (parent place, key), turned into a JSON pointer
-    only for the changes kept, so deep trees cost nothing per node visited.
-    """
-
-    def __init__(self, max_changes: int, max_comparisons: int, deadline: float):
-        self.max_changes = max_changes
-        self.max_comparisons = max_comparisons
-        self.deadline = deadline
-        self.kept: list[dict[str, Any]] = []
-        self.count = 0
-        self.comparisons = 0
-        self.out_of_comparisons = False
-        self.out_of_time = False
-
-    def run(self, before: Any, after: Any) -> None:
-        stack: list[tuple[Any, Any, Any]] = [(before, after, None)]
-        while stack:
-            old, new, place = stack.pop()
-            if not self._may_compare():
-                return
-            if old is new:
-                continue
-            if type(old) is not type(new):  # 1 and 1.0, 1 and true: == would hide these
-                self._record("type_changed", place, old, new)
-            elif isinstance(old, dict):
-                if not self._dict(old, new, place, stack):
-                    return
-            elif isinstance(old, list):
-                if not self._list(old, new, place, stack):
-                    return
-            elif old != new:
-                self._record("changed", place, old, new)
-
-    def _dict(self, old: dict, new: dict, place: Any, stack: list) -> bool:
-        children = []
-        for key, value in old.items():
-            if key in new:
-                children.append((value, new[key], (place, key)))
-            elif self._may_compare():
-                self._record("removed", (place, key), value, None)
-            else:
-                return False
-        for key, value in new.items():
-            if key not in old:
-                if not self._may_compare():
-                    return False
-                self._record("added", (place, key), None, value)
-        self._push(stack, children[::-1])
-        return True
-
-    def _list(self, old: list, new: list, place: Any, stack: list) -> bool:
-        common = min(len(old), len(new))
-        for index in range(common, len(old)):
-            if not self._may_compare():
-                return False
-            self._record("removed", (place, index), old[index], None)
-        for index in range(common, len(new)):
-            if not self._may_compare():
-                return False
-            self._record("added", (place, index), None, new[index])
-        visited = min(common, self._room())
-        if visited < common:
-            self.out_of_comparisons = True
-        stack.extend((old[i], new[i], (place, i)) for i in reversed(range(visited)))
-        return True
-
-    def _push(self, stack: list, pairs: list) -> None:
-        room = self._room()
-        if len(pairs) > room:
-            self.out_of_comparisons = True
-            pairs = pairs[len(pairs) - room :]  # pairs come last first: keep the first ones
-        stack.extend(pairs)
-
-    def _room(self) -> int:
-        """How many more pairs the budget can visit: each visit costs a comparison."""
-        return max(0, self.max_comparisons - self.comparisons)
-
-    def _may_compare(self) -> bool:
-        self.comparisons += 1
-        if self.comparisons > self.max_comparisons:
-            self.out_of_comparisons = True
-            return False
-        if self.comparisons % CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
-            self.out_of_time = True
-            return False
-        return True
-
-    def _record(self, op: str, place: Any, old: Any, new: Any) -> None:
-        self.count += 1
-        if len(self.kept) < self.max_changes:
-            self.kept.append({"op": op, "path": _pointer(place), "old": old, "new": new})
-
-
-def _pointer(place: Any) -> str:
-    parts = []
-    while place is not None:
-        place, key = place
-        parts.append(key)
-    return json_pointer(parts[::-1])
+def _change(op: str, level: Any) -> dict[str, Any]:
+    old = None if op == "added" else _restored(level.t1)
+    new = None if op == "removed" else _restored(level.t2)
+    if op == "type_changed" and isinstance(old, str) and isinstance(new, str):
+        op = "changed"  # a text and a multi-line text: deepdiff saw str and _Text
+    return {
+        "op": op,
+        "path": json_pointer(level.path(output_format="list")),
+        "old": old,
+        "new": new,
+    }
