@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from sqlalchemy.engine import make_url
 from review.app_factory import create_app
 from review.db import Database
 from review.migrate import upgrade
-from tests.helpers import AgentClient
+from tests.helpers import AgentClient, CallbackWorld, wait_for
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
@@ -67,12 +68,7 @@ def redis_url() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     url = f"unix://{sock}?db=15"
-    for _ in range(200):
-        if _answers(url):
-            break
-        import time
-
-        time.sleep(0.02)
+    wait_for(lambda: _answers(url), timeout=10, message=f"the private redis-server at {url}")
     yield url
     proc.terminate()
     proc.wait(10)
@@ -123,17 +119,27 @@ def template_database(tmp_path_factory) -> Iterator[str]:
         yield str(path)
 
 
-@pytest.fixture
-def database_url(template_database, tmp_path) -> Iterator[str]:
-    if PG_URL:
-        name = f"cs_{uuid.uuid4().hex[:12]}"
-        admin = _pg_admin_engine()
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+@contextmanager
+def _pg_database(prefix: str, template: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database (a copy of `template`, or empty), dropped afterwards."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    copy_of = f' TEMPLATE "{template}"' if template else ""
+    admin = _pg_admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy_of}'))
+    try:
         yield _pg_url_for(name)
+    finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def database_url(template_database, tmp_path) -> Iterator[str]:
+    if PG_URL:
+        with _pg_database("cs_", template=template_database) as url:
+            yield url
     else:
         path = tmp_path / "countersign.db"
         shutil.copy(template_database, path)
@@ -144,14 +150,8 @@ def database_url(template_database, tmp_path) -> Iterator[str]:
 def empty_database_url(tmp_path) -> Iterator[str]:
     """A database with no schema at all (for migration tests)."""
     if PG_URL:
-        name = f"cs_empty_{uuid.uuid4().hex[:12]}"
-        admin = _pg_admin_engine()
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield _pg_url_for(name)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        with _pg_database("cs_empty_") as url:
+            yield url
     else:
         yield f"sqlite:///{tmp_path / 'empty.db'}"
 
@@ -248,3 +248,34 @@ def receiver_factory():
     yield make
     for r in made:
         r.close()
+
+
+@pytest.fixture
+def callback_world(make_app, make_agent, receiver_factory):
+    """Factory: an app (settings `overrides` on top of private callbacks allowed and no
+    rate limit) whose agent billing-bot, owned by olivia, sends its callbacks to a local
+    receiver answering from `script` (see receiver_factory)."""
+
+    def build(*script, **overrides) -> CallbackWorld:
+        receiver = receiver_factory(*script)
+        app = make_app(allow_private_callbacks=True, agent_rate=0, **overrides)
+        registered = make_agent(callback_url=receiver.url, allow_private_callbacks=True)
+        return CallbackWorld(app, app.extensions["countersign"], registered.on(app), receiver)
+
+    return build
+
+
+@pytest.fixture
+def people(svc):
+    """The staff: reviewers rita and sam, admin ada, auditor audrey (each with an email
+    at example.com and the password "correct horse battery")."""
+    from review.users import create_user
+
+    with svc.db.write() as session:
+        for name, role in (
+            ("rita", "reviewer"),
+            ("sam", "reviewer"),
+            ("ada", "admin"),
+            ("audrey", "auditor"),
+        ):
+            create_user(session, name, role, "correct horse battery", email=f"{name}@example.com")

@@ -1,14 +1,24 @@
-"""Helpers for tests: an agent that signs its requests, and sample bodies."""
+"""Helpers for tests: an agent that signs its requests, sample bodies, people at the pages,
+reads of the audit log, subprocesses of the app, and waiting on a condition."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from review.signing import sign_headers
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: where `flask --app app` runs
 
 REFUND: dict[str, Any] = {
     "action": {"tool": "billing.refund", "args": {"invoice": "INV-1", "amount": 740}},
@@ -75,6 +85,10 @@ class AgentClient:
     def post_json(self, path: str, payload: Any, **kwargs):
         return self.request("POST", path, json.dumps(payload).encode(), **kwargs)
 
+    def on(self, app) -> AgentClient:
+        """The same agent (slug and secret), sending its requests to `app` instead."""
+        return AgentClient(app.test_client(), self.slug, self.secret)
+
 
 def csrf_token(html: str) -> str:
     """The CSRF token a page carries (hidden inputs and the htmx header both have it)."""
@@ -113,6 +127,11 @@ class Browser:
         return self.client.post(
             path, data={**(data or {}), "csrf_token": self.token}, headers=headers
         )
+
+
+def logged_in(app, name: str) -> Browser:
+    """`name` (with the test password) logged in to `app` on a client of its own."""
+    return Browser(app.test_client(), name)
 
 
 def reviewer(svc, name: str = "rita", role: str = "reviewer"):
@@ -167,3 +186,127 @@ def as_an_attacker(svc, *statements):
         else:
             for table in tables:
                 session.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
+
+
+@dataclass(frozen=True)
+class CallbackWorld:
+    """An app whose agent sends its callbacks to a local receiver (the callback_world fixture)."""
+
+    app: Any
+    svc: Any  # the app's Services
+    agent: AgentClient
+    receiver: Any  # tests.receivers.Receiver
+
+    def work_until(self, until: Callable[[], bool], timeout: float = 15.0) -> None:
+        """Run this app's burst workers until `until()` holds (see work_until)."""
+        work_until(self.app, self.svc, until, timeout)
+
+
+def work_until(app, svc, until: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Run burst workers (with rq's scheduler) until `until()` holds."""
+    from approval_queue.worker import run_worker
+
+    def worked_and_done() -> bool:
+        with app.app_context():
+            run_worker(svc, burst=True)
+        return until()
+
+    wait_for(worked_and_done, timeout=timeout, interval=0.3, message="the worker did not get there")
+
+
+# --- reading what happened ------------------------------------------------------------
+
+
+def audit_events(svc, event_type: str | None = None, **where: Any) -> list:
+    """Audit events in chain order, of one type if given, with columns equal to `where`."""
+    from sqlalchemy import select
+
+    from review.models import AuditEvent
+
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if event_type is not None:
+        query = query.where(AuditEvent.event_type == event_type)
+    for column, value in where.items():
+        query = query.where(getattr(AuditEvent, column) == value)
+    with svc.db.read() as session:
+        return session.scalars(query).all()
+
+
+def count_rows(svc, model) -> int:
+    """How many rows `model`'s table holds."""
+    from sqlalchemy import func, select
+
+    with svc.db.read() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def append_events(svc, n: int, kind: str = "test.event", **payload: Any) -> None:
+    """Append `n` system events of `kind` to the chain, one transaction each."""
+    from review.audit.chain import record_event
+
+    for i in range(n):
+        with svc.db.write() as session:
+            record_event(
+                session,
+                actor_kind="system",
+                actor_id="test",
+                event_type=kind,
+                payload={"i": i, **payload},
+            )
+
+
+# --- the app in processes of its own ---------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (as of now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_environment(settings_overrides: dict, **variables: str) -> dict[str, str]:
+    """The environment for the app in a subprocess, on the test's database and Redis;
+    `variables` add to it or replace its values (REDIS_URL=..., COUNTERSIGN_...=...)."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings_overrides["database_url"],
+        "REDIS_URL": settings_overrides["redis_url"],
+        "COUNTERSIGN_INSTANCE_DIR": settings_overrides["instance_dir"],
+        "SECRET_KEY": settings_overrides["secret_key"],
+        **variables,
+    }
+
+
+def run_flask(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`flask --app app ARGS...` as an operator runs it, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --- waiting ----------------------------------------------------------------------------
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "the condition did not hold",
+) -> Any:
+    """Wait until `condition()` is true and return its value; AssertionError after `timeout`
+    seconds, saying `message` (or what `message()` says then, for logs read at the end)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            said = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout} s: {said}")
+        time.sleep(interval)

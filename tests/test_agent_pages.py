@@ -5,47 +5,26 @@ import json
 import re
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select, update
 
 from review.agents.killswitch import Actor, kill
-from review.models import Agent, AgentSecret, AuditEvent, utcnow
-from review.users import create_user
-from tests.helpers import AgentClient, Browser, refund
-
-
-@pytest.fixture
-def people(svc):
-    with svc.db.write() as session:
-        create_user(session, "ada", "admin", "correct horse battery")
-        create_user(session, "rita", "reviewer", "correct horse battery")
-        create_user(session, "audrey", "auditor", "correct horse battery")
-
-
-def as_(app, name):
-    return Browser(app.test_client(), name)
-
-
-def events(svc, event_type):
-    with svc.db.read() as session:
-        return session.scalars(
-            select(AuditEvent).where(AuditEvent.event_type == event_type).order_by(AuditEvent.seq)
-        ).all()
+from review.models import Agent, AgentSecret, utcnow
+from tests.helpers import AgentClient, audit_events, logged_in, refund
 
 
 def test_the_list_shows_state_owners_undecided_and_health(app, agent, people):
     agent.defer()
-    page = as_(app, "rita").get("/agents").get_data(as_text=True)
+    page = logged_in(app, "rita").get("/agents").get_data(as_text=True)
     assert "billing-bot" in page and "olivia" in page and "active" in page
     assert re.search(r'class="num">1<', page)
     assert "no callback URL" in page
     assert "Stop all agents" not in page  # admins only
-    assert "Stop all agents" in as_(app, "ada").get("/agents").get_data(as_text=True)
+    assert "Stop all agents" in logged_in(app, "ada").get("/agents").get_data(as_text=True)
 
 
 def test_an_owner_flips_the_switch_with_a_reason_through_htmx(app, svc, agent, people):
     d_id = agent.defer().get_json()["id"]
-    owner = as_(app, "olivia")
+    owner = logged_in(app, "olivia")
     page = owner.get(f"/agents/{agent.slug}").get_data(as_text=True)
     assert ">Kill switch</button>" in page
     form = owner.get(
@@ -64,7 +43,7 @@ def test_an_owner_flips_the_switch_with_a_reason_through_htmx(app, svc, agent, p
 
 
 def test_a_flip_without_a_reason_changes_nothing(app, agent, people):
-    owner = as_(app, "olivia")
+    owner = logged_in(app, "olivia")
     panel = owner.post(f"/agents/{agent.slug}/kill", {"reason": " "}, htmx=True)
     assert "reason is required" in panel.get_data(as_text=True)
     assert agent.defer().status_code == 202
@@ -72,19 +51,19 @@ def test_a_flip_without_a_reason_changes_nothing(app, agent, people):
 
 def test_other_reviewers_and_auditors_see_no_switch_and_are_refused(app, svc, agent, people):
     for name in ("rita", "audrey"):
-        user = as_(app, name)
+        user = logged_in(app, name)
         page = user.get(f"/agents/{agent.slug}").get_data(as_text=True)
         assert "Kill switch</button>" not in page
         assert user.post(f"/agents/{agent.slug}/kill", {"reason": "x"}).status_code == 403
         assert user.get(f"/agents/{agent.slug}/switch?action=kill").status_code == 403
-    assert [e.actor_id for e in events(svc, "agent.flip_refused")] == ["rita", "audrey"]
+    assert [e.actor_id for e in audit_events(svc, "agent.flip_refused")] == ["rita", "audrey"]
     assert agent.defer().status_code == 202
 
 
 def test_an_admin_kills_any_agent_and_stops_all_for_an_incident(app, make_agent, people):
     one = make_agent()
     two = make_agent("ops-bot", owner="omar")
-    admin = as_(app, "ada")
+    admin = logged_in(app, "ada")
     admin.post(f"/agents/{one.slug}/kill", {"reason": "admin call"})
     assert one.defer().status_code == 423
     response = admin.post("/agents/stop-all", {"reason": "incident 7"})
@@ -93,11 +72,11 @@ def test_an_admin_kills_any_agent_and_stops_all_for_an_incident(app, make_agent,
     assert "Stopped 1 agent" in admin.get("/agents").get_data(as_text=True)
     admin.post("/agents/revive-all", {"reason": "over"})
     assert one.defer().status_code == 202 and two.defer().status_code == 202
-    assert as_(app, "olivia").post("/agents/stop-all", {"reason": "x"}).status_code == 403
+    assert logged_in(app, "olivia").post("/agents/stop-all", {"reason": "x"}).status_code == 403
 
 
 def test_an_admin_registers_an_agent_and_sees_its_secret_once(app, svc, people):
-    admin = as_(app, "ada")
+    admin = logged_in(app, "ada")
     form = admin.get("/agents/new").get_data(as_text=True)
     assert 'for="slug"' in form and 'for="owners"' in form
     response = admin.post(
@@ -118,12 +97,12 @@ def test_an_admin_registers_an_agent_and_sees_its_secret_once(app, svc, people):
     assert secret not in admin.get("/agents/mail-bot").get_data(as_text=True)
     item = admin.get(f"/deferrals/{d_id}").get_data(as_text=True)
     assert 'href="https://traces.example.com/t/abc%201"' in item
-    [created] = events(svc, "agent.created")
+    [created] = audit_events(svc, "agent.created")
     assert created.actor_id == "ada" and json.loads(created.payload)["owners"] == ["rita"]
 
 
 def test_registration_errors_are_shown_and_nothing_is_created(app, svc, people):
-    admin = as_(app, "ada")
+    admin = logged_in(app, "ada")
     bad = admin.post("/agents", {"slug": "Bad Slug", "owners": "rita"})
     assert bad.status_code == 422 and "slug must match" in bad.get_data(as_text=True)
     bad = admin.post("/agents", {"slug": "new", "owners": "rita"})
@@ -134,11 +113,11 @@ def test_registration_errors_are_shown_and_nothing_is_created(app, svc, people):
     assert bad.status_code == 422 and "trace URL template" in bad.get_data(as_text=True)
     with svc.db.read() as session:
         assert session.scalars(select(Agent.slug)).all() == []
-    assert as_(app, "rita").get("/agents/new").status_code == 403
+    assert logged_in(app, "rita").get("/agents/new").status_code == 403
 
 
 def test_rotation_keeps_the_old_secret_for_the_overlap_then_stops_it(app, svc, agent, people):
-    admin = as_(app, "ada")
+    admin = logged_in(app, "ada")
     page = admin.post(f"/agents/{agent.slug}/rotate").get_data(as_text=True)
     new_secret = re.search(r'value="(whsec_[^"]+)"', page).group(1)
     assert new_secret != agent.secret
@@ -154,19 +133,19 @@ def test_rotation_keeps_the_old_secret_for_the_overlap_then_stops_it(app, svc, a
     svc.secrets.forget(agent.slug)
     assert agent.defer(refund(summary="old key")).status_code == 401
     assert fresh.defer(refund(summary="new key 2")).status_code == 202
-    [rotated] = events(svc, "agent.secret_rotated")
+    [rotated] = audit_events(svc, "agent.secret_rotated")
     assert rotated.actor_id == "ada" and "new_fingerprint" in json.loads(rotated.payload)
 
 
 def test_settings_changes_are_audited_and_validated(app, svc, agent, people):
-    admin = as_(app, "ada")
+    admin = logged_in(app, "ada")
     ok = admin.post(
         f"/agents/{agent.slug}/settings",
         {"name": "Billing", "owners": ["olivia", "rita"], "breaker_flood": "5/10",
          "breaker_rejections": "3"},
     )  # fmt: skip
     assert ok.status_code == 302
-    [updated] = events(svc, "agent.updated")
+    [updated] = audit_events(svc, "agent.updated")
     changes = json.loads(updated.payload)["changes"]
     assert changes["owners"] == {"from": ["olivia"], "to": ["olivia", "rita"]}
     assert changes["breaker_flood"] == {"from": None, "to": "5/10"}
@@ -177,13 +156,14 @@ def test_settings_changes_are_audited_and_validated(app, svc, agent, people):
         {"name": "Billing", "owners": "olivia", "breaker_flood": "lots"},
     )
     assert "must look like 200/60" in admin.get(bad.location).get_data(as_text=True)
-    assert len(events(svc, "agent.updated")) == 1
-    assert as_(app, "rita").post(f"/agents/{agent.slug}/settings", {"name": "x"}).status_code == 403
+    assert len(audit_events(svc, "agent.updated")) == 1
+    rita = logged_in(app, "rita")
+    assert rita.post(f"/agents/{agent.slug}/settings", {"name": "x"}).status_code == 403
 
 
 def test_deactivation_stops_the_agent_for_good(app, svc, agent, people):
     d_id = agent.defer().get_json()["id"]
-    admin = as_(app, "ada")
+    admin = logged_in(app, "ada")
     admin.post(f"/agents/{agent.slug}/deactivate", {"reason": "retired"})
     assert agent.defer().status_code == 401  # its secrets no longer verify
     with svc.db.read() as session:
@@ -199,11 +179,10 @@ def test_deactivation_stops_the_agent_for_good(app, svc, agent, people):
 
 def test_a_breaker_trip_shows_on_the_list_and_the_page(make_app, make_agent, people):
     app = make_app(breaker_flood="1/60", agent_rate=0)
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     agent.defer(refund(summary="one"))
     agent.defer(refund(summary="two"))
-    owner = as_(app, "olivia")
+    owner = logged_in(app, "olivia")
     listing = owner.get("/agents").get_data(as_text=True)
     assert "system:breaker" in listing and "flood" in listing
     page = owner.get(f"/agents/{agent.slug}").get_data(as_text=True)
@@ -211,7 +190,7 @@ def test_a_breaker_trip_shows_on_the_list_and_the_page(make_app, make_agent, peo
 
 
 def test_the_pages_poll_and_reload_when_a_switch_flips(app, svc, agent, people):
-    owner = as_(app, "olivia")
+    owner = logged_in(app, "olivia")
     pages = {"/agents": "/agents/state", f"/agents/{agent.slug}": f"/agents/{agent.slug}/state"}
     seen = {}
     for page_path, state_path in pages.items():

@@ -13,19 +13,11 @@ from review.audit.chain import record_event
 from review.audit.hashing import GENESIS_HASH, chain_prefix, event_hash
 from review.audit.verify import verify_chain
 from review.models import AuditEvent
-from tests.helpers import as_an_attacker
+from tests.helpers import append_events, as_an_attacker
 
 
 def _append(svc, n, kind="test.event"):
-    for i in range(n):
-        with svc.db.write() as session:
-            record_event(
-                session,
-                actor_kind="system",
-                actor_id="test",
-                event_type=kind,
-                payload={"i": i, "note": "héllo ✓"},
-            )
+    append_events(svc, n, kind, note="héllo ✓")  # a payload with text beyond ASCII
 
 
 def test_events_link_each_to_the_previous_hash(svc):

@@ -16,23 +16,13 @@ from sqlalchemy.exc import DBAPIError
 
 from review.audit import checkpoints
 from review.audit import export as audit_export
-from review.audit.chain import record_event
 from review.audit.hashing import canonical_json
 from review.audit.verifier import canonical
 from review.models import AuditCheckpoint, AuditEvent, AuditHead, utcnow
 from review.users import create_user
-from tests.helpers import Browser, approved, as_an_attacker, refund, reviewer
+from tests.helpers import ROOT, Browser, append_events, approved, as_an_attacker, refund, reviewer
 
-ROOT = Path(__file__).resolve().parent.parent
 VERIFIER = ROOT / "review" / "audit" / "verifier.py"
-
-
-def append(svc, n, kind="test.event"):
-    for i in range(n):
-        with svc.db.write() as session:
-            record_event(
-                session, actor_kind="system", actor_id="test", event_type=kind, payload={"i": i}
-            )
 
 
 def verify(runner):
@@ -54,7 +44,7 @@ def verify(runner):
     ids=["update event", "delete event", "update checkpoint", "delete checkpoint"],
 )
 def test_the_database_refuses_to_change_the_log(svc, statement):
-    append(svc, 2)
+    append_events(svc, 2)
     checkpoints.take(svc, force=True)
     with pytest.raises(DBAPIError, match="append-only"), svc.db.write() as session:
         session.execute(statement)
@@ -65,7 +55,7 @@ def test_the_database_refuses_to_change_the_log(svc, statement):
 def test_postgresql_refuses_truncate_too(svc):
     if svc.db.is_sqlite:
         pytest.skip("SQLite has no TRUNCATE")
-    append(svc, 1)
+    append_events(svc, 1)
     with pytest.raises(DBAPIError, match="append-only"), svc.db.write() as session:
         session.execute(text("TRUNCATE audit_events CASCADE"))
 
@@ -74,7 +64,7 @@ def test_postgresql_refuses_truncate_too(svc):
 
 
 def test_a_checkpoint_signs_the_head_and_verify_checks_it(svc, runner):
-    append(svc, 3)
+    append_events(svc, 3)
     result = runner.invoke(args=["audit", "checkpoint"])
     assert result.exit_code == 0 and "3 events" in result.output
     again = runner.invoke(args=["audit", "checkpoint"])
@@ -91,16 +81,16 @@ def test_a_checkpoint_signs_the_head_and_verify_checks_it(svc, runner):
 def test_the_timer_takes_a_checkpoint_only_when_due_and_new(make_app):
     app = make_app(checkpoint_interval=60)
     svc = app.extensions["countersign"]
-    append(svc, 1)
+    append_events(svc, 1)
     assert checkpoints.take(svc) is not None  # the first one at once
-    append(svc, 1)
+    append_events(svc, 1)
     assert checkpoints.take(svc) is None  # not due yet
     assert checkpoints.take(svc, now=utcnow() + timedelta(seconds=61)) is not None
     assert checkpoints.take(svc, now=utcnow() + timedelta(seconds=200)) is None  # nothing new
 
 
 def test_a_cut_tail_with_a_rewritten_head_is_caught_by_the_checkpoint(svc, runner):
-    append(svc, 5)
+    append_events(svc, 5)
     checkpoints.take(svc, force=True)
     with svc.db.read() as session:
         third = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == 3))
@@ -112,7 +102,7 @@ def test_a_cut_tail_with_a_rewritten_head_is_caught_by_the_checkpoint(svc, runne
 
 
 def test_a_forged_checkpoint_is_caught(svc, runner):
-    append(svc, 3)
+    append_events(svc, 3)
     checkpoints.take(svc, force=True)
     as_an_attacker(svc, update(AuditCheckpoint).values(head_hash="f" * 64))
     code, output = verify(runner)
@@ -121,7 +111,7 @@ def test_a_forged_checkpoint_is_caught(svc, runner):
 
 def test_a_rewritten_log_does_not_match_its_checkpoint(svc, runner):
     """Someone rebuilds a valid-looking chain from event 2 on; the signed hash differs."""
-    append(svc, 3)
+    append_events(svc, 3)
     checkpoints.take(svc, force=True)
     with svc.db.read() as session:
         first = session.scalar(select(AuditEvent).where(AuditEvent.seq == 1))
@@ -129,13 +119,13 @@ def test_a_rewritten_log_does_not_match_its_checkpoint(svc, runner):
     as_an_attacker(svc, delete(AuditEvent).where(AuditEvent.seq > 1))
     with svc.db.write() as session:
         session.execute(update(AuditHead).values(seq=1, hash=first_hash))
-    append(svc, 2, kind="forged")
+    append_events(svc, 2, kind="forged")
     code, output = verify(runner)
     assert code == 1 and "event 3" in output and "rewritten" in output
 
 
 def test_reordered_events_are_caught(svc, runner):
-    append(svc, 4)
+    append_events(svc, 4)
     with svc.db.read() as session:
         rows = {e.seq: e for e in session.scalars(select(AuditEvent))}
     swap = [
@@ -172,7 +162,7 @@ def test_an_export_round_trips_through_the_standalone_verifier(svc, agent, runne
         {"outcome": "succeeded", "action_digest": d["action_digest"], "result": {"ok": True}},
     )
     checkpoints.take(svc, force=True)
-    append(svc, 2)  # events after the last checkpoint are exported too
+    append_events(svc, 2)  # events after the last checkpoint are exported too
     path = tmp_path / f"log.{fmt}"
     path.write_text(export(runner, fmt), encoding="utf-8")
     key = checkpoints.load_key(svc.settings.audit_key_file)
@@ -235,7 +225,7 @@ def test_the_verifiers_canonical_json_is_rfc_8785_for_the_hashed_records(record)
 
 
 def test_export_streams_in_pages(svc, monkeypatch):
-    append(svc, 12)
+    append_events(svc, 12)
     seen = []
     real = audit_export.iter_rows
 
@@ -257,10 +247,7 @@ def test_export_streams_in_pages(svc, monkeypatch):
 def test_redacted_values_never_reach_the_audit_table_or_the_export(make_app, make_agent, runner):
     app = make_app(audit_redact="action.args.card_number,**.cvv,result.token", agent_rate=0)
     svc = app.extensions["countersign"]
-    base = make_agent()
-    from tests.helpers import AgentClient
-
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     body = refund(
         action={"tool": "billing.charge", "args": {"card_number": "4111111111111111", "amount": 5}},
         before={"card": {"cvv": "737Z"}},

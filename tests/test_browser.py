@@ -4,47 +4,52 @@ Accessible names are part of the contract (PROTOCOL.md section 8), so the tests 
 everything by label and role, as a screen reader would.
 """
 
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import NamedTuple
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 from sqlalchemy import update
 
 from review.models import Deferral, utcnow
-from review.users import create_user
 from tests.browser_support import ARTIFACTS, launch_options, live_server
 from tests.helpers import AgentClient, refund
 
 pytestmark = pytest.mark.browser
-PASSWORD = "correct horse battery"
+PASSWORD = "correct horse battery"  # the people fixture's
 CONSOLE_ERRORS: list[str] = []  # console errors of every page of the current test
 
 
+class Site(NamedTuple):
+    """The app served over HTTP, its agent billing-bot, and a Chromium to open pages in."""
+
+    url: str
+    agent: AgentClient
+    chromium: Browser
+
+
 @pytest.fixture
-def site(make_app, make_agent, svc):
+def site(make_app, make_agent, people) -> Iterator[Site]:
     app = make_app(agent_rate=0)
-    with svc.db.write() as session:
-        for name in ("rita", "sam"):
-            create_user(session, name, "reviewer", PASSWORD, email=f"{name}@example.com")
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     CONSOLE_ERRORS.clear()
     with live_server(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(**launch_options())
-        yield url, agent, browser
-        browser.close()
+        chromium = pw.chromium.launch(**launch_options())
+        yield Site(url, agent, chromium)
+        chromium.close()
 
 
-def login(browser, url, name):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def login(site, name):
+    context = site.chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
     page.on("console", lambda m: m.type == "error" and CONSOLE_ERRORS.append(m.text))
-    page.goto(url + "/login")
+    page.goto(site.url + "/login")
     page.get_by_label("Username").fill(name)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(url + "/queue")
+    expect(page).to_have_url(site.url + "/queue")
     return page
 
 
@@ -53,12 +58,11 @@ def status(agent, d_id):
 
 
 def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
-    url, agent, browser = site
     ids = [
-        agent.defer(refund(summary=f"Refund {n} to customer")).get_json()["id"]
+        site.agent.defer(refund(summary=f"Refund {n} to customer")).get_json()["id"]
         for n in (100, 200, 300)
     ]
-    agent.defer(
+    site.agent.defer(
         refund(
             summary="Delete 250 CRM contacts",
             action={"tool": "crm.delete_contacts", "args": {"ids": list(range(250))}},
@@ -66,12 +70,12 @@ def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
             risk={"score": 70},
         )
     )
-    page = login(browser, url, "rita")
+    page = login(site, "rita")
     expect(page.get_by_role("button", name="Start batch", exact=True)).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
     page.get_by_role("button", name="Start batch", exact=True).click()
-    expect(page).to_have_url(url + "/batch")
+    expect(page).to_have_url(site.url + "/batch")
     cards = page.locator("article.card")
     expect(cards).to_have_count(4)
     page.screenshot(path=str(ARTIFACTS / "batch.png"), full_page=True)
@@ -89,45 +93,43 @@ def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
     page.keyboard.press("?")
     expect(page.get_by_role("dialog")).to_be_visible()
     assert CONSOLE_ERRORS == []  # no CSP violation, no missing resource
-    outcomes = {status(agent, i)["status"] for i in ids}
+    outcomes = {status(site.agent, i)["status"] for i in ids}
     assert "approved" in outcomes or "rejected" in outcomes
-    decided = [status(agent, i) for i in ids]
+    decided = [status(site.agent, i) for i in ids]
     assert sum(d["status"] in ("approved", "rejected") for d in decided) >= 2
 
 
 def test_two_reviewers_share_a_two_person_item(site):
-    url, agent, browser = site
-    d_id = agent.defer(refund(summary="Pay out EUR 12,500", risk={"score": 95})).get_json()["id"]
-    rita = login(browser, url, "rita")
+    payout = refund(summary="Pay out EUR 12,500", risk={"score": 95})
+    d_id = site.agent.defer(payout).get_json()["id"]
+    rita = login(site, "rita")
     rita.get_by_role("button", name="Start batch", exact=True).click()
     rita.get_by_role("button", name="Approve", exact=True).click()
     expect(rita.locator("article.card")).to_contain_text("1 of 2 approvals")
-    sam = login(browser, url, "sam")
+    sam = login(site, "sam")
     expect(sam.get_by_text("1 of 2 approvals")).to_be_visible()
     sam.get_by_role("button", name="Start batch", exact=True).click()
     sam.get_by_role("button", name="Approve", exact=True).click()
     expect(sam.locator("article.card")).to_contain_text("Approved.")
-    assert status(agent, d_id)["decision"]["decided_by"] == ["rita", "sam"]
+    assert status(site.agent, d_id)["decision"]["decided_by"] == ["rita", "sam"]
 
 
 def test_a_stale_lease_is_explained_in_the_page(site, svc):
-    url, agent, browser = site
-    d_id = agent.defer().get_json()["id"]
-    page = login(browser, url, "rita")
+    d_id = site.agent.defer().get_json()["id"]
+    page = login(site, "rita")
     page.get_by_role("button", name="Start batch", exact=True).click()
     with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
     page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("your claim on this item lapsed")
-    assert status(agent, d_id)["status"] == "in_review"
+    assert status(site.agent, d_id)["status"] == "in_review"
 
 
 def test_a_hostile_payload_renders_inert(site):
-    url, agent, browser = site
     hostile = (
         '<script>alert("x")</script><img src=x onerror=alert(1)><style>*{display:none}</style>'
     )
-    agent.defer(
+    site.agent.defer(
         refund(
             summary=hostile,
             rationale=hostile * 50,
@@ -137,9 +139,9 @@ def test_a_hostile_payload_renders_inert(site):
             after={"bio": hostile + "!"},
         )
     )
-    bad = agent.defer(refund(trace={"url": "javascript:alert(1)"}))
+    bad = site.agent.defer(refund(trace={"url": "javascript:alert(1)"}))
     assert bad.status_code == 422
-    page = login(browser, url, "rita")
+    page = login(site, "rita")
     page.get_by_role("button", name="Start batch", exact=True).click()
     card = page.locator("article.card")
     expect(card).to_be_visible()
@@ -154,9 +156,8 @@ def test_a_hostile_payload_renders_inert(site):
 
 
 def test_an_owner_flips_the_kill_switch_in_the_browser(site):
-    url, agent, browser = site
-    d_id = agent.defer().get_json()["id"]
-    page = login(browser, url, "olivia")  # billing-bot's owner
+    d_id = site.agent.defer().get_json()["id"]
+    page = login(site, "olivia")  # billing-bot's owner
     page.get_by_role("link", name="Agents").click()
     page.get_by_role("link", name="billing-bot").click()
     page.get_by_role("button", name="Kill switch").click()
@@ -164,7 +165,7 @@ def test_an_owner_flips_the_kill_switch_in_the_browser(site):
     expect(reason).to_be_focused()
     page.get_by_role("button", name="Stop billing-bot").click()
     expect(page.get_by_label("Reason")).to_be_visible()  # a reason is required: still here
-    assert agent.defer(refund(summary="still open")).status_code == 202
+    assert site.agent.defer(refund(summary="still open")).status_code == 202
     reason.fill("refund loop at 03:00")
     page.get_by_role("button", name="Stop billing-bot").click()
     switch = page.locator("#switch")
@@ -172,20 +173,19 @@ def test_an_owner_flips_the_kill_switch_in_the_browser(site):
     expect(switch.get_by_role("button", name="Revive")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "agent-killed.png"), full_page=True)
-    assert agent.defer().status_code == 423
-    assert status(agent, d_id)["status"] == "killed"
+    assert site.agent.defer().status_code == 423
+    assert status(site.agent, d_id)["status"] == "killed"
     switch.get_by_role("button", name="Revive").click()
     page.get_by_label("Reason").fill("fixed the loop")
     page.get_by_role("button", name="Revive billing-bot").click()
     expect(page.locator("#switch").get_by_role("button", name="Kill switch")).to_be_visible()
-    assert agent.defer(refund(summary="after revive")).status_code == 202
+    assert site.agent.defer(refund(summary="after revive")).status_code == 202
     assert CONSOLE_ERRORS == []
 
 
 def test_a_reviewer_who_owns_nothing_sees_no_kill_switch(site):
-    url, agent, browser = site
-    page = login(browser, url, "rita")
-    page.goto(url + "/agents/billing-bot")
+    page = login(site, "rita")
+    page.goto(site.url + "/agents/billing-bot")
     expect(page.get_by_role("heading", name="Kill switch")).to_be_visible()
     expect(page.get_by_role("button", name="Kill switch")).to_have_count(0)
 
@@ -193,9 +193,8 @@ def test_a_reviewer_who_owns_nothing_sees_no_kill_switch(site):
 def test_an_owners_page_shows_a_breaker_trip_without_a_reload_by_hand(site, svc):
     from review.agents.killswitch import Actor, kill
 
-    url, agent, browser = site
-    page = login(browser, url, "olivia")
-    page.goto(url + "/agents/billing-bot")
+    page = login(site, "olivia")
+    page.goto(site.url + "/agents/billing-bot")
     expect(page.locator("#switch")).to_contain_text("active")
     kill(svc, "billing-bot", Actor("system", "breaker"), "breaker: flood, 201 deferrals in 60 s")
     expect(page.locator("#switch")).to_contain_text("system:breaker", timeout=15000)

@@ -7,23 +7,16 @@ from sqlalchemy import func, select
 
 from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral
-from review.reviewing.claims import Holder, claim_batch
-from review.users import create_user
-from tests.helpers import AgentClient, refund
+from review.reviewing.claims import claim_batch
+from tests.helpers import refund, reviewer
 
 
 def test_eight_concurrent_claimers_never_share_a_deferral(make_app, make_agent, svc):
     app = make_app(agent_rate=0)
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     for i in range(30):
         assert agent.defer(refund(summary=f"item {i}")).status_code == 202
-    holders = []
-    with svc.db.write() as session:
-        for i in range(8):
-            user = create_user(session, f"reviewer{i}", "reviewer", "correct horse battery")
-            session.flush()
-            holders.append(Holder(user.id, user.username, frozenset({user.username})))
+    holders = [reviewer(svc, f"reviewer{i}") for i in range(8)]
     claimed: dict[str, list[str]] = {}
     errors = []
     barrier = threading.Barrier(8)

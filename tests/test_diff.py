@@ -66,12 +66,11 @@ def test_the_time_budget_cuts_the_walk_short():
 
 def test_the_stored_diff_is_what_the_api_returns(make_app, make_agent):
     from review.models import Deferral
-    from tests.helpers import AgentClient, refund
+    from tests.helpers import refund
 
     app = make_app(diff_max_ms=60_000)  # a stalled machine must not cut this walk short
     svc = app.extensions["countersign"]
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     body = refund(before={"rows": list(range(300))}, after={"rows": list(range(1, 301))})
     created = agent.defer(body).get_json()
     d = created["diff"]

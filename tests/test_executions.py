@@ -122,10 +122,7 @@ def test_racing_reports_record_exactly_one(make_app, make_agent, n):
     codes = []
 
     def go():
-        from tests.helpers import AgentClient
-
-        client = AgentClient(app.test_client(), agent.slug, agent.secret)
-        codes.append(report(client, d).status_code)
+        codes.append(report(agent.on(app), d).status_code)
 
     threads = [threading.Thread(target=go) for _ in range(n)]
     for t in threads:

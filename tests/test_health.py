@@ -29,14 +29,11 @@ def test_the_home_page_says_what_is_running_and_links_the_health_check(client, a
     assert 'href="/login"' in page
 
 
-def test_the_home_page_shows_what_waits_to_people_logged_in(app, svc, agent):
-    from review.users import create_user
-    from tests.helpers import Browser
+def test_the_home_page_shows_what_waits_to_people_logged_in(app, agent, people):
+    from tests.helpers import logged_in
 
-    with svc.db.write() as session:
-        create_user(session, "rita", "reviewer", "correct horse battery")
     agent.defer()
-    rita = Browser(app.test_client(), "rita")
+    rita = logged_in(app, "rita")
     assert "Refund $740 to customer C-88319" in rita.get("/").get_data(as_text=True)
     fragment = rita.get("/", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert fragment.lstrip().startswith('<section class="panel" id="waiting"')

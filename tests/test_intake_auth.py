@@ -3,18 +3,13 @@
 import time
 
 import pytest
-from sqlalchemy import func, select
 
 from review.models import AuditEvent, Deferral
+from tests.helpers import count_rows
 
 UNAUTHORIZED = {
     "error": {"code": "unauthorized", "message": "request is not signed by a known agent"}
 }
-
-
-def _count(svc, model):
-    with svc.db.read() as session:
-        return session.scalar(select(func.count()).select_from(model))
 
 
 @pytest.mark.parametrize(
@@ -33,7 +28,7 @@ def _count(svc, model):
     ],
 )
 def test_a_missing_malformed_or_stale_header_answers_401_never_500(agent, svc, headers):
-    before = _count(svc, AuditEvent)
+    before = count_rows(svc, AuditEvent)
     body = b'{"summary": "x"}'
     signed = {**agent.headers(body), **headers, "Content-Type": "application/json"}
     response = agent.client.post(
@@ -43,8 +38,8 @@ def test_a_missing_malformed_or_stale_header_answers_401_never_500(agent, svc, h
     )
     assert response.status_code == 401
     assert response.get_json() == UNAUTHORIZED
-    assert _count(svc, Deferral) == 0
-    assert _count(svc, AuditEvent) == before  # 401s are not audited
+    assert count_rows(svc, Deferral) == 0
+    assert count_rows(svc, AuditEvent) == before  # 401s are not audited
 
 
 def test_a_request_signed_with_another_secret_answers_401(make_agent):

@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 
 from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral
-from tests.helpers import AgentClient
 
 FUZZ = settings(
     max_examples=120,
@@ -41,8 +40,7 @@ header_text = st.text(max_size=60) | st.sampled_from(["", "v1,", "v1,AAAA", "170
 def agent(make_app, make_agent):
     """Quotas off: the fuzz sends far more than an agent's rate."""
     app = make_app(agent_rate=0, agent_max_pending=0)
-    base = make_agent()
-    return AgentClient(app.test_client(), base.slug, base.secret)
+    return make_agent().on(app)
 
 
 @pytest.fixture

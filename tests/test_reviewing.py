@@ -8,24 +8,7 @@ from sqlalchemy import select, update
 
 from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral, User, utcnow
-from review.users import create_user
-from tests.helpers import Browser, csrf_token, refund
-
-
-@pytest.fixture
-def people(svc):
-    with svc.db.write() as session:
-        for name, role in (
-            ("rita", "reviewer"),
-            ("sam", "reviewer"),
-            ("alma", "admin"),
-            ("audrey", "auditor"),
-        ):
-            create_user(session, name, role, "correct horse battery", email=f"{name}@example.com")
-
-
-def browser(app, name):
-    return Browser(app.test_client(), name)
+from tests.helpers import csrf_token, logged_in, refund
 
 
 def test_pages_need_a_login(client):
@@ -55,7 +38,7 @@ def test_a_post_without_the_csrf_token_is_refused(app, people):
     client = app.test_client()
     response = client.post("/login", data={"username": "rita", "password": "correct horse battery"})
     assert response.status_code == 400
-    b = browser(app, "rita")
+    b = logged_in(app, "rita")
     assert b.client.post("/batch/start").status_code == 400  # no token
 
 
@@ -87,7 +70,7 @@ def test_the_queue_lists_pending_deferrals_by_priority_with_counts(app, agent, p
         refund(action={"tool": "notes.add", "args": {}}, risk={"score": 0}, summary="a low one")
     )
     agent.defer(refund(labels={"env": "prod"}, summary="a risky one"))
-    page = browser(app, "rita").get("/queue").get_data(as_text=True)
+    page = logged_in(app, "rita").get("/queue").get_data(as_text=True)
     assert page.index("a risky one") < page.index("a low one")
     assert "high 1" in page and "low 1" in page
     assert "Start batch" in page
@@ -97,7 +80,7 @@ def test_queue_filters_narrow_the_list(app, make_agent, people):
     a, b = make_agent("agent-a"), make_agent("agent-b")
     a.defer(refund(summary="refund for Ann", labels={"env": "prod"}))
     b.defer(refund(summary="refund for Bob"))
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     assert "Bob" not in rita.get("/queue?agent=agent-a").get_data(as_text=True)
     assert "Ann" not in rita.get("/queue?q=bob").get_data(as_text=True)
     only_prod = rita.get("/queue?label=env%3Dprod").get_data(as_text=True)
@@ -109,7 +92,7 @@ def test_queue_filters_narrow_the_list(app, make_agent, people):
 def test_start_batch_claims_the_top_items_under_a_lease(app, svc, agent, people):
     for i in range(7):
         agent.defer(refund(summary=f"item {i}"))
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     assert rita.post("/batch/start").status_code == 302
     with svc.db.read() as session:
         held = session.scalars(select(Deferral).where(Deferral.status == "in_review")).all()
@@ -118,7 +101,7 @@ def test_start_batch_claims_the_top_items_under_a_lease(app, svc, agent, people)
     assert all(d.lease_expires_at > utcnow() + timedelta(minutes=14) for d in held)
     page = rita.get("/batch").get_data(as_text=True)
     assert page.count('<article class="card') == 5 and "Release batch" in page
-    sam = browser(app, "sam")
+    sam = logged_in(app, "sam")
     sam.post("/batch/start")
     with svc.db.read() as session:
         assert session.scalar(select(Deferral.id).where(Deferral.status == "pending")) is None
@@ -127,15 +110,16 @@ def test_start_batch_claims_the_top_items_under_a_lease(app, svc, agent, people)
         assert len(session.scalars(select(Deferral).where(Deferral.status == "pending")).all()) == 5
 
 
-def _claim_one(app, agent, svc, name="rita", body=None):
+def _claim_one(app, agent, name="rita", body=None):
+    """`name` logged in, holding the deferral the agent just made in a batch."""
     d = agent.defer(body or refund()).get_json()
-    b = browser(app, name)
+    b = logged_in(app, name)
     b.post("/batch/start")
     return b, d["id"]
 
 
 def test_approve_commits_at_once_audited_with_the_reviewer(app, svc, agent, people):
-    rita, d_id = _claim_one(app, agent, svc)
+    rita, d_id = _claim_one(app, agent)
     response = rita.post(f"/batch/{d_id}/approve", htmx=True)
     assert response.status_code == 200 and "Approved." in response.get_data(as_text=True)
     api = agent.get(f"/api/v1/deferrals/{d_id}").get_json()
@@ -153,7 +137,7 @@ def test_approve_commits_at_once_audited_with_the_reviewer(app, svc, agent, peop
 
 
 def test_reject_needs_a_reason_and_takes_a_quick_pick(app, svc, agent, people):
-    rita, d_id = _claim_one(app, agent, svc)
+    rita, d_id = _claim_one(app, agent)
     no_reason = rita.post(f"/batch/{d_id}/reject", htmx=True).get_data(as_text=True)
     assert "Say why you reject it" in no_reason
     assert agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"] == "in_review"
@@ -163,13 +147,13 @@ def test_reject_needs_a_reason_and_takes_a_quick_pick(app, svc, agent, people):
 
 
 def test_a_stale_lease_gets_a_clear_message_and_changes_nothing(app, svc, agent, people):
-    rita, d_id = _claim_one(app, agent, svc)
+    rita, d_id = _claim_one(app, agent)
     with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     page = rita.post(f"/batch/{d_id}/approve", htmx=True).get_data(as_text=True)
     assert "your claim on this item lapsed" in page
     assert agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"] == "in_review"
-    browser(app, "sam").post("/batch/start")  # the lapsed claim goes back and sam takes it
+    logged_in(app, "sam").post("/batch/start")  # the lapsed claim goes back and sam takes it
     with svc.db.read() as session:
         d = session.get(Deferral, d_id)
         sam_id = session.scalar(select(User.id).where(User.username == "sam"))
@@ -181,14 +165,14 @@ def test_a_stale_lease_gets_a_clear_message_and_changes_nothing(app, svc, agent,
 
 
 def test_an_already_decided_item_says_who_decided(app, svc, agent, people):
-    rita, d_id = _claim_one(app, agent, svc)
+    rita, d_id = _claim_one(app, agent)
     rita.post(f"/batch/{d_id}/approve", htmx=True)
     again = rita.post(f"/batch/{d_id}/reject", {"reason": "too late"}, htmx=True)
     assert "already approved by rita" in again.get_data(as_text=True)
 
 
 def test_an_expired_deferral_cannot_be_approved(app, svc, agent, people):
-    rita, d_id = _claim_one(app, agent, svc)
+    rita, d_id = _claim_one(app, agent)
     with svc.db.write() as session:
         session.execute(update(Deferral).values(expires_at=utcnow() - timedelta(seconds=1)))
     page = rita.post(f"/batch/{d_id}/approve", htmx=True).get_data(as_text=True)
@@ -198,7 +182,7 @@ def test_an_expired_deferral_cannot_be_approved(app, svc, agent, people):
 
 def test_auditors_read_but_never_decide(app, svc, agent, people):
     agent.defer()
-    audrey = browser(app, "audrey")
+    audrey = logged_in(app, "audrey")
     page = audrey.get("/queue").get_data(as_text=True)
     assert "Refund $740" in page and "Start batch" not in page
     assert audrey.post("/batch/start").status_code == 403
@@ -207,7 +191,7 @@ def test_auditors_read_but_never_decide(app, svc, agent, people):
 
 def test_the_item_page_shows_the_deferral_and_its_audit_chain(app, svc, agent, people):
     d_id = agent.defer().get_json()["id"]
-    page = browser(app, "audrey").get(f"/deferrals/{d_id}").get_data(as_text=True)
+    page = logged_in(app, "audrey").get(f"/deferrals/{d_id}").get_data(as_text=True)
     assert "deferral.received" in page and "deferral.evaluated" in page
     assert "amount 740 &gt; 500" in page
     assert 'rel="noopener noreferrer"' in page and 'target="_blank"' in page
@@ -217,7 +201,7 @@ def test_the_item_page_shows_the_deferral_and_its_audit_chain(app, svc, agent, p
 def test_nobody_approves_a_deferral_made_on_their_own_behalf(app, svc, agent, people):
     mine = agent.defer(refund(on_behalf_of={"id": "Rita@Example.com"})).get_json()["id"]
     other = agent.defer(refund(summary="someone else's")).get_json()["id"]
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     rita.post("/batch/start")
     with svc.db.read() as session:
         assert session.get(Deferral, mine).status == "pending"  # never handed to rita
@@ -242,9 +226,7 @@ def test_nobody_approves_a_deferral_made_on_their_own_behalf(app, svc, agent, pe
 
 
 def test_critical_items_need_two_different_approvers(app, svc, agent, people):
-    d_id = agent.defer(refund(risk={"score": 90})).get_json()["id"]
-    rita = browser(app, "rita")
-    rita.post("/batch/start")
+    rita, d_id = _claim_one(app, agent, body=refund(risk={"score": 90}))
     first = rita.post(f"/batch/{d_id}/approve", htmx=True).get_data(as_text=True)
     assert "1 of 2 approvals" in first
     api = agent.get(f"/api/v1/deferrals/{d_id}").get_json()
@@ -252,7 +234,7 @@ def test_critical_items_need_two_different_approvers(app, svc, agent, people):
     assert "1 of 2 approvals" in rita.get("/queue").get_data(as_text=True)
     rita.post("/batch/start")  # never reaches the same reviewer again
     assert agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"] == "pending"
-    sam = browser(app, "sam")
+    sam = logged_in(app, "sam")
     sam.post("/batch/start")
     sam.post(f"/batch/{d_id}/approve", htmx=True)
     decision = agent.get(f"/api/v1/deferrals/{d_id}").get_json()["decision"]
@@ -260,11 +242,9 @@ def test_critical_items_need_two_different_approvers(app, svc, agent, people):
 
 
 def test_any_reject_ends_a_two_person_item(app, svc, agent, people):
-    d_id = agent.defer(refund(risk={"score": 90})).get_json()["id"]
-    rita = browser(app, "rita")
-    rita.post("/batch/start")
+    rita, d_id = _claim_one(app, agent, body=refund(risk={"score": 90}))
     rita.post(f"/batch/{d_id}/approve", htmx=True)
-    sam = browser(app, "sam")
+    sam = logged_in(app, "sam")
     sam.post("/batch/start")
     sam.post(f"/batch/{d_id}/reject", {"reason": "no"}, htmx=True)
     decision = agent.get(f"/api/v1/deferrals/{d_id}").get_json()["decision"]
@@ -272,14 +252,9 @@ def test_any_reject_ends_a_two_person_item(app, svc, agent, people):
 
 
 def test_the_two_person_level_follows_the_setting(make_app, make_agent, people):
-    from tests.helpers import AgentClient
-
     app = make_app(two_person_level="none")
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
-    d_id = agent.defer(refund(risk={"score": 90})).get_json()["id"]
-    rita = browser(app, "rita")
-    rita.post("/batch/start")
+    agent = make_agent().on(app)
+    rita, d_id = _claim_one(app, agent, body=refund(risk={"score": 90}))
     rita.post(f"/batch/{d_id}/approve", htmx=True)
     assert agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"] == "approved"
 
@@ -298,7 +273,7 @@ def test_hostile_agent_text_renders_as_inert_text(app, svc, agent, people):
             labels={"<i>": "</dd><script>x</script>"},
         )
     ).get_json()["id"]
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     queue_page = rita.get("/queue").get_data(as_text=True)
     rita.post("/batch/start")
     for page in (
@@ -316,7 +291,7 @@ def test_hostile_agent_text_renders_as_inert_text(app, svc, agent, people):
 def test_approving_several_takes_only_opened_items_and_no_two_person_ones(app, svc, agent, people):
     plain = [agent.defer(refund(summary=f"plain {i}")).get_json()["id"] for i in range(3)]
     critical = agent.defer(refund(summary="critical", risk={"score": 95})).get_json()["id"]
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     rita.post("/batch/start")
     for d_id in plain[:2] + [critical]:
         assert rita.post(f"/batch/{d_id}/open").status_code == 204
@@ -339,7 +314,7 @@ def test_approving_several_takes_only_opened_items_and_no_two_person_ones(app, s
 
 def test_rejecting_several_takes_one_reason_for_all(app, svc, agent, people):
     ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(3)]
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     rita.post("/batch/start")
     rita.post("/batch/selected/reject", {"ids": ids, "reason": "duplicate run"})
     decisions = [agent.get(f"/api/v1/deferrals/{d}").get_json()["decision"] for d in ids]
@@ -348,7 +323,7 @@ def test_rejecting_several_takes_one_reason_for_all(app, svc, agent, people):
 
 def test_rejecting_several_without_a_reason_changes_nothing(app, svc, agent, people):
     ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(2)]
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     rita.post("/batch/start")
     rita.post("/batch/selected/reject", {"ids": ids})
     assert "Say why you reject it" in rita.get("/batch").get_data(as_text=True)
@@ -357,7 +332,7 @@ def test_rejecting_several_without_a_reason_changes_nothing(app, svc, agent, peo
 
 def test_a_decision_renews_the_lease_on_the_rest_of_the_batch(app, svc, agent, people):
     ids = [agent.defer(refund(summary=f"r {i}")).get_json()["id"] for i in range(2)]
-    rita = browser(app, "rita")
+    rita = logged_in(app, "rita")
     rita.post("/batch/start")
     soon = utcnow() + timedelta(seconds=30)
     with svc.db.write() as session:

@@ -1,15 +1,11 @@
 """Settings: config/ defaults, environment overrides, and wrong values that stop start-up."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from review.settings import SettingsError, load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_flask
 
 
 def test_it_reads_the_defaults_from_config(tmp_path):
@@ -66,14 +62,7 @@ def test_the_app_refuses_to_start_with_a_wrong_setting_and_says_which(tmp_path):
         "COUNTERSIGN_BATCH": "x",
         "COUNTERSIGN_AGENT_RATE": "lots",
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "agents", "list"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_flask("agents", "list", env=env, timeout=60)
     assert out.returncode != 0
     assert "COUNTERSIGN_AGENT_RATE" in out.stderr
     assert "Traceback" not in out.stderr
