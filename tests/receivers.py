@@ -20,7 +20,7 @@ class Receiver:
                 status, headers, delay = (
                     receiver.script.pop(0) if len(receiver.script) > 1 else receiver.script[0]
                 )
-                time.sleep(delay)
+                time.sleep(delay)  # a slow receiver is what the script asks for: a sleep
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,20 @@ from sqlalchemy import select
 
 from review.models import OutboxEvent
 from review.reviewing.claims import claim_batch
-from tests.helpers import AgentClient, Browser, refund, reviewer
+from tests.helpers import (
+    ROOT,
+    app_environment,
+    free_port,
+    logged_in,
+    refund,
+    reviewer,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# What a worker logs when Redis goes away: rq, waiting for a job, retries the connection;
+# ours, when the loss ended rq's loop elsewhere (a job's bookkeeping), starts a fresh one.
+WAITING_WORKER_LOST_REDIS = "could not connect to Redis instance"
+WORKER_LOOP_ENDED = "worker loop ended without a stop request"
 
 
 class PrivateRedis:
@@ -40,14 +44,14 @@ class PrivateRedis:
              "--appendonly", "no", "--dir", str(self.folder)],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        wait_for(self.answers, timeout=10, message=f"redis-server to listen on {self.port}")
+
+    def answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self):
         self.proc.kill()
@@ -99,29 +103,30 @@ class Workers:
         for log in self.logs:
             log.close()
 
+    def said_so_far(self, tail: int = 3000) -> str:
+        """The end of what each worker has logged (all of it with tail=0)."""
+        said = ""
+        for log in self.logs:
+            log.flush()
+            said += Path(log.name).read_text(errors="replace")[-tail:]
+        return said
+
+    def have_logged(self, line: str) -> bool:
+        return line in self.said_so_far(tail=0)
+
 
 @pytest.fixture
-def stack(make_app, make_agent, settings_overrides, receiver_factory, tmp_path):
-    """An app, an agent whose callbacks go to a local receiver, and worker processes."""
+def make_workers(settings_overrides, tmp_path):
+    """Factory: the `flask worker` processes of an app on `redis_url`, stopped afterwards."""
     made = []
 
-    def build(redis_url, *script):
-        receiver = receiver_factory(*script)
-        app = make_app(redis_url=redis_url, allow_private_callbacks=True, agent_rate=0)
-        svc = app.extensions["countersign"]
-        base = make_agent(callback_url=receiver.url, allow_private_callbacks=True)
-        agent = AgentClient(app.test_client(), base.slug, base.secret)
-        env = {
-            **os.environ,
-            "DATABASE_URL": settings_overrides["database_url"],
-            "REDIS_URL": redis_url,
-            "COUNTERSIGN_INSTANCE_DIR": settings_overrides["instance_dir"],
-            "SECRET_KEY": settings_overrides["secret_key"],
-            "COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS": "1",
-        }
+    def build(redis_url) -> Workers:
+        env = app_environment(
+            settings_overrides, REDIS_URL=redis_url, COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS="1"
+        )
         workers = Workers(env, tmp_path)
         made.append(workers)
-        return app, svc, agent, receiver, workers
+        return workers
 
     yield build
     for workers in made:
@@ -133,78 +138,108 @@ def events(svc):
         return session.scalars(select(OutboxEvent)).all()
 
 
-def wait_for(condition, timeout, what, workers=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    logs = ""
-    if workers is not None:
-        for log in workers.logs:
-            log.flush()
-            logs += Path(log.name).read_text(errors="replace")[-3000:]
-    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+def wait_with_logs(condition, timeout, what, workers):
+    """wait_for, with the workers' logs in the message when it times out."""
+    wait_for(
+        condition,
+        timeout=timeout,
+        interval=0.2,
+        message=lambda: f"waiting for {what}\n{workers.said_so_far()}",
+    )
 
 
-def test_callbacks_decided_while_redis_was_down_all_arrive_once_it_is_back(stack, private_redis):
-    app, svc, agent, receiver, workers = stack(private_redis.url)
-    ids = [agent.defer(refund(summary=f"refund {i}")).get_json()["id"] for i in range(4)]
-    holder = reviewer(svc)
-    claim_batch(svc, holder)
+def test_callbacks_decided_while_redis_was_down_all_arrive_once_it_is_back(
+    callback_world, make_workers, private_redis
+):
+    world = callback_world(redis_url=private_redis.url)
+    workers = make_workers(private_redis.url)
+    ids = [world.agent.defer(refund(summary=f"refund {i}")).get_json()["id"] for i in range(4)]
+    claim_batch(world.svc, reviewer(world.svc))
     workers.start()
-    browser = Browser(app.test_client(), "rita")
+    browser = logged_in(world.app, "rita")
     assert browser.post(f"/batch/{ids[0]}/approve").status_code == 302
-    wait_for(lambda: len(receiver.requests) == 1, 20, "the first callback")
+    wait_with_logs(lambda: len(world.receiver.requests) == 1, 20, "the first callback", workers)
 
     private_redis.stop()
     for d_id in ids[1:]:  # reviewers keep deciding: no error, and each decision is kept
         response = browser.post(f"/batch/{d_id}/reject", {"reason": "Against policy"})
         assert response.status_code == 302
-    assert all(e.status == "pending" for e in events(svc) if e.deferral_id != ids[0])
-    time.sleep(2)  # the worker, meanwhile, has lost Redis
+    assert all(e.status == "pending" for e in events(world.svc) if e.deferral_id != ids[0])
+    wait_with_logs(
+        lambda: workers.have_logged(WAITING_WORKER_LOST_REDIS),
+        20,
+        "the worker to find Redis gone",
+        workers,
+    )
     private_redis.start()
 
-    wait_for(lambda: all(e.status == "delivered" for e in events(svc)) and len(events(svc)) == 4,
-             40, "every callback", workers)  # fmt: skip
+    wait_with_logs(
+        lambda: (
+            all(e.status == "delivered" for e in events(world.svc)) and len(events(world.svc)) == 4
+        ),
+        40,
+        "every callback",
+        workers,
+    )
     got = {}
-    for headers, body, _path in receiver.requests:
+    for headers, body, _path in world.receiver.requests:
         got.setdefault(headers["webhook-id"], []).append(body)
-    assert set(got) == {e.id for e in events(svc)}
+    assert set(got) == {e.id for e in events(world.svc)}
 
 
-def test_a_worker_killed_mid_delivery_sends_it_again_with_the_same_id(stack, redis_url):
-    app, svc, agent, receiver, workers = stack(redis_url, (200, {}, 4), (200, {}, 0))
-    d_id = agent.defer().get_json()["id"]
-    holder = reviewer(svc)
-    claim_batch(svc, holder)
+def test_a_worker_killed_mid_delivery_sends_it_again_with_the_same_id(
+    callback_world, make_workers, redis_url
+):
+    world = callback_world((200, {}, 4), (200, {}, 0), redis_url=redis_url)
+    workers = make_workers(redis_url)
+    d_id = world.agent.defer().get_json()["id"]
+    claim_batch(world.svc, reviewer(world.svc))
     first = workers.start()
-    Browser(app.test_client(), "rita").post(f"/batch/{d_id}/approve")
-    wait_for(lambda: len(receiver.requests) == 1, 20, "the first attempt to reach the receiver")
+    logged_in(world.app, "rita").post(f"/batch/{d_id}/approve")
+    wait_with_logs(
+        lambda: len(world.receiver.requests) == 1,
+        20,
+        "the first attempt to reach the receiver",
+        workers,
+    )
     workers.kill(first)  # mid-delivery: the receiver is still answering
-    assert events(svc)[0].status == "pending" and events(svc)[0].attempts == 0
+    assert events(world.svc)[0].status == "pending" and events(world.svc)[0].attempts == 0
     workers.start()
-    wait_for(lambda: events(svc)[0].status == "delivered", 60, "the callback to be delivered")
-    ids = [headers["webhook-id"] for headers, _b, _p in receiver.requests]
-    assert len(ids) >= 2 and set(ids) == {events(svc)[0].id}
+    wait_with_logs(
+        lambda: events(world.svc)[0].status == "delivered",
+        60,
+        "the callback to be delivered",
+        workers,
+    )
+    ids = [headers["webhook-id"] for headers, _b, _p in world.receiver.requests]
+    assert len(ids) >= 2 and set(ids) == {events(world.svc)[0].id}
 
 
-def test_a_worker_that_loses_redis_in_the_middle_of_a_job_keeps_working(stack, private_redis):
-    app, svc, agent, receiver, workers = stack(private_redis.url, (200, {}, 3), (200, {}, 0))
-    first, second = (agent.defer(refund(summary=s)).get_json()["id"] for s in ("one", "two"))
-    holder = reviewer(svc)
-    claim_batch(svc, holder)
+def test_a_worker_that_loses_redis_in_the_middle_of_a_job_keeps_working(
+    callback_world, make_workers, private_redis
+):
+    world = callback_world((200, {}, 3), (200, {}, 0), redis_url=private_redis.url)
+    workers = make_workers(private_redis.url)
+    first, second = (world.agent.defer(refund(summary=s)).get_json()["id"] for s in ("one", "two"))
+    claim_batch(world.svc, reviewer(world.svc))
     worker = workers.start()
-    browser = Browser(app.test_client(), "rita")
+    browser = logged_in(world.app, "rita")
     browser.post(f"/batch/{first}/approve")
-    wait_for(lambda: len(receiver.requests) == 1, 20, "the first attempt", workers)
+    wait_with_logs(lambda: len(world.receiver.requests) == 1, 20, "the first attempt", workers)
     private_redis.stop()  # while the job is running: its bookkeeping will fail
-    wait_for(lambda: events(svc)[0].status == "delivered", 20, "the first to be recorded", workers)
-    time.sleep(1)
+    wait_with_logs(
+        lambda: events(world.svc)[0].status == "delivered", 20, "the first to be recorded", workers
+    )
+    # The job's bookkeeping failed and ended rq's loop; ours starts a fresh one in 2 s.
+    wait_with_logs(
+        lambda: workers.have_logged(WORKER_LOOP_ENDED), 20, "the worker to find Redis gone", workers
+    )
     private_redis.start()
     browser.post(f"/batch/{second}/approve")
-    wait_for(
-        lambda: len(events(svc)) == 2 and all(e.status == "delivered" for e in events(svc)),
+    wait_with_logs(
+        lambda: (
+            len(events(world.svc)) == 2 and all(e.status == "delivered" for e in events(world.svc))
+        ),
         40,
         "the second callback, from the same worker process",
         workers,

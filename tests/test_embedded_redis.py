@@ -3,14 +3,11 @@
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import redis
 
 from review.embedded_redis import EmbeddedRedis, _alive
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, wait_for
 
 USER = """
 import sys, time
@@ -66,10 +63,7 @@ def test_two_processes_share_one_server_and_the_last_one_stops_it(instance_dir):
     assert _alive(pid), "the server must outlive its first user"
     assert redis.Redis.from_url(url2).ping()
     _leave(second)
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid), "no stray redis-server after the last user left"
+    wait_for(lambda: not _alive(pid), message="no stray redis-server after the last user left")
 
 
 def test_a_user_killed_with_sigkill_does_not_keep_the_server_forever(instance_dir):
@@ -81,10 +75,7 @@ def test_a_user_killed_with_sigkill_does_not_keep_the_server_forever(instance_di
     killed.stdin.close()
     killed.stdout.close()
     _leave(survivor)
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid)
+    wait_for(lambda: not _alive(pid), message=f"the redis-server (pid {pid}) to stop")
 
 
 def test_the_app_uses_the_embedded_server_when_redis_url_is_unset(make_app, instance_dir):
@@ -94,8 +85,5 @@ def test_the_app_uses_the_embedded_server_when_redis_url_is_unset(make_app, inst
     pid = svc.redis.embedded.server_pid()
     assert pid and _alive(pid)
     svc.close()
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid)
+    wait_for(lambda: not _alive(pid), message=f"the redis-server (pid {pid}) to stop")
     assert os.listdir(instance_dir / "redis.users") == []

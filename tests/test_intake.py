@@ -9,15 +9,8 @@ import rfc8785
 from sqlalchemy import func, select
 
 from review.audit.verify import verify_chain
-from review.models import AuditEvent, Deferral
-from tests.helpers import AgentClient, refund
-
-
-def _events(svc, deferral_id):
-    with svc.db.read() as session:
-        return session.scalars(
-            select(AuditEvent).where(AuditEvent.deferral_id == deferral_id).order_by(AuditEvent.seq)
-        ).all()
+from review.models import Deferral
+from tests.helpers import audit_events, refund, wait_for
 
 
 def test_a_deferral_is_created_as_the_protocol_resource(agent, svc):
@@ -67,7 +60,7 @@ def test_reading_it_back_returns_the_same_resource(agent):
 
 def test_received_and_evaluated_are_audited_in_the_same_transaction(agent, svc):
     d = agent.defer().get_json()
-    events = _events(svc, d["id"])
+    events = audit_events(svc, deferral_id=d["id"])
     assert [e.event_type for e in events] == ["deferral.received", "deferral.evaluated"]
     assert {e.actor_kind for e in events} == {"agent"}
     received = json.loads(events[0].payload)
@@ -137,10 +130,10 @@ def test_racing_duplicates_create_one_deferral(app, agent, svc):
 def test_the_rate_limit_is_shared_by_every_web_worker(make_app, agent):
     """Two app instances (as two gunicorn workers would be) count against one limit in Redis."""
     apps = [make_app(agent_rate=3), make_app(agent_rate=3)]
-    clients = [AgentClient(a.test_client(), agent.slug, agent.secret) for a in apps]
+    clients = [agent.on(a) for a in apps]
     for _attempt in range(3):
-        while time.time() % 1 > 0.3:  # start at the beginning of a second
-            time.sleep(0.01)
+        # Start at the beginning of a second, so that four requests fit into it.
+        wait_for(lambda: time.time() % 1 <= 0.3, timeout=2, interval=0.01, message="a new second")
         second = int(time.time())
         codes = [clients[0].defer().status_code for _ in range(3)]
         last = clients[1].defer().status_code
@@ -155,7 +148,7 @@ def _eight_clients_at_once(app, agent, *, each: int) -> list[int]:
     barrier, statuses = threading.Barrier(8), []
 
     def send(i):
-        client = AgentClient(app.test_client(), agent.slug, agent.secret)
+        client = agent.on(app)
         barrier.wait()
         for j in range(each):
             statuses.append(client.defer(refund(summary=f"refund {i}-{j}")).status_code)
@@ -192,7 +185,7 @@ def test_intake_goes_on_while_redis_is_down(make_app, make_agent, svc):
     """The rate limit and the flood breaker need Redis; a deferral does not wait for them."""
     registered = make_agent()
     down = make_app(redis_url="redis://127.0.0.1:1/0")
-    agent = AgentClient(down.test_client(), registered.slug, registered.secret)
+    agent = registered.on(down)
     response = agent.defer()
     assert response.status_code == 202, response.get_data(as_text=True)
     with svc.db.read() as session:

@@ -5,18 +5,13 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 from review.agents.killswitch import Actor, kill
 from review.audit.chain import chained_write
 from review.audit.verify import verify_chain
 from review.models import PENDING_STATUSES, Agent, AuditEvent, Deferral
-from tests.helpers import AgentClient, refund
-
-
-def _deferrals(svc):
-    with svc.db.read() as session:
-        return session.scalar(select(func.count()).select_from(Deferral))
+from tests.helpers import count_rows, refund, wait_for
 
 
 def _last_refusal(svc):
@@ -35,7 +30,7 @@ def _assert_refused(response, svc, status, code):
     body = response.get_json()
     assert set(body) == {"error"} and body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert _deferrals(svc) == 0
+    assert count_rows(svc, Deferral) == 0
     refusal = _last_refusal(svc)
     assert refusal is not None and refusal["code"] == code and refusal["status"] == status
     return body
@@ -69,15 +64,12 @@ def test_nesting_up_to_the_limit_is_fine_and_one_deeper_is_not(agent, svc):
 
 def test_a_body_over_the_limit_answers_413(make_app, make_agent):
     app = make_app(max_body_bytes=2048)
-    from tests.helpers import AgentClient
-
     svc = app.extensions["countersign"]
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     response = agent.defer(refund(rationale="x" * 3000))
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "payload_too_large"
-    assert _deferrals(svc) == 0
+    assert count_rows(svc, Deferral) == 0
 
 
 def test_the_default_limit_is_one_mebibyte(agent, svc):
@@ -156,8 +148,7 @@ def test_a_killed_agent_answers_423(agent, svc):
 def test_over_the_request_rate_answers_429_with_retry_after(make_app, make_agent):
     app = make_app(agent_rate=3)
     svc = app.extensions["countersign"]
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     statuses = [agent.defer().status_code for _ in range(8)]
     assert 202 in statuses and 429 in statuses
     assert statuses.count(202) <= 6  # at most the rate in each of two one-second windows
@@ -171,8 +162,7 @@ def test_over_the_request_rate_answers_429_with_retry_after(make_app, make_agent
 def test_over_the_pending_cap_answers_429_with_retry_after(make_app, make_agent):
     app = make_app(agent_max_pending=2)
     svc = app.extensions["countersign"]
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     assert [agent.defer().status_code for _ in range(2)] == [202, 202]
     response = agent.defer()
     assert response.status_code == 429
@@ -185,8 +175,7 @@ def test_over_the_pending_cap_answers_429_with_retry_after(make_app, make_agent)
 
 def test_a_decided_deferral_frees_its_place_under_the_pending_cap(make_app, make_agent):
     app = make_app(agent_max_pending=1)
-    base = make_agent()
-    agent = AgentClient(app.test_client(), base.slug, base.secret)
+    agent = make_agent().on(app)
     first = agent.defer().get_json()
     assert agent.defer().status_code == 429
     agent.post_json(f"/api/v1/deferrals/{first['id']}/cancel", {"reason": "not needed"})
@@ -251,17 +240,44 @@ def test_unknown_api_paths_and_methods_answer_json(agent, client):
 
 def test_a_kill_committed_while_intake_waits_for_the_chain_lock_is_seen(agent, svc):
     """The agent was active when the request was authenticated, killed before it wrote."""
-    flipped = threading.Event()
+    flipped, failures = threading.Event(), []
 
-    def kill_and_hold_the_lock_a_moment():
-        with chained_write(svc.db) as session:
-            session.execute(update(Agent).values(state="killed", state_reason="flipped meanwhile"))
-            flipped.set()
-            time.sleep(0.3)  # the request below reaches the lock and waits for this commit
+    def kill_and_hold_the_lock_until_intake_waits_for_it():
+        try:
+            with chained_write(svc.db) as session:
+                session.execute(
+                    update(Agent).values(state="killed", state_reason="flipped meanwhile")
+                )
+                flipped.set()
+                wait_until_a_writer_waits_for_the_lock(svc)  # then this commit lets it in
+        except AssertionError as failure:
+            failures.append(failure)
 
-    killer = threading.Thread(target=kill_and_hold_the_lock_a_moment)
+    killer = threading.Thread(target=kill_and_hold_the_lock_until_intake_waits_for_it)
     killer.start()
     flipped.wait(5)
-    body = _assert_refused(agent.defer(), svc, 423, "agent_killed")
+    response = agent.defer()
     killer.join()
+    assert not failures, failures
+    body = _assert_refused(response, svc, 423, "agent_killed")
     assert "flipped meanwhile" in body["error"]["message"]
+
+
+def wait_until_a_writer_waits_for_the_lock(svc) -> None:
+    """Return once another transaction waits for a lock this one holds."""
+    if svc.db.is_sqlite:
+        # A sleep, not a wait: SQLite's writers queue on a lock inside this process (see
+        # review.db.WriterLock) that nothing shows a waiter on. The request reaches it in
+        # milliseconds; 0.3 s is ample.
+        time.sleep(0.3)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with svc.db.autocommit() as conn:  # each read its own transaction: a fresh snapshot
+        wait_for(
+            lambda: conn.execute(waiting).scalar() > 0,
+            timeout=10,
+            message="the request to wait for the chain lock",
+        )

@@ -1,22 +1,17 @@
 """Long-poll (PROTOCOL.md 4.2, `?wait=N`): the answer comes as soon as the deferral ends, or
 when the time is up; a waiting request holds no database connection and starves nothing."""
 
-import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from review.reviewing.ending import cancel_deferral
 from review.signing import sign_headers
-from tests.helpers import AgentClient, approved, reviewer
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, app_environment, approved, free_port, reviewer, wait_for
 
 
 def later(seconds, fn):
@@ -67,12 +62,13 @@ def test_waiting_requests_hold_no_database_connection(app, svc, agent):
     answers = []
 
     def poll(d_id):
-        client = AgentClient(app.test_client(), agent.slug, agent.secret)
-        answers.append(client.get(f"/api/v1/deferrals/{d_id}?wait=3").get_json()["status"])
+        answers.append(agent.on(app).get(f"/api/v1/deferrals/{d_id}?wait=3").get_json()["status"])
 
     threads = [threading.Thread(target=poll, args=(i,)) for i in ids]
     for t in threads:
         t.start()
+    # A sleep, not a wait: the moment to look is in the middle of the six waits (a second
+    # into three), and nothing outside the requests shows that each has begun its wait.
     time.sleep(1.0)
     assert svc.db.engine.pool.checkedout() == 0
     for t in threads:
@@ -92,46 +88,36 @@ def test_a_lost_wake_up_costs_seconds_not_the_answer(app, svc, agent, monkeypatc
     assert time.monotonic() - started < 7
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gunicorn(settings_overrides, tmp_path):
     """The app under real gunicorn, with the worker class the README prescribes."""
     port = free_port()
     log = tmp_path / "gunicorn.log"
     log_file = log.open("wb")
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings_overrides["database_url"],
-        "REDIS_URL": settings_overrides["redis_url"],
-        "COUNTERSIGN_INSTANCE_DIR": settings_overrides["instance_dir"],
-        "SECRET_KEY": settings_overrides["secret_key"],
-        "COUNTERSIGN_AGENT_RATE": "0",
-        # One agent holds the twenty waits below: room for all of them (the default is 8).
-        "COUNTERSIGN_LONG_POLLS_PER_AGENT": "20",
-    }
+    # One agent holds the twenty waits below: room for all of them (the default is 8).
+    env = app_environment(
+        settings_overrides, COUNTERSIGN_AGENT_RATE="0", COUNTERSIGN_LONG_POLLS_PER_AGENT="20"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "app:app", "-b", f"127.0.0.1:{port}",
          "--workers", "1", "--worker-class", "gthread", "--threads", "32"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
+            return httpx.get(base + "/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
+            return False
+
+    try:
+        wait_for(healthy, timeout=30, interval=0.2, message="gunicorn to answer /healthz")
+    except AssertionError as failed:
         proc.kill()
         proc.wait()
         log_file.close()
-        raise AssertionError(log.read_text()[-2000:])
+        raise AssertionError(f"{failed}\n{log.read_text()[-2000:]}") from None
     yield base
     proc.terminate()
     proc.wait(timeout=10)
@@ -152,6 +138,8 @@ def test_twenty_waiting_agents_starve_nobody_under_gunicorn(gunicorn, svc, agent
     threads = [threading.Thread(target=poll, args=(i,)) for i in ids]
     for t in threads:
         t.start()
+    # A sleep, not a wait: the twenty must be waiting while the others are timed, and what
+    # shows that is inside gunicorn's process; a second is long enough to begin twenty waits.
     time.sleep(1.0)
     started = time.monotonic()
     for _ in range(5):  # other requests answer promptly while twenty wait

@@ -1,26 +1,19 @@
 """The worker: rq on real Redis runs Countersign's jobs end to end, in the app's context."""
 
 import json
-import os
-import subprocess
-import sys
+import time
 import zlib
-from pathlib import Path
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 
 from approval_queue import names
 from approval_queue.jobs import enqueue, queue
 from approval_queue.worker import run_worker
 from review.demo import DEMO_AGENT, ensure_demo
-from review.models import Deferral
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _pending(svc):
-    with svc.db.read() as session:
-        return session.scalar(select(func.count()).select_from(Deferral))
+from review.models import AuditEvent, Deferral, utcnow
+from review.reviewing.claims import claim_batch
+from tests.helpers import app_environment, count_rows, reviewer, run_flask, wait_for
 
 
 def test_jobs_are_enqueued_by_name_with_json_arguments(svc, redis_client):
@@ -36,61 +29,35 @@ def test_a_burst_worker_runs_a_job_inside_the_app(app, svc, redis_client):
     enqueue(redis_client, "approval_queue.demo_agent.seed")
     with app.app_context():
         assert run_worker(svc, burst=True) is True
-    assert _pending(svc) == 6
+    assert count_rows(svc, Deferral) == 6
     assert queue(redis_client, names.DEFAULT).count == 0
 
 
 def test_a_delayed_job_runs_once_it_is_due(app, svc, redis_client):
     ensure_demo(svc)
-    enqueue(redis_client, "approval_queue.demo_agent.post_sample", 0, delay=0.01)
-    import time
-
-    time.sleep(1.1)  # rq's scheduler works in whole seconds
+    job = enqueue(redis_client, "approval_queue.demo_agent.post_sample", 0, delay=0.01)
+    registry = queue(redis_client, names.DEFAULT).scheduled_job_registry
+    due = registry.get_scheduled_time(job).timestamp()  # rq counts in whole seconds
+    wait_for(lambda: time.time() >= due, timeout=3, message="the delayed job to fall due")
     with app.app_context():
         run_worker(svc, burst=True)
-    assert _pending(svc) == 1
+    assert count_rows(svc, Deferral) == 1
 
 
 def test_the_worker_command_runs_jobs_in_its_own_process(svc, settings_overrides, redis_client):
     ensure_demo(svc)
     enqueue(redis_client, "approval_queue.demo_agent.post_sample", 1)
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings_overrides["database_url"],
-        "REDIS_URL": settings_overrides["redis_url"],
-        "COUNTERSIGN_INSTANCE_DIR": settings_overrides["instance_dir"],
-        "SECRET_KEY": settings_overrides["secret_key"],
-    }
-    out = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "worker", "--burst"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_flask("worker", "--burst", env=app_environment(settings_overrides), timeout=120)
     assert out.returncode == 0, out.stderr
-    assert _pending(svc) == 1
+    assert count_rows(svc, Deferral) == 1
     with svc.db.read() as session:
         d = session.scalars(select(Deferral)).one()
         assert d.agent.slug == DEMO_AGENT
 
 
 def test_the_worker_returns_lapsed_claims_to_the_queue(app, svc, agent, redis_client):
-    from datetime import timedelta
-
-    from sqlalchemy import update
-
-    from review.models import AuditEvent, utcnow
-    from review.reviewing.claims import Holder, claim_batch
-    from review.users import create_user
-
     agent.defer()
-    with svc.db.write() as session:
-        user = create_user(session, "rita", "reviewer", "correct horse battery")
-        session.flush()
-        holder = Holder(user.id, "rita", frozenset({"rita"}))
-    assert len(claim_batch(svc, holder)) == 1
+    assert len(claim_batch(svc, reviewer(svc))) == 1
     with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     with app.app_context():
