@@ -56,10 +56,22 @@ def run_worker(svc: Services, *, burst: bool = False) -> bool:
             # rq retries a lost Redis only while it waits for a job; lost anywhere else
             # (a heartbeat, a job's bookkeeping) its loop ends. Start a fresh one.
             log.warning("worker loop ended without a stop request; starting again in 2 s")
-            try:
-                time.sleep(RESTART_SECONDS)
-            except StopRequested:  # rq's signal handler, still installed, met a SIGTERM
+            rebuilt = _rebuild_once_redis_answers(svc)
+            if rebuilt is None:
                 return True
-            worker = build_worker(svc)
+            worker = rebuilt
     finally:
         ticker.stop()
+
+
+def _rebuild_once_redis_answers(svc: Services) -> SimpleWorker | None:
+    """A fresh worker, every RESTART_SECONDS until Redis answers; None on a stop request."""
+    while True:
+        try:
+            time.sleep(RESTART_SECONDS)
+        except StopRequested:  # rq's signal handler, still installed, met a SIGTERM
+            return None
+        try:
+            return build_worker(svc)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("Redis still unavailable (%s); trying again in %s s", exc, RESTART_SECONDS)

@@ -245,3 +245,35 @@ def test_a_worker_that_loses_redis_in_the_middle_of_a_job_keeps_working(
         workers,
     )
     assert worker.poll() is None  # still running
+
+
+def test_a_worker_outlives_a_redis_outage_longer_than_its_restart_delay(
+    callback_world, make_workers, private_redis
+):
+    world = callback_world((200, {}, 3), (200, {}, 0), redis_url=private_redis.url)
+    workers = make_workers(private_redis.url)
+    first, second = (world.agent.defer(refund(summary=s)).get_json()["id"] for s in ("one", "two"))
+    claim_batch(world.svc, reviewer(world.svc))
+    worker = workers.start()
+    browser = logged_in(world.app, "rita")
+    browser.post(f"/batch/{first}/approve")
+    wait_with_logs(lambda: len(world.receiver.requests) == 1, 20, "the first attempt", workers)
+    private_redis.stop()
+    wait_with_logs(
+        lambda: workers.have_logged("Redis still unavailable"),
+        30,
+        "the worker to try again while Redis is still down",
+        workers,
+    )
+    assert worker.poll() is None  # a rebuild that met a dead Redis did not end the process
+    private_redis.start()
+    browser.post(f"/batch/{second}/approve")
+    wait_with_logs(
+        lambda: (
+            len(events(world.svc)) == 2 and all(e.status == "delivered" for e in events(world.svc))
+        ),
+        40,
+        "both callbacks, from the same worker process",
+        workers,
+    )
+    assert worker.poll() is None
