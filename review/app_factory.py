@@ -47,6 +47,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         filters,
         health,
         home,
+        receipt_keys,
         reviewer_pages,
     )
 
@@ -55,6 +56,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     filters.init_app(app)
     app.register_blueprint(api_bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(receipt_keys.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(reviewer_pages.bp)
     app.register_blueprint(agent_pages.bp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 
 import click
 from flask import Flask
@@ -17,6 +18,7 @@ from review.audit import checkpoints, witness
 from review.audit import export as audit_export_module
 from review.audit.verifier import read_checkpoints
 from review.errors import DomainError
+from review.reviewing import receipts
 from review.services import current_services
 from review.users import create_user, find_user
 
@@ -24,6 +26,7 @@ db_cli = AppGroup("db", help="Create or migrate the schema.")
 users_cli = AppGroup("users", help="Reviewers, admins and auditors.")
 agents_cli = AppGroup("agents", help="Registered agent runtimes.")
 audit_cli = AppGroup("audit", help="The tamper-evident audit chain.")
+receipts_cli = AppGroup("receipts", help="The key that signs approval receipts.")
 
 
 def fail(message: str) -> None:
@@ -320,6 +323,16 @@ def audit_export(fmt: str) -> None:
             click.echo(line, nl=False)
 
 
+@receipts_cli.command("rotate-key")
+def receipts_rotate_key() -> None:
+    """Sign receipts with a new key from now on; the old public key stays in the JWKS
+    until the receipts it signed have expired."""
+    done = receipts.rotate_key(current_services().settings)
+    until = datetime.fromtimestamp(done.old_listed_until, UTC)
+    click.echo(f"receipts are signed with {done.new.kid} from now on")
+    click.echo(f"{done.old.kid} stays in /.well-known/jwks.json until {until:%Y-%m-%dT%H:%M:%SZ}")
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 def worker(burst: bool) -> None:
@@ -341,7 +354,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (db_cli, users_cli, agents_cli, audit_cli):
+    for group in (db_cli, users_cli, agents_cli, audit_cli, receipts_cli):
         app.cli.add_command(group)
     app.cli.add_command(worker)
     app.cli.add_command(serve)

@@ -143,6 +143,7 @@ def undecided_fields() -> dict[str, Any]:
         "decision_reason": None,
         "decided_by": [],
         "valid_until": None,
+        "receipt": None,
         "claimed_by": None,
         "lease_expires_at": None,
         "opened": False,
@@ -213,6 +214,8 @@ class Deferral(Base):
     decision_reason: Mapped[str | None] = mapped_column(Text)
     decided_by: Mapped[list[str]] = mapped_column(JSONType, default=list)
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An approval's signed receipt, a compact JWS (review/reviewing/receipts.py).
+    receipt: Mapped[str | None] = mapped_column(Text)
 
     # Reviewing: who holds it (status in_review) and until when, whether the holder has
     # opened it (bulk approval only takes opened items), and the first of two approvals.

@@ -29,6 +29,7 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
             "decided_by": list(d.decided_by or []),
             "decided_at": rfc3339(d.decided_at),
             "valid_until": rfc3339(d.valid_until),
+            "receipt": d.receipt if d.status == "approved" else None,
         }
     return {
         "id": d.id,

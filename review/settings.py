@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import time
 import tomllib
@@ -57,6 +58,16 @@ def _bool(name: str, raw: Any) -> bool:
 
 def _text(name: str, raw: Any) -> str:
     return str(raw)
+
+
+def _public_url(name: str, raw: Any) -> str:
+    """The service's own base URL: http(s)://host[:port][/path], without a trailing slash."""
+    text = str(raw).strip().rstrip("/")
+    if not re.fullmatch(r"[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+(/[^\s?#]*)?", text):
+        raise SettingsError(
+            f"{name} must be an http(s):// URL like https://countersign.example.com"
+        )
+    return text
 
 
 def _database_url(name: str, raw: Any) -> str:
@@ -153,6 +164,8 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "lease_seconds": _int_range(30, 86400),
     "two_person_level": _choice("low", "medium", "high", "critical", "none"),
     "approval_ttl": _int_range(1, 30 * 86400),
+    "public_url": _public_url,
+    "receipt_key_file": _text,
     "session_cookie_secure": _bool,
     "login_failures_per_account": _int_range(1, 1000),
     "login_failures_per_address": _int_range(1, 100000),
@@ -197,6 +210,8 @@ class Settings:
     lease_seconds: int
     two_person_level: str
     approval_ttl: int
+    public_url: str
+    receipt_key_file: str
     session_cookie_secure: bool
     login_failures_per_account: int
     login_failures_per_address: int
@@ -260,6 +275,10 @@ def load_settings(
         values["audit_key_file"] = str(instance / "audit_ed25519.pem")
     elif not Path(values["audit_key_file"]).is_absolute():
         values["audit_key_file"] = str(PROJECT_ROOT / values["audit_key_file"])
+    if not values["receipt_key_file"]:
+        values["receipt_key_file"] = str(instance / "receipt_ed25519.pem")
+    elif not Path(values["receipt_key_file"]).is_absolute():
+        values["receipt_key_file"] = str(PROJECT_ROOT / values["receipt_key_file"])
     _complete_audit_witness(values, instance)
     if not Path(values["policy_file"]).is_absolute():
         values["policy_file"] = str(PROJECT_ROOT / values["policy_file"])

@@ -188,6 +188,11 @@ DEFERRAL: dict[str, Any] = {
                 "decided_by": {"type": "array", "items": {"type": "string"}},
                 "decided_at": TIME,
                 "valid_until": NULLABLE_TIME,
+                "receipt": {
+                    "type": ["string", "null"],
+                    "description": "approvals only: a compact JWS (EdDSA) of the approval, "
+                    "verifiable offline with the keys at /.well-known/jwks.json",
+                },
             },
         },
         "execution": EXECUTION,

@@ -2,7 +2,9 @@
 
 Each decision is one transaction under the audit chain's lock: checks (status, holder,
 live lease, expiry, separation of duties, the two-person rule), then the conditional
-UPDATE of review/reviewing/ending.py and its audit event and callback.
+UPDATE of review/reviewing/ending.py and its audit event and callback. An approval is
+signed in the same transaction (review/reviewing/receipts.py): its receipt is stored
+with it, so the resource and the callback carry it, and its claims go into the event.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from review.models import TERMINAL_STATUSES, Deferral, utcnow
 from review.resources import rfc3339
 from review.reviewing.claims import Holder, two_person_levels
 from review.reviewing.ending import AlreadyDecided, end_deferral, expire
+from review.reviewing.receipts import Receipt, issue_receipt
 from review.services import Services
 
 MAX_REASON = 2000
@@ -150,6 +153,10 @@ def _end(
     approvers = (
         [deferral.first_approved_by] if outcome == "approved" and deferral.first_approved_by else []
     )
+    decided_by = [*approvers, holder.username]
+    receipt = None
+    if outcome == "approved" and valid_until is not None:
+        receipt = issue_receipt(svc.settings, deferral, decided_by, now, valid_until)
     try:
         end_deferral(
             session,
@@ -157,12 +164,13 @@ def _end(
             outcome,
             actor=("user", holder.username),
             reason=reason,
-            decided_by=[*approvers, holder.username],
+            decided_by=decided_by,
             from_statuses=("in_review",),
             claimed_by=holder.id,
             valid_until=valid_until,
+            receipt=receipt.token if receipt else None,
             now=now,
-            payload=_decision_payload(deferral, outcome, valid_until),
+            payload=_decision_payload(deferral, outcome, valid_until, receipt),
         )
     except AlreadyDecided:
         raise DecisionRefused("Nothing changed: someone else decided it first.") from None
@@ -177,15 +185,19 @@ def _end(
 
 
 def _decision_payload(
-    deferral: Deferral, outcome: str, valid_until: datetime | None
+    deferral: Deferral, outcome: str, valid_until: datetime | None, receipt: Receipt | None
 ) -> dict[str, object]:
-    """What the decision's audit event adds: an approval says until when it may run."""
+    """What the decision's audit event adds: an approval says until when it may run, and
+    the claims of the receipt it was given (signed with the key `receipt_kid`)."""
     payload: dict[str, object] = {
         "risk_level": deferral.risk_level,
         "action_digest": deferral.action_digest,
     }
     if outcome == "approved":
         payload["valid_until"] = rfc3339(valid_until)
+    if receipt is not None:
+        payload["receipt"] = receipt.claims
+        payload["receipt_kid"] = receipt.kid
     return payload
 
 

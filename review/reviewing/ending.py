@@ -36,8 +36,10 @@ def terminal_values(
     reason: str | None,
     decided_by: list[str],
     valid_until: datetime | None = None,
+    receipt: str | None = None,
 ) -> dict[str, Any]:
-    """The columns every ending sets: outcome, when, why, by whom; the claim let go."""
+    """The columns every ending sets: outcome, when, why, by whom, an approval's signed
+    receipt; the claim let go."""
     if outcome not in TERMINAL_STATUSES:
         raise ValueError(f"{outcome!r} is not a terminal status")
     return {
@@ -46,6 +48,7 @@ def terminal_values(
         "decision_reason": reason,
         "decided_by": decided_by,
         "valid_until": valid_until,
+        "receipt": receipt,
         "claimed_by": None,
         "lease_expires_at": None,
     }
@@ -62,6 +65,7 @@ def end_deferral(
     from_statuses: tuple[str, ...] = PENDING_STATUSES,
     claimed_by: int | None = None,
     valid_until: datetime | None = None,
+    receipt: str | None = None,
     payload: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> None:
@@ -73,7 +77,7 @@ def end_deferral(
     result = session.execute(
         update(Deferral)
         .where(*conditions)
-        .values(**terminal_values(outcome, now, reason, decided_by, valid_until))
+        .values(**terminal_values(outcome, now, reason, decided_by, valid_until, receipt))
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
