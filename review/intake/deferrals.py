@@ -134,6 +134,7 @@ def _existing(session: Session, agent_id: int, webhook_id: str) -> Deferral | No
 def _replay(existing: Deferral, prepared: Prepared) -> Received:
     if existing.request_hash != prepared.request_hash:
         raise IdempotencyConflict("this webhook-id was already used with a different body")
+    existing.execution  # noqa: B018  loaded now: the answer renders it after the session ends
     return Received(existing, created=False, agent_slug=existing.agent.slug)
 
 
