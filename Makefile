@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test test-postgres browser lint format bench clean
 
-$(STAMP): pyproject.toml setup.py constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Countersign needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e clients/python
 	@touch $(STAMP)
 
 # Web on http://127.0.0.1:5000 (gunicorn), the worker, an embedded Redis, SQLite, demo data.
