@@ -9,7 +9,9 @@ approved, report what happened (PROTOCOL.md section 9).
                           on_behalf_of="alice@example.com")
     def refund(invoice: str, amount: int) -> dict: ...
 
-`verify_receipt` (approval receipts, PROTOCOL.md section 13) is not here yet.
+`verify_receipt` checks an approval receipt offline (PROTOCOL.md section 13; it needs
+`pip install countersign-client[receipts]`). Given `jwks=`, gates run only on an
+approval whose receipt verifies.
 """
 
 from countersign_client.approval import ensure_runnable
@@ -35,11 +37,13 @@ from countersign_client.errors import (
     NotApproved,
     NotFound,
     RateLimited,
+    ReceiptRefused,
     Rejected,
     ServerError,
     TransportError,
     Unauthorized,
 )
+from countersign_client.receipts import InvalidReceipt, verify_receipt
 from countersign_client.resources import AgentStatus, Approval, Decision, Deferral
 from countersign_client.retrying import RetryPolicy
 
@@ -62,11 +66,13 @@ __all__ = [
     "ExecutionNotReported",
     "Expired",
     "InvalidCallback",
+    "InvalidReceipt",
     "InvalidRequest",
     "Killed",
     "NotApproved",
     "NotFound",
     "RateLimited",
+    "ReceiptRefused",
     "Rejected",
     "RetryPolicy",
     "SeenIds",
@@ -79,4 +85,5 @@ __all__ = [
     "canonical_json",
     "ensure_runnable",
     "verify_callback",
+    "verify_receipt",
 ]

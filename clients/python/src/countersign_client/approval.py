@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,9 @@ from countersign_client.errors import (
     AlreadyExecuted,
     ApprovalLapsed,
     NotApproved,
+    ReceiptRefused,
 )
+from countersign_client.receipts import InvalidReceipt, verify_receipt
 from countersign_client.resources import Approval, Deferral
 
 MAX_FAILURE_TEXT = 2000
@@ -41,9 +43,14 @@ def ensure_runnable(
 
 
 def runnable(
-    deferral: Deferral, tool: str, requested_digest: str, now: datetime | None = None
+    deferral: Deferral,
+    tool: str,
+    requested_digest: str,
+    now: datetime | None = None,
+    jwks: Mapping[str, Any] | None = None,
 ) -> Approval:
-    """As ensure_runnable, with the requested action's digest computed already."""
+    """As ensure_runnable, with the requested action's digest computed already; given the
+    service's JWKS, also ReceiptRefused unless the approval's receipt verifies with it."""
     decision = deferral.decision
     reason = decision.reason if decision else None
     what = f"{tool} ({deferral.id})"
@@ -75,6 +82,12 @@ def runnable(
     now = now or datetime.now(UTC)
     if valid_until is None or now >= valid_until:
         raise ApprovalLapsed(f"{what}: the approval ran out at {valid_until}", deferral, reason)
+    if jwks is not None:
+        receipt = decision.receipt if decision else None
+        try:
+            verify_receipt(receipt, jwks, now=now.timestamp(), action_digest=deferral.action_digest)
+        except InvalidReceipt as exc:
+            raise ReceiptRefused(f"{what}: the receipt does not hold: {exc}", deferral) from None
     return Approval(deferral.raw)
 
 

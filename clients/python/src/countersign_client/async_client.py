@@ -11,7 +11,7 @@ import functools
 import inspect
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -53,10 +53,17 @@ class AsyncCountersign(ClientBase):
         on_behalf_of: str | dict[str, Any] | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        jwks: Mapping[str, Any] | None = None,
         http_client: httpx.AsyncClient | None = None,
     ):
         super().__init__(
-            base_url, agent, secret, on_behalf_of=on_behalf_of, timeout=timeout, retry=retry
+            base_url,
+            agent,
+            secret,
+            on_behalf_of=on_behalf_of,
+            timeout=timeout,
+            retry=retry,
+            jwks=jwks,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient()
@@ -268,7 +275,7 @@ class AsyncCountersign(ClientBase):
             deferral = await self.wait(deferral.id, timeout)
         if not deferral.terminal:
             deferral = await self._give_up(deferral, timeout, cancel_on_timeout)
-        return runnable(deferral, tool, requested)
+        return runnable(deferral, tool, requested, jwks=self.jwks)
 
     async def _give_up(self, deferral: Deferral, timeout: float, cancel: bool) -> Deferral:
         """Withdraw an undecided deferral and raise ApprovalTimeout; a decision that came

@@ -6,7 +6,7 @@ import functools
 import inspect
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -49,10 +49,17 @@ class Countersign(ClientBase):
         on_behalf_of: str | dict[str, Any] | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        jwks: Mapping[str, Any] | None = None,
         http_client: httpx.Client | None = None,
     ):
         super().__init__(
-            base_url, agent, secret, on_behalf_of=on_behalf_of, timeout=timeout, retry=retry
+            base_url,
+            agent,
+            secret,
+            on_behalf_of=on_behalf_of,
+            timeout=timeout,
+            retry=retry,
+            jwks=jwks,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client()
@@ -264,7 +271,7 @@ class Countersign(ClientBase):
             deferral = self.wait(deferral.id, timeout)
         if not deferral.terminal:
             deferral = self._give_up(deferral, timeout, cancel_on_timeout)
-        return runnable(deferral, tool, requested)
+        return runnable(deferral, tool, requested, jwks=self.jwks)
 
     def _give_up(self, deferral: Deferral, timeout: float, cancel: bool) -> Deferral:
         """Withdraw an undecided deferral and raise ApprovalTimeout; a decision that came

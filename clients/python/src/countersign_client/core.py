@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ class ClientBase:
         on_behalf_of: str | dict[str, Any] | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        jwks: Mapping[str, Any] | None = None,
     ):
         try:
             secret_key(secret)
@@ -42,6 +44,9 @@ class ClientBase:
         self.on_behalf_of = on_behalf_of if on_behalf_of is not None else f"system:{agent}"
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        # The service's public keys (GET /.well-known/jwks.json, kept by the agent's
+        # operator): when set, a gate runs only on an approval whose receipt verifies.
+        self.jwks = jwks
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.agent} at {self.base_url}>"

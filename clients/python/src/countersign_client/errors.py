@@ -122,6 +122,11 @@ class ActionMismatch(NotApproved):
     """The approved action is not the one about to run (or cannot be run as approved)."""
 
 
+class ReceiptRefused(NotApproved):
+    """The client was given the service's JWKS and the approval's receipt does not verify
+    against it (missing, forged, another key or action, expired): nothing runs."""
+
+
 class ApprovalLapsed(NotApproved):
     """Approved, but `decision.valid_until` has passed: ask again."""
 
