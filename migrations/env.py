@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import review.doors.aap.tables  # noqa: F401  (the AAP door's tables join Base's metadata)
 from review.models import Base
 
 config = context.config

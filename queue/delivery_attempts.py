@@ -20,6 +20,7 @@ from sqlalchemy import select
 from review import redis_keys
 from review.agents.registry import signers
 from review.callbacks import outbound
+from review.doors.aap.notifications import destinations
 from review.models import Agent, OutboxEvent, utcnow
 from review.services import Services
 from review.signing import sign_headers
@@ -108,11 +109,13 @@ def claim_due(
             for agent_id in agent_ids
             for signer in signers(session, agent_id=agent_id, include_deactivated=True)
         }
+        aap = destinations(session, svc.box, mine)  # AAP's request.resolved: to the instance
     batch = []
     for row in mine:
         agent = agents[row.agent_id]
         signer = keys.get(agent.id)
         live = svc.secrets.secrets_for(signer) if signer else []
+        url, secret = aap.get(row.id, (agent.callback_url, live[-1] if live else None))
         batch.append(
             Attempt(
                 event_id=row.id,
@@ -121,9 +124,9 @@ def claim_due(
                 deferral_id=row.deferral_id,
                 event_type=row.event_type,
                 body=row.body,
-                url=agent.callback_url,
+                url=url,
                 attempt=row.attempts + 1,
-                secret=live[-1] if live else None,
+                secret=secret,
             )
         )
     return batch

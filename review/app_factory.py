@@ -39,6 +39,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     from review import cli
     from review.api.views import bp as api_bp
+    from review.doors.aap.views import bp as aap_bp
     from review.web import (
         agent_pages,
         agent_registry_pages,  # noqa: F401  (its routes join agent_pages.bp)
@@ -53,8 +54,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     auth.init_app(app, services)
     auth.csrf.exempt(api_bp)  # agents sign their requests; there is no browser session
+    auth.csrf.exempt(aap_bp)  # AAP clients send bearer tokens; there is no browser session
     filters.init_app(app)
     app.register_blueprint(api_bp)
+    app.register_blueprint(aap_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(receipt_keys.bp)
     app.register_blueprint(home.bp)

@@ -170,6 +170,22 @@ def agents_list() -> None:
             )
 
 
+@agents_cli.command("aap-token")
+@click.argument("slug")
+def agents_aap_token(slug: str) -> None:
+    """A new bearer token for the AAP door (/aap), printed once as the last line; the
+    agent's earlier tokens keep working for COUNTERSIGN_SECRET_OVERLAP."""
+    from review.doors.aap.tokens import issue_agent_token
+
+    try:
+        token = issue_agent_token(current_services(), slug)
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"a new AAP token for {slug} (earlier ones keep working for the overlap)")
+    click.echo("it follows; it is not shown again:")
+    click.echo(token)
+
+
 def _flip(action: str, slug: str, by: str, reason: str) -> None:
     svc = current_services()
     try:

@@ -10,6 +10,11 @@ A retry of the recorded report (same webhook-id, same body) answers it again and
 nothing. The first MAX_FULL_VIOLATIONS violations of a deferral are written in full;
 later ones are counted, one `execution.violation_repeated` event per rule and minute
 (review/audit/repeats.py), so an agent hammering the endpoint cannot grow the log.
+
+The approval must be valid when the run begins. For the API that is the report's own
+moment (PROTOCOL.md 4.4). A door that records when the run began (AAP's `consume`, a
+single-use claim under the approval's validity) passes it as `started_at`, and a report
+after `valid_until` of a run that began before it is accepted.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class _Outcome:
 
 
 def _check(
-    deferral: Deferral, agent: Agent, already: bool, digest: str, now: datetime
+    deferral: Deferral, agent: Agent, already: bool, digest: str, began: datetime
 ) -> Refused | None:
     if already:
         return Refused(InvalidState, "second_report", "execution was already reported")
@@ -69,7 +74,7 @@ def _check(
             "digest_mismatch",
             "action_digest is not the digest of the approved action",
         )
-    if deferral.valid_until is None or deferral.valid_until < now:
+    if deferral.valid_until is None or deferral.valid_until < began:
         return Refused(InvalidState, "approval_expired", "the approval is no longer valid")
     if agent.state == "killed":
         return Refused(
@@ -85,11 +90,13 @@ def report_execution(
     report: dict[str, Any],
     webhook_id: str,
     now: datetime | None = None,
+    started_at: datetime | None = None,
 ) -> Reported:
     """Record the report and answer the deferral resource (a retry answers it again); or
     record why it was refused (as a violation, committed, or counted) and raise the refusal.
+    `started_at`: when the run began, if the service recorded it (see the module's doc).
     """
-    outcome = _record(svc, deferral_id, agent, report, webhook_id, now or utcnow())
+    outcome = _record(svc, deferral_id, agent, report, webhook_id, now or utcnow(), started_at)
     if outcome.refused is not None:
         if outcome.counted:
             kind = repeats.Kind(
@@ -109,6 +116,7 @@ def _record(
     report: dict[str, Any],
     webhook_id: str,
     now: datetime,
+    started_at: datetime | None = None,
 ) -> _Outcome:
     """The report or its violation, in one transaction; the refusal when there is one."""
     with chained_write(svc.db) as session:
@@ -131,7 +139,8 @@ def _record(
             and _recorded_evidence(session, deferral_id) == payload_json(evidence)
         ):
             return _Outcome(retry=True)
-        refused = _check(deferral, agent_row, recorded is not None, report["action_digest"], now)
+        began = started_at or now
+        refused = _check(deferral, agent_row, recorded is not None, report["action_digest"], began)
         if refused is not None:
             if _violations(session, deferral_id) >= MAX_FULL_VIOLATIONS:
                 return _Outcome(refused, counted=True)

@@ -17,6 +17,7 @@ DEFERRAL = (
     "deferral.released",
     "deferral.lease_lapsed",
     "deferral.approval_1_of_2",
+    "deferral.consumed",  # an AAP client claimed the approval for its one run
     # How a deferral ends (review/reviewing/ending.py writes f"deferral.{outcome}").
     *(f"deferral.{status}" for status in TERMINAL_STATUSES),
 )
@@ -24,6 +25,7 @@ AGENT = (
     "agent.created",
     "agent.updated",
     "agent.secret_rotated",
+    "agent.aap_token_issued",
     "agent.deactivated",
     "agent.killed",
     "agent.revived",
@@ -32,6 +34,7 @@ AGENT = (
     "agents.stop_all",
     "agents.revive_all",
 )
+AAP = ("aap.instance_registered",)
 CALLBACK = ("callback.attempted", "callback.redelivery_requested")
 EXECUTION = ("execution.reported", "execution.violation", "execution.violation_repeated")
 PEOPLE = (
@@ -47,5 +50,5 @@ PEOPLE = (
 REQUESTS = ("request.refused", "request.refused_repeated")
 
 EVENT_TYPES: tuple[str, ...] = tuple(
-    sorted({*DEFERRAL, *AGENT, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS})
+    sorted({*DEFERRAL, *AGENT, *AAP, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS})
 )

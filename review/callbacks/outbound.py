@@ -128,6 +128,7 @@ class Answer:
     code: int | None = None
     error: str | None = None
     retry_after: str | None = None
+    body: bytes = b""  # the answer's first ANSWER_CAP bytes (AAP's receiver check reads it)
 
 
 def _time_left(timeout: float | None, expired: type[Exception]) -> float | None:
@@ -230,13 +231,14 @@ def post(
         with _connections().stream(
             "POST", target.url, headers=list(sent.items()), content=body, extensions=extensions
         ) as response:
-            read = 0
+            chunks, read = [], 0
             for chunk in response.iter_stream():  # each read ends by the deadline too
+                chunks.append(chunk)
                 read += len(chunk)
                 if read >= ANSWER_CAP:
                     break  # closing the answer unread closes its connection
             retry_after = _header(response.headers, b"retry-after")
-            return Answer(response.status, None, retry_after)
+            return Answer(response.status, None, retry_after, b"".join(chunks)[:ANSWER_CAP])
     except OutboundRefused as exc:
         return Answer(error=f"refused: {exc}")
     except httpcore.TimeoutException:

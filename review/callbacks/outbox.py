@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from review.callbacks.wakeups import note_deliver
+from review.doors.aap import notifications as aap_notifications
 from review.ids import new_event_id
 from review.models import Agent, Deferral, OutboxEvent
 from review.resources import deferral_resource, rfc3339
@@ -28,7 +29,9 @@ def add_agent_event(
 
 
 def add_decision(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent | None:
-    """Queue `deferral.decided` for the agent, if it has a callback URL."""
+    """Queue `deferral.decided` for the agent, if it has a callback URL (and AAP's
+    `request.resolved` for the instance that asked, if it has a receiver)."""
+    aap_notifications.add_resolved(session, deferral, now)
     if not deferral.agent.callback_url:
         return None  # the agent reads decisions with GET /api/v1/deferrals/{id}
     return _add(
