@@ -41,7 +41,10 @@ def test_its_wheel_holds_the_typed_package_and_needs_only_httpx_and_standardwebh
         f"countersign_client/{p.name}" for p in (CLIENT / "src" / "countersign_client").glob("*.py")
     }
     assert modules | {"countersign_client/py.typed"} <= names
-    assert sorted(r.split(">")[0].split("=")[0] for r in requires) == ["httpx", "standardwebhooks"]
+    runtime = [r for r in requires if "extra ==" not in r]  # extras are the agent's choice
+    assert sorted(r.split(">")[0].split("=")[0] for r in runtime) == ["httpx", "standardwebhooks"]
+    extras = {r.split("extra ==")[1].strip().strip("'\"") for r in requires if "extra ==" in r}
+    assert extras == {"receipts", "openai-agents", "langgraph"}
 
 
 def test_importing_it_loads_nothing_of_the_server():
