@@ -17,6 +17,7 @@ from review.agents.registry import list_agents
 from review.audit import checkpoints, witness
 from review.audit import export as audit_export_module
 from review.audit.verifier import read_checkpoints
+from review.doors.mcp_gateway.command import mcp_gateway
 from review.errors import DomainError
 from review.reviewing import receipts
 from review.services import current_services
@@ -374,3 +375,4 @@ def init_app(app: Flask) -> None:
         app.cli.add_command(group)
     app.cli.add_command(worker)
     app.cli.add_command(serve)
+    app.cli.add_command(mcp_gateway)
