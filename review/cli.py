@@ -19,6 +19,7 @@ from review.audit import export as audit_export_module
 from review.audit.verifier import read_checkpoints
 from review.doors.mcp_gateway.command import mcp_gateway
 from review.errors import DomainError
+from review.policy_cli import policy_cli
 from review.reviewing import receipts
 from review.services import current_services
 from review.users import create_user, find_user
@@ -371,7 +372,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (db_cli, users_cli, agents_cli, audit_cli, receipts_cli):
+    for group in (db_cli, users_cli, agents_cli, audit_cli, receipts_cli, policy_cli):
         app.cli.add_command(group)
     app.cli.add_command(worker)
     app.cli.add_command(serve)

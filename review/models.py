@@ -204,6 +204,11 @@ class Deferral(Base):
     risk_factors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     agent_risk: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     policy_version: Mapped[str] = mapped_column(String(71))
+    # What the policy decided at intake (review/intake/policy.py): {"outcome": "allow" |
+    # "ask" | "deny", "rule": the rule that set it, or null}. Only allow and deny decide.
+    policy_outcome: Mapped[dict[str, Any]] = mapped_column(
+        JSONType, server_default='{"outcome": "ask", "rule": null}'
+    )
     priority: Mapped[int] = mapped_column(Integer)
     # Static ordering key (see review/intake/priority.py): higher is more urgent, forever.
     rank: Mapped[int] = mapped_column(BigInteger)

@@ -49,6 +49,9 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
             "agent_score": (d.agent_risk or {}).get("score"),
             "factors": d.risk_factors,
             "policy_version": d.policy_version,
+            # What the policy decided (PROTOCOL.md section 10); rows from before it: asked.
+            "outcome": (d.policy_outcome or {}).get("outcome", "ask"),
+            "rule": (d.policy_outcome or {}).get("rule"),
         },
         "diff": d.diff,
         "priority": d.priority,

@@ -20,7 +20,7 @@ from review.callbacks.long_poll import Waiters
 from review.callbacks.wakeups import after_commit
 from review.db import Database
 from review.embedded_redis import EmbeddedRedis
-from review.intake.policy import Policy, load_policy
+from review.intake.policy import Policy, policy_from_settings
 from review.sealing import SecretBox
 from review.settings import Settings
 
@@ -93,7 +93,7 @@ class Services:
             db=db,
             redis=provider,
             box=box,
-            policy=load_policy(settings.policy_path, settings.risk_levels),
+            policy=policy_from_settings(settings),
             secrets=SecretCache(box),
             waiters=Waiters(provider.client),
             redactor=Redactor(settings.secret_key, settings.audit_redact),

@@ -163,6 +163,7 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "batch_size": _int_range(1, 50),
     "lease_seconds": _int_range(30, 86400),
     "two_person_level": _choice("low", "medium", "high", "critical", "none"),
+    "auto_allow_max_level": _choice("none", "low", "medium", "high", "critical"),
     "approval_ttl": _int_range(1, 30 * 86400),
     "public_url": _public_url,
     "receipt_key_file": _text,
@@ -209,6 +210,7 @@ class Settings:
     batch_size: int
     lease_seconds: int
     two_person_level: str
+    auto_allow_max_level: str
     approval_ttl: int
     public_url: str
     receipt_key_file: str

@@ -18,9 +18,13 @@ from sqlalchemy.orm import Session
 
 from review.audit.chain import record_event
 from review.errors import Conflict, DomainError, NotFound
+from review.identity import identity_key
 from review.models import ROLES, User, new_session_token
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# Names that mean no person: `decided_by: ["policy"]` is a decision the risk policy made
+# (PROTOCOL.md section 10), so no user may be called that, nor anything that looks like it.
+RESERVED_NAMES = frozenset({identity_key("policy")})
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # the login form takes no longer one
 _hasher = PasswordHasher()
@@ -50,6 +54,8 @@ def create_user(
         raise DomainError(
             "username must be 1-64 letters, digits or _ . @ - and start with a letter or digit"
         )
+    if identity_key(username) in RESERVED_NAMES:
+        raise DomainError(f"{username!r} is reserved: decisions by the risk policy carry it")
     if role not in ROLES:
         raise DomainError(f"role must be one of {', '.join(ROLES)}")
     _check_password_length(password)

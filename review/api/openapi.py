@@ -172,6 +172,15 @@ DEFERRAL: dict[str, Any] = {
                     },
                 },
                 "policy_version": {"type": "string"},
+                "outcome": {
+                    "enum": ["allow", "ask", "deny"],
+                    "description": "what the policy decided: allow (approved at intake), "
+                    "deny (rejected at intake) or ask (a person decides)",
+                },
+                "rule": {
+                    "type": ["string", "null"],
+                    "description": "the policy rule that set the outcome; null when none did",
+                },
             },
         },
         "diff": {"type": "object"},

@@ -5,9 +5,12 @@ a large diff and need no lock). Then the write, under the audit chain's head loc
 (which serialises every state change in the service) and a lock on the agent's row:
 read the agent's kill switch and undecided count, refuse a killed agent (423) or one at
 its pending cap (429), insert the deferral with its `received` and `evaluated` events,
-move the head. On PostgreSQL that is one call of a function in the server (migration
-0008), its own transaction, so no network round trip holds the lock; on SQLite it is
-four in-process statements in an IMMEDIATE transaction.
+move the head. A deferral the policy allows or denies is inserted already decided, with
+its decision event and its callback (review/intake/policy_decisions.py): the kill switch
+and the pending cap refuse before the policy decides anything. On PostgreSQL that is one
+call of a function in the server (migrations 0008, 0013), its own transaction, so no
+network round trip holds the lock; on SQLite it is four in-process statements in an
+IMMEDIATE transaction.
 
 The kill switch and intake meet at that lock: a transaction that flips an agent's
 state takes the chain lock before it changes anything. So an intake either commits
@@ -34,7 +37,7 @@ from review.audit.hashing import canonical_json, unchained
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
 from review.identity import identity_key
 from review.ids import new_deferral_id
-from review.intake import priority
+from review.intake import policy_decisions, priority
 from review.intake.diffing import ABSENT, compute_diff
 from review.intake.policy import Evaluation, Facts
 from review.models import Deferral, undecided_fields, utcnow
@@ -85,6 +88,8 @@ def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
         changed_paths=[c["path"] for c in diff["changes"]],
         change_count=diff["count"],
         agent_score=body.get("risk", {}).get("score"),
+        changes=diff["changes"],
+        diff_truncated=diff["truncated"],
     )
     redact = svc.redactor.apply
     return Prepared(
@@ -163,17 +168,21 @@ def _create(
     if refusal is not None:
         return _retry_or_refuse(session, agent_id, webhook_id, prepared, refusal)
     values = _deferral_values(svc, agent_id, webhook_id, prepared, now)
+    decision = policy_decisions.decide_at_intake(svc, values, agent.slug, prepared.evaluation, now)
+    events = _intake_events(agent.slug, values, prepared)
     # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
     append_events(
         session,
         head,
-        _intake_events(agent.slug, values, prepared),
+        events + ([decision.event] if decision else []),
         insert_first=(Deferral.__table__, values),
     )
+    if decision:
+        policy_decisions.write_callback(session, decision)
     # The new row's values as attributes, to render the resource: building a transient
     # ORM instance (instrumenting every attribute) cost more than the rest of the answer.
-    return Received(SimpleNamespace(**values), created=True, agent_slug=agent.slug)
+    return Received(policy_decisions.rendered(values), created=True, agent_slug=agent.slug)
 
 
 def _create_in_one_call(
@@ -182,10 +191,14 @@ def _create_in_one_call(
     """PostgreSQL: countersign_intake (migration 0008) does _create's work in the server.
 
     One autocommit statement: the chain lock is held for the function and its commit,
-    never across a round trip. The events arrive hashed up to their link.
+    never across a round trip. The events arrive hashed up to their link; a policy
+    decision's callback row arrives with them (migration 0013).
     """
     values = _deferral_values(svc, agent.id, webhook_id, prepared, now)
-    events = [unchained(e) for e in _intake_events(agent.slug, values, prepared)]
+    decision = policy_decisions.decide_at_intake(svc, values, agent.slug, prepared.evaluation, now)
+    events = _intake_events(agent.slug, values, prepared)
+    if decision:
+        events.append(decision.event)
     with svc.db.autocommit() as conn:
         outcome, slug, reason, undecided = conn.execute(
             _PG_INTAKE,
@@ -193,11 +206,14 @@ def _create_in_one_call(
                 "agent": agent.id,
                 "cap": svc.settings.agent_max_pending,
                 "deferral": rows_json(values),
-                "events": rows_json(events),
+                "events": rows_json([unchained(e) for e in events]),
+                "outbox": rows_json(decision.callback) if decision else None,
             },
         ).one()
     if outcome == "created":
-        return Received(SimpleNamespace(**values), created=True, agent_slug=slug)
+        if decision:
+            policy_decisions.wake_after_commit(svc, decision)
+        return Received(policy_decisions.rendered(values), created=True, agent_slug=slug)
     state = "killed" if outcome == "killed" else "active"
     refusal = _refusal(svc, GuardedAgent(slug, state, reason, undecided))
     with svc.db.read() as session:
@@ -206,7 +222,7 @@ def _create_in_one_call(
 
 _PG_INTAKE = text(
     "SELECT outcome, slug, reason, undecided FROM countersign_intake("
-    ":agent, :cap, CAST(:deferral AS jsonb), CAST(:events AS jsonb))"
+    ":agent, :cap, CAST(:deferral AS jsonb), CAST(:events AS jsonb), CAST(:outbox AS jsonb))"
 )
 
 
@@ -298,6 +314,7 @@ def _deferral_values(
         "risk_factors": ev.factors,
         "agent_risk": body.get("risk"),
         "policy_version": ev.policy_version,
+        "policy_outcome": {"outcome": ev.outcome, "rule": ev.rule},
         "priority": priority.clamp_priority(at_intake),
         "rank": rank,
         "created_at": now,

@@ -1,37 +1,48 @@
-"""The risk policy: deterministic rules from config/policy.toml that score a deferral.
+"""The risk policy: deterministic rules from config/policy.toml that score a deferral and
+may decide it.
 
-Every matching rule adds points and one line of detail; the score is clamped to
-0..100; the agent's own claim can raise it (factor `agent_claim`) but never lower it.
-The rule kinds and the file's format are documented at the top of config/policy.toml.
+Every matching rule adds points and one line of detail; the score is clamped to 0..100;
+the agent's own claim can raise it (factor `agent_claim`) but never lower it. A rule may
+also set an outcome: `deny` (rejected at intake), `ask` (a person decides: also what a
+deferral gets when no rule sets one) or `allow` (approved at intake). The most
+restrictive outcome among the matching rules wins, and `risk.rule` names the first rule
+(in file order) that set it. `allow` is withheld (the outcome becomes `ask`, with a
+zero-point factor `auto_allow_withheld` saying why) when the level is above the
+auto-allow ceiling (`auto_allow_ceiling`) or the diff was truncated, since then not all
+of the change was judged.
+
+The rule kinds live in review/intake/policy_rules.py; the file's format is documented at
+the top of config/policy.toml. A policy that does not load raises PolicyError naming the
+file's line, for the app's start and for `flask policy check`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import tomllib
-from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import rfc8785
 
-from review.settings import SettingsError
+from review.intake.policy_effects import Effect, effects_of
+from review.intake.policy_rules import KINDS, check_params
+from review.settings import Settings, SettingsError
 
 LEVELS = ("low", "medium", "high", "critical")
+OUTCOMES = ("allow", "ask", "deny")  # from least to most restrictive
+CEILINGS = ("none", *LEVELS)  # the highest level `allow` may decide; none: never
 RULE_ID = re.compile(r"^[a-z0-9_]{1,64}$")
-EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-MAX_WALK = 20_000  # values inspected per deferral; arguments are capped at 1 MiB anyway
 MAX_SHOWN = 80  # characters of agent text quoted in a detail
+WITHHELD = "auto_allow_withheld"
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What the rules look at, taken from one deferral request."""
+    """What the rules look at, taken from one deferral request and its diff."""
 
     tool: str
     args: dict[str, Any]
@@ -40,6 +51,12 @@ class Facts:
     changed_paths: list[str] = field(default_factory=list)
     change_count: int = 0
     agent_score: int | None = None
+    changes: list[dict[str, Any]] = field(default_factory=list)  # the stored diff's changes
+    diff_truncated: bool = False
+
+    @functools.cached_property
+    def effects(self) -> list[Effect]:
+        return effects_of(self.changes)
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class Evaluation:
     factors: list[dict[str, Any]]
     agent_score: int | None
     policy_version: str
+    outcome: str = "ask"
+    rule: str | None = None  # the rule that set the outcome; None: no rule did
 
     def as_risk(self) -> dict[str, Any]:
         return {
@@ -57,10 +76,15 @@ class Evaluation:
             "agent_score": self.agent_score,
             "factors": self.factors,
             "policy_version": self.policy_version,
+            "outcome": self.outcome,
+            "rule": self.rule,
         }
 
-
-Matcher = Callable[[dict[str, Any], Facts], "dict[str, Any] | None"]
+    @property
+    def reason(self) -> str:
+        """Why policy decided it: the rule and its detail (for `decision.reason`)."""
+        detail = next((f["detail"] for f in self.factors if f["rule"] == self.rule), "")
+        return f"policy rule {self.rule}: {detail}"
 
 
 @dataclass(frozen=True)
@@ -70,9 +94,10 @@ class Rule:
     points: int
     detail: str
     params: dict[str, Any]
+    outcome: str | None = None
 
     def apply(self, facts: Facts) -> dict[str, Any] | None:
-        values = MATCHERS[self.kind][1](self.params, facts)
+        values = KINDS[self.kind].match(self.params, facts)
         if values is None:
             return None
         shown = {k: _shorten(v) for k, v in values.items()}
@@ -84,6 +109,7 @@ class Policy:
     rules: tuple[Rule, ...]
     thresholds: tuple[int, int, int]
     version: str
+    auto_allow_max_level: str = "medium"
 
     def level_for(self, score: int) -> str:
         for level, bound in zip(LEVELS, self.thresholds, strict=False):
@@ -92,7 +118,12 @@ class Policy:
         return "critical"
 
     def evaluate(self, facts: Facts) -> Evaluation:
-        factors = [f for f in (rule.apply(facts) for rule in self.rules) if f is not None]
+        matched: list[tuple[Rule, dict[str, Any]]] = []
+        for rule in self.rules:
+            factor = rule.apply(facts)
+            if factor is not None:
+                matched.append((rule, factor))
+        factors = [f for _, f in matched]
         score = max(0, min(100, sum(f["points"] for f in factors)))
         if facts.agent_score is not None and facts.agent_score > score:
             factors.append(
@@ -103,131 +134,29 @@ class Policy:
                 }
             )
             score = facts.agent_score
-        return Evaluation(score, self.level_for(score), factors, facts.agent_score, self.version)
+        level = self.level_for(score)
+        outcome, rule = self._outcome([r for r, _ in matched if r.outcome], level, facts, factors)
+        return Evaluation(score, level, factors, facts.agent_score, self.version, outcome, rule)
 
-
-# --- matchers: each returns the detail's placeholder values, or None -----------------
-
-
-def _walk(value: Any) -> Iterator[tuple[str, Any]]:
-    """(key, value) for every value under a dict key, at any depth, breadth-first, capped."""
-    stack: deque[Any] = deque([value])
-    seen = 0
-    while stack and seen < MAX_WALK:
-        node = stack.popleft()
-        items = node.items() if isinstance(node, dict) else ()
-        for key, child in items:
-            seen += 1
-            yield str(key), child
-            if isinstance(child, dict | list):
-                stack.append(child)
-        if isinstance(node, list):
-            for child in node:
-                seen += 1
-                if isinstance(child, dict | list):
-                    stack.append(child)
-
-
-def _keyed(params: dict[str, Any], facts: Facts) -> Iterator[tuple[str, Any]]:
-    wanted = {k.lower() for k in params["keys"]}
-    for key, value in _walk(facts.args):
-        if key.lower() in wanted:
-            yield key, value
-
-
-def _match_tool(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    for pattern in params["match"]:
-        if fnmatchcase(facts.tool, pattern):
-            return {"tool": facts.tool, "pattern": pattern}
-    return None
-
-
-def _match_argument_over(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    threshold = params["threshold"]
-    for key, value in _keyed(params, facts):
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > threshold:
-            return {"key": key, "value": value, "threshold": threshold}
-    return None
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str)]
-    return []
-
-
-def _domains_in(value: Any) -> Iterator[tuple[str, str]]:
-    """(address as written, its domain) for e-mail addresses, URLs and bare domains."""
-    for text in _strings(value):
-        found = False
-        for match in EMAIL.finditer(text):
-            found = True
-            yield match.group(0), match.group(1).lower()
-        if found:
-            continue
-        host = urlsplit(text).hostname if "://" in text else text.strip()
-        if host and "." in host and " " not in host:
-            yield text, host.lower().rstrip(".")
-
-
-def _match_external_address(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    internal = [d.lower() for d in params["internal_domains"]]
-    for key, value in _keyed(params, facts):
-        for address, domain in _domains_in(value):
-            if not any(domain == d or domain.endswith("." + d) for d in internal):
-                return {"key": key, "address": address, "domain": domain}
-    return None
-
-
-def _match_list_size(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    for key, value in _keyed(params, facts):
-        if isinstance(value, list) and len(value) > params["over"]:
-            return {"key": key, "count": len(value)}
-    return None
-
-
-def _match_diff_field(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    fields_ = {f.lower() for f in params["fields"]}
-    for path in facts.changed_paths:
-        for part in path.lower().split("/"):
-            if part in fields_:
-                return {"path": path, "field": part}
-    return None
-
-
-def _match_diff_size(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    if facts.change_count > params["over"]:
-        return {"count": facts.change_count}
-    return None
-
-
-def _match_label(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    value = facts.labels.get(params["key"])
-    if value is not None and value in params["values"]:
-        return {"key": params["key"], "value": value}
-    return None
-
-
-def _match_principal(params: dict[str, Any], facts: Facts) -> dict[str, Any] | None:
-    for pattern in params["match"]:
-        if fnmatchcase(facts.principal_id, pattern):
-            return {"principal": facts.principal_id, "pattern": pattern}
-    return None
-
-
-# kind -> (required parameters with their types, matcher)
-MATCHERS: dict[str, tuple[dict[str, type | tuple[type, ...]], Matcher]] = {
-    "tool": ({"match": list}, _match_tool),
-    "argument_over": ({"keys": list, "threshold": (int, float)}, _match_argument_over),
-    "external_address": ({"keys": list, "internal_domains": list}, _match_external_address),
-    "list_size": ({"keys": list, "over": int}, _match_list_size),
-    "diff_field": ({"fields": list}, _match_diff_field),
-    "diff_size": ({"over": int}, _match_diff_size),
-    "label": ({"key": str, "values": list}, _match_label),
-    "principal": ({"match": list}, _match_principal),
-}
+    def _outcome(
+        self, deciding: list[Rule], level: str, facts: Facts, factors: list[dict[str, Any]]
+    ) -> tuple[str, str | None]:
+        if not deciding:
+            return "ask", None
+        strictest = max(OUTCOMES.index(r.outcome or "ask") for r in deciding)
+        first = next(r for r in deciding if r.outcome == OUTCOMES[strictest])
+        if first.outcome != "allow":
+            return first.outcome or "ask", first.id
+        if CEILINGS.index(level) > CEILINGS.index(self.auto_allow_max_level):
+            why = f"a {level} score is never allowed automatically"
+        elif facts.diff_truncated:
+            why = "the diff was truncated, so not all of the change was judged"
+        else:
+            return "allow", first.id
+        factors.append(
+            {"rule": WITHHELD, "points": 0, "detail": f"{first.id} allows it, but {why}"}
+        )
+        return "ask", None
 
 
 def _shorten(value: Any) -> Any:
@@ -236,75 +165,173 @@ def _shorten(value: Any) -> Any:
     return value
 
 
+def auto_allow_ceiling(settings: Settings) -> str:
+    """The highest level policy may allow: COUNTERSIGN_AUTO_ALLOW_MAX_LEVEL, and always
+    below COUNTERSIGN_TWO_PERSON_LEVEL (what needs two people never needs none)."""
+    ceiling = CEILINGS.index(settings.auto_allow_max_level)
+    if settings.two_person_level in LEVELS:
+        ceiling = min(ceiling, CEILINGS.index(settings.two_person_level) - 1)
+    return CEILINGS[ceiling]
+
+
+def policy_from_settings(settings: Settings, path: Path | None = None) -> Policy:
+    """The policy at `path` (default: the configured file) under the configured levels."""
+    return load_policy(
+        path or settings.policy_path, settings.risk_levels, auto_allow_ceiling(settings)
+    )
+
+
 # --- loading ----------------------------------------------------------------------------
 
 
-def load_policy(path: Path, thresholds: tuple[int, int, int]) -> Policy:
-    where = f"risk policy {path}"
+class PolicyError(SettingsError):
+    """A policy that does not load; the message starts `risk policy FILE:LINE:`."""
+
+    def __init__(self, path: Path, line: int | None, reason: str):
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"risk policy {where}: {reason}")
+        self.path, self.line, self.reason = path, line, reason
+
+
+class _RuleError(Exception):
+    def __init__(self, index: int, key: str | None, reason: str):
+        self.index, self.key, self.reason = index, key, reason
+
+
+def load_policy(
+    path: Path, thresholds: tuple[int, int, int], auto_allow_max_level: str = "medium"
+) -> Policy:
+    path = Path(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"{where}: {exc}") from None
-    unknown = set(data) - {"rule"}
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(path, None, str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        at = re.search(r"at line (\d+)", str(exc))
+        line = int(at.group(1)) if at else max(1, len(text.splitlines()))  # end of document
+        raise PolicyError(path, line, str(exc)) from None
+    if auto_allow_max_level not in CEILINGS:
+        raise PolicyError(path, None, f"auto-allow ceiling must be one of {', '.join(CEILINGS)}")
+    unknown = sorted(set(data) - {"rule"})
     if unknown:
-        raise SettingsError(f"{where}: unknown top-level keys {sorted(unknown)}")
-    rules = tuple(_parse_rule(raw, where, i) for i, raw in enumerate(data.get("rule", [])))
-    ids = [r.id for r in rules]
-    duplicates = {i for i in ids if ids.count(i) > 1}
-    if duplicates:
-        raise SettingsError(f"{where}: duplicate rule ids {sorted(duplicates)}")
+        line = _line_of_key(text.splitlines(), 0, unknown[0])
+        raise PolicyError(path, line, f"unknown top-level keys {unknown}")
+    raw_rules = data.get("rule", [])
+    try:
+        if not isinstance(raw_rules, list):
+            raise _RuleError(0, None, "rule must be an array of tables ([[rule]])")
+        rules = tuple(_parse_rule(raw, i) for i, raw in enumerate(raw_rules))
+        seen: set[str] = set()
+        for i, rule in enumerate(rules):
+            if rule.id in seen:
+                raise _RuleError(i, "id", f"duplicate rule ids ['{rule.id}']")
+            seen.add(rule.id)
+    except _RuleError as exc:
+        raise PolicyError(path, _rule_line(text, exc.index, exc.key), exc.reason) from None
     canonical = {
         "levels": list(thresholds),
+        "auto_allow_max_level": auto_allow_max_level,
         "rules": [
-            {"id": r.id, "kind": r.kind, "points": r.points, "detail": r.detail, **r.params}
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "points": r.points,
+                "detail": r.detail,
+                **({"outcome": r.outcome} if r.outcome else {}),
+                **r.params,
+            }
             for r in rules
         ],
     }
     version = "sha256:" + hashlib.sha256(rfc8785.dumps(canonical)).hexdigest()
-    return Policy(rules, thresholds, version)
+    return Policy(rules, thresholds, version, auto_allow_max_level)
 
 
-def _parse_rule(raw: Any, where: str, index: int) -> Rule:
-    name = f"{where}: rule #{index + 1}"
+FIXED_KEYS = frozenset({"id", "kind", "points", "detail", "outcome"})
+
+
+def _parse_rule(raw: Any, index: int) -> Rule:
+    def fail(key: str | None, reason: str) -> _RuleError:
+        return _RuleError(index, key, f"{name}: {reason}")
+
+    name = f"rule #{index + 1}"
     if not isinstance(raw, dict):
-        raise SettingsError(f"{name} is not a table")
+        raise fail(None, "is not a table")
     rule_id = raw.get("id")
     if not isinstance(rule_id, str) or not RULE_ID.match(rule_id):
-        raise SettingsError(f"{name}: id must be 1-64 of a-z, 0-9 and _")
-    name = f"{where}: rule {rule_id!r}"
+        raise fail("id", "id must be 1-64 of a-z, 0-9 and _")
+    name = f"rule {rule_id!r}"
     kind = raw.get("kind")
-    if kind not in MATCHERS:
-        raise SettingsError(f"{name}: kind must be one of {', '.join(MATCHERS)}")
+    if kind not in KINDS:
+        raise fail("kind", f"kind must be one of {', '.join(KINDS)}")
     points = raw.get("points")
     if not isinstance(points, int) or isinstance(points, bool) or not -100 <= points <= 100:
-        raise SettingsError(f"{name}: points must be a whole number from -100 to 100")
+        raise fail("points", "points must be a whole number from -100 to 100")
     detail = raw.get("detail")
     if not isinstance(detail, str) or not detail:
-        raise SettingsError(f"{name}: detail must be a non-empty string")
-    required = MATCHERS[kind][0]
-    params = {k: v for k, v in raw.items() if k not in {"id", "kind", "points", "detail"}}
-    extra = set(params) - set(required)
+        raise fail("detail", "detail must be a non-empty string")
+    outcome = raw.get("outcome")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise fail("outcome", f"outcome must be one of {', '.join(OUTCOMES)}")
+    spec = KINDS[kind]
+    params = {k: v for k, v in raw.items() if k not in FIXED_KEYS}
+    extra = sorted(set(params) - set(spec.required) - set(spec.optional))
     if extra:
-        raise SettingsError(f"{name}: unknown keys {sorted(extra)} for kind {kind}")
-    for key, typ in required.items():
-        if not isinstance(params.get(key), typ) or isinstance(params.get(key), bool):
-            raise SettingsError(f"{name}: {key} is required for kind {kind}")
+        raise fail(extra[0], f"unknown keys {extra} for kind {kind}")
+    for key, typ in {**spec.required, **spec.optional}.items():
+        if key not in params and key not in spec.required:
+            continue
+        value = params.get(key)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise fail(key if key in params else None, f"{key} is required for kind {kind}")
+    problem = check_params(kind, params)
+    if problem:
+        bad = next((k for k in params if problem.startswith(k + " ")), None)
+        raise fail(bad, problem)
     try:  # every placeholder must be one the kind provides
-        detail.format(**{p: "" for p in _placeholders(kind)})
+        detail.format(**{p: "" for p in spec.placeholders})
     except (KeyError, IndexError, ValueError) as exc:
-        raise SettingsError(f"{name}: detail uses an unknown placeholder {exc}") from None
-    return Rule(rule_id, kind, points, detail, params)
+        raise fail("detail", f"detail uses an unknown placeholder {exc}") from None
+    return Rule(rule_id, kind, points, detail, params, outcome)
 
 
-def _placeholders(kind: str) -> tuple[str, ...]:
-    return {
-        "tool": ("tool", "pattern"),
-        "argument_over": ("key", "value", "threshold"),
-        "external_address": ("key", "address", "domain"),
-        "list_size": ("key", "count"),
-        "diff_field": ("path", "field"),
-        "diff_size": ("count",),
-        "label": ("key", "value"),
-        "principal": ("principal", "pattern"),
-    }[kind]
+# --- where in the file ------------------------------------------------------------------
+
+RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
+TABLE_HEADER = re.compile(r"^\s*\[")
+
+
+def _rule_line(text: str, index: int, key: str | None) -> int | None:
+    """The line of rule #index's `key` (or of its [[rule]] header), 1-based."""
+    lines = text.splitlines()
+    headers = [n for n, line in enumerate(lines) if RULE_HEADER.match(line)]
+    if index >= len(headers):
+        return None
+    start = headers[index]
+    return _line_of_key(lines, start + 1, key) or start + 1
+
+
+def _line_of_key(lines: list[str], start: int, key: str | None) -> int | None:
+    """The line where `key` is set, from `start` up to the next table; a top-level key
+    (start 0) may also be a table of its own."""
+    if key is None:
+        return None
+    name = rf"""(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')"""
+    assigned = re.compile(rf"^\s*{name}\s*=")
+    table = re.compile(rf"^\s*\[\[?\s*{name}\s*\]")
+    top_level = start == 0
+    for n in range(start, len(lines)):
+        if top_level and table.match(lines[n]):
+            return n + 1
+        if TABLE_HEADER.match(lines[n]):
+            if not top_level:
+                return None  # the rule's table ended
+            continue
+        if assigned.match(lines[n]) and not (top_level and _in_table(lines, n)):
+            return n + 1
+    return None
+
+
+def _in_table(lines: list[str], n: int) -> bool:
+    return any(TABLE_HEADER.match(line) for line in lines[:n])
