@@ -106,9 +106,7 @@ def kill(
     reason = _reason(reason)
     now = now or utcnow()
     with chained_write(svc.db) as session:
-        agent = find_agent(session, slug)
-        if agent is None:
-            raise DomainError(f"There is no agent {slug!r}.")
+        agent = _existing(session, slug)
         flip = _kill_in(session, agent, actor, reason, now, extra_events=extra_events)
     return flip
 
@@ -207,9 +205,7 @@ def revive(
     reason = _reason(reason)
     now = now or utcnow()
     with chained_write(svc.db) as session:
-        agent = find_agent(session, slug)
-        if agent is None:
-            raise DomainError(f"There is no agent {slug!r}.")
+        agent = _existing(session, slug)
         return _revive_in(session, agent, actor, reason, now)
 
 
@@ -292,9 +288,7 @@ def deactivate(svc: Services, slug: str, actor: Actor, reason: str) -> Flip:
     reason = _reason(reason)
     now = utcnow()
     with chained_write(svc.db) as session:
-        agent = find_agent(session, slug)
-        if agent is None:
-            raise DomainError(f"There is no agent {slug!r}.")
+        agent = _existing(session, slug)
         if agent.deactivated_at is not None:
             return Flip(slug, False, 0)
         flip = _kill_in(session, agent, actor, reason, now, scope="deactivate")
@@ -304,6 +298,13 @@ def deactivate(svc: Services, slug: str, actor: Actor, reason: str) -> Flip:
             [_event(actor, "agent.deactivated", slug, {"reason": reason, "by": actor.label}, now)],
         )
     return Flip(slug, True, flip.ended)
+
+
+def _existing(session: Session, slug: str) -> Agent:
+    agent = find_agent(session, slug)
+    if agent is None:
+        raise DomainError(f"There is no agent {slug!r}.")
+    return agent
 
 
 def _event(

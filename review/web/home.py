@@ -23,15 +23,7 @@ def index():
     if not current_user.is_authenticated:
         if refresh:
             return ("", 204)
-        return render_template(
-            "home.html",
-            checks=check(),
-            database=svc.db.engine.dialect.name,
-            redis=svc.redis.describe(),
-            demo=svc.settings.demo,
-            waiting=None,
-            agents=None,
-        )
+        return _home_page(svc, waiting=None, agents=None)
     # The queue's own bounded reads: top rows by rank, capped counts shared via Redis.
     with svc.db.read() as session:
         waiting = queue_reads.queue_rows(session, queue_reads.QueueFilter(), limit=SHOWN)
@@ -41,14 +33,16 @@ def index():
         return render_template(
             "_waiting.html", waiting=waiting, counts=counts, cap=queue_reads.COUNT_CAP
         )
+    return _home_page(svc, waiting=waiting, counts=counts, cap=queue_reads.COUNT_CAP, agents=agents)
+
+
+def _home_page(svc, **shown):
+    """The whole page: the health of what runs, and what the caller may see of the queue."""
     return render_template(
         "home.html",
         checks=check(),
         database=svc.db.engine.dialect.name,
         redis=svc.redis.describe(),
         demo=svc.settings.demo,
-        waiting=waiting,
-        counts=counts,
-        cap=queue_reads.COUNT_CAP,
-        agents=agents,
+        **shown,
     )
