@@ -12,9 +12,22 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _database_url() -> str:
+    """The URL Countersign passed in, else the app's own (DATABASE_URL, as the app reads it).
+
+    The second case is the stock `alembic -c alembic.ini ...` from the project root.
+    """
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from review.settings import load_settings
+
+    return load_settings().database_url
+
+
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=_database_url(),
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
@@ -28,7 +41,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = create_engine(_database_url())
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

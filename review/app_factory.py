@@ -35,7 +35,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     services = Services.build(settings)
     app.extensions["countersign"] = services
-    _configure_logging()
+    _configure_logging(settings.log_format)
 
     from review import cli
     from review.api.views import bp as api_bp
@@ -49,6 +49,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         health,
         home,
         receipt_keys,
+        request_ids,
         reviewer_pages,
     )
 
@@ -56,6 +57,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     auth.csrf.exempt(api_bp)  # agents sign their requests; there is no browser session
     auth.csrf.exempt(aap_bp)  # AAP clients send bearer tokens; there is no browser session
     filters.init_app(app)
+    request_ids.init_app(app)
     app.register_blueprint(api_bp)
     app.register_blueprint(aap_bp)
     app.register_blueprint(health.bp)
@@ -69,10 +71,24 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _configure_logging(log_format: str) -> None:
+    """One stderr handler on the root logger, text or JSON lines, with request ids.
+
+    Like logging.basicConfig, it leaves alone logging that someone else has set up
+    (a root logger that already has handlers that are not ours).
+    """
+    from review.web.request_ids import HANDLER_NAME, configure_handler
+
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if h.get_name() == HANDLER_NAME]
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.set_name(HANDLER_NAME)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        ours = [handler]
+    for handler in ours:
+        configure_handler(handler, log_format)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # every callback is logged by us
 

@@ -186,6 +186,7 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "audit_witness_secret": _text,
     "audit_redact": _paths,
     "demo": _bool,
+    "log_format": _choice("text", "json"),
 }
 
 
@@ -233,6 +234,7 @@ class Settings:
     audit_witness_secret: str
     audit_redact: tuple[str, ...]
     demo: bool
+    log_format: str
 
     @property
     def instance_path(self) -> Path:

@@ -1,7 +1,7 @@
 """Users: reviewers, admins and auditors, and the ending of their sessions.
 
 A browser session is honoured only while it carries the user's current
-`session_token` (review/web/auth.py). Logging out, changing the password and
+`session_token` (review/web/auth.py). Logging out, changing the password or role and
 disabling the user replace the token, so every session of that user, a copied
 cookie included, stops working at its next request. Each change commits with its
 audit event.
@@ -104,6 +104,33 @@ def enable_user(
 ) -> bool:
     """The user may log in again (with a new session). False if they were not disabled."""
     return _change(session, username, actor, "user.enabled", only_if_active=False, is_active=True)
+
+
+def set_role(
+    session: Session, username: str, role: str, *, actor: tuple[str, str] = ("system", "cli")
+) -> bool:
+    """The user's new role; their sessions end. False if they already had it."""
+    if role not in ROLES:
+        raise DomainError(f"role must be one of {', '.join(ROLES)}")
+    user = find_user(session, username)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    previous = user.role
+    changed = session.execute(
+        update(User)
+        .where(User.username == username, User.role != role)
+        .values(role=role, session_token=new_session_token())
+    ).rowcount
+    if not changed:
+        return False
+    record_event(
+        session,
+        actor_kind=actor[0],
+        actor_id=actor[1],
+        event_type="user.role_changed",
+        payload={"username": username, "role": role, "previous_role": previous},
+    )
+    return True
 
 
 def log_out(session: Session, user_id: int) -> None:

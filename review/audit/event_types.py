@@ -40,6 +40,7 @@ EXECUTION = ("execution.reported", "execution.violation", "execution.violation_r
 PEOPLE = (
     "user.created",
     "user.password_changed",
+    "user.role_changed",
     "user.disabled",
     "user.enabled",
     "user.logged_out",

@@ -1,4 +1,5 @@
-"""The service's own commands: `db upgrade|downgrade|revision`, `worker`, `serve`."""
+"""The service's own commands: `db upgrade|downgrade|current|history|revision`, `worker`
+and `serve`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,32 @@ def db_downgrade(revision: str) -> None:
 
     migrate.downgrade(current_services().db, revision)
     click.echo(f"database at {revision}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """The revision the database is at, and whether that is the newest (head)."""
+    from review import migrate  # alembic is only needed here
+
+    current = migrate.current_revision(current_services().db)
+    head = migrate.head_revision()
+    if current is None:
+        click.echo(f"no schema (head is {head}); run `db upgrade`")
+    elif current == head:
+        click.echo(f"{current} (head)")
+    else:
+        click.echo(f"{current} (head is {head}; run `db upgrade`)")
+
+
+@db_cli.command("history")
+def db_history() -> None:
+    """Every migration, oldest first; the database's current one is marked."""
+    from review import migrate  # alembic is only needed here
+
+    current = migrate.current_revision(current_services().db)
+    for revision, message in migrate.history():
+        mark = "  <- current" if revision == current else ""
+        click.echo(f"{revision}  {message}{mark}")
 
 
 @db_cli.command("revision")

@@ -85,3 +85,21 @@ def users_enable(name: str) -> None:
     except DomainError as exc:
         fail(str(exc))
     click.echo(f"enabled {name}" if changed else f"{name} was already enabled")
+
+
+@users_cli.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["admin", "reviewer", "auditor"]))
+def users_set_role(name: str, role: str) -> None:
+    """Give NAME the role ROLE; their sessions end (they log in again with the new role)."""
+    svc = current_services()
+    try:
+        with svc.db.write() as session:
+            changed = users.set_role(session, name, role)
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(
+        f"{name} is now {role}; their sessions have ended"
+        if changed
+        else f"{name} was already {role}"
+    )

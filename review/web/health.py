@@ -1,19 +1,31 @@
-"""GET /healthz: 200 when the database and Redis answer, 503 otherwise."""
+"""Health: /healthz (v1), /livez (the process answers) and /readyz (ready for traffic).
+
+- GET /healthz: 200 when the database and Redis answer, 503 otherwise (v1).
+- GET /livez: 200 whenever the process can answer; touches neither database nor Redis.
+- GET /readyz: 200 when the database answers and is migrated to the newest revision;
+  503 naming what is wrong otherwise. Redis down is reported as "degraded" and still
+  200 (PROTOCOL.md section 15). The database's answer is kept for READINESS_TTL seconds
+  so that a prober polling every second costs one query every few seconds.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import redis
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from review import migrate
 from review.embedded_redis import EmbeddedRedisError
 from review.services import current_services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
+READINESS_TTL = 3.0  # seconds
 
 
 def check() -> dict[str, str]:
@@ -26,12 +38,7 @@ def check() -> dict[str, str]:
     except SQLAlchemyError as exc:
         log.warning("health: database down: %s", exc)
         checks["database"] = "down"
-    try:
-        svc.redis.client().ping()
-        checks["redis"] = "ok"
-    except (redis.RedisError, EmbeddedRedisError, OSError) as exc:
-        log.warning("health: redis down: %s", exc)
-        checks["redis"] = "down"
+    checks["redis"] = "ok" if _redis_answers() else "down"
     return checks
 
 
@@ -41,3 +48,65 @@ def healthz():
     if all(v == "ok" for v in checks.values()):
         return jsonify({"status": "ok"})
     return jsonify({"status": "unavailable", "checks": checks}), 503
+
+
+@bp.get("/livez")
+def livez():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    database, problem = _database_readiness()
+    body: dict = {"status": "ok" if problem is None else "unavailable"}
+    body["checks"] = {"database": database, "redis": "ok" if _redis_answers() else "degraded"}
+    if problem is not None:
+        body["problem"] = problem
+        return jsonify(body), 503
+    return jsonify(body)
+
+
+class _ReadinessMemo:
+    """The database's last answer, per app, for READINESS_TTL seconds."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.until = 0.0
+        self.answer: tuple[str, str | None] = ("down", "not checked yet")
+
+
+def _database_readiness() -> tuple[str, str | None]:
+    """("ok", None), or (state, a sentence naming what is wrong)."""
+    memo = current_app.extensions.setdefault("countersign_readiness", _ReadinessMemo())
+    with memo.lock:
+        if time.monotonic() < memo.until:
+            return memo.answer
+        memo.answer = _ask_database()
+        memo.until = time.monotonic() + READINESS_TTL
+        return memo.answer
+
+
+def _ask_database() -> tuple[str, str | None]:
+    try:
+        current = migrate.current_revision(current_services().db)
+    except SQLAlchemyError as exc:
+        log.warning("readiness: database down: %s", exc)
+        return "down", "the database does not answer"
+    head = migrate.head_revision()
+    if current is None:
+        return "not_migrated", f"the database has no schema; run `db upgrade` (head is {head})"
+    if current != head:
+        return (
+            "not_migrated",
+            f"the database is at revision {current}, not at head {head}; run `db upgrade`",
+        )
+    return "ok", None
+
+
+def _redis_answers() -> bool:
+    try:
+        current_services().redis.client().ping()
+    except (redis.RedisError, EmbeddedRedisError, OSError) as exc:
+        log.warning("health: redis down: %s", exc)
+        return False
+    return True
