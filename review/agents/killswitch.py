@@ -135,8 +135,9 @@ def _kill_in(
     events = list(extra_events or [])
     for start in range(0, len(ended_ids), CHUNK):
         chunk = ended_ids[start : start + CHUNK]
-        for deferral in session.scalars(select(Deferral).where(Deferral.id.in_(chunk))):
-            outbox.add_decision(session, deferral, now)
+        deferrals = session.scalars(select(Deferral).where(Deferral.id.in_(chunk))).all()
+        outbox.add_decisions(session, deferrals, now)
+        for deferral in deferrals:
             note_ended(session, deferral.id)
             events.append(
                 _event(

@@ -31,7 +31,25 @@ def add_agent_event(
 def add_decision(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent | None:
     """Queue `deferral.decided` for the agent, if it has a callback URL (and AAP's
     `request.resolved` for the instance that asked, if it has a receiver)."""
-    aap_notifications.add_resolved(session, deferral, now)
+    return add_decisions(session, [deferral], now)[0]
+
+
+def add_decisions(
+    session: Session, deferrals: list[Deferral], now: datetime
+) -> list[OutboxEvent | None]:
+    """add_decision for many deferrals ended together (a kill switch ends hundreds), with
+    one lookup of AAP receivers for all of them."""
+    receivers = aap_notifications.receivers_of(session, [d.id for d in deferrals])
+    added = []
+    for deferral in deferrals:
+        instance_id = receivers.get(deferral.id)
+        if instance_id is not None:
+            aap_notifications.add_resolved(session, deferral, now, instance_id)
+        added.append(_decided(session, deferral, now))
+    return added
+
+
+def _decided(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent | None:
     if not deferral.agent.callback_url:
         return None  # the agent reads decisions with GET /api/v1/deferrals/{id}
     return _add(

@@ -30,14 +30,27 @@ from .wire import request_id, stamp
 RESOLVED = "request.resolved"
 
 
-def add_resolved(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent | None:
+def receivers_of(session: Session, deferral_ids: list[str]) -> dict[str, str]:
+    """deferral id -> the id of the instance to tell, for those of `deferral_ids` that are
+    AAP requests of an instance with a receiver: one indexed lookup for all of them."""
+    if not deferral_ids:
+        return {}
+    with session.no_autoflush:  # rows being written by the caller need no flush for this
+        rows = session.execute(
+            select(AapRequest.deferral_id, AapInstance.id)
+            .join(AapInstance, AapRequest.instance_id == AapInstance.id)
+            .where(AapRequest.deferral_id.in_(deferral_ids), AapInstance.delivery_url.is_not(None))
+        ).all()
+    return {deferral_id: instance_id for deferral_id, instance_id in rows}
+
+
+def add_resolved(
+    session: Session, deferral: Deferral, now: datetime, instance_id: str | None = None
+) -> OutboxEvent | None:
     """Queue `request.resolved` if the deferral is an AAP request of an instance with a
-    receiver (one indexed lookup for any other deferral)."""
-    instance_id = session.scalar(
-        select(AapInstance.id)
-        .join(AapRequest, AapRequest.instance_id == AapInstance.id)
-        .where(AapRequest.deferral_id == deferral.id, AapInstance.delivery_url.is_not(None))
-    )
+    receiver (`instance_id` when the caller looked it up already, with receivers_of)."""
+    if instance_id is None:
+        instance_id = receivers_of(session, [deferral.id]).get(deferral.id)
     if instance_id is None:
         return None
     event_id = str(uuid.uuid4())
