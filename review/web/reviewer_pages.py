@@ -24,6 +24,16 @@ from review.services import current_services
 from review.web.auth import DECIDERS, roles_required
 
 bp = Blueprint("review", __name__)
+
+
+@bp.after_request
+def never_from_the_cache(response):
+    """Reviewer pages show claims and live buttons: a page from the browser's cache (the
+    back button) would offer decisions on a state that is gone (PROTOCOL.md section 16)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 # Quick picks for a rejection. Their labels avoid the words "approve" and "reject", so
 # the Approve and Reject buttons keep unique accessible names.
 REJECT_REASONS = (
