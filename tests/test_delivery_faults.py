@@ -215,65 +215,64 @@ def test_a_worker_killed_mid_delivery_sends_it_again_with_the_same_id(
     assert len(ids) >= 2 and set(ids) == {events(world.svc)[0].id}
 
 
+class _MidJobOutage:
+    """Two approved-to-be deferrals; the first's callback is being answered (slowly) by
+    the receiver when Redis goes down under the worker."""
+
+    def __init__(self, callback_world, make_workers, private_redis):
+        self.world = callback_world((200, {}, 3), (200, {}, 0), redis_url=private_redis.url)
+        self.workers = make_workers(private_redis.url)
+        agent, svc = self.world.agent, self.world.svc
+        first, self.second = (agent.defer(refund(summary=s)).get_json()["id"] for s in "ab")
+        claim_batch(svc, reviewer(svc))
+        self.worker = self.workers.start()
+        self.browser = logged_in(self.world.app, "rita")
+        self.browser.post(f"/batch/{first}/approve")
+        receiver = self.world.receiver
+        wait_with_logs(lambda: len(receiver.requests) == 1, 20, "the first attempt", self.workers)
+        private_redis.stop()  # while the job is running: its bookkeeping will fail
+
+    def approve_the_second_and_see_both_delivered(self, what: str) -> None:
+        self.browser.post(f"/batch/{self.second}/approve")
+        svc = self.world.svc
+        wait_with_logs(
+            lambda: len(events(svc)) == 2 and all(e.status == "delivered" for e in events(svc)),
+            40,
+            what,
+            self.workers,
+        )
+
+
 def test_a_worker_that_loses_redis_in_the_middle_of_a_job_keeps_working(
     callback_world, make_workers, private_redis
 ):
-    world = callback_world((200, {}, 3), (200, {}, 0), redis_url=private_redis.url)
-    workers = make_workers(private_redis.url)
-    first, second = (world.agent.defer(refund(summary=s)).get_json()["id"] for s in ("one", "two"))
-    claim_batch(world.svc, reviewer(world.svc))
-    worker = workers.start()
-    browser = logged_in(world.app, "rita")
-    browser.post(f"/batch/{first}/approve")
-    wait_with_logs(lambda: len(world.receiver.requests) == 1, 20, "the first attempt", workers)
-    private_redis.stop()  # while the job is running: its bookkeeping will fail
+    outage = _MidJobOutage(callback_world, make_workers, private_redis)
+    svc, workers = outage.world.svc, outage.workers
     wait_with_logs(
-        lambda: events(world.svc)[0].status == "delivered", 20, "the first to be recorded", workers
+        lambda: events(svc)[0].status == "delivered", 20, "the first to be recorded", workers
     )
     # The job's bookkeeping failed and ended rq's loop; ours starts a fresh one in 2 s.
     wait_with_logs(
         lambda: workers.have_logged(WORKER_LOOP_ENDED), 20, "the worker to find Redis gone", workers
     )
     private_redis.start()
-    browser.post(f"/batch/{second}/approve")
-    wait_with_logs(
-        lambda: (
-            len(events(world.svc)) == 2 and all(e.status == "delivered" for e in events(world.svc))
-        ),
-        40,
-        "the second callback, from the same worker process",
-        workers,
+    outage.approve_the_second_and_see_both_delivered(
+        "the second callback, from the same worker process"
     )
-    assert worker.poll() is None  # still running
+    assert outage.worker.poll() is None  # still running
 
 
 def test_a_worker_outlives_a_redis_outage_longer_than_its_restart_delay(
     callback_world, make_workers, private_redis
 ):
-    world = callback_world((200, {}, 3), (200, {}, 0), redis_url=private_redis.url)
-    workers = make_workers(private_redis.url)
-    first, second = (world.agent.defer(refund(summary=s)).get_json()["id"] for s in ("one", "two"))
-    claim_batch(world.svc, reviewer(world.svc))
-    worker = workers.start()
-    browser = logged_in(world.app, "rita")
-    browser.post(f"/batch/{first}/approve")
-    wait_with_logs(lambda: len(world.receiver.requests) == 1, 20, "the first attempt", workers)
-    private_redis.stop()
+    outage = _MidJobOutage(callback_world, make_workers, private_redis)
     wait_with_logs(
-        lambda: workers.have_logged("Redis still unavailable"),
+        lambda: outage.workers.have_logged("Redis still unavailable"),
         30,
         "the worker to try again while Redis is still down",
-        workers,
+        outage.workers,
     )
-    assert worker.poll() is None  # a rebuild that met a dead Redis did not end the process
+    assert outage.worker.poll() is None  # a rebuild that met a dead Redis did not end the process
     private_redis.start()
-    browser.post(f"/batch/{second}/approve")
-    wait_with_logs(
-        lambda: (
-            len(events(world.svc)) == 2 and all(e.status == "delivered" for e in events(world.svc))
-        ),
-        40,
-        "both callbacks, from the same worker process",
-        workers,
-    )
-    assert worker.poll() is None
+    outage.approve_the_second_and_see_both_delivered("both callbacks, from the same worker process")
+    assert outage.worker.poll() is None
