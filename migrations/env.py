@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import review.doors.aap.tables  # noqa: F401  (the AAP door's tables join Base's metadata)
+import review.groups  # noqa: F401  (so do the reviewer groups')
 from review.models import Base
 
 config = context.config

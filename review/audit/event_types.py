@@ -49,7 +49,8 @@ PEOPLE = (
     "login.throttled",
 )
 REQUESTS = ("request.refused", "request.refused_repeated")
+GROUPS = ("group.created", "group.member_added", "group.member_removed")  # review/groups.py
 
 EVENT_TYPES: tuple[str, ...] = tuple(
-    sorted({*DEFERRAL, *AGENT, *AAP, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS})
+    sorted({*DEFERRAL, *AGENT, *AAP, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS, *GROUPS})
 )
