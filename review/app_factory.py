@@ -26,6 +26,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     )
     app.config.update(
         SECRET_KEY=settings.secret_key,
+        # Flask signs new sessions with SECRET_KEY and still accepts the older keys' ones.
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
         MAX_CONTENT_LENGTH=None,  # /api/v1 enforces its own limit with a JSON 413
         JSON_SORT_KEYS=False,
     )

@@ -84,7 +84,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         embedded = None if settings.redis_url else EmbeddedRedis(settings.instance_path)
-        box = SecretBox(settings.secret_key)
+        box = SecretBox(settings.secret_key, settings.secret_key_fallbacks)
         db = Database(settings.database_url)
         provider = RedisProvider(settings.redis_url, embedded)
         db.after_commit(lambda info: after_commit(provider.client, info))

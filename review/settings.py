@@ -1,8 +1,9 @@
 """Settings: defaults from config/defaults.toml, overridden by the environment.
 
-`DATABASE_URL`, `REDIS_URL` and `SECRET_KEY` are read as they are; every other key `foo`
-is read from `COUNTERSIGN_FOO`. A value that does not parse or is out of range raises
-SettingsError naming the variable, so a wrong setting stops the app at start.
+`DATABASE_URL`, `REDIS_URL`, `SECRET_KEY` and `SECRET_KEY_FALLBACKS` are read as they are;
+every other key `foo` is read from `COUNTERSIGN_FOO`. A value that does not parse or is
+out of range raises SettingsError naming the variable, so a wrong setting stops the app
+at start.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = PROJECT_ROOT / "config" / "defaults.toml"
-UNPREFIXED = {"database_url", "redis_url", "secret_key"}
+UNPREFIXED = {"database_url", "redis_url", "secret_key", "secret_key_fallbacks"}
 
 
 class SettingsError(ValueError):
@@ -58,6 +59,11 @@ def _bool(name: str, raw: Any) -> bool:
 
 def _text(name: str, raw: Any) -> str:
     return str(raw)
+
+
+def _key_list(name: str, raw: Any) -> tuple[str, ...]:
+    """Comma-separated keys (older SECRET_KEYs); blanks between commas are ignored."""
+    return tuple(k.strip() for k in str(raw).split(",") if k.strip())
 
 
 def _public_url(name: str, raw: Any) -> str:
@@ -148,6 +154,7 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "database_url": _database_url,
     "redis_url": _redis_url,
     "secret_key": _text,
+    "secret_key_fallbacks": _key_list,
     "max_body_bytes": _int_range(1024, 64 * 1024 * 1024),
     "max_json_depth": _int_range(2, 256),
     "default_expires_in": _int_range(60, 604800),
@@ -196,6 +203,7 @@ class Settings:
     database_url: str
     redis_url: str
     secret_key: str
+    secret_key_fallbacks: tuple[str, ...]
     max_body_bytes: int
     max_json_depth: int
     default_expires_in: int

@@ -254,3 +254,15 @@ def test_hsts_is_sent_only_when_cookies_are_secure(make_app):
     assert "Strict-Transport-Security" not in make_app().test_client().get("/login").headers
     secure = make_app(session_cookie_secure=True).test_client().get("/login")
     assert secure.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_a_guesser_cannot_escape_its_count_by_forging_forwarded_addresses(make_app, rita):
+    """The proxy appends the address it saw; with one proxy trusted, only that one counts,
+    whatever the guesser wrote before it."""
+    app = make_app(trusted_proxies=1)
+    codes = [
+        log_in(client_at(app, forwarded=f"10.9.8.{i}, 203.0.113.66"), password="wrong").status_code
+        for i in range(7)
+    ]
+    assert codes == [401] * 5 + [429] * 2  # one address: the per-account-and-address limit
+    assert log_in(client_at(app, forwarded="10.9.8.99, 198.51.100.7")).status_code == 302

@@ -82,3 +82,9 @@ def test_a_broken_policy_file_fails_naming_the_rule(tmp_path):
         from review.intake.policy import load_policy
 
         load_policy(policy, (25, 50, 75))
+
+
+def test_secret_key_fallbacks_are_read_unprefixed_and_split_on_commas(tmp_path):
+    env = {"SECRET_KEY_FALLBACKS": " old-one ,, older-one "}
+    s = load_settings(environ=env, overrides={"instance_dir": str(tmp_path)})
+    assert s.secret_key_fallbacks == ("old-one", "older-one")

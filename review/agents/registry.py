@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import time
@@ -18,12 +19,13 @@ from review.audit.chain import record_event
 from review.callbacks.outbound import OutboundRefused, resolve
 from review.errors import Conflict, DomainError
 from review.models import Agent, AgentOwner, AgentSecret, User, utcnow
-from review.sealing import SecretBox, fingerprint
+from review.sealing import SealError, SecretBox, fingerprint
 from review.settings import SettingsError, parse_flood
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 RESERVED_SLUGS = frozenset({"new", "state", "stop-all", "revive-all"})  # pages under /agents/
+log = logging.getLogger(__name__)
 
 
 def new_secret() -> str:
@@ -215,7 +217,16 @@ class SecretCache:
             if expires_at is not None and expires_at <= now:
                 continue
             if key_id not in self._opened:
-                self._opened[key_id] = self.box.open(ciphertext)
+                try:
+                    self._opened[key_id] = self.box.open(ciphertext)
+                except SealError:  # SECRET_KEY changed without the old one in the fallbacks
+                    log.error(
+                        "agent %s: its secret %s opens with neither SECRET_KEY nor "
+                        "SECRET_KEY_FALLBACKS (docs/SECRETS.md)",
+                        signer.slug,
+                        key_id,
+                    )
+                    continue
             live.append(self._opened[key_id])
         return live
 

@@ -50,7 +50,8 @@ PEOPLE = (
 )
 REQUESTS = ("request.refused", "request.refused_repeated")
 GROUPS = ("group.created", "group.member_added", "group.member_removed")  # review/groups.py
+SECRETS = ("secrets.resealed",)
 
 EVENT_TYPES: tuple[str, ...] = tuple(
-    sorted({*DEFERRAL, *AGENT, *AAP, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS, *GROUPS})
+    sorted({*DEFERRAL, *AGENT, *AAP, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS, *GROUPS, *SECRETS})
 )
