@@ -50,6 +50,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         filters,
         health,
         home,
+        people_pages,
         receipt_keys,
         request_ids,
         reviewer_pages,
@@ -68,6 +69,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(reviewer_pages.bp)
     app.register_blueprint(agent_pages.bp)
     app.register_blueprint(audit_pages.bp)
+    app.register_blueprint(people_pages.bp)
     cli.init_app(app)
     _api_errors_are_json(app)
     return app

@@ -73,6 +73,8 @@ class User(Base):
     # Every browser session of the user carries this; a new one (logout, password
     # change, disabling) ends them all. Empty never matches (migration 0009).
     session_token: Mapped[str] = mapped_column(String(64), default=new_session_token)
+    # Set with each login's audit event (migration 0015); None: not since that upgrade.
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Agent(Base):

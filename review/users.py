@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from review.audit.chain import record_event
 from review.errors import Conflict, DomainError, NotFound
 from review.identity import identity_key
-from review.models import ROLES, User, new_session_token
+from review.models import ROLES, User, new_session_token, utcnow
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 # Names that mean no person: `decided_by: ["policy"]` is a decision the risk policy made
@@ -87,6 +87,8 @@ def set_password(
 ) -> None:
     """A new password; the user's sessions end."""
     _check_password_length(password)
+    if find_user(session, username) is None:
+        raise NotFound(f"no user {username!r}")
     _change(
         session, username, actor, "user.password_changed", password_hash=hash_password(password)
     )
@@ -96,6 +98,7 @@ def disable_user(
     session: Session, username: str, *, actor: tuple[str, str] = ("system", "cli")
 ) -> bool:
     """The user can no longer log in and their sessions end. False if already disabled."""
+    _not_oneself(actor, username, "disable")
     return _change(session, username, actor, "user.disabled", only_if_active=True, is_active=False)
 
 
@@ -112,6 +115,7 @@ def set_role(
     """The user's new role; their sessions end. False if they already had it."""
     if role not in ROLES:
         raise DomainError(f"role must be one of {', '.join(ROLES)}")
+    _not_oneself(actor, username, "change the role of")
     user = find_user(session, username)
     if user is None:
         raise NotFound(f"no user {username!r}")
@@ -131,6 +135,11 @@ def set_role(
         payload={"username": username, "role": role, "previous_role": previous},
     )
     return True
+
+
+def record_login(session: Session, user_id: int) -> None:
+    """When the user last logged in (the admins' users page shows it)."""
+    session.execute(update(User).where(User.id == user_id).values(last_login_at=utcnow()))
 
 
 def log_out(session: Session, user_id: int) -> None:
@@ -168,6 +177,13 @@ def _change(
         payload={"username": username},
     )
     return True
+
+
+def _not_oneself(actor: tuple[str, str], username: str, doing: str) -> None:
+    """A person does not lock themselves out: an admin who could disable or demote
+    themselves on the users page could leave no admin to undo it."""
+    if actor == ("user", username):
+        raise DomainError(f"you cannot {doing} yourself; another admin can")
 
 
 def _check_password_length(password: str) -> None:

@@ -43,7 +43,7 @@ from review import login_throttle
 from review.audit.chain import record_event
 from review.models import User
 from review.services import Services, current_services
-from review.users import check_password, log_out
+from review.users import check_password, log_out, record_login
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
@@ -130,8 +130,19 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
 
 
-def _audit_login(svc: Services, event_type: str, username: str, address: str, **more: Any) -> None:
+def _audit_login(
+    svc: Services,
+    event_type: str,
+    username: str,
+    address: str,
+    *,
+    user_id: int | None = None,
+    **more: Any,
+) -> None:
+    """The login's audit event; a successful one also stamps the user's last login."""
     with svc.db.write() as db:
+        if user_id is not None:
+            record_login(db, user_id)
         record_event(
             db,
             actor_kind="user",
@@ -169,7 +180,7 @@ def login():
             session[SESSION_TOKEN] = token
             login_user(Reviewer(user.id, user.username, user.role, user.email))
             login_throttle.forget_failures(svc, username, address)
-            _audit_login(svc, "login.succeeded", username, address)
+            _audit_login(svc, "login.succeeded", username, address, user_id=user.id)
             return redirect(next_path or url_for("review.queue"))
         login_throttle.count_failure(svc, username, address)
         _audit_login(svc, "login.failed", username, address)
