@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
 
 from review.audit.chain import record_event
-from review.audit.hashing import GENESIS_HASH, chain_prefix, event_hash
+from review.audit.hashing import (
+    GENESIS_HASH,
+    canonical_json,
+    chain_prefix,
+    event_hash,
+    event_hash_record,
+    format_time,
+)
 from review.audit.verify import verify_chain
 from review.models import AuditEvent
 from tests.helpers import append_events, as_an_attacker
@@ -165,3 +172,33 @@ def test_sqlite_driver_statements_store_what_sqlalchemy_stores(svc):
         assert session.get(AuditEvent, 1).at == when
     with svc.db.write() as session, pytest.raises(KeyError):
         driver.execute(session.connection(), insert(AuditHead.__table__), {"seq": 1})
+
+
+# Any text a database can hold (no lone surrogates: neither database stores them).
+_stored_text = st.text(st.characters(exclude_categories=("Cs",)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(1, 2**53 - 1),
+    texts=st.lists(_stored_text, min_size=3, max_size=3),
+    nullable=st.lists(st.one_of(st.none(), _stored_text), min_size=2, max_size=2),
+    payload=_stored_text,
+)
+def test_the_hashed_record_is_rfc_8785_for_any_field_text(seq, texts, nullable, payload):
+    at = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
+    fields = {
+        "seq": seq,
+        "at": at,
+        "actor_kind": texts[0],
+        "actor_id": texts[1],
+        "event_type": texts[2],
+        "agent": nullable[0],
+        "deferral_id": nullable[1],
+        "payload": payload,
+        "prev_hash": GENESIS_HASH,
+    }
+    record = {k: v for k, v in fields.items() if k not in ("at", "payload")}
+    record["at"] = format_time(at)
+    record["payload_sha256"] = hashlib.sha256(payload.encode()).hexdigest()
+    assert event_hash_record(**fields).encode() == canonical_json(record)

@@ -169,15 +169,19 @@ def all_checkpoints(session: Session) -> list[AuditCheckpoint]:
 
 
 def verify_log(
-    session: Session, key: SigningKey, witnessed: Sequence[tuple[str, dict]] = ()
+    session: Session,
+    key: SigningKey,
+    witnessed: Sequence[tuple[str, dict]] = (),
+    jobs: int = 1,
 ) -> VerifyResult:
     """`audit verify`: the chain, every checkpoint the database holds against it, then
     every witnessed checkpoint (`witnessed`: (where, record) pairs from the witness file
     and the auditor's trusted copies) against the chain and the database's checkpoints.
+    `jobs`: processes for the hashing (review/audit/parallel_verify.py).
     """
     checkpoints = all_checkpoints(session)
     remember = {c.seq for c in checkpoints} | {r["seq"] for _where, r in witnessed}
-    result = verify_chain(session, remember=remember)
+    result = verify_chain(session, remember=remember, jobs=jobs)
     if not result.ok:
         return result
     hashes = result.hashes or {}

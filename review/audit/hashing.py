@@ -16,8 +16,9 @@ Adding an event field (a column of `audit_events`) means changing, together:
    names the columns it inserts: a new migration with `CREATE OR REPLACE FUNCTION
    countersign_intake` (never edit 0008, which databases have already run).
 4. The hash, since every stored field is hashed (an unhashed one could be edited
-   unnoticed): `event_hash_record` and `stored_event_hash` here; review/audit/verify.py
-   (`EVENT_COLUMNS`, `verify_chain`); review/audit/export.py (`records`, `CSV_COLUMNS`,
+   unnoticed): `record_text`, `event_hash_record` and `stored_event_hash` here;
+   review/audit/verify.py (`EVENT_COLUMNS`, `_HASH_INPUTS`, `verify_segment`);
+   review/audit/export.py (`records`, `CSV_COLUMNS`,
    the `HASHING` text, `VERSION`); review/audit/verifier.py (`event_hash`, `read_csv`);
    README's "The audit chain". Its key must sort before `prev_hash` (`chain_prefix` and
    the function append `prev_hash` and `seq` last), and events already stored must
@@ -61,8 +62,12 @@ def format_time(at: datetime) -> str:
     return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-# One encoder, built once: json.dumps with options builds a new one on every call.
-_RECORD_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# JSON string escaping as json.dumps(ensure_ascii=False) does it (the C function).
+_json_string = json.encoder.encode_basestring
+
+
+def _json_value(value: str | None) -> str:
+    return "null" if value is None else _json_string(value)
 
 
 def event_hash(**fields: Any) -> str:
@@ -87,22 +92,45 @@ def event_hash_record(
     prev_hash: str,
 ) -> str:
     """The text `event_hash` hashes: the event's fields, payload by its SHA-256."""
-    record = {
-        "seq": seq,
-        "at": format_time(at),
-        "actor_kind": actor_kind,
-        "actor_id": actor_id,
-        "event_type": event_type,
-        "agent": agent,
-        "deferral_id": deferral_id,
-        "payload_sha256": hashlib.sha256(payload.encode()).hexdigest(),
-        "prev_hash": prev_hash,
-    }
-    # For this record (ASCII keys; strings, integers within 2^53 and nulls as values),
-    # RFC 8785 is byte for byte json.dumps with sorted keys, no spaces and no ASCII
-    # escaping (tests/test_audit_evidence.py checks it with hypothesis); the C encoder
-    # makes verifying a million events several times faster.
-    return _RECORD_JSON.encode(record)
+    return record_text(
+        seq,
+        format_time(at),
+        actor_kind,
+        actor_id,
+        event_type,
+        agent,
+        deferral_id,
+        hashlib.sha256(payload.encode()).hexdigest(),
+        prev_hash,
+    )
+
+
+def record_text(
+    seq: int,
+    at: str,
+    actor_kind: str,
+    actor_id: str,
+    event_type: str,
+    agent: str | None,
+    deferral_id: str | None,
+    payload_sha256: str,
+    prev_hash: str,
+) -> str:
+    """The RFC 8785 canonical JSON of an event's hashed record, written out directly.
+
+    For this record (ASCII keys, written here in sorted order; strings, an integer within
+    2^53 and nulls as values) RFC 8785 is byte for byte json.dumps with sorted keys, no
+    spaces and no ASCII escaping, so each string is escaped by json's own C function
+    and the record is one f-string: verifying a million events spends its time here
+    (tests/test_audit_chain.py checks it against rfc8785 with hypothesis). `at` and
+    `payload_sha256` are always ours (format_time, a hex digest) and need no escaping.
+    """
+    return (
+        f'{{"actor_id":{_json_value(actor_id)},"actor_kind":{_json_value(actor_kind)},'
+        f'"agent":{_json_value(agent)},"at":"{at}",'
+        f'"deferral_id":{_json_value(deferral_id)},"event_type":{_json_value(event_type)},'
+        f'"payload_sha256":"{payload_sha256}","prev_hash":{_json_value(prev_hash)},"seq":{seq}}}'
+    )
 
 
 def chain_prefix(**fields: Any) -> str:
