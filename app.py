@@ -1,11 +1,7 @@
-"""Countersign: `flask --app app <command>` and `gunicorn app:app` both load this."""
+"""Countersign: `flask --app app <command>` and `gunicorn app:app` both load this.
 
-import sys
+The app itself is review/wsgi.py's (an installed copy has no app.py: it runs
+`countersign <command>` and `gunicorn review.wsgi:app`).
+"""
 
-from review.app_factory import create_app
-from review.settings import SettingsError
-
-try:
-    app = create_app()
-except SettingsError as exc:  # a wrong setting stops start-up with its name, not a traceback
-    sys.exit(f"countersign: bad setting: {exc}")
+from review.wsgi import app  # noqa: F401

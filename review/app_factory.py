@@ -10,8 +10,9 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from review.bundled import bundled
 from review.services import Services
-from review.settings import PROJECT_ROOT, load_settings
+from review.settings import load_settings
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -21,8 +22,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(
         __name__,
         instance_path=settings.instance_dir,
-        static_folder=str(PROJECT_ROOT / "static"),
-        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(bundled("static")),
+        template_folder=str(bundled("templates")),
     )
     app.config.update(
         SECRET_KEY=settings.secret_key,

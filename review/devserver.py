@@ -1,4 +1,4 @@
-"""`flask --app app serve`: the whole of Countersign on one machine, for `make run`.
+"""`countersign serve` (`flask --app app serve`): all of Countersign on one machine, for `make run`.
 
 Migrates the database, prepares the demo when COUNTERSIGN_DEMO=1, starts the embedded
 Redis (when REDIS_URL is unset), then runs gunicorn and the rq worker as child
@@ -17,11 +17,9 @@ import time
 import click
 
 from review import migrate
+from review.bundled import INSTALLED, SOURCE_ROOT
 from review.demo import DEMO_ADMIN, demo_admin_password, ensure_demo
 from review.services import Services
-from review.settings import PROJECT_ROOT
-
-GUNICORN_THREADS = 32  # long-polls hold a thread each while they wait (no DB connection)
 
 
 def run_all(svc: Services, *, host: str, port: int, workers: int) -> None:
@@ -32,20 +30,17 @@ def run_all(svc: Services, *, host: str, port: int, workers: int) -> None:
     env["REDIS_URL"] = svc.redis.url  # children share the server this process owns
     env["COUNTERSIGN_INSTANCE_DIR"] = svc.settings.instance_dir
     env["DATABASE_URL"] = svc.settings.database_url
+    if not INSTALLED:  # the children import this checkout's `review`, wherever they start
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
     python = sys.executable
     web = [
-        python, "-m", "gunicorn", "app:app",
+        python, "-m", "gunicorn", "review.wsgi:app",
+        "--config", "python:review.gunicorn_conf",  # deploy/countersign-web.service's settings
         "--bind", f"{host}:{port}",
         "--workers", str(workers),
-        "--worker-class", "gthread",
-        "--threads", str(GUNICORN_THREADS),
-        "--access-logfile", "-",
     ]  # fmt: skip
-    worker = [python, "-m", "flask", "--app", "app", "worker"]
-    children = [
-        subprocess.Popen(web, cwd=PROJECT_ROOT, env=env),
-        subprocess.Popen(worker, cwd=PROJECT_ROOT, env=env),
-    ]
+    worker = [python, "-m", "review", "worker"]
+    children = [subprocess.Popen(web, env=env), subprocess.Popen(worker, env=env)]
     _banner(svc, host, port)
     stopping = False
 

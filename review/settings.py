@@ -19,8 +19,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS_FILE = PROJECT_ROOT / "config" / "defaults.toml"
+from review.bundled import SOURCE_ROOT, bundled, default_instance_dir, resolve
+
+PROJECT_ROOT = SOURCE_ROOT  # a checkout's root (review/bundled.py says where files are)
+DEFAULTS_FILE = bundled("config") / "defaults.toml"
 UNPREFIXED = {"database_url", "redis_url", "secret_key", "secret_key_fallbacks"}
 
 
@@ -250,8 +252,7 @@ class Settings:
 
     @property
     def policy_path(self) -> Path:
-        path = Path(self.policy_file)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return resolve(self.policy_file)
 
 
 def load_settings(
@@ -277,7 +278,9 @@ def load_settings(
         raise SettingsError(f"no default for {', '.join(sorted(missing))}")
     values = {key: PARSERS[key](env_name(key), raw[key]) for key in PARSERS}
 
-    instance = Path(values["instance_dir"] or PROJECT_ROOT / "instance").resolve()
+    instance = (
+        Path(values["instance_dir"]).resolve() if values["instance_dir"] else default_instance_dir()
+    )
     values["instance_dir"] = str(instance)
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{instance / 'countersign.db'}"
@@ -286,14 +289,14 @@ def load_settings(
     if not values["audit_key_file"]:
         values["audit_key_file"] = str(instance / "audit_ed25519.pem")
     elif not Path(values["audit_key_file"]).is_absolute():
-        values["audit_key_file"] = str(PROJECT_ROOT / values["audit_key_file"])
+        values["audit_key_file"] = str(resolve(values["audit_key_file"]))
     if not values["receipt_key_file"]:
         values["receipt_key_file"] = str(instance / "receipt_ed25519.pem")
     elif not Path(values["receipt_key_file"]).is_absolute():
-        values["receipt_key_file"] = str(PROJECT_ROOT / values["receipt_key_file"])
+        values["receipt_key_file"] = str(resolve(values["receipt_key_file"]))
     _complete_audit_witness(values, instance)
     if not Path(values["policy_file"]).is_absolute():
-        values["policy_file"] = str(PROJECT_ROOT / values["policy_file"])
+        values["policy_file"] = str(resolve(values["policy_file"]))
     if not Path(values["policy_file"]).is_file():
         raise SettingsError(f"{env_name('policy_file')}: no policy file at {values['policy_file']}")
     assert {f.name for f in fields(Settings)} == set(values)
@@ -305,7 +308,7 @@ def _complete_audit_witness(values: dict[str, Any], instance: Path) -> None:
     if not values["audit_witness_file"]:
         values["audit_witness_file"] = str(instance / "audit-witness.jsonl")
     elif not Path(values["audit_witness_file"]).is_absolute():
-        values["audit_witness_file"] = str(PROJECT_ROOT / values["audit_witness_file"])
+        values["audit_witness_file"] = str(resolve(values["audit_witness_file"]))
     url, secret = values["audit_witness_url"], values["audit_witness_secret"]
     if url and not url.startswith(("http://", "https://")):
         raise SettingsError(f"{env_name('audit_witness_url')} must be an http(s):// URL")
