@@ -69,3 +69,9 @@ class RateLimited(DomainError):
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InvalidPrincipalToken(DomainError):
+    """`on_behalf_of.token` does not prove the claimed principal (PROTOCOL.md section 17)."""
+
+    code = "invalid_principal_token"

@@ -191,6 +191,11 @@ class Deferral(Base):
     # review/identity.py's key of principal_id: what separation of duties compares.
     principal_key: Mapped[str] = mapped_column(String(400), default="")
     principal_name: Mapped[str | None] = mapped_column(String(200))
+    # What the principal's identity provider vouched for (review/intake/principals.py):
+    # {"issuer", "subject", "email", "groups"}; None: the agent only claims principal_id.
+    principal_verified: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # What the human asked for, in their words (PROTOCOL.md section 17): untrusted text.
+    intent: Mapped[str | None] = mapped_column(Text, nullable=True)
     rationale: Mapped[str | None] = mapped_column(Text)
     # {"before": ..., "after": ...}, each key present only when the agent sent it.
     state: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -246,6 +251,8 @@ class Execution(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     action_digest: Mapped[str] = mapped_column(String(71))
     result: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    # The credential the agent acted with, {"type", "id"} (PROTOCOL.md section 17).
+    credential: Mapped[dict[str, str] | None] = mapped_column(JSONType, nullable=True)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
     webhook_id: Mapped[str] = mapped_column(String(255))
 

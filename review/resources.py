@@ -18,6 +18,10 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
     principal: dict[str, Any] = {"id": d.principal_id}
     if d.principal_name is not None:
         principal["display_name"] = d.principal_name
+    proof = getattr(d, "principal_verified", None)  # PROTOCOL.md section 17
+    principal["verified"] = bool(proof)
+    principal["issuer"] = proof.get("issuer") if proof else None
+    principal["groups"] = list(proof.get("groups") or []) if proof else []
     trace = None
     if d.trace_id is not None or d.trace_url is not None:
         trace = {k: v for k, v in (("id", d.trace_id), ("url", d.trace_url)) if v is not None}
@@ -68,7 +72,10 @@ def execution_resource(d: Deferral) -> dict[str, Any] | None:
     e = d.execution
     if e is None:
         return None
-    return {"outcome": e.outcome, "result": e.result, "reported_at": rfc3339(e.reported_at)}
+    shown = {"outcome": e.outcome, "result": e.result, "reported_at": rfc3339(e.reported_at)}
+    if e.credential is not None:  # {"type", "id"}, when the report named one (section 17)
+        shown["credential"] = e.credential
+    return shown
 
 
 def agent_status(agent: Agent) -> dict[str, Any]:

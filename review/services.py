@@ -21,6 +21,7 @@ from review.callbacks.wakeups import after_commit
 from review.db import Database
 from review.embedded_redis import EmbeddedRedis
 from review.intake.policy import Policy, policy_from_settings
+from review.intake.principal_keys import PrincipalKeys
 from review.sealing import SecretBox
 from review.settings import Settings
 
@@ -80,6 +81,7 @@ class Services:
     secrets: SecretCache
     waiters: Waiters
     redactor: Redactor
+    principal_keys: PrincipalKeys
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -97,6 +99,7 @@ class Services:
             secrets=SecretCache(box),
             waiters=Waiters(provider.client),
             redactor=Redactor(settings.secret_key, settings.audit_redact),
+            principal_keys=PrincipalKeys(settings),
         )
 
     def close(self) -> None:

@@ -151,6 +151,37 @@ def _paths(name: str, raw: Any) -> tuple[str, ...]:
     return paths
 
 
+def _issuer_urls(name: str, raw: Any) -> tuple[str, ...]:
+    """Comma-separated issuer URLs: https, or http on a loopback host (local tests)."""
+    urls = tuple(u.strip() for u in str(raw).split(",") if u.strip())
+    for url in urls:
+        if not is_https_or_loopback(url):
+            raise SettingsError(
+                f"{name}: {url!r} must be an https:// URL (http:// only on loopback)"
+            )
+    return urls
+
+
+def _optional_url(name: str, raw: Any) -> str:
+    text = str(raw).strip()
+    if text and not is_https_or_loopback(text):
+        raise SettingsError(f"{name}: {text!r} must be an https:// URL (http:// only on loopback)")
+    return text
+
+
+def is_https_or_loopback(url: str) -> bool:
+    """https anywhere; http only to this machine (an identity provider's keys in the clear
+    could be swapped on the way)."""
+    match = re.fullmatch(
+        r"([Hh][Tt][Tt][Pp][Ss]?)://(\[[^\]]+\]|[^\s/?#@:]+)(:\d+)?(/[^\s?#]*)?", url
+    )
+    if not match:
+        return False
+    host = match.group(2).strip("[]").lower()
+    loopback = host == "localhost" or host == "::1" or re.fullmatch(r"127(\.\d{1,3}){3}", host)
+    return match.group(1).lower() == "https" or bool(loopback)
+
+
 PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "instance_dir": _text,
     "database_url": _database_url,
@@ -196,6 +227,11 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "audit_redact": _paths,
     "demo": _bool,
     "log_format": _choice("text", "json"),
+    # Verified principals (PROTOCOL.md section 17)
+    "principal_issuers": _issuer_urls,
+    "principal_jwks_url": _optional_url,
+    "principal_audience": _text,
+    "principal_groups_claim": _text,
 }
 
 
@@ -245,6 +281,10 @@ class Settings:
     audit_redact: tuple[str, ...]
     demo: bool
     log_format: str
+    principal_issuers: tuple[str, ...]
+    principal_jwks_url: str
+    principal_audience: str
+    principal_groups_claim: str
 
     @property
     def instance_path(self) -> Path:
@@ -295,6 +335,7 @@ def load_settings(
     elif not Path(values["receipt_key_file"]).is_absolute():
         values["receipt_key_file"] = str(resolve(values["receipt_key_file"]))
     _complete_audit_witness(values, instance)
+    _check_principals(values)
     if not Path(values["policy_file"]).is_absolute():
         values["policy_file"] = str(resolve(values["policy_file"]))
     if not Path(values["policy_file"]).is_file():
@@ -321,6 +362,24 @@ def _complete_audit_witness(values: dict[str, Any], instance: Path) -> None:
         base64.b64decode(secret.removeprefix("whsec_"), validate=True)
     except ValueError:
         raise SettingsError(f"{env_name('audit_witness_secret')} must be base64") from None
+
+
+def _check_principals(values: dict[str, Any]) -> None:
+    """A JWKS URL names the keys of exactly one issuer; trusted issuers need an audience,
+    so a token an issuer made for another application is never accepted here."""
+    issuers = values["principal_issuers"]
+    if values["principal_jwks_url"] and len(issuers) != 1:
+        raise SettingsError(
+            f"{env_name('principal_jwks_url')} is for one issuer: set "
+            f"{env_name('principal_issuers')} to exactly that issuer's URL"
+        )
+    if issuers and not values["principal_audience"].strip():
+        raise SettingsError(
+            f"{env_name('principal_audience')} must be set when "
+            f"{env_name('principal_issuers')} is (the audience tokens must be issued for)"
+        )
+    if not values["principal_groups_claim"].strip():
+        raise SettingsError(f"{env_name('principal_groups_claim')} must name a claim")
 
 
 def _instance_secret_key(instance: Path) -> str:

@@ -347,8 +347,9 @@ def test_one_deferrals_evidence_reads_as_one_chain(app, svc, agent, auditor):
         {"outcome": "failed", "action_digest": d["action_digest"]},
     )
     page = auditor.get(f"/audit/deferrals/{d['id']}").get_data(as_text=True)
-    for stage in ("Intent", "Evaluation", "Review", "Delivery", "Execution"):
-        assert f">{stage}</h2>" in page
+    stages = ("Intent", "Decision", "Evaluation", "Approval", "Execution", "Response")
+    at = [page.index(f">{stage}</h2>") for stage in stages]
+    assert at == sorted(at)  # in this order (PROTOCOL.md section 17)
     assert "On behalf of <strong>alice@example.com</strong>" in page
     assert "approved by rita" in page and "reported <strong>failed</strong>" in page
     assert "every event&#39;s hash checks" in page or "every event's hash checks" in page

@@ -22,7 +22,13 @@ def test_a_deferral_is_created_as_the_protocol_resource(agent, svc):
     assert d["action"] == refund()["action"]
     canonical = rfc8785.dumps(refund()["action"])
     assert d["action_digest"] == "sha256:" + hashlib.sha256(canonical).hexdigest()
-    assert d["on_behalf_of"] == {"id": "alice@example.com", "display_name": "Alice"}
+    assert d["on_behalf_of"] == {
+        "id": "alice@example.com",
+        "display_name": "Alice",
+        "verified": False,
+        "issuer": None,
+        "groups": [],
+    }
     assert d["trace"] == {"id": "a1f8", "url": "https://traces.example.com/t/a1f8"}
     assert d["labels"] == {"team": "billing"}
     assert d["decision"] is None and d["execution"] is None

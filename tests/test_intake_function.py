@@ -9,6 +9,7 @@ not read would be stored NULL or hashed differently. These tests fail first.
 
 import re
 import uuid
+from dataclasses import replace
 from inspect import signature
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from review.audit import export, verifier
 from review.audit.checkpoints import load_key
 from review.audit.hashing import event_hash_record, link, stored_event_hash, unchained
 from review.intake.deferrals import _deferral_values, _intake_events, create_deferral, prepare
+from review.intake.principals import Principal
 from review.models import AuditEvent, Deferral, undecided_fields, utcnow
 from tests.helpers import refund
 
@@ -32,7 +34,24 @@ CHAINED_BY_THE_SERVER = frozenset({"seq", "prev_hash", "hash"})
 
 # Every optional field of the request, so the stored row can tell a dropped value
 # (NULL) from one that was NULL to begin with.
-EVERY_FIELD = refund(resource={"type": "invoice", "id": "INV-1"}, expires_in=900)
+EVERY_FIELD = refund(
+    resource={"type": "invoice", "id": "INV-1"}, expires_in=900, intent="refund INV-1, please"
+)
+# A verified principal, as a token would make it (tests/test_principals.py verifies real ones).
+VERIFIED = Principal(
+    "alice@example.com",
+    "Alice",
+    verified=True,
+    issuer="https://id.example.com",
+    subject="u-1",
+    email="alice@example.com",
+    groups=("finance",),
+)
+
+
+def _prepared(svc):
+    return replace(prepare(svc, EVERY_FIELD), principal=VERIFIED)
+
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
@@ -62,9 +81,7 @@ def _intake_function_source(svc) -> str:
 
 
 def test_it_hands_intake_every_column_of_the_deferrals_table(svc, agent):
-    values = _deferral_values(
-        svc, _signer(svc, agent).id, "msg_columns", prepare(svc, EVERY_FIELD), utcnow()
-    )
+    values = _deferral_values(svc, _signer(svc, agent).id, "msg_columns", _prepared(svc), utcnow())
     model = _table_columns(Deferral.__table__)
     with svc.db.read() as session:
         catalog = {c["name"] for c in inspect(session.connection()).get_columns("deferrals")}
@@ -75,9 +92,7 @@ def test_it_hands_intake_every_column_of_the_deferrals_table(svc, agent):
 
 
 def test_it_stores_every_column_of_a_new_deferral_as_handed_over(svc, agent):
-    received = create_deferral(
-        svc, _signer(svc, agent), f"msg_{uuid.uuid4().hex}", prepare(svc, EVERY_FIELD)
-    )
+    received = create_deferral(svc, _signer(svc, agent), f"msg_{uuid.uuid4().hex}", _prepared(svc))
     assert received.created
     handed = vars(received.deferral)
     assert {k for k, v in handed.items() if v is None} <= set(undecided_fields()), (

@@ -133,6 +133,8 @@ def _record(
             "result": svc.redactor.apply("result", report.get("result")),
             "webhook_id": webhook_id,
         }
+        if report.get("credential") is not None:  # which credential acted (PROTOCOL.md 17)
+            evidence["credential"] = report["credential"]
         if (
             recorded is not None
             and recorded.webhook_id == webhook_id
@@ -167,6 +169,7 @@ def _record(
                 outcome=report["outcome"],
                 action_digest=report["action_digest"],
                 result=report.get("result"),
+                credential=report.get("credential"),
                 reported_at=now,
                 webhook_id=webhook_id,
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from review.errors import DomainError, RateLimited
+from review.errors import DomainError
 
 # PROTOCOL.md section 3: the status of each code the domain can raise.
 STATUS = {
@@ -21,6 +21,8 @@ STATUS = {
     "invalid_request": 422,
     "agent_killed": 423,
     "rate_limited": 429,
+    "invalid_principal_token": 422,  # PROTOCOL.md section 17
+    "principal_keys_unavailable": 503,  # the issuer's keys cannot be fetched: retry later
 }
 
 
@@ -50,8 +52,9 @@ class ApiError(Exception):
 def from_domain(error: DomainError) -> ApiError:
     """The answer PROTOCOL.md gives a refusal of the domain."""
     headers = {}
-    if isinstance(error, RateLimited):
-        headers["Retry-After"] = str(error.retry_after)
+    retry_after = getattr(error, "retry_after", None)  # RateLimited, KeysUnavailable
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return ApiError(
         STATUS.get(error.code, 422),
         error.code,

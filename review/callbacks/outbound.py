@@ -220,6 +220,24 @@ def post(
     body. When it passes, the connection is closed and the attempt is a failure.
     Redirects are not followed.
     """
+    return _exchange("POST", url, body, headers, allow_private=allow_private, deadline=deadline)
+
+
+def get(url: str, headers: dict[str, str], *, allow_private: bool, deadline: float) -> Answer:
+    """GET `url` under the same rules as `post` (checked, pinned, one deadline, no
+    redirects, at most ANSWER_CAP bytes read): an identity provider's keys, for instance."""
+    return _exchange("GET", url, b"", headers, allow_private=allow_private, deadline=deadline)
+
+
+def _exchange(
+    method: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    allow_private: bool,
+    deadline: float,
+) -> Answer:
     _attempt.deadline = time.monotonic() + deadline
     try:
         target = resolve(url, allow_private=allow_private)
@@ -229,7 +247,7 @@ def post(
             extensions["sni_hostname"] = target.host
         sent = {**headers, "Host": target.host_header, "User-Agent": USER_AGENT}
         with _connections().stream(
-            "POST", target.url, headers=list(sent.items()), content=body, extensions=extensions
+            method, target.url, headers=list(sent.items()), content=body, extensions=extensions
         ) as response:
             chunks, read = [], 0
             for chunk in response.iter_stream():  # each read ends by the deadline too

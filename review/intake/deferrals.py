@@ -40,6 +40,7 @@ from review.ids import new_deferral_id
 from review.intake import policy_decisions, priority
 from review.intake.diffing import ABSENT, compute_diff
 from review.intake.policy import Evaluation, Facts
+from review.intake.principals import Principal, read_principal, verified_values, without_token
 from review.models import Deferral, undecided_fields, utcnow
 from review.services import Services
 
@@ -69,10 +70,21 @@ class Prepared:
     # The action and state as the audit log keeps them (configured paths redacted).
     audit_action: dict[str, Any]
     audit_state: dict[str, Any]
+    principal: Principal
+    audit_intent: Any  # the intent as the audit log keeps it (redactable: path `intent`)
 
 
 def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
     s = svc.settings
+    # The principal first: a token that does not verify refuses the request before any
+    # work, and the token leaves the body here, before it is hashed, stored or audited.
+    principal = read_principal(
+        svc.principal_keys,
+        body["on_behalf_of"],
+        audience=s.principal_audience,
+        groups_claim=s.principal_groups_claim,
+    )
+    body = without_token(body)
     diff = compute_diff(
         body.get("before", ABSENT),
         body.get("after", ABSENT),
@@ -84,6 +96,8 @@ def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
         tool=action["tool"],
         args=action["args"],
         principal_id=body["on_behalf_of"]["id"],
+        principal_verified=principal.verified,
+        principal_groups=principal.groups,
         labels=body.get("labels", {}),
         changed_paths=[c["path"] for c in diff["changes"]],
         change_count=diff["count"],
@@ -100,6 +114,8 @@ def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
         svc.policy.evaluate(facts),
         audit_action=redact("action", action),
         audit_state={k: redact(k, body[k]) for k in ("before", "after") if k in body},
+        principal=principal,
+        audit_intent=redact("intent", body["intent"]) if "intent" in body else None,
     )
 
 
@@ -299,8 +315,11 @@ def _deferral_values(
         "action_digest": prepared.digest,
         "summary": body["summary"],
         "principal_id": body["on_behalf_of"]["id"],
-        "principal_key": identity_key(body["on_behalf_of"]["id"]),
+        # Separation of duties compares the verified identity when there is one.
+        "principal_key": identity_key(prepared.principal.identity),
         "principal_name": body["on_behalf_of"].get("display_name"),
+        "principal_verified": verified_values(prepared.principal),
+        "intent": body.get("intent"),
         "rationale": body.get("rationale"),
         "state": {k: body[k] for k in ("before", "after") if k in body},
         "diff": prepared.diff,
@@ -335,7 +354,8 @@ def _intake_events(slug: str, v: dict[str, Any], prepared: Prepared) -> list[dic
     }
     received = {
         "webhook_id": v["webhook_id"],
-        "on_behalf_of": body["on_behalf_of"],
+        "on_behalf_of": prepared.principal.as_audit(),
+        "intent": prepared.audit_intent,
         "summary": body["summary"],
         "rationale": body.get("rationale"),
         "action": prepared.audit_action,

@@ -53,6 +53,8 @@ class Facts:
     agent_score: int | None = None
     changes: list[dict[str, Any]] = field(default_factory=list)  # the stored diff's changes
     diff_truncated: bool = False
+    principal_verified: bool = False  # on_behalf_of.token verified (review/intake/principals.py)
+    principal_groups: tuple[str, ...] = ()  # the verified principal's groups
 
     @functools.cached_property
     def effects(self) -> list[Effect]:

@@ -22,11 +22,17 @@ bp = Blueprint("audit", __name__, url_prefix="/audit")
 READERS = ("admin", "auditor")
 PAGE = 50
 
+# The evidence reads as the chain of who authorized what (PROTOCOL.md section 17): the
+# human's intent, the agent's decision, the policy's evaluation, the people's approval,
+# the execution and the response the action got. `deferral.received` holds both the
+# intent and the decision; `execution.reported` both the execution and its response:
+# each stage shows its own part of them.
 STAGES = (
     ("Intent", ("deferral.received",)),
+    ("Decision", ("deferral.received",)),
     ("Evaluation", ("deferral.evaluated",)),
     (
-        "Review",
+        "Approval",
         (
             "deferral.claimed",
             "deferral.released",
@@ -37,10 +43,12 @@ STAGES = (
             "deferral.expired",
             "deferral.cancelled",
             "deferral.killed",
+            "callback.attempted",
+            "callback.redelivery_requested",
         ),
     ),
-    ("Delivery", ("callback.attempted", "callback.redelivery_requested")),
     ("Execution", ("execution.reported", "execution.violation")),
+    ("Response", ("execution.reported",)),
 )
 
 

@@ -38,9 +38,18 @@ DEFERRAL_REQUEST: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "required": ["id"],
-            "properties": {"id": _text(1, 200), "display_name": _text(0, 200)},
+            "properties": {
+                "id": _text(1, 200),
+                "display_name": _text(0, 200),
+                "token": {
+                    **_text(1, 16384),
+                    "description": "a JWT a trusted identity provider issued to the principal "
+                    "(PROTOCOL.md section 17); verified, never stored",
+                },
+            },
             "description": "the human principal; `system:<name>` for unattended runs",
         },
+        "intent": {**_text(0, 4000), "description": "what the human asked for; untrusted"},
         "rationale": {**_text(0, 10000), "description": "shown to reviewers as untrusted"},
         "before": {"description": "state of the target before the action (any JSON)"},
         "after": {"description": "state of the target after the action (any JSON)"},
@@ -90,6 +99,13 @@ EXECUTION_REPORT: dict[str, Any] = {
         "outcome": {"enum": ["succeeded", "failed"]},
         "action_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
         "result": {"description": "any JSON: what the action returned"},
+        "credential": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "id"],
+            "properties": {"type": _text(1, 100), "id": _text(1, 200)},
+            "description": "the credential the agent acted with (never the secret itself)",
+        },
     },
 }
 
@@ -100,6 +116,10 @@ EXECUTION = {
         "outcome": {"enum": ["succeeded", "failed"]},
         "result": {},
         "reported_at": {"type": "string", "format": "date-time"},
+        "credential": {
+            "type": ["object", "null"],
+            "description": "the credential the agent acted with: {type, id}",
+        },
     },
 }
 
@@ -151,7 +171,19 @@ DEFERRAL: dict[str, Any] = {
         "action": {"type": "object"},
         "action_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
         "summary": {"type": "string"},
-        "on_behalf_of": {"type": "object"},
+        "on_behalf_of": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "display_name": {"type": "string"},
+                "verified": {
+                    "type": "boolean",
+                    "description": "a trusted issuer's token proved it",
+                },
+                "issuer": {"type": ["string", "null"]},
+                "groups": {"type": "array", "items": {"type": "string"}},
+            },
+        },
         "rationale": {"type": ["string", "null"]},
         "resource": {"type": ["object", "null"]},
         "risk": {
