@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-postgres browser lint format bench clean
+.PHONY: run test test-postgres browser nginx lint format bench clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Countersign needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -20,10 +20,10 @@ run: $(STAMP)
 	COUNTERSIGN_DEMO=1 COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS=1 $(BIN)/flask --app app serve
 
 # The whole suite on SQLite; TEST_DATABASE_URL=postgresql+psycopg://... runs it on PostgreSQL.
-test: $(STAMP) browser
+test: $(STAMP) browser nginx
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgres: $(STAMP) browser
+test-postgres: $(STAMP) browser nginx
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql+psycopg://127.0.0.1:5432/test} $(BIN)/pytest $(PYTEST_ARGS)
 
 # Browser tests drive Debian's /usr/bin/chromium. When it is missing, root with apt-get
@@ -39,6 +39,16 @@ browser:
 	    echo "countersign: browser tests need Debian's chromium: sudo apt-get install chromium" >&2; \
 	    exit 1; \
 	  fi; \
+	fi
+
+# tests/test_deploy.py puts deploy/nginx/countersign.conf in a real nginx in front of the
+# app. Debian's nginx-light comes as chromium does (root with apt-get); without it, that
+# one test is skipped.
+nginx:
+	@if ! command -v nginx >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "countersign: installing Debian's nginx-light for tests/test_deploy.py"; \
+	  apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; \
 	fi
 
 lint: $(STAMP)
