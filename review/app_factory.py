@@ -48,6 +48,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         agent_registry_pages,  # noqa: F401  (its routes join agent_pages.bp)
         audit_pages,
         auth,
+        edit_pages,
         filters,
         health,
         home,
@@ -71,6 +72,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(agent_pages.bp)
     app.register_blueprint(audit_pages.bp)
     app.register_blueprint(people_pages.bp)
+    edit_pages.init_app(app)
     cli.init_app(app)
     _api_errors_are_json(app)
     return app

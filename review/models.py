@@ -150,6 +150,9 @@ def undecided_fields() -> dict[str, Any]:
         "lease_expires_at": None,
         "opened": False,
         "first_approved_by": None,
+        "original_action": None,
+        "original_action_digest": None,
+        "action_patch": None,
     }
 
 
@@ -174,6 +177,8 @@ class Deferral(Base):
         Index("ix_deferrals_status_level_rank", "status", "risk_level", "rank"),
         # An agent's page: its newest deferrals, and its rates over a window.
         Index("ix_deferrals_agent_created", "agent_id", "created_at"),
+        # The policy page: every deferral of the last 7 days, WHERE created_at >= ?.
+        Index("ix_deferrals_created", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -235,6 +240,11 @@ class Deferral(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     opened: Mapped[bool] = mapped_column(Boolean, default=False)
     first_approved_by: Mapped[str | None] = mapped_column(String(64))
+    # Edit, then approve (review/reviewing/edits.py): the agent's own action and its
+    # digest, and the RFC 6902 patch from it to `action`; all NULL unless edited.
+    original_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    original_action_digest: Mapped[str | None] = mapped_column(String(71))
+    action_patch: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
     agent: Mapped[Agent] = relationship(lazy="joined")
     # Read only for approved deferrals (nothing else can have one): see resources.py.

@@ -34,6 +34,9 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
             "decided_at": rfc3339(d.decided_at),
             "valid_until": rfc3339(d.valid_until),
             "receipt": d.receipt if d.status == "approved" else None,
+            # Edit, then approve (PROTOCOL.md section 10): `action` is the approved one;
+            # the patch turns the agent's action into it (RFC 6902).
+            **edit_fields(d),
         }
     return {
         "id": d.id,
@@ -65,6 +68,15 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
         "expires_at": rfc3339(d.expires_at),
         "decision": decision,
         "execution": execution_resource(d) if d.status == "approved" else None,
+    }
+
+
+def edit_fields(d: Deferral) -> dict[str, Any]:
+    original = getattr(d, "original_action_digest", None)  # a new deferral's values lack it
+    return {
+        "edited": original is not None,
+        "original_action_digest": original,
+        "action_patch": d.action_patch if original is not None else None,
     }
 
 

@@ -559,3 +559,29 @@ def test_a_result_too_large_or_unstorable_is_kept_as_its_size_and_digest(make_ap
     assert big["omitted"] == "over the size limit" and big["bytes"] == 2002
     assert big["digest"].startswith("sha256:")
     assert "must not contain NUL characters" in storable_result(svc, "a\x00b")["omitted"]
+
+
+def test_an_approval_of_edited_arguments_forwards_exactly_those_once(world):
+    """PROTOCOL.md section 11: the approved arguments, a reviewer's edits included."""
+    from review.reviewing.edits import edit_and_approve
+
+    async def scenario():
+        async with over_stdio(world) as session, anyio.create_task_group() as tasks:
+            call = Call()
+            tasks.start_soon(call.run, session, "echo", {"text": "drop everything"})
+            deferral = await world.pending("mcp.echo")
+            claim_batch(world.svc, world.rita)
+            edited = edit_and_approve(world.svc, world.rita, deferral.id, {"text": "drop nothing"})
+            assert edited.status == "approved", edited.message
+            with anyio.fail_after(10):
+                await call.done.wait()
+        assert call.error is None and not call.result.is_error, call.result
+        assert "drop nothing" in text_of(call.result)
+        return deferral.id
+
+    deferral_id = anyio.run(scenario)
+    ran = [r for r in world.ran() if r["tool"] == "echo"]
+    assert ran == [{"tool": "echo", "args": {"text": "drop nothing"}}]
+    resource = world.resource(deferral_id)
+    assert resource["decision"]["edited"] is True
+    assert resource["execution"]["outcome"] == "succeeded"

@@ -68,6 +68,14 @@ def _check(
         return Refused(InvalidState, "second_report", "execution was already reported")
     if deferral.status != "approved":
         return Refused(InvalidState, "not_approved", f"deferral is {deferral.status}, not approved")
+    if digest != deferral.action_digest and digest == deferral.original_action_digest:
+        return Refused(
+            InvalidState,
+            "digest_of_original",
+            "a reviewer edited this action before approving it: action_digest must be "
+            f"{deferral.action_digest} (the approved action), not {digest} (the one you asked "
+            "for); run the approved action from the deferral and report its digest",
+        )
     if digest != deferral.action_digest:
         return Refused(
             InvalidState,

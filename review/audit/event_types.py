@@ -17,6 +17,7 @@ DEFERRAL = (
     "deferral.released",
     "deferral.lease_lapsed",
     "deferral.approval_1_of_2",
+    "deferral.edited",  # a reviewer approved edited arguments (review/reviewing/edits.py)
     "deferral.consumed",  # an AAP client claimed the approval for its one run
     # How a deferral ends (review/reviewing/ending.py writes f"deferral.{outcome}").
     *(f"deferral.{status}" for status in TERMINAL_STATUSES),

@@ -23,6 +23,7 @@ from review.models import TERMINAL_STATUSES, Deferral, utcnow
 from review.resources import rfc3339
 from review.reviewing.claims import Holder, two_person_levels
 from review.reviewing.ending import AlreadyDecided, end_deferral, expire
+from review.reviewing.patches import edit_evidence
 from review.reviewing.receipts import Receipt, issue_receipt
 from review.services import Services
 
@@ -170,7 +171,10 @@ def _end(
             valid_until=valid_until,
             receipt=receipt.token if receipt else None,
             now=now,
-            payload=_decision_payload(deferral, outcome, valid_until, receipt),
+            payload={
+                **_decision_payload(deferral, outcome, valid_until, receipt),
+                **edit_evidence(svc.redactor, deferral),  # approved edited args: the patch
+            },
         )
     except AlreadyDecided:
         raise DecisionRefused("Nothing changed: someone else decided it first.") from None

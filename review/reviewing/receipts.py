@@ -226,7 +226,8 @@ def issue_receipt(
         "action_digest": deferral.action_digest,
         "policy_version": deferral.policy_version,
         "approvers": list(approvers),
-        "edited": False,
+        # A reviewer approved edited arguments (review/reviewing/edits.py).
+        "edited": getattr(deferral, "original_action_digest", None) is not None,
     }
     key = current_key(settings.receipt_key_file)
     header = {"alg": "EdDSA", "kid": key.kid, "typ": "JWT"}

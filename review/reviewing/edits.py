@@ -1,0 +1,305 @@
+"""Edit, then approve (PROTOCOL.md section 10): a reviewer approves edited arguments.
+
+Instead of rejecting and waiting for the agent to ask again, the reviewer who holds a
+deferral changes `action.args` (the tool stays) and approves that. In one transaction
+under the chain lock:
+
+1. the edited action is scored again by the policy, with the deferral's own facts
+   (principal, labels, the before/after diff, the agent's claim) and the new arguments.
+   A `deny` refuses the edit and changes nothing. An edit may raise the risk, never
+   lower it: when the edited action scores a higher level, the deferral takes its score,
+   level and factors (and that level's quorum); otherwise it keeps its own;
+2. `action` and `action_digest` become the edited ones; the agent's own action and
+   digest are kept once, in `original_action` and `original_action_digest`, and
+   `action_patch` holds the RFC 6902 patch from it (review/reviewing/patches.py).
+   Approvals given before the edit were for another action: they no longer count;
+3. a `deferral.edited` event records the patch (between the actions as the audit log
+   redacts them), both digests and the new evaluation;
+4. the edit counts as the editor's approval: the deferral is approved (its receipt says
+   `edited: true`), or, when its level needs more approvers, it goes back to the queue
+   with the edited action, awaiting them (review/reviewing/decisions.py's rules).
+
+Execution reports must then carry the edited digest (review/agents/executions.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import rfc8785
+from sqlalchemy import update
+
+from review.agents import breakers
+from review.audit.chain import chained_write, record_event
+from review.identity import identity_key
+from review.intake.deferrals import action_digest
+from review.intake.diffing import compute_diff
+from review.intake.policy import LEVELS, Evaluation, Facts
+from review.models import TERMINAL_STATUSES, Deferral, utcnow
+from review.reviewing import decisions
+from review.reviewing.claims import Holder, two_person_levels
+from review.reviewing.decisions import Decided, DecisionRefused
+from review.reviewing.ending import expire
+from review.reviewing.patches import action_patch, audited_patch
+from review.services import Services
+
+EDITED = "deferral.edited"
+# `args` sits at depth 3 of a request body ({} > action {} > args {}): an edit may nest as
+# deep as the API lets the agent's own arguments nest.
+ARGS_DEPTH_OFFSET = 2
+
+
+@dataclass(frozen=True)
+class EditPreview:
+    """What approving `args` would do, computed without writing anything."""
+
+    action: dict[str, Any]  # the edited action
+    digest: str
+    patch: list[dict[str, Any]]  # from the agent's own action to the edited one
+    diff: dict[str, Any]  # the agent's args against the edited args, as the pages show diffs
+    evaluation: Evaluation  # the policy's verdict on the edited action
+    level: str  # the deferral's level once edited: the higher of its own and the edit's
+    approvals_needed: int  # distinct approvers that level needs
+    refusal: str | None  # why the edit cannot be approved (the policy denies it); None: it can
+
+
+def approvals_needed(svc: Services, level: str) -> int:
+    """Distinct approvers a level needs: two from COUNTERSIGN_TWO_PERSON_LEVEL, else one."""
+    return 2 if level in two_person_levels(svc.settings.two_person_level) else 1
+
+
+def original_action(deferral: Deferral) -> dict[str, Any]:
+    """The action as the agent asked for it."""
+    return deferral.original_action if deferral.original_action_digest else deferral.action
+
+
+def check_args(svc: Services, args: Any) -> dict[str, Any]:
+    """`args` when it can be an action's arguments: a JSON object within the API's size
+    and depth limits, canonicalisable (RFC 8785); DecisionRefused saying what is wrong."""
+    if not isinstance(args, dict):
+        raise DecisionRefused("The arguments must be a JSON object ({...}).")
+    try:
+        size = len(rfc8785.dumps(args))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+        raise DecisionRefused(f"The arguments are not JSON the service can sign: {exc}") from None
+    if size > svc.settings.max_body_bytes:
+        raise DecisionRefused(
+            f"The arguments are {size} bytes: over the limit of {svc.settings.max_body_bytes}."
+        )
+    limit = svc.settings.max_json_depth - ARGS_DEPTH_OFFSET
+    if _depth(args) > limit:
+        raise DecisionRefused(f"The arguments nest deeper than {limit} levels.")
+    return args
+
+
+def _depth(root: Any) -> int:
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _facts(deferral: Deferral, args: dict[str, Any]) -> Facts:
+    """The facts intake judged, with the edited arguments."""
+    diff = deferral.diff or {}
+    changes = diff.get("changes") or []
+    return Facts(
+        tool=deferral.tool,
+        args=args,
+        principal_id=deferral.principal_id,
+        labels=deferral.labels or {},
+        changed_paths=[c["path"] for c in changes],
+        change_count=diff.get("count", len(changes)),
+        agent_score=(deferral.agent_risk or {}).get("score"),
+        changes=changes,
+        diff_truncated=bool(diff.get("truncated")),
+    )
+
+
+def preview_edit(svc: Services, deferral: Deferral, args: Any) -> EditPreview:
+    """The edited action, its patch, its diff and the policy's verdict on it."""
+    args = check_args(svc, args)
+    original = original_action(deferral)
+    action = {"tool": deferral.tool, "args": args}
+    evaluation = svc.policy.evaluate(_facts(deferral, args))
+    level = max(deferral.risk_level, evaluation.level, key=LEVELS.index)
+    refusal = None
+    if evaluation.outcome == "deny":
+        refusal = (
+            f"The policy denies the edited action ({evaluation.reason}). Nothing was "
+            "approved: change the arguments again, approve the original or reject it."
+        )
+    diff = compute_diff(
+        original.get("args", {}),
+        args,
+        max_changes=svc.settings.diff_max_changes,
+        max_ms=svc.settings.diff_max_ms,
+    )
+    return EditPreview(
+        action=action,
+        digest=action_digest(action),
+        patch=action_patch(original, action),
+        diff=diff,
+        evaluation=evaluation,
+        level=level,
+        approvals_needed=approvals_needed(svc, level),
+        refusal=refusal,
+    )
+
+
+def edit_and_approve(
+    svc: Services,
+    holder: Holder,
+    deferral_id: str,
+    args: Any,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> Decided:
+    """Approve the held deferral with `args` instead of the agent's, in one audited
+    transaction (see the module's doc); DecisionRefused says why not."""
+    decided = _edit(svc, holder, deferral_id, args, reason, now or utcnow())
+    if decided.agent_slug:
+        breakers.after_decision(svc, decided.agent_slug, decided.status, decided.rejection_limit)
+    return decided
+
+
+def _edit(
+    svc: Services,
+    holder: Holder,
+    deferral_id: str,
+    args: Any,
+    reason: str | None,
+    now: datetime,
+) -> Decided:
+    reason = (reason or "").strip() or None
+    if reason and len(reason) > decisions.MAX_REASON:
+        raise DecisionRefused(f"Keep the reason under {decisions.MAX_REASON} characters.")
+    with chained_write(svc.db) as session:
+        deferral = session.get(Deferral, deferral_id)
+        if deferral is None:
+            raise DecisionRefused("There is no such deferral.")
+        if deferral.status in TERMINAL_STATUSES:
+            names = ", ".join(deferral.decided_by or []) or "the system"
+            raise DecisionRefused(f"Nothing changed: it was already {deferral.status} by {names}.")
+        if deferral.expires_at <= now:
+            expire(session, deferral, now)
+            return Decided(
+                deferral.id,
+                "expired",
+                "It expired before your decision and was denied; nothing was approved.",
+            )
+        if (
+            deferral.status != "in_review"
+            or deferral.claimed_by != holder.id
+            or deferral.lease_expires_at is None
+            or deferral.lease_expires_at < now
+        ):
+            raise DecisionRefused(
+                "Nothing changed: your claim on this item lapsed, so it went back to the queue "
+                "(another reviewer may hold it now). Start a new batch to see it again."
+            )
+        if identity_key(deferral.principal_id) in holder.identity_keys:
+            raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
+        preview = preview_edit(svc, deferral, args)
+        if preview.refusal:
+            raise DecisionRefused(preview.refusal)
+        if preview.digest == deferral.action_digest:
+            raise DecisionRefused("Nothing changed: the arguments are the ones shown. Use Approve.")
+        _store_edit(svc, session, deferral, holder, preview, now)
+        session.refresh(deferral)
+        decisions._renew_lease(session, svc, holder, now)
+        if preview.approvals_needed > 1:
+            decisions._first_of_two(session, deferral, holder, reason, now)
+            return Decided(
+                deferral.id,
+                "pending",
+                f"Edited, and your approval is 1 of {preview.approvals_needed}: a "
+                f"{preview.level} action goes back to the queue for another reviewer.",
+            )
+        decided = decisions._end(
+            svc,
+            session,
+            deferral,
+            holder,
+            "approved",
+            reason,
+            now,
+            valid_until=now + timedelta(seconds=svc.settings.approval_ttl),
+        )
+        return Decided(
+            decided.deferral_id,
+            decided.status,
+            "Approved as edited.",
+            agent_slug=decided.agent_slug,
+            rejection_limit=decided.rejection_limit,
+        )
+
+
+def _store_edit(
+    svc: Services,
+    session,
+    deferral: Deferral,
+    holder: Holder,
+    preview: EditPreview,
+    now: datetime,
+) -> None:
+    """The conditional UPDATE (the reviewer's claim must still hold) and its event."""
+    original = original_action(deferral)
+    original_digest = deferral.original_action_digest or deferral.action_digest
+    back_to_original = preview.digest == original_digest
+    values: dict[str, Any] = {
+        "action": preview.action,
+        "action_digest": preview.digest,
+        "original_action": None if back_to_original else original,
+        "original_action_digest": None if back_to_original else original_digest,
+        "action_patch": None if back_to_original else preview.patch,
+        "first_approved_by": None,  # earlier approvals were for another action
+    }
+    ev = preview.evaluation
+    raised = LEVELS.index(ev.level) > LEVELS.index(deferral.risk_level)
+    if raised:
+        values.update(
+            risk_score=ev.score,
+            risk_level=ev.level,
+            risk_factors=ev.factors,
+            policy_version=ev.policy_version,
+        )
+    table = Deferral.__table__
+    done = session.execute(
+        update(table)
+        .where(
+            table.c.id == deferral.id,
+            table.c.status == "in_review",
+            table.c.claimed_by == holder.id,
+            table.c.lease_expires_at >= now,
+        )
+        .values(**values)
+    ).rowcount
+    if done != 1:
+        raise DecisionRefused("Nothing changed: someone else acted on it first.")
+    record_event(
+        session,
+        actor_kind="user",
+        actor_id=holder.username,
+        event_type=EDITED,
+        agent=deferral.agent.slug,
+        deferral_id=deferral.id,
+        payload={
+            "original_action_digest": original_digest,
+            "previous_action_digest": deferral.action_digest,
+            "action_digest": preview.digest,
+            "action_patch": audited_patch(svc.redactor, original, preview.action),
+            "evaluation": ev.as_risk(),
+            "risk_level": preview.level,
+            "level_raised": raised,
+            "approvals_needed": preview.approvals_needed,
+            "approvals_voided": [deferral.first_approved_by] if deferral.first_approved_by else [],
+        },
+        at=now,
+    )
