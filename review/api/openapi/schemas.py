@@ -234,6 +234,21 @@ DEFERRAL: dict[str, Any] = {
                     "description": "approvals only: a compact JWS (EdDSA) of the approval, "
                     "verifiable offline with the keys at /.well-known/jwks.json",
                 },
+                "edited": {
+                    "type": "boolean",
+                    "description": "a reviewer approved edited args: `action` and "
+                    "`action_digest` are the approved ones (PROTOCOL.md section 10)",
+                },
+                "original_action_digest": {
+                    "type": ["string", "null"],
+                    "description": "when edited: the digest of the action the agent asked for",
+                },
+                "action_patch": {
+                    "type": ["array", "null"],
+                    "items": {"type": "object"},
+                    "description": "when edited: the RFC 6902 patch from the agent's action "
+                    "to the approved one",
+                },
             },
         },
         "execution": EXECUTION,
