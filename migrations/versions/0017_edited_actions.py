@@ -8,8 +8,8 @@
 - `ix_deferrals_created`: the policy page's matches over the last 7 days,
   `WHERE created_at >= ?` across every agent.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-11-30
 """
 
@@ -20,8 +20,8 @@ from alembic import op
 
 from review.models import JSONType
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
