@@ -113,6 +113,8 @@ def _facts(deferral: Deferral, args: dict[str, Any]) -> Facts:
         tool=deferral.tool,
         args=args,
         principal_id=deferral.principal_id,
+        principal_verified=deferral.principal_verified is not None,
+        principal_groups=tuple((deferral.principal_verified or {}).get("groups") or ()),
         labels=deferral.labels or {},
         changed_paths=[c["path"] for c in changes],
         change_count=diff.get("count", len(changes)),
