@@ -185,7 +185,7 @@ def _site(folder: Path, upstream: str, http_port: int, https_port: int) -> Path:
     return main
 
 
-def _log_in(base: str, source: str, password: str) -> httpx.Response:
+def _log_in(base: str, source: str, password: str, referer: str = "") -> httpx.Response:
     """A browser at `source` (a loopback address of its own) logs in as rita."""
     transport = httpx.HTTPTransport(local_address=source, verify=False)
     with httpx.Client(base_url=base, transport=transport, timeout=20) as browser:
@@ -193,7 +193,8 @@ def _log_in(base: str, source: str, password: str) -> httpx.Response:
         return browser.post(
             "/login",
             data={"username": "rita", "password": password, "csrf_token": token},
-            headers={"Referer": f"{base}/login"},  # what a browser sends; CSRF over https
+            # What a browser sends; over https the CSRF check compares it with the host.
+            headers={"Referer": referer or f"{base}/login"},
         )
 
 
@@ -230,6 +231,10 @@ def test_behind_the_example_nginx_each_client_is_its_own_address_and_cookies_are
             assert answer.headers["strict-transport-security"].startswith("max-age=")
             assert len(answer.headers.get_list("strict-transport-security")) == 1
             request_id = answer.headers["x-request-id"]
+            # The app knows the request came over https (X-Forwarded-Proto): it checks the
+            # Referer of a form against the host, which it does for https requests only.
+            elsewhere = _log_in(base, "127.0.0.41", "correct horse battery", "https://x.test/")
+            assert elsewhere.status_code == 400 and "referrer" in elsewhere.text.lower()
             plain = httpx.get(f"http://127.0.0.1:{http_port}/login", timeout=10)
             assert plain.status_code == 301 and plain.headers["location"].startswith("https://")
         finally:

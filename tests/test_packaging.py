@@ -210,15 +210,29 @@ def test_installed_it_migrates_serves_and_takes_a_signed_deferral_from_another_f
         assert done.returncode == 0, f"countersign {' '.join(args)}: {done.stdout}{done.stderr}"
         return done.stdout
 
+    # The installed package, not the repository's; its files inside it; relative paths
+    # from the working directory, except config/..., the config that ships.
+    asked = (
+        "import json, review, review.bundled as b; print(json.dumps([review.__file__, "
+        "b.INSTALLED, str(b.bundled('migrations')), str(b.resolve('config/policy.toml')), "
+        "str(b.resolve('keys/audit.pem')), str(b.default_instance_dir())]))"
+    )
     where = subprocess.run(
-        [str(installed / "python"), "-c", "import review; print(review.__file__)"],
+        [str(installed / "python"), "-c", asked],
         cwd=elsewhere,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert where.stdout.startswith(str(installed.parent)), where.stdout + where.stderr
+    assert where.returncode == 0, where.stderr
+    module, is_installed, migrations, policy, key, instance = json.loads(where.stdout)
+    package = Path(module).parent
+    assert package.is_relative_to(installed.parent) and is_installed
+    assert Path(migrations) == package / "migrations" and (package / "migrations/env.py").is_file()
+    assert Path(policy) == package / "config" / "policy.toml" and Path(policy).is_file()
+    here = elsewhere.resolve()
+    assert (Path(key), Path(instance)) == (here / "keys" / "audit.pem", here / "instance")
 
     assert "database at head" in countersign("db", "upgrade")
     countersign("users", "create", "olivia", "--role", "admin", stdin="correct horse battery\n")
