@@ -45,6 +45,18 @@ NOT_SOURCES = shutil.ignore_patterns(
 )
 
 
+def test_only_review_bundled_says_where_the_shipped_files_are():
+    """A module that found templates/, config/ ... from its own __file__ would look beside
+    the package, where an installed copy has nothing: review/bundled.py answers instead."""
+    code = [*(ROOT / "review").rglob("*.py"), *(ROOT / "queue").glob("*.py")]
+    finding = [
+        p.relative_to(ROOT).as_posix()
+        for p in code
+        if p.name != "bundled.py" and "__file__" in p.read_text()
+    ]
+    assert not finding, f"{finding}: use review.bundled.bundled() and resolve()"
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("wheel")
