@@ -41,6 +41,7 @@ from review import redis_keys
 from review.audit.chain import record_events
 from review.callbacks.wakeups import FLUSH_JOB, queue_flush
 from review.models import DeliveryAttempt, OutboxEvent, utcnow
+from review.observability import metrics
 from review.services import Services, current_services
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ def _record(svc: Services, results: list[Attempt]) -> None:
     now = utcnow()
     table = OutboxEvent.__table__
     retries = []
+    counted_attempts: list[tuple[Attempt, str]] = []
     with svc.db.write() as session:
         events = []
         for a in results:
@@ -220,6 +222,7 @@ def _record(svc: Services, results: list[Attempt]) -> None:
             ).rowcount
             if counted != 1:
                 continue  # recorded by another worker
+            counted_attempts.append((a, outcome))
             session.execute(
                 insert(DeliveryAttempt.__table__).values(
                     event_id=a.event_id,
@@ -256,6 +259,9 @@ def _record(svc: Services, results: list[Attempt]) -> None:
             )
         if events:
             record_events(session, events)
+    for a, outcome in counted_attempts:  # committed: now they count
+        waited = (now - a.created_at).total_seconds() if a.created_at else None
+        metrics.observe_attempt(outcome, a.duration_ms / 1000, waited)
     for delay in sorted(set(round(d, 1) for d in retries)):
         _schedule_flush(svc, delay)
 

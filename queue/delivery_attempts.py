@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from sqlalchemy import select
@@ -47,6 +48,7 @@ class Attempt:
     error: str | None = None
     retry_after: str | None = None
     duration_ms: int = 0
+    created_at: datetime | None = None  # the outbox row's: delivery latency (metrics)
 
 
 def claim_due(
@@ -73,6 +75,7 @@ def claim_due(
                     OutboxEvent.event_type,
                     OutboxEvent.body,
                     OutboxEvent.attempts,
+                    OutboxEvent.created_at,
                 )
                 .where(OutboxEvent.status == "pending", OutboxEvent.next_attempt_at <= now)
                 .order_by(OutboxEvent.next_attempt_at)
@@ -127,6 +130,7 @@ def claim_due(
                 url=url,
                 attempt=row.attempts + 1,
                 secret=secret,
+                created_at=row.created_at,
             )
         )
     return batch

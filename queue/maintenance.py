@@ -2,11 +2,13 @@
 queue, due callbacks go out, the audit chain gets its signed checkpoint, and the counts
 of repeated refusals of minutes that have ended are written to the audit log.
 
-A thread in each worker process ticks every TICK_SECONDS; a short Redis key lets one
-worker tick per period however many run. It does not depend on rq's scheduler, whose
-lock a SIGKILLed worker keeps for a minute: a crashed worker's callbacks are found
-again on the next tick of any worker. When Redis is down the database steps run
-anyway (they are conditional updates, safe to run twice); the relay waits for Redis.
+A thread in each worker process ticks every TICK_SECONDS, writing the worker's heartbeat
+each time (review/observability/heartbeat.py: /readyz and /metrics read it); a short
+Redis key lets one worker do the upkeep per period however many run. It does not
+depend on rq's scheduler, whose lock a SIGKILLed worker keeps for a minute: a crashed
+worker's callbacks are found again on the next tick of any worker. When Redis is down
+the database steps run anyway (they are conditional updates, safe to run twice); the
+relay waits for Redis.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from review import redis_keys
 from review.audit import checkpoints, repeats
 from review.audit.chain import chained_write
 from review.models import utcnow
+from review.observability import heartbeat
 from review.reviewing.claims import return_lapsed_claims
 from review.reviewing.expiry import expire_due
 from review.services import Services
@@ -57,6 +60,14 @@ def _checkpoint(svc: Services) -> int:
     return 1 if checkpoints.take(svc) is not None else 0
 
 
+def beat(svc: Services, name: str) -> None:
+    """This worker's heartbeat, each tick (review/observability/heartbeat.py)."""
+    try:
+        heartbeat.beat(svc.redis.client(), name)
+    except redis.RedisError as exc:  # /readyz reports Redis itself; the beat waits for it
+        log.warning("worker heartbeat not written: %s", exc)
+
+
 def _my_turn(svc: Services) -> bool:
     try:
         return bool(
@@ -75,7 +86,9 @@ class Ticker(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        name = heartbeat.worker_name()
         while not self.stopped.is_set():
+            beat(self.svc, name)
             if _my_turn(self.svc):
                 tick(self.svc)
             self.stopped.wait(TICK_SECONDS)

@@ -16,6 +16,8 @@ from rq.serializers import JSONSerializer
 
 from approval_queue import names
 from approval_queue.jobs import queue
+from review.observability import heartbeat, multiprocess_dir
+from review.observability.multiprocess import remove_dead_files
 from review.services import Services
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,11 @@ def build_worker(svc: Services) -> SimpleWorker:
 
 def run_worker(svc: Services, *, burst: bool = False) -> bool:
     """Work until stopped (or, with burst, until the queues are empty)."""
-    from approval_queue.maintenance import start_maintenance, tick
+    from approval_queue.maintenance import beat, start_maintenance, tick
 
+    folder = multiprocess_dir()
+    if folder:  # an earlier run's files; the web's and this process's own stay
+        remove_dead_files(folder)
     worker = build_worker(svc)
     if svc.settings.demo:
         from approval_queue.demo_agent import start_demo_agent
@@ -42,6 +47,7 @@ def run_worker(svc: Services, *, burst: bool = False) -> bool:
         start_demo_agent(svc)
     log.info("worker %s on %s (burst=%s)", worker.name, ", ".join(names.ALL), burst)
     if burst:  # one round of upkeep, then the queues until they are empty
+        beat(svc, heartbeat.worker_name())
         tick(svc)
         return worker.work(burst=True, with_scheduler=True, logging_level="INFO")
     ticker = start_maintenance(svc)

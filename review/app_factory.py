@@ -52,6 +52,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         filters,
         health,
         home,
+        metrics_view,
         people_pages,
         receipt_keys,
         request_ids,
@@ -66,6 +67,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(aap_bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics_view.bp)
     app.register_blueprint(receipt_keys.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(reviewer_pages.bp)

@@ -19,6 +19,8 @@ import click
 from review import migrate
 from review.bundled import INSTALLED, SOURCE_ROOT
 from review.demo import DEMO_ADMIN, demo_admin_password, ensure_demo
+from review.observability import MULTIPROC_ENV
+from review.observability.multiprocess import fresh_folder
 from review.services import Services
 
 
@@ -32,6 +34,11 @@ def run_all(svc: Services, *, host: str, port: int, workers: int) -> None:
     env["DATABASE_URL"] = svc.settings.database_url
     if not INSTALLED:  # the children import this checkout's `review`, wherever they start
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
+    # One folder of metric files for gunicorn's workers and the rq worker, emptied of an
+    # earlier run's (docs/METRICS.md): /metrics adds up every process's values.
+    env[MULTIPROC_ENV] = fresh_folder(
+        os.environ.get(MULTIPROC_ENV) or os.path.join(svc.settings.instance_dir, "metrics")
+    )
     python = sys.executable
     web = [
         python, "-m", "gunicorn", "review.wsgi:app",
@@ -72,7 +79,7 @@ def _banner(svc: Services, host: str, port: int) -> None:
         f"  Countersign is running on http://{host}:{port}/",
         f"  database: {svc.db.engine.dialect.name}   redis: "
         + ("embedded (instance/redis.sock)" if svc.redis.embedded else "REDIS_URL"),
-        f"  health:   http://{host}:{port}/healthz",
+        f"  health:   http://{host}:{port}/healthz   metrics: http://{host}:{port}/metrics",
     ]
     password = demo_admin_password(svc) if svc.settings.demo else None
     if password:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from review.bundled import default_instance_dir
+from review.observability import multiprocess as metric_files
 
 # --- workers ------------------------------------------------------------------------
 # Threads, not async workers: the app is plain WSGI with blocking database and Redis
@@ -64,3 +65,10 @@ access_log_format = (
 )
 errorlog = "-"
 proc_name = "countersign-web"
+
+# --- metrics ------------------------------------------------------------------------------
+# With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics into files there and
+# /metrics adds them up (docs/METRICS.md). At start, the files of processes that are gone
+# are removed; when a worker exits, its share of the long-polls-in-flight gauge is.
+on_starting = metric_files.on_starting
+child_exit = metric_files.child_exit

@@ -106,3 +106,11 @@ def repeat_counts(minute: int) -> str:
 
 # A sorted set of the minutes (member and score) whose counts are not in the audit log yet.
 REPEAT_MINUTES = "countersign:repeats:minutes"
+
+
+# --- the worker --------------------------------------------------------------------------
+
+# Sorted set: each worker process ("host:pid") scored by the time of its last heartbeat,
+# written every maintenance tick (queue/maintenance.py); /readyz and /metrics read the
+# newest. Members silent for a day are dropped as beats are written.
+WORKER_HEARTBEATS = "countersign:worker:heartbeats"

@@ -232,6 +232,9 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "principal_jwks_url": _optional_url,
     "principal_audience": _text,
     "principal_groups_claim": _text,
+    # --- metrics and the worker's heartbeat (docs/METRICS.md) ---
+    "metrics_token": _text,
+    "worker_stale_after": _int_range(10, 86400),
 }
 
 
@@ -285,6 +288,8 @@ class Settings:
     principal_jwks_url: str
     principal_audience: str
     principal_groups_claim: str
+    metrics_token: str
+    worker_stale_after: int
 
     @property
     def instance_path(self) -> Path:

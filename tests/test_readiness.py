@@ -24,9 +24,9 @@ CLOSED_REDIS = "redis://127.0.0.1:1/0"
 def test_readyz_answers_200_on_a_migrated_database(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.get_json() == {
+    assert response.get_json() == {  # no worker has run against this Redis
         "status": "ok",
-        "checks": {"database": "ok", "redis": "ok"},
+        "checks": {"database": "ok", "redis": "ok", "worker": "missing"},
     }
 
 
@@ -55,7 +55,7 @@ def test_readyz_reports_redis_down_as_degraded_and_stays_ready(make_app):
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ok",
-        "checks": {"database": "ok", "redis": "degraded"},
+        "checks": {"database": "ok", "redis": "degraded", "worker": "unknown"},
     }
 
 
@@ -66,7 +66,11 @@ def test_livez_answers_without_the_database_or_redis(make_app, tmp_path):
     assert live.status_code == 200 and live.get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.get_json()["checks"] == {"database": "down", "redis": "degraded"}
+    assert ready.get_json()["checks"] == {
+        "database": "down",
+        "redis": "degraded",
+        "worker": "unknown",
+    }
 
 
 def test_healthz_is_unchanged_by_readiness(make_app):

@@ -25,6 +25,7 @@ from review import redis_keys
 from review.agents.killswitch import Actor, kill
 from review.agents.registry import Signer
 from review.models import Agent, utcnow
+from review.observability.metrics import count_breaker_trip
 from review.services import Services
 from review.settings import SettingsError, parse_flood
 
@@ -109,4 +110,5 @@ def _trip(svc: Services, slug: str, trip: Trip) -> None:
     }
     flip = kill(svc, slug, BREAKER, trip.reason, extra_events=[event])
     if flip.changed:
+        count_breaker_trip(trip.rule)
         log.warning("agent %s stopped by its %s breaker: %s", slug, trip.rule, trip.reason)

@@ -30,6 +30,7 @@ from review.callbacks import outbox
 from review.callbacks.wakeups import note_agent_status, note_ended
 from review.errors import DomainError
 from review.models import PENDING_STATUSES, Agent, Deferral, User, utcnow
+from review.observability.metrics import SYSTEM, note_decided
 from review.resources import agent_status
 from review.reviewing.ending import terminal_values
 from review.services import Services
@@ -139,6 +140,7 @@ def _kill_in(
         outbox.add_decisions(session, deferrals, now)
         for deferral in deferrals:
             note_ended(session, deferral.id)
+            note_decided(session, "killed", SYSTEM, deferral.created_at, now)
             events.append(
                 _event(
                     actor,

@@ -24,6 +24,7 @@ from review.errors import DomainError
 from review.intake.receive import receive_deferral
 from review.intake.refusals import Refusal, record_refusal
 from review.models import Deferral
+from review.observability.metrics import count_refusal, timed_intake
 from review.resources import deferral_resource
 from review.reviewing.ending import cancel_deferral
 from review.services import Services, current_services
@@ -35,6 +36,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 @bp.errorhandler(ApiError)
 def on_api_error(error: ApiError) -> Response:
+    count_refusal("api", error.code)
     response = jsonify(error.body())
     response.status_code = error.status
     response.headers.update(error.headers)
@@ -140,15 +142,17 @@ def checked_json(svc: Services, body: bytes, schema_name: str) -> Any:
 
 @bp.post("/agents/<slug>/deferrals")
 def create_deferral(slug: str):
-    svc = current_services()
-    body = raw_body(svc)
-    with svc.db.read() as session:
-        agent = authenticate_agent(svc, session, slug, body)
-    webhook_id = request.headers["webhook-id"]
-    with refusals_audited(svc, agent, webhook_id):
-        received = receive_deferral(
-            svc, agent, webhook_id, lambda: checked_json(svc, body, "DeferralRequest")
-        )
+    with timed_intake("api") as timer:
+        svc = current_services()
+        body = raw_body(svc)
+        with svc.db.read() as session:
+            agent = authenticate_agent(svc, session, slug, body)
+        webhook_id = request.headers["webhook-id"]
+        with refusals_audited(svc, agent, webhook_id):
+            received = receive_deferral(
+                svc, agent, webhook_id, lambda: checked_json(svc, body, "DeferralRequest")
+            )
+        timer.answered(received.created)
     status = 202 if received.created else 200
     return jsonify(deferral_resource(received.deferral, received.agent_slug)), status
 

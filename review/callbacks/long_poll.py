@@ -28,6 +28,7 @@ from redis.commands.core import Script
 from review import redis_keys
 from review.errors import RateLimited
 from review.models import TERMINAL_STATUSES, Deferral
+from review.observability.metrics import long_poll_in_flight
 from review.resources import deferral_resource
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def wait_until_ended(
     happen on a wake-up, and every few seconds anyway in case a wake-up was lost.
     """
     deadline = time.monotonic() + seconds
-    with waiters.watch(deferral_id) as woken:
+    with long_poll_in_flight(), waiters.watch(deferral_id) as woken:
         while True:
             ended, value = read_status()
             remaining = deadline - time.monotonic()

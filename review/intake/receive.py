@@ -16,6 +16,7 @@ from review.agents import breakers
 from review.agents.registry import Signer
 from review.intake import admission
 from review.intake.deferrals import Received, create_deferral, prepare
+from review.observability.metrics import POLICY, observe_decision
 from review.services import Services
 
 
@@ -42,6 +43,8 @@ def receive_deferral(
         admission.withdraw(svc, admitted)
         raise
     if received.created:
+        if received.deferral.status != "pending":  # the policy decided it at intake
+            observe_decision(received.deferral.status, POLICY, 0.0)
         breakers.after_intake(svc, agent, admitted.in_window)
     else:
         admission.withdraw(svc, admitted)

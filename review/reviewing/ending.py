@@ -22,6 +22,7 @@ from review.callbacks import outbox
 from review.callbacks.wakeups import note_ended
 from review.errors import InvalidState, NotFound
 from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
+from review.observability.metrics import decider, note_decided
 from review.resources import deferral_resource
 from review.services import Services
 
@@ -85,6 +86,7 @@ def end_deferral(
     session.refresh(deferral)
     outbox.add_decision(session, deferral, now)
     note_ended(session, deferral.id)
+    note_decided(session, outcome, decider(actor[0]), deferral.created_at, now)
     record_event(
         session,
         actor_kind=actor[0],

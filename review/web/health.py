@@ -5,7 +5,12 @@
 - GET /readyz: 200 when the database answers and is migrated to the newest revision;
   503 naming what is wrong otherwise. Redis down is reported as "degraded" and still
   200 (PROTOCOL.md section 15). The database's answer is kept for READINESS_TTL seconds
-  so that a prober polling every second costs one query every few seconds.
+  so that a prober polling every second costs one query every few seconds. The worker's
+  heartbeat (review/observability/heartbeat.py) is reported too, in the same Redis round
+  trip that tells whether Redis answers: "ok", "stale" (older than
+  COUNTERSIGN_WORKER_STALE_AFTER), "missing" (no worker has ever beaten) or "unknown"
+  (Redis down). A stale worker delays expiry and callbacks but loses nothing, so it
+  never makes the web process unready: still 200.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from review import migrate
 from review.embedded_redis import EmbeddedRedisError
+from review.observability import heartbeat
 from review.services import current_services
 
 log = logging.getLogger(__name__)
@@ -58,8 +64,15 @@ def livez():
 @bp.get("/readyz")
 def readyz():
     database, problem = _database_readiness()
+    beats = _heartbeats()
     body: dict = {"status": "ok" if problem is None else "unavailable"}
-    body["checks"] = {"database": database, "redis": "ok" if _redis_answers() else "degraded"}
+    body["checks"] = {
+        "database": database,
+        "redis": "ok" if beats is not None else "degraded",
+        "worker": beats.state if beats is not None else "unknown",
+    }
+    if beats is not None and beats.age is not None:
+        body["worker_heartbeat_age_seconds"] = round(beats.age, 1)
     if problem is not None:
         body["problem"] = problem
         return jsonify(body), 503
@@ -101,6 +114,16 @@ def _ask_database() -> tuple[str, str | None]:
             f"the database is at revision {current}, not at head {head}; run `db upgrade`",
         )
     return "ok", None
+
+
+def _heartbeats() -> heartbeat.Heartbeats | None:
+    """The workers' heartbeats; None when Redis does not answer."""
+    svc = current_services()
+    try:
+        return heartbeat.read(svc.redis.client(), svc.settings.worker_stale_after)
+    except (redis.RedisError, EmbeddedRedisError, OSError) as exc:
+        log.warning("readiness: redis down: %s", exc)
+        return None
 
 
 def _redis_answers() -> bool:

@@ -22,6 +22,7 @@ from review.api.jsonbody import parse_json
 from review.callbacks import long_poll
 from review.errors import DomainError, InvalidRequest
 from review.intake.refusals import Refusal, record_refusal
+from review.observability.metrics import count_refusal, timed_intake
 from review.services import Services, current_services
 
 from . import instances, requests
@@ -54,6 +55,7 @@ def say_its_name(response: Response) -> Response:
 
 
 def _answer(refusal: Answer) -> Response:
+    count_refusal("aap", refusal.code)
     body = refusal.body(g.get("aap_request_id") or str(uuid.uuid4()))
     response = Response(json.dumps(body), refusal.status, mimetype="application/json")
     response.headers.update(refusal.headers)
@@ -160,12 +162,14 @@ def _json(text: str, status: int = 200) -> Response:
 
 @bp.post("/requests")
 def create_request():
-    svc = current_services()
-    who = credential(svc)
-    with refusals_audited(svc, who):
-        value, text = json_body(svc)
-        submission = read_submission(value, text)
-        made = requests.submit(svc, who, request.headers.get("Idempotency-Key"), submission)
+    with timed_intake("aap") as timer:
+        svc = current_services()
+        who = credential(svc)
+        with refusals_audited(svc, who):
+            value, text = json_body(svc)
+            submission = read_submission(value, text)
+            made = requests.submit(svc, who, request.headers.get("Idempotency-Key"), submission)
+        timer.answered(made.created)
     return _json(made.text, 201 if made.created else 200)
 
 
