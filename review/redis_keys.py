@@ -30,6 +30,12 @@ def rejections(slug: str) -> str:
     return f"countersign:breaker:rejections:{slug}"
 
 
+def policy_window(rule: str, width: int, values: str) -> str:
+    """A window rule's counter for one set of `per` values: a hash of time buckets (each
+    `width` seconds) to counts and sums (review/intake/policy_windows.py)."""
+    return f"countersign:policy-window:{rule}:{width}:{values}"
+
+
 # --- wake-ups and delivery ---------------------------------------------------------------
 
 # Pub/sub channel: the id of each deferral that ended, published after its commit; every

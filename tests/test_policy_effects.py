@@ -297,7 +297,12 @@ def test_the_harmless_direction_of_the_same_change_fires_no_effect_rule(before, 
 def test_a_refund_diff_stays_as_it_scored_before_the_effect_rules():
     body = refund()
     e = evaluate(body["before"], body["after"], tool="billing.refund", args=body["action"]["args"])
-    assert set(factors(e)) == {"payment_tool", "amount_over_500"}
+    # (and the 0-point note that money for an unverified principal is never auto-allowed)
+    assert set(factors(e)) == {
+        "payment_tool",
+        "amount_over_500",
+        "unverified_principal_money_or_access",
+    }
 
 
 def test_backup_retention_lowered_to_zero_alone_scores_at_least_high():
@@ -328,7 +333,10 @@ RULE_ID_IN_TEST = re.compile(r'"([a-z0-9_]+)"')
 
 def test_every_rule_of_the_default_policy_has_a_test():
     tested = {c[2] for c in FIRES} | {c[2] for c in ARGUMENTS}
-    names_test = (Path(__file__).parent / "test_policy.py").read_text()
+    names_test = "".join(
+        (Path(__file__).parent / name).read_text()
+        for name in ("test_policy.py", "test_policy_entitlements.py")
+    )
     tested |= set(RULE_ID_IN_TEST.findall(names_test))
     missing = {r.id for r in POLICY.rules} - tested
     assert not missing, f"rules without a test: {sorted(missing)}"

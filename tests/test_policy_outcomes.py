@@ -253,7 +253,8 @@ def test_the_callback_of_a_policy_decision_reaches_the_agent(
 
 
 def test_an_ask_outcome_shows_in_the_resource_with_no_rule(agent):
-    d = agent.defer().get_json()
+    # Not money: the default policy asks about money for an unverified principal by a rule.
+    d = agent.defer(refund(action={"tool": "notes.add", "args": {"text": "hi"}})).get_json()
     assert d["risk"]["outcome"] == "ask" and d["risk"]["rule"] is None
 
 

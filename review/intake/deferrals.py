@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -37,7 +37,7 @@ from review.audit.hashing import canonical_json, unchained
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
 from review.identity import identity_key
 from review.ids import new_deferral_id
-from review.intake import policy_decisions, priority
+from review.intake import policy_decisions, policy_windows, priority
 from review.intake.diffing import ABSENT, compute_diff
 from review.intake.policy import Evaluation, Facts
 from review.intake.principals import Principal, read_principal, verified_values, without_token
@@ -72,9 +72,10 @@ class Prepared:
     audit_state: dict[str, Any]
     principal: Principal
     audit_intent: Any  # the intent as the audit log keeps it (redactable: path `intent`)
+    counters: list[policy_windows.Counter] = field(default_factory=list)  # added once stored
 
 
-def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
+def prepare(svc: Services, body: dict[str, Any], agent_slug: str | None = None) -> Prepared:
     s = svc.settings
     # The principal first: a token that does not verify refuses the request before any
     # work, and the token leaves the body here, before it is hashed, stored or audited.
@@ -98,6 +99,8 @@ def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
         principal_id=body["on_behalf_of"]["id"],
         principal_verified=principal.verified,
         principal_groups=principal.groups,
+        principal_identity=principal.identity,
+        agent=agent_slug,
         labels=body.get("labels", {}),
         changed_paths=[c["path"] for c in diff["changes"]],
         change_count=diff["count"],
@@ -105,6 +108,10 @@ def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
         changes=diff["changes"],
         diff_truncated=diff["truncated"],
     )
+    # Context: the window rules' counts, one Redis round trip (review/intake/policy_windows.py).
+    counters = policy_windows.counters_for(svc.policy, facts)
+    if counters:
+        facts = replace(facts, windows=policy_windows.read(svc, counters))
     redact = svc.redactor.apply
     return Prepared(
         body,
@@ -116,6 +123,7 @@ def prepare(svc: Services, body: dict[str, Any]) -> Prepared:
         audit_state={k: redact(k, body[k]) for k in ("before", "after") if k in body},
         principal=principal,
         audit_intent=redact("intent", body["intent"]) if "intent" in body else None,
+        counters=counters,
     )
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import rfc8785
 
+from review.intake import policy_windows
+from review.intake.policy_conditions import check_when, holds
 from review.intake.policy_effects import Effect, effects_of
 from review.intake.policy_rules import KINDS, check_params
 from review.settings import Settings, SettingsError
@@ -55,6 +57,10 @@ class Facts:
     diff_truncated: bool = False
     principal_verified: bool = False  # on_behalf_of.token verified (review/intake/principals.py)
     principal_groups: tuple[str, ...] = ()  # the verified principal's groups
+    principal_identity: str | None = None  # the verified identity (separation of duties')
+    agent: str | None = None
+    # The window rules' counts (review/intake/policy_windows.py); None: Redis could not say.
+    windows: dict[str, policy_windows.Counted] | None = field(default_factory=dict)
 
     @functools.cached_property
     def effects(self) -> list[Effect]:
@@ -97,9 +103,15 @@ class Rule:
     detail: str
     params: dict[str, Any]
     outcome: str | None = None
+    when: dict[str, Any] | None = None  # conditions (review/intake/policy_conditions.py)
 
     def apply(self, facts: Facts) -> dict[str, Any] | None:
-        values = KINDS[self.kind].match(self.params, facts)
+        if self.when and not holds(self.when, facts):
+            return None
+        if self.kind in policy_windows.WINDOW_KINDS:
+            values = policy_windows.match_window(self, facts)
+        else:
+            values = KINDS[self.kind].match(self.params, facts)
         if values is None:
             return None
         shown = {k: _shorten(v) for k, v in values.items()}
@@ -112,6 +124,10 @@ class Policy:
     thresholds: tuple[int, int, int]
     version: str
     auto_allow_max_level: str = "medium"
+
+    @functools.cached_property
+    def has_windows(self) -> bool:
+        return any(r.kind in policy_windows.WINDOW_KINDS for r in self.rules)
 
     def level_for(self, score: int) -> str:
         for level, bound in zip(LEVELS, self.thresholds, strict=False):
@@ -126,6 +142,8 @@ class Policy:
             if factor is not None:
                 matched.append((rule, factor))
         factors = [f for _, f in matched]
+        if facts.windows is None and self.has_windows:
+            factors.append(policy_windows.unavailable_factor(self))
         score = max(0, min(100, sum(f["points"] for f in factors)))
         if facts.agent_score is not None and facts.agent_score > score:
             factors.append(
@@ -153,6 +171,8 @@ class Policy:
             why = f"a {level} score is never allowed automatically"
         elif facts.diff_truncated:
             why = "the diff was truncated, so not all of the change was judged"
+        elif facts.windows is None and self.has_windows:
+            why = "recent activity could not be counted, so the window rules were not judged"
         else:
             return "allow", first.id
         factors.append(
@@ -241,6 +261,7 @@ def load_policy(
                 "points": r.points,
                 "detail": r.detail,
                 **({"outcome": r.outcome} if r.outcome else {}),
+                **({"when": r.when} if r.when else {}),
                 **r.params,
             }
             for r in rules
@@ -250,7 +271,7 @@ def load_policy(
     return Policy(rules, thresholds, version, auto_allow_max_level)
 
 
-FIXED_KEYS = frozenset({"id", "kind", "points", "detail", "outcome"})
+FIXED_KEYS = frozenset({"id", "kind", "points", "detail", "outcome", "when"})
 
 
 def _parse_rule(raw: Any, index: int) -> Rule:
@@ -276,6 +297,9 @@ def _parse_rule(raw: Any, index: int) -> Rule:
     outcome = raw.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         raise fail("outcome", f"outcome must be one of {', '.join(OUTCOMES)}")
+    when = raw.get("when")
+    if when is not None and (problem := check_when(when)) is not None:
+        raise fail("when", problem[1])
     spec = KINDS[kind]
     params = {k: v for k, v in raw.items() if k not in FIXED_KEYS}
     extra = sorted(set(params) - set(spec.required) - set(spec.optional))
@@ -295,7 +319,7 @@ def _parse_rule(raw: Any, index: int) -> Rule:
         detail.format(**{p: "" for p in spec.placeholders})
     except (KeyError, IndexError, ValueError) as exc:
         raise fail("detail", f"detail uses an unknown placeholder {exc}") from None
-    return Rule(rule_id, kind, points, detail, params, outcome)
+    return Rule(rule_id, kind, points, detail, params, outcome, when)
 
 
 # --- where in the file ------------------------------------------------------------------

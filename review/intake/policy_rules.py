@@ -33,6 +33,7 @@ from review.intake.policy_effects import (
     match_turned_off,
     shown,
 )
+from review.intake.policy_windows import check_window_params
 
 if TYPE_CHECKING:
     from review.intake.policy import Facts
@@ -174,6 +175,10 @@ def _match_diff_size(params: dict[str, Any], facts: Facts) -> Values:
     return None
 
 
+def _by_the_policy(params: dict[str, Any], facts: Facts) -> Values:
+    raise AssertionError("window kinds are matched by the policy with their counts")
+
+
 NUMBER = (int, float)
 VALUE_LIST = list  # of strings, numbers and booleans (checked by the loader)
 EFFECT = ("path", "field", "old", "new")
@@ -217,6 +222,18 @@ KINDS: dict[str, Kind] = {
     "key_removed": Kind({"fields": list}, EFFECT, match_key_removed),
     "turned_off": Kind({"fields": list}, EFFECT, match_turned_off),
     "diff_removals": Kind({"over": int}, ("count",), match_diff_removals),
+    # Over a time window (review/intake/policy_windows.py; policy.py's Rule.apply asks it).
+    "window_count": Kind(
+        {"per": list, "window": int},
+        ("count", "who", "window"),
+        _by_the_policy,
+        {"at_least": int, "at_most": int},
+    ),
+    "window_sum": Kind(
+        {"per": list, "window": int, "sum": str, "over": NUMBER},
+        ("count", "who", "window", "sum", "total", "over"),
+        _by_the_policy,
+    ),
 }
 
 # Parameters that hold values to compare (strings, numbers, booleans); every other list
@@ -244,4 +261,6 @@ def check_params(kind: str, params: dict[str, Any]) -> str | None:
         return "by_ratio must be more than 1 for number_raised (2: doubled or more)"
     if kind == "list_shrunk" and params.get("by_at_least", 1) < 1:
         return "by_at_least must be 1 or more"
+    if kind in ("window_count", "window_sum"):
+        return check_window_params(kind, params)
     return None

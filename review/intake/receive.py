@@ -14,7 +14,7 @@ from typing import Any
 
 from review.agents import breakers
 from review.agents.registry import Signer
-from review.intake import admission
+from review.intake import admission, policy_windows
 from review.intake.deferrals import Received, create_deferral, prepare
 from review.observability.metrics import POLICY, observe_decision
 from review.services import Services
@@ -38,13 +38,15 @@ def receive_deferral(
         flood_window=flood[1] if flood else None,
     )
     try:
-        received = create_deferral(svc, agent, webhook_id, prepare(svc, read_request()))
+        prepared = prepare(svc, read_request(), agent.slug)
+        received = create_deferral(svc, agent, webhook_id, prepared)
     except BaseException:
         admission.withdraw(svc, admitted)
         raise
     if received.created:
         if received.deferral.status != "pending":  # the policy decided it at intake
             observe_decision(received.deferral.status, POLICY, 0.0)
+        policy_windows.add(svc, prepared.counters)  # only what was created counts
         breakers.after_intake(svc, agent, admitted.in_window)
     else:
         admission.withdraw(svc, admitted)
