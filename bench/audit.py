@@ -146,7 +146,7 @@ def bench(kind: str, n: int) -> None:
         env = {"DATABASE_URL": url, "REDIS_URL": REDIS, "COUNTERSIGN_INSTANCE_DIR": instance}
         flask_cmd(env, "db", "upgrade")
         os.environ.update(env)
-        from app import create_app  # noqa: PLC0415
+        from review.app_factory import create_app  # noqa: PLC0415
         from review.audit import checkpoints
         from review.audit.verify import iter_hash_inputs
 

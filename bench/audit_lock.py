@@ -104,7 +104,7 @@ def run(kind: str, writes: int) -> dict[str, tuple[list[float], list[int]]]:
         flask_cmd(env, "users", "create", "rita", "--role", "reviewer", stdin="bench-password\n")
         secret = flask_cmd(env, "agents", "create", "bench-bot", "--owner", "owner").split()[-1]
         os.environ.update(env)
-        from app import create_app  # noqa: PLC0415
+        from review.app_factory import create_app  # noqa: PLC0415
         from review.reviewing.claims import Holder, claim_batch
         from review.reviewing.decisions import decide
         from review.signing import sign_headers

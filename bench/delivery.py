@@ -118,7 +118,7 @@ def bench(kind: str, n: int, samples: int) -> dict[str, float]:
             env, "agents", "create", "bench-bot", "--owner", "owner", "--callback-url", receiver.url
         ).split()[-1]
         os.environ.update(env)
-        from app import create_app  # noqa: PLC0415 (settings come from the environment above)
+        from review.app_factory import create_app  # noqa: PLC0415 (settings come from the environment above)
         from review.intake import deferrals
         from review.reviewing.ending import cancel_deferral
 

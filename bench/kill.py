@@ -51,8 +51,8 @@ def bench(kind: str, pending: int) -> tuple[float, float]:
             flask_cmd(env, "agents", "create", slug, "--owner", "owner",
                       "--callback-url", "http://127.0.0.1:9/hooks")  # fmt: skip
         os.environ.update(env)
-        from app import create_app  # noqa: PLC0415
         from review.agents.killswitch import Actor, kill
+        from review.app_factory import create_app  # noqa: PLC0415
         from review.intake import deferrals
         from review.reviewing.claims import Holder, claim_batch
         from review.users import find_user
