@@ -57,9 +57,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         receipt_keys,
         request_ids,
         reviewer_pages,
+        sso,
     )
 
     auth.init_app(app, services)
+    sso.init_app(app, services)  # Log in with SSO, when the OIDC settings are there
     auth.csrf.exempt(api_bp)  # agents sign their requests; there is no browser session
     auth.csrf.exempt(aap_bp)  # AAP clients send bearer tokens; there is no browser session
     filters.init_app(app)

@@ -62,6 +62,10 @@ def new_session_token() -> str:
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # Single sign-on finds its user by the provider's identity (migration 0018).
+        UniqueConstraint("sso_issuer", "sso_subject", name="uq_users_sso_identity"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -75,6 +79,10 @@ class User(Base):
     session_token: Mapped[str] = mapped_column(String(64), default=new_session_token)
     # Set with each login's audit event (migration 0015); None: not since that upgrade.
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set for a user made by single sign-on (review/sso_accounts.py): who they are at
+    # the OpenID provider. Such a user has no password here.
+    sso_issuer: Mapped[str | None] = mapped_column(String(255))
+    sso_subject: Mapped[str | None] = mapped_column(String(255))
 
 
 class Agent(Base):

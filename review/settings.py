@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from review.bundled import SOURCE_ROOT, bundled, default_instance_dir, resolve
 
@@ -235,6 +236,16 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     # --- metrics and the worker's heartbeat (docs/METRICS.md) ---
     "metrics_token": _text,
     "worker_stale_after": _int_range(10, 86400),
+    # --- single sign-on (review/web/sso.py, docs/SSO.md) ---
+    "oidc_issuer": _text,
+    "oidc_client_id": _text,
+    "oidc_client_secret": _text,
+    "oidc_scopes": _text,
+    "oidc_username_claim": _text,
+    "oidc_groups_claim": _text,
+    "oidc_admin_groups": _key_list,
+    "oidc_reviewer_groups": _key_list,
+    "oidc_auditor_groups": _key_list,
 }
 
 
@@ -290,6 +301,20 @@ class Settings:
     principal_groups_claim: str
     metrics_token: str
     worker_stale_after: int
+    oidc_issuer: str
+    oidc_client_id: str
+    oidc_client_secret: str
+    oidc_scopes: str
+    oidc_username_claim: str
+    oidc_groups_claim: str
+    oidc_admin_groups: tuple[str, ...]
+    oidc_reviewer_groups: tuple[str, ...]
+    oidc_auditor_groups: tuple[str, ...]
+
+    @property
+    def sso_enabled(self) -> bool:
+        """Log in with SSO: all three of issuer, client id and secret are set."""
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
 
     @property
     def instance_path(self) -> Path:
@@ -341,6 +366,7 @@ def load_settings(
         values["receipt_key_file"] = str(resolve(values["receipt_key_file"]))
     _complete_audit_witness(values, instance)
     _check_principals(values)
+    _check_oidc(values)
     if not Path(values["policy_file"]).is_absolute():
         values["policy_file"] = str(resolve(values["policy_file"]))
     if not Path(values["policy_file"]).is_file():
@@ -385,6 +411,28 @@ def _check_principals(values: dict[str, Any]) -> None:
         )
     if not values["principal_groups_claim"].strip():
         raise SettingsError(f"{env_name('principal_groups_claim')} must name a claim")
+
+
+def _check_oidc(values: dict[str, Any]) -> None:
+    """Single sign-on needs all three of issuer, client id and secret, or none of them;
+    the issuer is https (plain http only on a loopback host, for local providers)."""
+    names = ("oidc_issuer", "oidc_client_id", "oidc_client_secret")
+    given = [name for name in names if values[name]]
+    if given and len(given) < 3:
+        missing = ", ".join(env_name(n) for n in names if n not in given)
+        raise SettingsError(f"single sign-on needs {missing} too (or none of the three)")
+    issuer = values["oidc_issuer"] = values["oidc_issuer"].strip().rstrip("/")
+    if issuer:
+        parts = urlsplit(issuer)
+        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise SettingsError(
+                f"{env_name('oidc_issuer')} must be an https:// URL (http only on loopback)"
+            )
+    for name in ("oidc_username_claim", "oidc_groups_claim"):
+        values[name] = values[name].strip()
+        if not values[name]:
+            raise SettingsError(f"{env_name(name)} must name a claim")
 
 
 def _instance_secret_key(instance: Path) -> str:

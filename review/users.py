@@ -25,6 +25,9 @@ USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 # Names that mean no person: `decided_by: ["policy"]` is a decision the risk policy made
 # (PROTOCOL.md section 10), so no user may be called that, nor anything that looks like it.
 RESERVED_NAMES = frozenset({identity_key("policy")})
+# The password hash of a user who logs in by single sign-on: no argon2 hash, so no
+# password ever matches it (check_password answers False).
+NO_PASSWORD = "!sso"  # noqa: S105
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # the login form takes no longer one
 _hasher = PasswordHasher()
@@ -49,7 +52,10 @@ def create_user(
     *,
     email: str | None = None,
     actor: tuple[str, str] = ("system", "cli"),
+    sso: tuple[str, str] | None = None,
 ) -> User:
+    """A new user. With `sso` (the OpenID provider's issuer and subject) the user has no
+    password here and logs in only through that provider (review/sso_accounts.py)."""
     if not USERNAME.match(username):
         raise DomainError(
             "username must be 1-64 letters, digits or _ . @ - and start with a letter or digit"
@@ -58,18 +64,29 @@ def create_user(
         raise DomainError(f"{username!r} is reserved: decisions by the risk policy carry it")
     if role not in ROLES:
         raise DomainError(f"role must be one of {', '.join(ROLES)}")
-    _check_password_length(password)
+    if sso is None:
+        _check_password_length(password)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"user {username!r} already exists")
-    user = User(username=username, role=role, email=email, password_hash=hash_password(password))
+    user = User(
+        username=username,
+        role=role,
+        email=email,
+        password_hash=NO_PASSWORD if sso else hash_password(password),
+        sso_issuer=sso[0] if sso else None,
+        sso_subject=sso[1] if sso else None,
+    )
     session.add(user)
     session.flush()
+    payload = {"username": username, "role": role, "email": email}
+    if sso:
+        payload["sso_issuer"] = sso[0]
     record_event(
         session,
         actor_kind=actor[0],
         actor_id=actor[1],
         event_type="user.created",
-        payload={"username": username, "role": role, "email": email},
+        payload=payload,
     )
     return user
 
@@ -87,8 +104,11 @@ def set_password(
 ) -> None:
     """A new password; the user's sessions end."""
     _check_password_length(password)
-    if find_user(session, username) is None:
+    user = find_user(session, username)
+    if user is None:
         raise NotFound(f"no user {username!r}")
+    if user.sso_subject is not None:
+        raise DomainError(f"{username} logs in with SSO: their password is the provider's")
     _change(
         session, username, actor, "user.password_changed", password_hash=hash_password(password)
     )

@@ -28,8 +28,9 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def live_server(app, port: int = 0) -> Iterator[str]:
+    """`app` served on 127.0.0.1 (on `port`, or on a free one); yields its base URL."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -48,6 +48,7 @@ PEOPLE = (
     "login.succeeded",
     "login.failed",
     "login.throttled",
+    "login.sso_refused",  # review/web/sso.py
 )
 REQUESTS = ("request.refused", "request.refused_repeated")
 GROUPS = ("group.created", "group.member_added", "group.member_removed")  # review/groups.py

@@ -53,19 +53,27 @@ DECIDERS = ("admin", "reviewer")
 SESSION_TOKEN = "user_token"  # noqa: S105  (the session key holding users.session_token)
 HSTS = "max-age=31536000; includeSubDomains"
 
-CSP = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "object-src 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
+
+def content_security_policy(sso_origin: str = "") -> str:
+    """The pages' CSP. With single sign-on, forms may also lead to the identity provider:
+    the **Log in with SSO** form's answer redirects there, and browsers hold a form's
+    redirects to form-action too."""
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            f"form-action 'self'{' ' + sso_origin if sso_origin else ''}",
+            "base-uri 'none'",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+CSP = content_security_policy()
 
 
 @dataclass(frozen=True)
@@ -242,9 +250,12 @@ def init_app(app: Flask, svc: Services) -> None:
     csrf.init_app(app)
     app.register_blueprint(bp)
 
+    issuer = urlsplit(svc.settings.oidc_issuer) if svc.settings.sso_enabled else None
+    csp = content_security_policy(f"{issuer.scheme}://{issuer.netloc}" if issuer else "")
+
     @app.after_request
     def safety_headers(response):
-        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Content-Security-Policy", csp)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
