@@ -111,16 +111,36 @@ def test_a_number_beyond_a_double_in_a_cancel_is_a_422(agent, svc):
     assert agent.get(f"/api/v1/deferrals/{d['id']}").get_json()["status"] == "pending"
 
 
-def test_the_largest_doubles_and_underflow_are_accepted_and_digested(agent, svc):
-    body = refund(action={"tool": "t", "args": {"tiny": 1.5, "big": 2.5}})
-    raw = json.dumps(body).replace("1.5", "1e-400").replace("2.5", "1.7976931348623157e308")
+def test_numbers_up_to_2_53_are_accepted_however_written_and_underflow_is_zero(agent, svc):
+    body = refund(action={"tool": "t", "args": {"tiny": 1.5, "big": 2.5, "whole": 3.5}})
+    raw = (
+        json.dumps(body)
+        .replace("1.5", "1e-400")
+        .replace("2.5", "9007199254740991.0")
+        .replace("3.5", "-9007199254740991")
+    )
     response = agent.defer(raw.encode())
     assert response.status_code == 202, response.get_data(as_text=True)
     d = response.get_json()
-    assert d["action"]["args"] == {"tiny": 0.0, "big": 1.7976931348623157e308}
+    assert d["action"]["args"] == {"tiny": 0.0, "big": 2**53 - 1, "whole": -(2**53 - 1)}
     assert d["action_digest"].startswith("sha256:")
     with svc.db.read() as session:
         assert verify_chain(session).ok
+
+
+@pytest.mark.parametrize(
+    "literal", ["9007199254740992", "9007199254740992.0", "1e16", "-1.7976931348623157e308"]
+)
+def test_a_number_beyond_2_53_is_refused_however_written(agent, svc, literal):
+    """JSON (and JSON Schema, which the document states the limit in) does not tell 1e16
+    from 10000000000000000: the bound is on the number, not on its spelling."""
+    raw = with_number(refund(action={"tool": "t", "args": {"n": 1.5}}), literal)
+    response = agent.defer(raw)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["error"]["details"] == [
+        {"path": "/action/args/n", "message": "number outside ±(2^53 - 1)"}
+    ]
+    assert deferral_count(svc) == 0
 
 
 # --- finding 11: long-polls cannot starve the web tier ------------------------------------

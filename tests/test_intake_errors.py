@@ -119,7 +119,7 @@ def test_json_with_a_utf8_charset_is_accepted(agent):
         (refund(labels={"env": 1}), "/labels/env", "must be a string"),
         (refund(resource={"type": "invoice"}), "/resource/id", "required"),
         (refund(rationale="x" * 10001), "/rationale", "must be at most 10000 characters"),
-        (refund(before={"n": 2**60}), "/before/n", "integer outside"),
+        (refund(before={"n": 2**60}), "/before/n", "number outside"),
         (refund(summary="nul \u0000 byte"), "/summary", "NUL"),
         ([refund()], "", "must be an object"),
         ("a string", "", "must be an object"),

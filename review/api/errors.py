@@ -25,6 +25,21 @@ STATUS = {
     "principal_keys_unavailable": 503,  # the issuer's keys cannot be fetched: retry later
 }
 
+# The codes only HTTP knows (ApiError): parsing, authentication, routing, size, media type.
+HTTP_STATUS = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "not_found": 404,
+}
+
+
+def codes_for(status: int) -> list[str]:
+    """Every code an answer with this status can carry (the OpenAPI document lists them)."""
+    return sorted({code for code, s in (*STATUS.items(), *HTTP_STATUS.items()) if s == status})
+
 
 class ApiError(Exception):
     def __init__(

@@ -16,7 +16,14 @@ from review.agents.executions import report_execution
 from review.agents.registry import Signer, signers
 from review.agents.status import status_json
 from review.api import schema
-from review.api.errors import ApiError, as_api_error, from_domain, not_found, unauthorized
+from review.api.errors import (
+    HTTP_STATUS,
+    ApiError,
+    as_api_error,
+    from_domain,
+    not_found,
+    unauthorized,
+)
 from review.api.jsonbody import parse_json
 from review.api.openapi import openapi_document
 from review.callbacks import long_poll
@@ -32,6 +39,7 @@ from review.signing import SignatureError, parse_headers
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+HTTP_CODES = {status: code for code, status in HTTP_STATUS.items()}
 
 
 @bp.errorhandler(ApiError)
@@ -50,8 +58,11 @@ def on_domain_error(error: DomainError) -> Response:
 
 @bp.errorhandler(HTTPException)
 def on_http_error(error: HTTPException) -> Response:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.code or 0, "bad_request")
-    return on_api_error(ApiError(error.code or 400, code, error.description or code))
+    status = error.code or 400
+    code = HTTP_CODES.get(status, "bad_request")
+    # Keep what HTTP says beside the status (a 405's Allow), not the HTML's Content-Type.
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    return on_api_error(ApiError(status, code, error.description or code, headers=headers))
 
 
 @bp.errorhandler(Exception)

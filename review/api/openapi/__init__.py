@@ -1,7 +1,8 @@
 """The API described as OpenAPI 3.1: the document `GET /api/v1/openapi.json` serves.
 
 Its request schemas (schemas.py) are the ones requests are validated against
-(review/api/schema.py): there is no second copy. The operations are in paths.py.
+(review/api/schema.py): there is no second copy. The operations are in paths.py, the
+callbacks in webhooks.py, the shared headers in components.py.
 """
 
 from __future__ import annotations
@@ -9,17 +10,19 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from review.api.openapi import components
 from review.api.openapi.paths import paths
-from review.api.openapi.schemas import (
-    AGENT_STATUS,
-    CANCEL_REQUEST,
-    DEFERRAL,
-    DEFERRAL_REQUEST,
-    ERROR,
-    EXECUTION_REPORT,
-)
+from review.api.openapi.schemas import DEFERRAL_REQUEST, SCHEMAS
+from review.api.openapi.webhooks import event_schemas, webhooks
 
 __all__ = ["DEFERRAL_REQUEST", "openapi_document"]
+
+TAGS = [
+    {"name": "deferrals", "description": "defer an action, read it, withdraw it, report it ran"},
+    {"name": "agents", "description": "the agent's kill switch"},
+    {"name": "callbacks", "description": "what the service POSTs to the agent's callback URL"},
+    {"name": "document", "description": "this description of the API"},
+]
 
 
 @cache
@@ -33,25 +36,13 @@ def openapi_document() -> dict[str, Any]:
             "signed with the agent's secret (Standard Webhooks); see PROTOCOL.md.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "tags": TAGS,
         "paths": paths(),
+        "webhooks": webhooks(),
         "components": {
-            "schemas": {
-                "DeferralRequest": DEFERRAL_REQUEST,
-                "CancelRequest": CANCEL_REQUEST,
-                "ExecutionReport": EXECUTION_REPORT,
-                "Deferral": DEFERRAL,
-                "AgentStatus": AGENT_STATUS,
-                "Error": ERROR,
-            },
-            "securitySchemes": {
-                "standardWebhooks": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "webhook-signature",
-                    "description": "v1,<base64 HMAC-SHA256 of '{webhook-id}.{webhook-timestamp}."
-                    "{body}'> with the agent's whsec_ secret; webhook-id and webhook-timestamp "
-                    "headers are required too.",
-                }
-            },
+            "schemas": {**SCHEMAS, **event_schemas()},
+            "parameters": components.PARAMETERS,
+            "headers": components.HEADERS,
+            "securitySchemes": components.SECURITY_SCHEMES,
         },
     }

@@ -9,17 +9,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from review.api.openapi import patterns
+
+MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 (the action digest, the audit chain) is exact to here
+
 
 def _text(low: int, high: int) -> dict[str, Any]:
-    return {"type": "string", "minLength": low, "maxLength": high}
+    return {"type": "string", "minLength": low, "maxLength": high, "pattern": patterns.NO_NUL}
 
 
 HTTP_URL = {
     "type": "string",
     "maxLength": 2000,
-    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+[^\\s]*$",
+    "pattern": patterns.HTTP_URL,
     "description": "an absolute http:// or https:// URL",
 }
+
+# Any JSON the service can store and canonicalise (review/api/jsonbody.py checks it over
+# every request body before the schema): strings without NUL, wherever they are, and
+# numbers within ±(2^53 - 1) however they are written (JSON does not tell 1e16 from
+# 10000000000000000, and every double beyond that bound is a whole number). Each keyword
+# applies to its own type only, so one schema describes every kind of value.
+JSON_VALUE: dict[str, Any] = {
+    "description": "any JSON value: strings without NUL, numbers within ±(2^53 - 1)",
+    "pattern": patterns.NO_NUL,
+    "minimum": -MAX_SAFE_INTEGER,
+    "maximum": MAX_SAFE_INTEGER,
+    "propertyNames": {"pattern": patterns.NO_NUL},
+    "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+    "items": {"$ref": "#/components/schemas/JsonValue"},
+}
+ANY_JSON = {"$ref": "#/components/schemas/JsonValue"}
+JSON_OBJECT = {"type": "object", **ANY_JSON}
 
 DEFERRAL_REQUEST: dict[str, Any] = {
     "type": "object",
@@ -30,7 +51,7 @@ DEFERRAL_REQUEST: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "required": ["tool", "args"],
-            "properties": {"tool": _text(1, 200), "args": {"type": "object"}},
+            "properties": {"tool": _text(1, 200), "args": JSON_OBJECT},
             "description": "what the agent wants to do",
         },
         "summary": {**_text(1, 500), "description": "one line a reviewer reads first"},
@@ -51,8 +72,8 @@ DEFERRAL_REQUEST: dict[str, Any] = {
         },
         "intent": {**_text(0, 4000), "description": "what the human asked for; untrusted"},
         "rationale": {**_text(0, 10000), "description": "shown to reviewers as untrusted"},
-        "before": {"description": "state of the target before the action (any JSON)"},
-        "after": {"description": "state of the target after the action (any JSON)"},
+        "before": {**ANY_JSON, "description": "state of the target before the action"},
+        "after": {**ANY_JSON, "description": "state of the target after the action"},
         "resource": {
             "type": "object",
             "additionalProperties": False,
@@ -78,7 +99,7 @@ DEFERRAL_REQUEST: dict[str, Any] = {
         "labels": {
             "type": "object",
             "maxProperties": 20,
-            "propertyNames": {"minLength": 1, "maxLength": 64},
+            "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": patterns.NO_NUL},
             "additionalProperties": _text(0, 200),
         },
     },
@@ -97,8 +118,8 @@ EXECUTION_REPORT: dict[str, Any] = {
     "required": ["outcome", "action_digest"],
     "properties": {
         "outcome": {"enum": ["succeeded", "failed"]},
-        "action_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
-        "result": {"description": "any JSON: what the action returned"},
+        "action_digest": {"type": "string", "pattern": patterns.DIGEST},
+        "result": {**ANY_JSON, "description": "what the action returned"},
         "credential": {
             "type": "object",
             "additionalProperties": False,
@@ -109,16 +130,23 @@ EXECUTION_REPORT: dict[str, Any] = {
     },
 }
 
+# The resources and the error body. Convention (tests/test_openapi.py holds every resource
+# the service writes to it): an object schema without `additionalProperties` lists every
+# field the service sends; an open one (arguments, labels) says so.
+OPEN = {"type": "object", "additionalProperties": True}
+
 EXECUTION = {
     "type": ["object", "null"],
     "required": ["outcome", "result", "reported_at"],
     "properties": {
         "outcome": {"enum": ["succeeded", "failed"]},
-        "result": {},
+        "result": {"description": "what the action returned, as reported"},
         "reported_at": {"type": "string", "format": "date-time"},
         "credential": {
-            "type": ["object", "null"],
-            "description": "the credential the agent acted with: {type, id}",
+            "type": "object",
+            "required": ["type", "id"],
+            "properties": {"type": {"type": "string"}, "id": {"type": "string"}},
+            "description": "the credential the agent acted with, when the report named one",
         },
     },
 }
@@ -131,12 +159,13 @@ ERROR = {
             "type": "object",
             "required": ["code", "message"],
             "properties": {
-                "code": {"type": "string"},
+                "code": {"type": "string", "description": "PROTOCOL.md section 3"},
                 "message": {"type": "string"},
                 "details": {
                     "type": "array",
                     "items": {
                         "type": "object",
+                        "required": ["path", "message"],
                         "properties": {
                             "path": {"type": "string", "description": "JSON Pointer"},
                             "message": {"type": "string"},
@@ -153,10 +182,29 @@ NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 DEFERRAL: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "agent", "status", "action", "action_digest", "summary", "risk"],
+    "required": [
+        "id",
+        "agent",
+        "status",
+        "action",
+        "action_digest",
+        "summary",
+        "on_behalf_of",
+        "rationale",
+        "resource",
+        "risk",
+        "diff",
+        "priority",
+        "trace",
+        "labels",
+        "created_at",
+        "expires_at",
+        "decision",
+        "execution",
+    ],
     "properties": {
-        "id": {"type": "string", "pattern": "^dfr_[0-9A-Z]{26}$"},
-        "agent": {"type": "string"},
+        "id": {"type": "string", "pattern": patterns.DEFERRAL_ID},
+        "agent": {"type": "string", "pattern": patterns.AGENT_SLUG},
         "status": {
             "enum": [
                 "pending",
@@ -168,11 +216,16 @@ DEFERRAL: dict[str, Any] = {
                 "killed",
             ]
         },
-        "action": {"type": "object"},
-        "action_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "action": {
+            "type": "object",
+            "required": ["tool", "args"],
+            "properties": {"tool": {"type": "string"}, "args": OPEN},
+        },
+        "action_digest": {"type": "string", "pattern": patterns.DIGEST},
         "summary": {"type": "string"},
         "on_behalf_of": {
             "type": "object",
+            "required": ["id"],
             "properties": {
                 "id": {"type": "string"},
                 "display_name": {"type": "string"},
@@ -185,9 +238,22 @@ DEFERRAL: dict[str, Any] = {
             },
         },
         "rationale": {"type": ["string", "null"]},
-        "resource": {"type": ["object", "null"]},
+        "resource": {
+            "type": ["object", "null"],
+            "required": ["type", "id"],
+            "properties": {"type": {"type": "string"}, "id": {"type": "string"}},
+        },
         "risk": {
             "type": "object",
+            "required": [
+                "score",
+                "level",
+                "agent_score",
+                "factors",
+                "policy_version",
+                "outcome",
+                "rule",
+            ],
             "properties": {
                 "score": {"type": "integer"},
                 "level": {"enum": ["low", "medium", "high", "critical"]},
@@ -215,14 +281,38 @@ DEFERRAL: dict[str, Any] = {
                 },
             },
         },
-        "diff": {"type": "object"},
+        "diff": {
+            "type": "object",
+            "description": "the server's diff of `before` and `after`, as stored",
+            "properties": {
+                "changes": {
+                    "type": "array",
+                    "items": {
+                        **OPEN,
+                        "properties": {
+                            "op": {"type": "string"},
+                            "path": {"type": "string", "description": "JSON Pointer"},
+                            "old": {},
+                            "new": {},
+                        },
+                    },
+                },
+                "count": {"type": "integer"},
+                "truncated": {"type": "boolean"},
+                "note": {"type": ["string", "null"]},
+            },
+        },
         "priority": {"type": "integer", "minimum": 0, "maximum": 100},
-        "trace": {"type": ["object", "null"]},
-        "labels": {"type": "object"},
+        "trace": {
+            "type": ["object", "null"],
+            "properties": {"id": {"type": "string"}, "url": {"type": "string"}},
+        },
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "created_at": TIME,
         "expires_at": TIME,
         "decision": {
             "type": ["object", "null"],
+            "required": ["outcome", "reason", "decided_by", "decided_at", "valid_until"],
             "properties": {
                 "outcome": {"type": "string"},
                 "reason": {"type": ["string", "null"]},
@@ -259,10 +349,20 @@ AGENT_STATUS = {
     "type": "object",
     "required": ["agent", "state", "changed_at", "changed_by", "reason"],
     "properties": {
-        "agent": {"type": "string"},
+        "agent": {"type": "string", "pattern": patterns.AGENT_SLUG},
         "state": {"enum": ["active", "killed"]},
         "changed_at": TIME,
         "changed_by": {"type": "string"},
         "reason": {"type": "string"},
     },
+}
+
+SCHEMAS = {
+    "DeferralRequest": DEFERRAL_REQUEST,
+    "CancelRequest": CANCEL_REQUEST,
+    "ExecutionReport": EXECUTION_REPORT,
+    "JsonValue": JSON_VALUE,
+    "Deferral": DEFERRAL,
+    "AgentStatus": AGENT_STATUS,
+    "Error": ERROR,
 }
