@@ -335,3 +335,15 @@ def test_callbacks_the_service_queues_are_the_documented_events(callback_world, 
         ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         validator = resolving(doc, ref.rsplit("/", 1)[1], strict=True)
         assert list(validator.iter_errors(body)) == [], body
+
+
+def test_whole_number_floats_where_the_schema_says_integer_are_taken_as_integers(agent, svc):
+    """JSON Schema counts 31.0 an integer, so the document does; PostgreSQL's integer
+    columns do not (schemathesis found this as a 500)."""
+    raw = json.dumps(refund(risk={"score": 31.5}, expires_in=3600.5))
+    raw = raw.replace("31.5", "91.0").replace("3600.5", "3600.0")
+    response = agent.defer(raw.encode())
+    assert response.status_code == 202, response.get_data(as_text=True)
+    risk = response.get_json()["risk"]
+    assert risk["agent_score"] == 91 and type(risk["agent_score"]) is int
+    assert type(risk["score"]) is int and risk["score"] >= 91

@@ -95,9 +95,15 @@ def quick_check(name: str) -> Callable[[Any], Any]:
 
 
 def validate(name: str, instance: Any) -> None:
-    """Raise 422 `invalid_request` listing every failing field as a JSON Pointer."""
+    """Raise 422 `invalid_request` listing every failing field as a JSON Pointer.
+
+    A valid instance has its whole-number floats where the schema says integer made ints
+    (31.0 becomes 31): JSON Schema counts 31.0 an integer, and the database's integer
+    columns and typed clients want one.
+    """
     try:
         quick_check(name)(instance)
+        _whole_numbers(checked_schema(name), instance)
         return
     except fastjsonschema.JsonSchemaValueException:
         pass  # jsonschema decides, and says where
@@ -123,3 +129,22 @@ def validate(name: str, instance: Any) -> None:
         details.sort(key=lambda d: d["path"])
         unique = list({(d["path"], d["message"]): d for d in details}.values())
         raise InvalidRequest("request does not match the schema", details=unique[:MAX_DETAILS])
+    _whole_numbers(checked_schema(name), instance)
+
+
+def _whole_numbers(schema: dict[str, Any], value: Any) -> None:
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if key not in properties:
+                continue
+            if properties[key].get("type") == "integer" and isinstance(item, float):
+                value[key] = int(item)
+            else:
+                _whole_numbers(properties[key], item)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            if schema["items"].get("type") == "integer" and isinstance(item, float):
+                value[index] = int(item)
+            else:
+                _whole_numbers(schema["items"], item)
