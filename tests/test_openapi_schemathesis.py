@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -25,8 +26,8 @@ from tests.helpers import approved, refund, reviewer
 
 pytest_plugins = ["tests.client_server"]
 
-EXAMPLES_PER_OPERATION = 15
-NEGATIVE_EXAMPLES = 8
+EXAMPLES_PER_OPERATION = 12
+NEGATIVE_EXAMPLES = 6
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -101,6 +102,7 @@ def exercise(
     return seen
 
 
+@pytest.mark.timeout(300)  # gunicorn and the worker start and stop: slow on a busy machine
 def test_signed_generated_requests_get_documented_answers_and_never_a_5xx(
     countersign_server, svc, agent
 ):
