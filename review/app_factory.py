@@ -54,6 +54,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         home,
         metrics_view,
         people_pages,
+        policy_pages,
         receipt_keys,
         request_ids,
         reviewer_pages,
@@ -77,6 +78,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(audit_pages.bp)
     app.register_blueprint(people_pages.bp)
     edit_pages.init_app(app)
+    policy_pages.init_app(app)
     cli.init_app(app)
     _api_errors_are_json(app)
     return app

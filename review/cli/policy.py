@@ -55,7 +55,8 @@ def policy_check(file: Path | None) -> None:
 @click.argument("deferral", type=FILE)
 @click.option("--policy", "policy_file", type=FILE, help="Try this policy file instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def policy_test(deferral: Path, policy_file: Path | None, as_json: bool) -> None:
+@click.option("--agent", help="As this agent's deferral: its pact and its own rules apply.")
+def policy_test(deferral: Path, policy_file: Path | None, as_json: bool, agent: str | None) -> None:
     """Score DEFERRAL.json (a deferral request, as an agent sends it) without storing it."""
     svc = current_services()
     try:
@@ -74,7 +75,7 @@ def policy_test(deferral: Path, policy_file: Path | None, as_json: bool) -> None
         except SettingsError as exc:
             _fail(str(exc))
             return
-    ev = prepare(svc, body).evaluation
+    ev = prepare(svc, body, agent).evaluation
     result = {
         "score": ev.score,
         "level": ev.level,

@@ -31,6 +31,7 @@ import rfc8785
 from review.intake import policy_windows
 from review.intake.policy_conditions import check_when, holds
 from review.intake.policy_effects import Effect, effects_of
+from review.intake.policy_pacts import AGENT_SLUG, Pact, PactError, pact_line, parse_pacts
 from review.intake.policy_rules import KINDS, check_params
 from review.settings import Settings, SettingsError
 
@@ -40,6 +41,8 @@ CEILINGS = ("none", *LEVELS)  # the highest level `allow` may decide; none: neve
 RULE_ID = re.compile(r"^[a-z0-9_]{1,64}$")
 MAX_SHOWN = 80  # characters of agent text quoted in a detail
 WITHHELD = "auto_allow_withheld"
+SCOPE = "agent_scope"  # the factor and rule of a tool outside the agent's declared scope
+RESERVED_IDS = frozenset({"agent_claim", WITHHELD, SCOPE})  # factors the policy itself adds
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Facts:
     principal_verified: bool = False  # on_behalf_of.token verified (review/intake/principals.py)
     principal_groups: tuple[str, ...] = ()  # the verified principal's groups
     principal_identity: str | None = None  # the verified identity (separation of duties')
-    agent: str | None = None
+    agent: str | None = None  # the agent's slug: its pact and the rules scoped to it
     # The window rules' counts (review/intake/policy_windows.py); None: Redis could not say.
     windows: dict[str, policy_windows.Counted] | None = field(default_factory=dict)
 
@@ -104,6 +107,7 @@ class Rule:
     params: dict[str, Any]
     outcome: str | None = None
     when: dict[str, Any] | None = None  # conditions (review/intake/policy_conditions.py)
+    agents: tuple[str, ...] | None = None  # None: every agent; else only these (their pacts)
 
     def apply(self, facts: Facts) -> dict[str, Any] | None:
         if self.when and not holds(self.when, facts):
@@ -124,6 +128,22 @@ class Policy:
     thresholds: tuple[int, int, int]
     version: str
     auto_allow_max_level: str = "medium"
+    pacts: dict[str, Pact] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The rules each agent gets, worked out once: every agent's, then its own, in file
+        # order. An agent no rule names gets the shared tuple.
+        shared = tuple(r for r in self.rules if r.agents is None)
+        named = {a for r in self.rules for a in r.agents or ()}
+        by_agent = {
+            a: tuple(r for r in self.rules if r.agents is None or a in r.agents) for a in named
+        }
+        object.__setattr__(self, "_shared", shared)
+        object.__setattr__(self, "_by_agent", by_agent)
+
+    def rules_for(self, agent: str | None) -> tuple[Rule, ...]:
+        """The rules that judge `agent`'s deferrals (None: only those for every agent)."""
+        return self._by_agent.get(agent, self._shared) if agent else self._shared  # type: ignore[attr-defined]
 
     @functools.cached_property
     def has_windows(self) -> bool:
@@ -137,7 +157,7 @@ class Policy:
 
     def evaluate(self, facts: Facts) -> Evaluation:
         matched: list[tuple[Rule, dict[str, Any]]] = []
-        for rule in self.rules:
+        for rule in self.rules_for(facts.agent):
             factor = rule.apply(facts)
             if factor is not None:
                 matched.append((rule, factor))
@@ -155,6 +175,17 @@ class Policy:
             )
             score = facts.agent_score
         level = self.level_for(score)
+        pact = self.pacts.get(facts.agent) if facts.agent else None
+        if pact is not None and not pact.allows(facts.tool):
+            factors.append(
+                {
+                    "rule": SCOPE,
+                    "points": 0,
+                    "detail": f"{_shorten(facts.tool)} is outside {pact.agent}'s scope "
+                    f"({', '.join(pact.tools)})",
+                }
+            )
+            return Evaluation(score, level, factors, facts.agent_score, self.version, "deny", SCOPE)
         outcome, rule = self._outcome([r for r, _ in matched if r.outcome], level, facts, factors)
         return Evaluation(score, level, factors, facts.agent_score, self.version, outcome, rule)
 
@@ -235,7 +266,7 @@ def load_policy(
         raise PolicyError(path, line, str(exc)) from None
     if auto_allow_max_level not in CEILINGS:
         raise PolicyError(path, None, f"auto-allow ceiling must be one of {', '.join(CEILINGS)}")
-    unknown = sorted(set(data) - {"rule"})
+    unknown = sorted(set(data) - {"rule", "agents"})
     if unknown:
         line = _line_of_key(text.splitlines(), 0, unknown[0])
         raise PolicyError(path, line, f"unknown top-level keys {unknown}")
@@ -251,7 +282,8 @@ def load_policy(
             seen.add(rule.id)
     except _RuleError as exc:
         raise PolicyError(path, _rule_line(text, exc.index, exc.key), exc.reason) from None
-    canonical = {
+    pacts = _parse_pacts(path, text, data.get("agents", {}))
+    canonical: dict[str, Any] = {
         "levels": list(thresholds),
         "auto_allow_max_level": auto_allow_max_level,
         "rules": [
@@ -262,16 +294,34 @@ def load_policy(
                 "detail": r.detail,
                 **({"outcome": r.outcome} if r.outcome else {}),
                 **({"when": r.when} if r.when else {}),
+                **({"agents": list(r.agents)} if r.agents is not None else {}),
                 **r.params,
             }
             for r in rules
         ],
     }
+    if pacts:  # absent from the canonical form when there are none: versions stay as they were
+        canonical["agents"] = {
+            a: {"tools": list(p.tools), "description": p.description} for a, p in pacts.items()
+        }
     version = "sha256:" + hashlib.sha256(rfc8785.dumps(canonical)).hexdigest()
-    return Policy(rules, thresholds, version, auto_allow_max_level)
+    return Policy(rules, thresholds, version, auto_allow_max_level, pacts)
 
 
-FIXED_KEYS = frozenset({"id", "kind", "points", "detail", "outcome", "when"})
+FIXED_KEYS = frozenset({"id", "kind", "points", "detail", "outcome", "when", "agents"})
+
+
+def _parse_pacts(path: Path, text: str, raw: Any) -> dict[str, Pact]:
+    try:
+        return parse_pacts(raw)
+    except PactError as exc:
+        lines = text.splitlines()
+        line = (
+            pact_line(lines, exc.slug, exc.key, _line_of_key)
+            if exc.slug
+            else _line_of_key(lines, 0, "agents")
+        )
+        raise PolicyError(path, line, exc.reason) from None
 
 
 def _parse_rule(raw: Any, index: int) -> Rule:
@@ -285,6 +335,15 @@ def _parse_rule(raw: Any, index: int) -> Rule:
     if not isinstance(rule_id, str) or not RULE_ID.match(rule_id):
         raise fail("id", "id must be 1-64 of a-z, 0-9 and _")
     name = f"rule {rule_id!r}"
+    if rule_id in RESERVED_IDS:
+        raise fail("id", f"{rule_id} is the policy's own factor: pick another id")
+    agents = raw.get("agents")
+    if agents is not None and (
+        not isinstance(agents, list)
+        or not agents
+        or not all(isinstance(a, str) and AGENT_SLUG.match(a) for a in agents)
+    ):
+        raise fail("agents", "agents must be a non-empty list of agent slugs")
     kind = raw.get("kind")
     if kind not in KINDS:
         raise fail("kind", f"kind must be one of {', '.join(KINDS)}")
@@ -319,7 +378,9 @@ def _parse_rule(raw: Any, index: int) -> Rule:
         detail.format(**{p: "" for p in spec.placeholders})
     except (KeyError, IndexError, ValueError) as exc:
         raise fail("detail", f"detail uses an unknown placeholder {exc}") from None
-    return Rule(rule_id, kind, points, detail, params, outcome, when)
+    return Rule(
+        rule_id, kind, points, detail, params, outcome, when, tuple(agents) if agents else None
+    )
 
 
 # --- where in the file ------------------------------------------------------------------

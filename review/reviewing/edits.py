@@ -121,6 +121,7 @@ def _facts(deferral: Deferral, args: dict[str, Any]) -> Facts:
         agent_score=(deferral.agent_risk or {}).get("score"),
         changes=changes,
         diff_truncated=bool(diff.get("truncated")),
+        agent=deferral.agent.slug,
     )
 
 

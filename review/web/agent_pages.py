@@ -22,7 +22,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from review.agents import killswitch, overview
+from review.agents import killswitch, overview, pacts
 from review.agents.registry import (
     find_agent,
     may_operate,
@@ -73,6 +73,7 @@ def _detail_context(slug: str, **extra) -> dict:
     with svc.db.read() as db:
         agent = load_agent(db, slug)
         record = overview.agent_detail(db, agent)
+        behaviour = pacts.behaviour(db, agent.id)
         operate = may_operate(db, agent, current_user.id, current_user.role)
         users = []
         if current_user.role == "admin":
@@ -85,6 +86,8 @@ def _detail_context(slug: str, **extra) -> dict:
         "settings": svc.settings,
         "duration": overview.duration,
         "fingerprint": switch_fingerprint([record.agent]),
+        "pact": pacts.pact_of(svc.policy, agent.slug),  # its pact beside its owners
+        "behaviour": behaviour,
         **extra,
     }
 
