@@ -1,7 +1,7 @@
 """Intake throughput and latency: Countersign under gunicorn vs a bare JSON-insert endpoint.
 
     .venv/bin/python bench/intake.py [--db sqlite|postgres|both] [--requests 2000]
-                                     [--concurrency 8] [--rounds 3]
+                                     [--concurrency 8] [--rounds 3] [--policy N]
 
 Both servers run with the same gunicorn settings (2 gthread workers, 4 threads) on the
 same kind of database, in the same run, alternating rounds (intake, then the baseline,
@@ -12,6 +12,11 @@ requests are signed deferrals (the README's refund example, with a small before/
 diff) from one agent whose quotas are counted but out of reach; the baseline parses
 the same JSON and inserts it as one row. Targets (issue 3): intake keeps at least half the
 baseline's throughput, and p99 stays under 50 ms at 8 concurrent clients.
+
+`--policy N` measures the cost of a big policy instead (issue 16): intake with the
+default policy against intake with N rules (the default plus generated ones,
+bench/policy_rules.py), two Countersign servers in the same run, alternating rounds as
+above. Target: the big policy keeps at least 0.9 of the default's throughput.
 """
 
 from __future__ import annotations
@@ -42,7 +47,13 @@ BODY = {
 }
 
 
-def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[Result, Result]:
+def bench(
+    kind: str, n: int, concurrency: int, rounds: int, policy_rules: int = 0
+) -> tuple[Result, Result]:
+    """Countersign's rounds and the baseline's; with `policy_rules`, the baseline is
+    Countersign with the default policy and the measured one has that many rules."""
+    if policy_rules:
+        return bench_policy(kind, n, concurrency, rounds, policy_rules)
     with (
         database(kind) as cs_url,
         database(kind) as bare_url,
@@ -88,12 +99,77 @@ def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[Result, Res
         return cs_results, bare_results
 
 
+def _countersign_env(url: str, instance: str, **more: str) -> tuple[dict[str, str], str]:
+    """The environment of a Countersign on `url`, migrated, with its agent; and its secret."""
+    env = {
+        "DATABASE_URL": url,
+        "REDIS_URL": REDIS,
+        "COUNTERSIGN_INSTANCE_DIR": instance,
+        "COUNTERSIGN_AGENT_RATE": "1000000",
+        "COUNTERSIGN_AGENT_MAX_PENDING": "1000000",
+        "COUNTERSIGN_BREAKER_FLOOD": "1000000/60",
+        **more,
+    }
+    flask_cmd(env, "db", "upgrade")
+    flask_cmd(env, "users", "create", "owner", "--role", "admin", stdin="bench-password\n")
+    secret = flask_cmd(env, "agents", "create", "bench-bot", "--owner", "owner").split()[-1]
+    return env, secret
+
+
+def bench_policy(
+    kind: str, n: int, concurrency: int, rounds: int, policy_rules: int
+) -> tuple[list[Result], list[Result]]:
+    """Intake with `policy_rules` rules against intake with the default policy."""
+    from bench.policy_rules import generated_policy
+
+    with (
+        database(kind) as big_url,
+        database(kind) as default_url,
+        tempfile.TemporaryDirectory(prefix="cs-bench-") as big_dir,
+        tempfile.TemporaryDirectory(prefix="cs-bench-") as default_dir,
+    ):
+        policy = Path(big_dir) / "policy.toml"
+        policy.write_text(generated_policy(policy_rules))
+        big_env, big_secret = _countersign_env(
+            big_url, big_dir, COUNTERSIGN_POLICY_FILE=str(policy)
+        )
+        default_env, default_secret = _countersign_env(default_url, default_dir)
+        raw = json.dumps(BODY).encode()
+
+        def signed(secret: str, count: int) -> list[tuple[str, bytes, dict[str, str]]]:
+            out = []
+            for _ in range(count):
+                headers = sign_headers(secret, f"msg_{uuid.uuid4().hex}", raw)
+                headers["Content-Type"] = "application/json"
+                out.append(("/api/v1/agents/bench-bot/deferrals", raw, headers))
+            return out
+
+        big_results, default_results = [], []
+        with gunicorn("app:app", big_env) as big, gunicorn("app:app", default_env) as default:
+            drive("warm-up", big, signed(big_secret, 100), concurrency)
+            drive("warm-up", default, signed(default_secret, 100), concurrency)
+            for _ in range(rounds):
+                batch = signed(big_secret, n)
+                big_results.append(
+                    drive(f"intake, {policy_rules} rules ({kind})", big, batch, concurrency)
+                )
+                batch = signed(default_secret, n)
+                default_results.append(
+                    drive(f"intake, default policy ({kind})", default, batch, concurrency)
+                )
+        return big_results, default_results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--policy", type=int, default=0, metavar="N",
+        help="compare intake with N policy rules against the default policy",
+    )  # fmt: skip
     args = parser.parse_args()
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     workers, threads = os.environ.get("BENCH_WORKERS", 2), os.environ.get("BENCH_THREADS", 4)
@@ -102,17 +178,26 @@ def main() -> None:
         f"gunicorn {workers} gthread workers x {threads} threads, {os.cpu_count()} CPUs"
     )
     for kind in kinds:
-        cs_rounds, bare_rounds = bench(kind, args.requests, args.concurrency, args.rounds)
+        cs_rounds, bare_rounds = bench(
+            kind, args.requests, args.concurrency, args.rounds, args.policy
+        )
         ratios = []
         for n, (cs, bare) in enumerate(zip(cs_rounds, bare_rounds, strict=True), 1):
             ratios.append(cs.throughput / bare.throughput)
             print(f"  round {n}: {cs.line()}")
-            print(f"  round {n}: {bare.line()}   (intake/bare {ratios[-1]:.2f})")
+            print(f"  round {n}: {bare.line()}   (ratio {ratios[-1]:.2f})")
         cs, bare = median_round(cs_rounds), median_round(bare_rounds)
         ratio = statistics.median(ratios)  # each round's pair ran back to back: drift cancels
         p99 = statistics.median(r.percentile(99) for r in cs_rounds)
         print(cs.line())
         print(bare.line())
+        if args.policy:
+            verdict = "ok" if ratio >= 0.9 else "MISSES TARGET"
+            print(
+                f"  {args.policy} rules / default policy throughput, median of the rounds' "
+                f"ratios = {ratio:.2f}   ({verdict}: >= 0.90)"
+            )
+            continue
         verdict = "ok" if ratio >= 0.5 and p99 < 50 else "MISSES TARGET"
         print(
             f"  intake / bare throughput, median of the rounds' ratios = {ratio:.2f}; "

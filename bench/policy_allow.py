@@ -1,13 +1,15 @@
 """Server time of a deferral the policy decides at intake, in-process (issue 16: p50 < 10 ms).
 
     .venv/bin/python bench/policy_allow.py [--db sqlite|postgres|both] [--requests 300]
+                                           [--rules N]
 
 One app (Flask's test client, no network) with a policy that allows `files.get` and
 denies a public ACL; an agent with a callback URL, so every decision writes its
 callback row too. Each request is timed from the signed request to the answer: the
 signature check, the schema, the diff, the policy, the receipt's signature, the one
 transaction and the wake-ups. The same for a deferral a person must decide, for
-comparison.
+comparison. `--rules N`: the default policy with those two rules and generated ones,
+N in all (bench/policy_rules.py), as a big policy would judge them.
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ def body(tool: str, **args) -> bytes:
     ).encode()
 
 
-def run(kind: str, requests: int) -> None:
+def run(kind: str, requests: int, rules: int = 0) -> None:
     with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-") as folder:
         policy = Path(folder) / "policy.toml"
-        policy.write_text(POLICY)
+        if rules:
+            from bench.policy_rules import generated_policy
+
+            policy.write_text(generated_policy(rules))
+        else:
+            policy.write_text(POLICY)
         app = create_app(
             {
                 "database_url": url,
@@ -123,9 +130,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rules", type=int, default=0, help="a policy of N rules")
     args = parser.parse_args()
     for kind in ("sqlite", "postgres") if args.db == "both" else (args.db,):
-        run(kind, args.requests)
+        run(kind, args.requests, args.rules)
 
 
 if __name__ == "__main__":

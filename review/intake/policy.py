@@ -31,8 +31,9 @@ import rfc8785
 from review.intake import policy_windows
 from review.intake.policy_conditions import check_when, holds
 from review.intake.policy_effects import Effect, effects_of
+from review.intake.policy_globs import any_of, lowered
 from review.intake.policy_pacts import AGENT_SLUG, Pact, PactError, pact_line, parse_pacts
-from review.intake.policy_rules import KINDS, check_params
+from review.intake.policy_rules import KINDS, check_params, index_args
 from review.settings import Settings, SettingsError
 
 LEVELS = ("low", "medium", "high", "critical")
@@ -41,6 +42,10 @@ CEILINGS = ("none", *LEVELS)  # the highest level `allow` may decide; none: neve
 RULE_ID = re.compile(r"^[a-z0-9_]{1,64}$")
 MAX_SHOWN = 80  # characters of agent text quoted in a detail
 WITHHELD = "auto_allow_withheld"
+# Kinds whose `fields` globs are matched against the keys on an effect's path.
+FIELD_KINDS = frozenset(
+    {"field_value", "number_lowered", "number_raised", "list_shrunk", "key_removed", "turned_off"}
+)
 SCOPE = "agent_scope"  # the factor and rule of a tool outside the agent's declared scope
 RESERVED_IDS = frozenset({"agent_claim", WITHHELD, SCOPE})  # factors the policy itself adds
 
@@ -68,6 +73,17 @@ class Facts:
     @functools.cached_property
     def effects(self) -> list[Effect]:
         return effects_of(self.changes)
+
+    @functools.cached_property
+    def arg_index(self) -> dict[str, list[tuple[int, str, Any]]]:
+        return index_args(self.args)
+
+    @functools.cached_property
+    def effect_keys(self) -> frozenset[str]:
+        return frozenset(k for e in self.effects for k in e.keys)
+
+    def has_effect_key(self, pattern: re.Pattern[str]) -> bool:
+        return any(pattern.match(k) for k in self.effect_keys)
 
 
 @dataclass(frozen=True)
@@ -109,13 +125,28 @@ class Rule:
     when: dict[str, Any] | None = None  # conditions (review/intake/policy_conditions.py)
     agents: tuple[str, ...] | None = None  # None: every agent; else only these (their pacts)
 
+    def __post_init__(self) -> None:
+        # Worked out once, so most rules are passed over without running their matcher:
+        # one on arguments needs one of its keys among the arguments', one on the effect
+        # a key its `fields` match among the effects' keys.
+        keys = self.params.get("keys") if "keys" in KINDS[self.kind].required else None
+        fields = self.params.get("fields") if self.kind in FIELD_KINDS else None
+        matcher = KINDS[self.kind].match
+        object.__setattr__(self, "_matcher", matcher)
+        object.__setattr__(self, "_keys", frozenset(k.lower() for k in keys) if keys else None)
+        object.__setattr__(self, "_fields", any_of(lowered(tuple(fields))) if fields else None)
+
     def apply(self, facts: Facts) -> dict[str, Any] | None:
+        if self._keys is not None and self._keys.isdisjoint(facts.arg_index):  # type: ignore[attr-defined]
+            return None
+        if self._fields is not None and not facts.has_effect_key(self._fields):  # type: ignore[attr-defined]
+            return None
         if self.when and not holds(self.when, facts):
             return None
         if self.kind in policy_windows.WINDOW_KINDS:
             values = policy_windows.match_window(self, facts)
         else:
-            values = KINDS[self.kind].match(self.params, facts)
+            values = self._matcher(self.params, facts)  # type: ignore[attr-defined]
         if values is None:
             return None
         shown = {k: _shorten(v) for k, v in values.items()}

@@ -15,8 +15,9 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
+
+from review.intake.policy_globs import any_of, folded, lowered
 
 if TYPE_CHECKING:
     from review.intake.policy import Facts
@@ -86,10 +87,11 @@ def effects_of(changes: Iterable[dict[str, Any]]) -> list[Effect]:
 
 
 def _key_matching(patterns: list[str], keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` (lower-cased) that one of the globs matches, case-insensitively."""
+    matches = any_of(lowered(tuple(patterns))).match
     for key in keys:
-        for pattern in patterns:
-            if fnmatchcase(key, pattern.lower()):
-                return key
+        if matches(key):
+            return key
     return None
 
 
@@ -112,8 +114,10 @@ def is_value(value: Any, wanted: Any) -> bool:
 
 
 def is_like(value: Any, patterns: list[str]) -> bool:
-    return isinstance(value, str) and any(
-        fnmatchcase(value.strip().casefold(), p.casefold()) for p in patterns
+    return (
+        isinstance(value, str)
+        and bool(patterns)
+        and any_of(folded(tuple(patterns))).match(value.strip().casefold()) is not None
     )
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
+
+from review.intake.policy_globs import any_of
 
 AGENT_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PACT_KEYS = frozenset({"tools", "description"})
@@ -33,7 +34,7 @@ class Pact:
     description: str = ""
 
     def allows(self, tool: str) -> bool:
-        return any(fnmatchcase(tool, pattern) for pattern in self.tools)
+        return any_of(self.tools).match(tool) is not None
 
 
 class PactError(Exception):

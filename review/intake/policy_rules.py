@@ -16,7 +16,6 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -33,6 +32,7 @@ from review.intake.policy_effects import (
     match_turned_off,
     shown,
 )
+from review.intake.policy_globs import first_match, lowered
 from review.intake.policy_windows import check_window_params
 
 if TYPE_CHECKING:
@@ -74,18 +74,28 @@ def _walk(value: Any) -> Iterator[tuple[str, Any]]:
                     stack.append(child)
 
 
+def index_args(args: Any) -> dict[str, list[tuple[int, str, Any]]]:
+    """Every (key, value) of the arguments by lower-cased key, with its place in the walk:
+    built once per deferral (`Facts.arg_index`), looked up by every rule on arguments."""
+    index: dict[str, list[tuple[int, str, Any]]] = {}
+    for place, (key, value) in enumerate(_walk(args)):
+        index.setdefault(key.lower(), []).append((place, key, value))
+    return index
+
+
 def _keyed(params: dict[str, Any], facts: Facts) -> Iterator[tuple[str, Any]]:
-    wanted = {k.lower() for k in params["keys"]}
-    for key, value in _walk(facts.args):
-        if key.lower() in wanted:
-            yield key, value
+    """(key, value) under the rule's keys, in the walk's order (breadth-first)."""
+    index = facts.arg_index
+    hits = [hit for k in set(lowered(tuple(params["keys"]))) for hit in index.get(k, ())]
+    if len(hits) > 1:
+        hits.sort(key=lambda hit: hit[0])
+    for _, key, value in hits:
+        yield key, value
 
 
 def _match_tool(params: dict[str, Any], facts: Facts) -> Values:
-    for pattern in params["match"]:
-        if fnmatchcase(facts.tool, pattern):
-            return {"tool": facts.tool, "pattern": pattern}
-    return None
+    pattern = first_match(facts.tool, params["match"])
+    return None if pattern is None else {"tool": facts.tool, "pattern": pattern}
 
 
 def _match_argument_over(params: dict[str, Any], facts: Facts) -> Values:
@@ -151,10 +161,8 @@ def _match_label(params: dict[str, Any], facts: Facts) -> Values:
 
 
 def _match_principal(params: dict[str, Any], facts: Facts) -> Values:
-    for pattern in params["match"]:
-        if fnmatchcase(facts.principal_id, pattern):
-            return {"principal": facts.principal_id, "pattern": pattern}
-    return None
+    pattern = first_match(facts.principal_id, params["match"])
+    return None if pattern is None else {"principal": facts.principal_id, "pattern": pattern}
 
 
 # --- matchers on the effect ----------------------------------------------------------
