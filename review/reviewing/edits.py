@@ -5,7 +5,9 @@ deferral changes `action.args` (the tool stays) and approves that. In one transa
 under the chain lock:
 
 1. the edited action is scored again by the policy, with the deferral's own facts
-   (principal, labels, the before/after diff, the agent's claim) and the new arguments.
+   (agent, principal, labels, the before/after diff, the agent's claim) and the new
+   arguments. Rules over a time window (review/intake/policy_windows.py) are not
+   counted again: their counts already hold this deferral.
    A `deny` refuses the edit and changes nothing. An edit may raise the risk, never
    lower it: when the edited action scores a higher level, the deferral takes its score,
    level and factors (and that level's quorum); otherwise it keeps its own;
@@ -115,6 +117,7 @@ def _facts(deferral: Deferral, args: dict[str, Any]) -> Facts:
         principal_id=deferral.principal_id,
         principal_verified=deferral.principal_verified is not None,
         principal_groups=tuple((deferral.principal_verified or {}).get("groups") or ()),
+        principal_identity=_verified_identity(deferral),
         labels=deferral.labels or {},
         changed_paths=[c["path"] for c in changes],
         change_count=diff.get("count", len(changes)),
@@ -123,6 +126,13 @@ def _facts(deferral: Deferral, args: dict[str, Any]) -> Facts:
         diff_truncated=bool(diff.get("truncated")),
         agent=deferral.agent.slug,
     )
+
+
+def _verified_identity(deferral: Deferral) -> str:
+    """As review/intake/principals.py's Principal.identity: the verified e-mail, else the
+    verified subject, else the claimed id."""
+    verified = deferral.principal_verified or {}
+    return verified.get("email") or verified.get("subject") or deferral.principal_id
 
 
 def preview_edit(svc: Services, deferral: Deferral, args: Any) -> EditPreview:
