@@ -82,13 +82,16 @@ def behaviour(session: Session, agent_id: int, now: datetime | None = None) -> l
     outcome = Deferral.policy_outcome["outcome"].as_string()
     rule = Deferral.policy_outcome["rule"].as_string()
     recent = case((Deferral.created_at >= since[7], 1), else_=0)
+    # The same expression objects in SELECT and GROUP BY: PostgreSQL compares them with
+    # their bound parameters, so the statement must render each only once.
     rows = session.execute(
-        select(recent, Deferral.status, outcome, rule == SCOPE, rule.is_not(None), func.count())
+        select(recent, Deferral.status, outcome, rule, func.count())
         .where(Deferral.agent_id == agent_id, Deferral.created_at >= since[30])
-        .group_by(recent, Deferral.status, outcome, rule == SCOPE, rule.is_not(None))
+        .group_by(recent, Deferral.status, outcome, rule)
     ).all()
     found = {days: Behaviour(days) for days in WINDOWS}
-    for is_recent, status, decided_by_policy, out_of_scope, has_rule, count in rows:
+    for is_recent, status, decided_by_policy, rule_id, count in rows:
+        out_of_scope, has_rule = rule_id == SCOPE, rule_id is not None
         for days in WINDOWS:
             if days == 7 and not is_recent:
                 continue
