@@ -168,6 +168,28 @@ def test_a_retry_with_a_fresh_token_is_the_same_request(agent, issuer):
     assert again.get_json()["id"] == first.get_json()["id"]
 
 
+def test_a_retry_whose_token_expired_since_answers_with_the_stored_deferral(agent, issuer):
+    """The answer was lost and the retry comes after the token's expiry: the deferral was
+    created, so the retry is answered with it, not refused."""
+    first = agent.defer(with_token(issuer.token(jti="a")), msg_id="msg_lost_answer")
+    late = agent.defer(with_token(issuer.token(lifetime=-3600)), msg_id="msg_lost_answer")
+    assert first.status_code == 202 and late.status_code == 200
+    assert late.get_json()["id"] == first.get_json()["id"]
+    assert late.get_json()["on_behalf_of"]["verified"] is True
+
+
+def test_an_expired_token_under_a_used_webhook_id_with_another_body_is_a_conflict(agent, issuer):
+    assert agent.defer(with_token(issuer.token()), msg_id="msg_used").status_code == 202
+    other = with_token(issuer.token(lifetime=-3600), summary="Something else entirely")
+    answer = agent.defer(other, msg_id="msg_used")
+    assert answer.status_code == 409
+    assert answer.get_json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_an_expired_token_on_a_new_request_is_still_refused(agent, issuer):
+    refused(agent.defer(with_token(issuer.token(lifetime=-3600)), msg_id="msg_new"), "expired")
+
+
 def test_the_token_is_never_stored_exported_or_logged(agent, svc, issuer, caplog):
     caplog.set_level(logging.DEBUG)
     token = issuer.token(groups=["finance"])

@@ -160,6 +160,24 @@ def _existing(session: Session, agent_id: int, webhook_id: str) -> Deferral | No
     return None if found is None else session.get(Deferral, found)
 
 
+def earlier_answer(svc: Services, agent_id: int, webhook_id: str, body: dict[str, Any]) -> Received:
+    """The deferral a retry's webhook-id created, judged without verifying its token again.
+
+    A principal's token may expire, or its issuer's keys be out of reach, between a
+    request that was stored and its retry (the answer lost on the way back): the retry
+    still answers with what was created. Raises IdempotencyConflict for another body
+    under the same webhook-id, and LookupError when there was no earlier request.
+    """
+    with svc.db.read() as session:
+        existing = _existing(session, agent_id, webhook_id)
+        if existing is None:
+            raise LookupError(webhook_id)
+        if existing.request_hash != request_hash(without_token(body)):
+            raise IdempotencyConflict("this webhook-id was already used with a different body")
+        existing.execution  # noqa: B018  loaded now: the answer renders it after the session ends
+        return Received(existing, created=False, agent_slug=existing.agent.slug)
+
+
 def _replay(existing: Deferral, prepared: Prepared) -> Received:
     if existing.request_hash != prepared.request_hash:
         raise IdempotencyConflict("this webhook-id was already used with a different body")

@@ -14,8 +14,10 @@ from typing import Any
 
 from review.agents import breakers
 from review.agents.registry import Signer
+from review.errors import DomainError, InvalidPrincipalToken
 from review.intake import admission, policy_windows
-from review.intake.deferrals import Received, create_deferral, prepare
+from review.intake.deferrals import Received, create_deferral, earlier_answer, prepare
+from review.intake.principal_keys import KeysUnavailable
 from review.observability.metrics import POLICY, observe_decision
 from review.services import Services
 
@@ -38,7 +40,13 @@ def receive_deferral(
         flood_window=flood[1] if flood else None,
     )
     try:
-        prepared = prepare(svc, read_request(), agent.slug)
+        body = read_request()
+        try:
+            prepared = prepare(svc, body, agent.slug)
+        except (InvalidPrincipalToken, KeysUnavailable) as refusal:
+            received = _retried(svc, agent, webhook_id, body, refusal)
+            admission.withdraw(svc, admitted)
+            return received
         received = create_deferral(svc, agent, webhook_id, prepared)
     except BaseException:
         admission.withdraw(svc, admitted)
@@ -51,3 +59,15 @@ def receive_deferral(
     else:
         admission.withdraw(svc, admitted)
     return received
+
+
+def _retried(
+    svc: Services, agent: Signer, webhook_id: str, body: dict[str, Any], refusal: DomainError
+) -> Received:
+    """A token that no longer verifies refuses a new request, not the retry of a stored
+    one (its answer lost on the way back): that answers with the deferral it created.
+    Only looked up on this path, so intake's hot path pays nothing for it."""
+    try:
+        return earlier_answer(svc, agent.id, webhook_id, body)
+    except LookupError:
+        raise refusal from None
