@@ -48,6 +48,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         agent_registry_pages,  # noqa: F401  (its routes join agent_pages.bp)
         audit_pages,
         auth,
+        batch_pages,  # noqa: F401  (its routes join reviewer_pages.bp)
         edit_pages,
         filters,
         health,
@@ -55,6 +56,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         metrics_view,
         people_pages,
         policy_pages,
+        preferences,
         receipt_keys,
         request_ids,
         reviewer_pages,
@@ -79,6 +81,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(people_pages.bp)
     edit_pages.init_app(app)
     policy_pages.init_app(app)
+    app.register_blueprint(preferences.bp)
     cli.init_app(app)
     _api_errors_are_json(app)
     return app
@@ -107,12 +110,14 @@ def _configure_logging(log_format: str) -> None:
 
 
 def _api_errors_are_json(app: Flask) -> None:
-    """Routing errors (unknown path, wrong method) under /api/ answer in the API's shape."""
+    """Routing errors (unknown path, wrong method) under /api/ answer in the API's shape;
+    elsewhere they are pages (review/web/error_pages.py)."""
+    from review.web.error_pages import error_page
 
     @app.errorhandler(HTTPException)
     def on_http_error(error: HTTPException):
         if not request.path.startswith("/api/"):
-            return error
+            return error_page(error)  # a page in the site's layout
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.code or 0, "http_error")
         response = jsonify({"error": {"code": code, "message": error.description}})
         response.status_code = error.code or 500

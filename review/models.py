@@ -83,6 +83,9 @@ class User(Base):
     # the OpenID provider. Such a user has no password here.
     sso_issuer: Mapped[str | None] = mapped_column(String(255))
     sso_subject: Mapped[str | None] = mapped_column(String(255))
+    # Single-key shortcuts on the reviewer pages (static/review.js); off for people whose
+    # speech input or tremor fires them by accident (WCAG 2.1.4, PROTOCOL.md section 16).
+    keyboard_shortcuts: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class Agent(Base):
@@ -156,7 +159,7 @@ def undecided_fields() -> dict[str, Any]:
         "receipt": None,
         "claimed_by": None,
         "lease_expires_at": None,
-        "opened": False,
+        "claimed_at": None,
         "first_approved_by": None,
         "original_action": None,
         "original_action_digest": None,
@@ -187,6 +190,10 @@ class Deferral(Base):
         Index("ix_deferrals_agent_created", "agent_id", "created_at"),
         # The policy page: every deferral of the last 7 days, WHERE created_at >= ?.
         Index("ix_deferrals_created", "created_at"),
+        # A card's earlier decisions on the same action, and on the same resource
+        # (review/reviewing/history.py).
+        Index("ix_deferrals_action_digest", "action_digest"),
+        Index("ix_deferrals_resource", "resource_type", "resource_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -242,11 +249,12 @@ class Deferral(Base):
     # An approval's signed receipt, a compact JWS (review/reviewing/receipts.py).
     receipt: Mapped[str | None] = mapped_column(Text)
 
-    # Reviewing: who holds it (status in_review) and until when, whether the holder has
-    # opened it (bulk approval only takes opened items), and the first of two approvals.
+    # Reviewing: who holds it (status in_review), since when (the bound on the time in
+    # view their browser reports: review/reviewing/reading.py) and until when, and the
+    # first of two approvals.
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    opened: Mapped[bool] = mapped_column(Boolean, default=False)
     first_approved_by: Mapped[str | None] = mapped_column(String(64))
     # Edit, then approve (review/reviewing/edits.py): the agent's own action and its
     # digest, and the RFC 6902 patch from it to `action`; all NULL unless edited.

@@ -227,6 +227,8 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "audit_witness_secret": _text,
     "audit_redact": _paths,
     "demo": _bool,
+    # --- reading (issue 15): see config/defaults.toml
+    "min_read_seconds": _int_range(0, 600),
     "log_format": _choice("text", "json"),
     # Verified principals (PROTOCOL.md section 17)
     "principal_issuers": _issuer_urls,
@@ -294,6 +296,7 @@ class Settings:
     audit_witness_secret: str
     audit_redact: tuple[str, ...]
     demo: bool
+    min_read_seconds: int
     log_format: str
     principal_issuers: tuple[str, ...]
     principal_jwks_url: str

@@ -211,3 +211,22 @@ def _check_password_length(password: str) -> None:
         raise DomainError(f"password must be at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise DomainError(f"password must be at most {MAX_PASSWORD} characters")
+
+
+def set_keyboard_shortcuts(session: Session, user_id: int, on: bool) -> bool:
+    """Turn the user's single-key shortcuts on or off (their own choice: sessions stay);
+    audited when it changes. Whether it changed."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    if user.keyboard_shortcuts == on:
+        return False
+    session.execute(update(User).where(User.id == user_id).values(keyboard_shortcuts=on))
+    record_event(
+        session,
+        actor_kind="user",
+        actor_id=user.username,
+        event_type="user.settings_changed",
+        payload={"username": user.username, "keyboard_shortcuts": on},
+    )
+    return True

@@ -1,86 +1,200 @@
-// Keyboard review of a batch: j/k move, a approve, r reject, ? help. No inline script:
-// the page's CSP allows only files from this origin.
+// The batch and the item page: time in view per card, sent with each decision, and the
+// keyboard (j/k move, a approve, r reject, 1-4 quick picks, e more, n next batch, ? help).
+// No inline script: the page's CSP allows only files from this origin.
 (function () {
   "use strict";
-  const batch = document.getElementById("batch");
-  if (!batch) return;
-  const openUrl = batch.dataset.openUrl;
-  const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"];
-  const opened = new Set();
-  let current = 0;
+  const end = document.getElementById("batch-end");
+  const root = document.getElementById("batch") || document.getElementById("item") || end;
+  const shortcuts = document.body.dataset.shortcuts !== "off";
 
-  function cards() { return Array.from(batch.querySelectorAll(".card[data-batch]")); }
-  function open(card) {
-    const id = card.dataset.id;
-    if (opened.has(id)) return;
-    opened.add(id);
-    fetch(openUrl.replace("ID", encodeURIComponent(id)), {
-      method: "POST", headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
+  // --- time in view ------------------------------------------------------------------
+  // A card is in view while at least half of it, or half of the screen, shows it and the
+  // tab is visible. The sum goes with the decision as seen_ms (review/reviewing/reading.py):
+  // opening or selecting a card is not reading it.
+  const seen = new Map(); // card id -> {ms, since, showing}
+
+  function entryFor(id) {
+    let r = seen.get(id);
+    if (!r) { r = { ms: 0, since: null, showing: false }; seen.set(id, r); }
+    return r;
+  }
+  function seenMs(id) {
+    const r = seen.get(id);
+    if (!r) return 0;
+    return Math.round(r.ms + (r.since !== null ? performance.now() - r.since : 0));
+  }
+  function runClock(r, on, now) {
+    if (on && r.since === null) r.since = now;
+    if (!on && r.since !== null) { r.ms += now - r.since; r.since = null; }
+  }
+  const observer = new IntersectionObserver(function (entries) {
+    const now = performance.now();
+    for (const e of entries) {
+      const screen = e.rootBounds ? e.rootBounds.height : window.innerHeight;
+      const r = entryFor(e.target.dataset.id);
+      r.showing = e.isIntersecting &&
+        (e.intersectionRatio >= 0.5 || e.intersectionRect.height >= screen * 0.5);
+      runClock(r, r.showing && document.visibilityState === "visible", now);
+    }
+  }, { threshold: [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1] });
+  document.addEventListener("visibilitychange", function () {
+    const now = performance.now();
+    const visible = document.visibilityState === "visible";
+    seen.forEach(function (r) { runClock(r, r.showing && visible, now); });
+  });
+  function watch(scope) {
+    scope.querySelectorAll("article.card[data-live]").forEach(function (c) { observer.observe(c); });
+  }
+
+  // Every decision carries its card's time in view; bulk decisions one field per item.
+  document.body.addEventListener("htmx:configRequest", function (event) {
+    const card = event.detail.elt.closest && event.detail.elt.closest("article.card");
+    if (card) event.detail.parameters["seen_ms"] = String(seenMs(card.dataset.id));
+  });
+  const bulk = document.getElementById("bulk");
+  if (bulk) {
+    bulk.addEventListener("submit", function () {
+      bulk.querySelectorAll("input.seen").forEach(function (i) { i.remove(); });
+      document.querySelectorAll("input[name=ids][form=bulk]:checked").forEach(function (box) {
+        const field = document.createElement("input");
+        field.type = "hidden";
+        field.className = "seen";
+        field.name = "seen_ms." + box.value;
+        field.value = String(seenMs(box.value));
+        bulk.appendChild(field);
+      });
     });
   }
+
+  if (!root) return;
+  watch(root);
+
+  // --- moving through the batch --------------------------------------------------------
+  let current = 0;
+  function cards() { return Array.from(root.querySelectorAll("article.card")); }
   function focus(index) {
     const list = cards();
     if (!list.length) return;
     current = Math.max(0, Math.min(index, list.length - 1));
-    list.forEach((c, i) => c.classList.toggle("current", i === current));
+    list.forEach(function (c, i) { c.classList.toggle("current", i === current); });
     const card = list[current];
     card.focus({ preventScroll: true });
-    card.scrollIntoView({ block: "start", behavior: "smooth" });
-    open(card);
+    card.scrollIntoView({ block: "start" });
+  }
+  const OUTCOMES = {
+    approved: "Approved", rejected: "Rejected", pending: "First of two approvals",
+    expired: "Expired", killed: "Killed", cancelled: "Cancelled", in_review: "Held by another reviewer",
+  };
+  function showEnd() {
+    if (!end) return;
+    const list = document.getElementById("end-list");
+    list.replaceChildren();
+    cards().forEach(function (c) {
+      const item = document.createElement("li");
+      const word = document.createElement("strong");
+      word.textContent = (OUTCOMES[c.dataset.outcome] || c.dataset.outcome || "") + ": ";
+      item.append(word, c.querySelector(".summary").textContent);
+      list.appendChild(item);
+    });
+    end.hidden = false;
+    end.scrollIntoView({ block: "nearest" });
+    document.getElementById("next-batch").focus();
   }
   function nextUndecided() {
     const list = cards();
     for (let i = 0; i < list.length; i++) {
       const j = (current + i) % list.length;
-      if (!list[j].classList.contains("decided")) return focus(j);
+      if (list[j].hasAttribute("data-live")) return focus(j);
     }
-    focus(current);
+    if (document.getElementById("batch")) showEnd();
   }
+
+  // After a decision swaps a card: a refused one keeps its form, focus on the reason;
+  // otherwise on to the next card still undecided, or the end of the batch.
+  document.body.addEventListener("htmx:afterSwap", function (event) {
+    const card = event.detail.elt;
+    if (!card || !card.matches || !card.matches("article.card")) return;
+    const index = cards().indexOf(card);
+    if (index >= 0) current = index;
+    if (card.hasAttribute("data-live")) {
+      observer.observe(card);
+      card.classList.add("current");
+      card.querySelector(".reject-form input[name=reason]").focus();
+    } else {
+      nextUndecided();
+    }
+  });
+
+  root.addEventListener("focusin", function (event) {
+    const card = event.target.closest("article.card");
+    const index = card ? cards().indexOf(card) : -1;
+    if (index >= 0 && index !== current) {
+      current = index;
+      cards().forEach(function (c, i) { c.classList.toggle("current", i === current); });
+    }
+  });
+
+  // --- keys ----------------------------------------------------------------------------
+  // While a decision is on its way, keys wait: the next one belongs to the next card.
+  let busy = false;
+  document.body.addEventListener("htmx:beforeRequest", function () { busy = true; });
+  document.body.addEventListener("htmx:afterRequest", function () { busy = false; });
   function typing(target) {
     return target.closest("input, textarea, select, [contenteditable]") !== null;
   }
+  function quickPick(field, key) {
+    const picks = field.form.querySelectorAll(".quick button");
+    const n = Number(key);
+    if (field.value !== "" || !(n >= 1 && n <= picks.length)) return false;
+    picks[n - 1].click();
+    return true;
+  }
+  const help = document.getElementById("help");
+  const keysButton = document.getElementById("show-keys");
+  if (keysButton && help) keysButton.addEventListener("click", function () { help.showModal(); });
 
-  document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (typing(event.target)) {
-      if (event.key === "Escape") { event.target.blur(); cards()[current]?.focus(); }
-      return;
-    }
-    const card = cards()[current];
-    switch (event.key) {
-      case "j": focus(current + 1); break;
-      case "k": focus(current - 1); break;
-      case "a": card?.querySelector("button.approve")?.click(); break;
-      case "r": {
-        const reason = card?.querySelector(".reject-form input[name=reason]");
-        if (!reason) break;
-        if (reason.value.trim()) card.querySelector("button.reject").click();
-        else reason.focus();
-        break;
+  if (shortcuts) {
+    document.addEventListener("keydown", function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      if (busy && event.key !== "Escape") { event.preventDefault(); return; }
+      if (typing(event.target)) {
+        if (event.key === "Escape") { event.target.blur(); cards()[current]?.focus(); }
+        else if (event.target.matches(".reject-form input[name=reason]") && quickPick(event.target, event.key)) {
+          event.preventDefault();
+        }
+        return;
       }
-      case "?": {
-        const help = document.getElementById("help");
-        if (help.open) help.close(); else help.showModal();
-        break;
+      if (help && help.open) return;
+      const card = cards()[current];
+      switch (event.key) {
+        case "j": focus(current + 1); break;
+        case "k": focus(current - 1); break;
+        case "a": card?.querySelector("button.approve")?.click(); break;
+        case "r": {
+          const reason = card?.querySelector(".reject-form input[name=reason]");
+          if (!reason) return;
+          if (reason.value.trim()) card.querySelector("button.reject").click();
+          else reason.focus();
+          break;
+        }
+        case "e": {
+          const more = card?.querySelector("details.more");
+          if (!more) return;
+          more.open = !more.open;
+          break;
+        }
+        case "n": {
+          if (!end || end.hidden) return;
+          document.getElementById("next-batch").click();
+          break;
+        }
+        case "?": if (help) help.showModal(); break;
+        default: return;
       }
-      default: return;
-    }
-    event.preventDefault();
-  });
-
-  batch.addEventListener("focusin", function (event) {
-    const card = event.target.closest(".card[data-batch]");
-    if (!card) return;
-    const index = cards().indexOf(card);
-    if (index >= 0 && index !== current) {
-      current = index;
-      cards().forEach((c, i) => c.classList.toggle("current", i === current));
-      open(card);
-    }
-  });
-  // After a decision swaps a card, go on to the next one still undecided.
-  document.body.addEventListener("htmx:afterSwap", function (event) {
-    if (event.target.closest && event.target.closest("#batch")) nextUndecided();
-  });
-  focus(0);
+      event.preventDefault();
+    });
+  }
+  if (cards().some(function (c) { return c.hasAttribute("data-live"); })) focus(0);
+  else if (document.getElementById("batch") && end && end.hidden) showEnd();
+  else if (end && !end.hidden) document.getElementById("next-batch").focus();
 })();

@@ -53,8 +53,11 @@ def test_a_right_to_left_override_is_shown_marked_and_not_obeyed_on_the_card(
         expect(marker).to_be_visible()
         # The marker is set apart: a red border and its own colours.
         assert marker.evaluate("e => getComputedStyle(e).borderTopStyle") == "solid"
-        expect(card.locator("pre.json").first).to_contain_text('"/tmp/⟨U+202E⟩fdp.exe"')
-        changes = card.get_by_role("region", name="Changes")
+        card.locator("details.more > summary").click()  # More: the arguments, every change
+        expect(card.locator("details.more pre.json").first).to_contain_text(
+            '"/tmp/⟨U+202E⟩fdp.exe"'
+        )
+        changes = card.locator(".diff.preview")
         expect(changes).to_contain_text("⟨U+202E⟩fdp.exe")
         # A long text's line diff, computed at intake, marks it too.
         expect(changes.locator("pre.linediff .ld-add")).to_have_text("+⟨U+202E⟩fdp.exe")

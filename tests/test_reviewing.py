@@ -288,19 +288,22 @@ def test_hostile_agent_text_renders_as_inert_text(app, svc, agent, people):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_approving_several_takes_only_opened_items_and_no_two_person_ones(app, svc, agent, people):
+def test_approving_several_takes_only_read_items_and_no_two_person_ones(app, svc, agent, people):
     plain = [agent.defer(refund(summary=f"plain {i}")).get_json()["id"] for i in range(3)]
     critical = agent.defer(refund(summary="critical", risk={"score": 95})).get_json()["id"]
     rita = logged_in(app, "rita")
     rita.post("/batch/start")
-    for d_id in plain[:2] + [critical]:
-        assert rita.post(f"/batch/{d_id}/open").status_code == 204
-    response = rita.post("/batch/selected/approve", {"ids": plain + [critical]})
+    with svc.db.write() as session:  # claimed a minute ago: up to 60 s in view can be true
+        session.execute(update(Deferral).values(claimed_at=utcnow() - timedelta(seconds=60)))
+    seen = {f"seen_ms.{d}": "5000" for d in plain[:2] + [critical]}
+    seen[f"seen_ms.{plain[2]}"] = "1200"  # in view, but not long enough to count as read
+    response = rita.post("/batch/selected/approve", {"ids": plain + [critical], **seen})
     assert response.status_code == 302
     page = rita.get("/batch").get_data(as_text=True)
     assert "Approved 2 items." in page
-    assert f"Skipped {plain[2]}: not opened yet" in page
-    assert f"Skipped {critical}: needs two approvers" in page
+    assert "not read yet (in view under 3 s): “plain 2” (in view 1.2 s)" in page
+    assert "Skipped “critical”: needs two approvers" in page
+    assert plain[2] not in page.split("not read yet")[1].split("</p>")[0]  # summaries, not ids
     statuses = {
         d: agent.get(f"/api/v1/deferrals/{d}").get_json()["status"] for d in plain + [critical]
     }

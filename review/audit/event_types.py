@@ -45,6 +45,7 @@ PEOPLE = (
     "user.disabled",
     "user.enabled",
     "user.logged_out",
+    "user.settings_changed",
     "login.succeeded",
     "login.failed",
     "login.throttled",

@@ -11,13 +11,15 @@ next time anyone claims, and any action in the batch renews the lease.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from review.audit.chain import chained_write, record_events
+from review.errors import InvalidState
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
 from review.models import Agent, Deferral, utcnow
@@ -70,7 +72,7 @@ def return_lapsed_claims(session: Session, now: datetime) -> int:
     session.execute(
         update(table)
         .where(table.c.id.in_([r.id for r in lapsed]), table.c.status == "in_review")
-        .values(status="pending", claimed_by=None, lease_expires_at=None, opened=False)
+        .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
     )
     slugs = _agent_slugs(session, {r.agent_id for r in lapsed})
     record_events(
@@ -109,11 +111,22 @@ def held_ids(session: Session, holder: Holder, now: datetime) -> list[str]:
     )
 
 
-def claim_batch(svc: Services, holder: Holder, now: datetime | None = None) -> list[str]:
+def _takeable(table, holder: Holder) -> list:
+    """What a reviewer may claim: pending, not made on their own behalf (they may not
+    approve it), not their own first approval (the second must come from someone else)."""
+    return [
+        table.c.status == "pending",
+        table.c.principal_key.not_in(sorted(holder.identity_keys)),
+        or_(table.c.first_approved_by.is_(None), table.c.first_approved_by != holder.username),
+    ]
+
+
+def claim_batch(
+    svc: Services, holder: Holder, now: datetime | None = None, where: Sequence = ()
+) -> list[str]:
     """Claim up to COUNTERSIGN_BATCH_SIZE of the most urgent deferrals this reviewer may take.
 
-    Skipped: deferrals made on the reviewer's own behalf (they may not approve them) and
-    ones whose first approval was theirs (the second must come from someone else).
+    `where`: more conditions on the deferrals (the queue's filters: level, agent, label).
     A reviewer who still holds a batch keeps it, topped up to the batch size.
     """
     now = now or utcnow()
@@ -127,45 +140,12 @@ def claim_batch(svc: Services, holder: Holder, now: datetime | None = None) -> l
         if wanted > 0:
             candidates = session.execute(
                 select(table.c.id, table.c.agent_id)
-                .where(
-                    table.c.status == "pending",
-                    table.c.principal_key.not_in(sorted(holder.identity_keys)),
-                    or_(
-                        table.c.first_approved_by.is_(None),
-                        table.c.first_approved_by != holder.username,
-                    ),
-                )
+                .where(*_takeable(table, holder), *where)
                 .order_by(table.c.rank.desc())
                 .limit(wanted)
                 .with_for_update(skip_locked=True)
             ).all()
-            if candidates:
-                ids = [c.id for c in candidates]
-                session.execute(
-                    update(table)
-                    .where(table.c.id.in_(ids), table.c.status == "pending")
-                    .values(
-                        status="in_review",
-                        claimed_by=holder.id,
-                        lease_expires_at=lease_until,
-                        opened=False,
-                    )
-                )
-                slugs = _agent_slugs(session, {c.agent_id for c in candidates})
-                record_events(
-                    session,
-                    [
-                        _event(
-                            c.id,
-                            slugs[c.agent_id],
-                            holder,
-                            "deferral.claimed",
-                            now,
-                            lease_expires_at=lease_until.isoformat(),
-                        )
-                        for c in candidates
-                    ],
-                )
+            _claim(session, candidates, holder, now, lease_until)
         if held:
             session.execute(
                 update(table)
@@ -173,6 +153,77 @@ def claim_batch(svc: Services, holder: Holder, now: datetime | None = None) -> l
                 .values(lease_expires_at=lease_until)
             )
         return held_ids(session, holder, now)
+
+
+def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: datetime) -> None:
+    """Take `rows` (picked FOR UPDATE in this transaction), each with its audit event."""
+    if not rows:
+        return
+    table = Deferral.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id.in_([r.id for r in rows]), table.c.status == "pending")
+        .values(
+            status="in_review", claimed_by=holder.id, claimed_at=now, lease_expires_at=lease_until
+        )
+    )
+    slugs = _agent_slugs(session, {r.agent_id for r in rows})
+    record_events(
+        session,
+        [
+            _event(
+                r.id,
+                slugs[r.agent_id],
+                holder,
+                "deferral.claimed",
+                now,
+                lease_expires_at=lease_until.isoformat(),
+            )
+            for r in rows
+        ],
+    )
+
+
+class NotTakeable(InvalidState):
+    """The reviewer cannot claim this deferral; the message says why."""
+
+
+def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | None = None) -> None:
+    """Claim one pending deferral chosen from the queue or its own page (added to the
+    reviewer's batch, which keeps its lease); NotTakeable says why not."""
+    now = now or utcnow()
+    lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
+    table = Deferral.__table__
+    with chained_write(svc.db) as session:
+        return_lapsed_claims(session, now)
+        row = session.execute(
+            select(table.c.id, table.c.agent_id)
+            .where(table.c.id == deferral_id, *_takeable(table, holder))
+            .with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            raise NotTakeable(_why_not(session, holder, deferral_id))
+        _claim(session, [row], holder, now, lease_until)
+        session.execute(
+            update(table)
+            .where(table.c.claimed_by == holder.id, table.c.status == "in_review")
+            .values(lease_expires_at=lease_until)
+        )
+
+
+def _why_not(session: Session, holder: Holder, deferral_id: str) -> str:
+    d = session.get(Deferral, deferral_id)
+    if d is None:
+        return "There is no such deferral."
+    if d.status == "in_review":
+        if d.claimed_by == holder.id:
+            return "You hold it already."
+        return "Another reviewer holds it right now."
+    if d.status != "pending":
+        return f"It is already {d.status}."
+    if d.first_approved_by == holder.username:
+        return "You gave it the first of two approvals: the second must come from another reviewer."
+    return "It was made on your own behalf: another reviewer must decide it."
 
 
 def release_batch(svc: Services, holder: Holder, now: datetime | None = None) -> int:
@@ -194,7 +245,7 @@ def release_batch(svc: Services, holder: Holder, now: datetime | None = None) ->
                 table.c.claimed_by == holder.id,
                 table.c.status == "in_review",
             )
-            .values(status="pending", claimed_by=None, lease_expires_at=None, opened=False)
+            .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
         )
         slugs = _agent_slugs(session, {h.agent_id for h in held})
         record_events(
@@ -202,21 +253,3 @@ def release_batch(svc: Services, holder: Holder, now: datetime | None = None) ->
             [_event(h.id, slugs[h.agent_id], holder, "deferral.released", now) for h in held],
         )
         return len(held)
-
-
-def touch(svc: Services, holder: Holder, deferral_id: str, now: datetime | None = None) -> bool:
-    """The reviewer opened an item: mark it opened and renew the whole batch's lease."""
-    now = now or utcnow()
-    table = Deferral.__table__
-    lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
-    with svc.db.write() as session:
-        live = and_(
-            table.c.claimed_by == holder.id,
-            table.c.status == "in_review",
-            table.c.lease_expires_at >= now,
-        )
-        opened = session.execute(
-            update(table).where(table.c.id == deferral_id, live).values(opened=True)
-        ).rowcount
-        session.execute(update(table).where(live).values(lease_expires_at=lease_until))
-        return opened == 1

@@ -5,6 +5,9 @@ live lease, expiry, separation of duties, the two-person rule), then the conditi
 UPDATE of review/reviewing/ending.py and its audit event and callback. An approval is
 signed in the same transaction (review/reviewing/receipts.py): its receipt is stored
 with it, so the resource and the callback carry it, and its claims go into the event.
+The time the reviewer had the item in view comes with the decision and goes into its
+event (review/reviewing/reading.py); a decision taken sooner than the minimum is
+flagged there. Several at once: review/reviewing/bulk.py.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from review.agents import breakers
@@ -24,6 +27,7 @@ from review.resources import rfc3339
 from review.reviewing.claims import Holder, two_person_levels
 from review.reviewing.ending import AlreadyDecided, end_deferral, expire
 from review.reviewing.patches import edit_evidence
+from review.reviewing.reading import Reading, assess
 from review.reviewing.receipts import Receipt, issue_receipt
 from review.services import Services
 
@@ -43,9 +47,35 @@ class Decided:
     rejection_limit: int = 0  # the agent's rejection breaker (0: off)
 
 
-def _who(deferral: Deferral) -> str:
-    names = ", ".join(deferral.decided_by or []) or "the system"
-    return f"{deferral.status} by {names}"
+def ended_how(deferral: Deferral) -> str:
+    """How an ended deferral ended, in words: "approved by rita, sam", "killed by
+    user:ada: refund loop", "expired before a decision"."""
+    reason = f": {deferral.decision_reason}" if deferral.decision_reason else ""
+    if deferral.status == "expired":
+        return "expired before a decision"
+    if deferral.status == "cancelled":
+        return f"cancelled by the agent {deferral.agent.slug}{reason}"
+    if deferral.status == "killed":
+        agent = deferral.agent
+        by = agent.state_changed_by if agent.state == "killed" else "its agent's kill switch"
+        return f"killed by {by}{reason}"
+    names = ", ".join(deferral.decided_by or []) or "policy"
+    return f"{deferral.status} by {names}{reason}"
+
+
+def _not_held(deferral: Deferral, holder: Holder) -> str:
+    """Why a reviewer who does not (or no longer) hold a live deferral cannot decide it."""
+    if deferral.status == "pending" and deferral.first_approved_by == holder.username:
+        return (
+            "Nothing changed: you gave it the first of two approvals; "
+            "it waits in the queue for a second reviewer."
+        )
+    if deferral.status == "in_review" and deferral.claimed_by not in (None, holder.id):
+        return "Nothing changed: another reviewer holds it now."
+    return (
+        "Nothing changed: your claim on this item lapsed, so it went back to the queue "
+        "(another reviewer may hold it now). Start a new batch to see it again."
+    )
 
 
 def decide(
@@ -55,12 +85,14 @@ def decide(
     verdict: str,
     reason: str | None = None,
     now: datetime | None = None,
+    seen_ms: int | None = None,
 ) -> Decided:
     """Approve or reject a deferral the reviewer holds, in one audited transaction.
 
+    `seen_ms`: how long the item was in view, as the reviewer's browser measured it.
     After it commits, the decision counts towards the agent's rejection breaker.
     """
-    decided = _decide(svc, holder, deferral_id, verdict, reason, now)
+    decided = _decide(svc, holder, deferral_id, verdict, reason, now, seen_ms)
     if decided.agent_slug:
         breakers.after_decision(svc, decided.agent_slug, decided.status, decided.rejection_limit)
     return decided
@@ -73,6 +105,7 @@ def _decide(
     verdict: str,
     reason: str | None,
     now: datetime | None,
+    seen_ms: int | None,
 ) -> Decided:
     if verdict not in ("approve", "reject"):
         raise ValueError(verdict)
@@ -87,7 +120,7 @@ def _decide(
         if deferral is None:
             raise DecisionRefused("There is no such deferral.")
         if deferral.status in TERMINAL_STATUSES:
-            raise DecisionRefused(f"Nothing changed: it was already {_who(deferral)}.")
+            raise DecisionRefused(f"Nothing changed: it was already {ended_how(deferral)}.")
         if deferral.expires_at <= now:
             expire(session, deferral, now)
             return Decided(
@@ -101,18 +134,16 @@ def _decide(
             or deferral.lease_expires_at is None
             or deferral.lease_expires_at < now
         ):
-            raise DecisionRefused(
-                "Nothing changed: your claim on this item lapsed, so it went back to the queue "
-                "(another reviewer may hold it now). Start a new batch to see it again."
-            )
+            raise DecisionRefused(_not_held(deferral, holder))
+        reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
         _renew_lease(session, svc, holder, now)
         if verdict == "reject":
-            return _end(svc, session, deferral, holder, "rejected", reason, now)
+            return _end(svc, session, deferral, holder, "rejected", reason, now, reading)
         if identity_key(deferral.principal_id) in holder.identity_keys:
             raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
         if deferral.risk_level in two_person_levels(svc.settings.two_person_level):
             if deferral.first_approved_by is None:
-                return _first_of_two(session, deferral, holder, reason, now)
+                return _first_of_two(session, deferral, holder, reason, now, reading)
             if deferral.first_approved_by == holder.username:
                 raise DecisionRefused("The second approval must come from another reviewer.")
         return _end(
@@ -123,6 +154,7 @@ def _decide(
             "approved",
             reason,
             now,
+            reading,
             valid_until=now + timedelta(seconds=svc.settings.approval_ttl),
         )
 
@@ -149,6 +181,7 @@ def _end(
     outcome: str,
     reason: str | None,
     now: datetime,
+    reading: Reading,
     valid_until: datetime | None = None,
 ) -> Decided:
     approvers = (
@@ -174,6 +207,7 @@ def _end(
             payload={
                 **_decision_payload(deferral, outcome, valid_until, receipt),
                 **edit_evidence(svc.redactor, deferral),  # approved edited args: the patch
+                **_reading_payload(reading),
             },
         )
     except AlreadyDecided:
@@ -182,7 +216,7 @@ def _end(
     return Decided(
         deferral.id,
         outcome,
-        f"{word}.",
+        f"{word}.{_fast_note(reading)}",
         agent_slug=deferral.agent.slug,
         rejection_limit=breakers.rejection_limit(svc, deferral.agent),
     )
@@ -205,8 +239,24 @@ def _decision_payload(
     return payload
 
 
+def _reading_payload(reading: Reading) -> dict[str, object]:
+    """The time in view, and "fast" when the decision came before the item counted as read."""
+    return {**reading.audit(), "fast": not reading.read}
+
+
+def _fast_note(reading: Reading) -> str:
+    if reading.read:
+        return ""
+    return f" (flagged: decided after {reading.seconds:.1f} s in view, under {reading.minimum} s)"
+
+
 def _first_of_two(
-    session: Session, deferral: Deferral, holder: Holder, reason: str | None, now: datetime
+    session: Session,
+    deferral: Deferral,
+    holder: Holder,
+    reason: str | None,
+    now: datetime,
+    reading: Reading,
 ) -> Decided:
     table = Deferral.__table__
     done = session.execute(
@@ -221,8 +271,8 @@ def _first_of_two(
             status="pending",
             first_approved_by=holder.username,
             claimed_by=None,
+            claimed_at=None,
             lease_expires_at=None,
-            opened=False,
         )
     ).rowcount
     if done != 1:
@@ -238,45 +288,12 @@ def _first_of_two(
             "reason": reason,
             "risk_level": deferral.risk_level,
             "action_digest": deferral.action_digest,
+            **_reading_payload(reading),
         },
         at=now,
     )
     return Decided(
-        deferral.id, "pending", "1 of 2 approvals: it goes back to the queue for a second reviewer."
+        deferral.id,
+        "pending",
+        "1 of 2 approvals: it goes back to the queue for a second reviewer." + _fast_note(reading),
     )
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    done: list[Decided]
-    skipped: list[tuple[str, str]]  # (deferral id, why)
-
-
-def decide_many(
-    svc: Services, holder: Holder, ids: list[str], verdict: str, reason: str | None = None
-) -> BulkResult:
-    """Approve or reject several held deferrals, each in its own audited transaction.
-
-    Bulk approval takes only items the reviewer has opened, and none that needs two
-    approvers: approving what nobody looked at is what this tool exists to prevent.
-    Bulk rejection takes one reason for all.
-    """
-    done, skipped = [], []
-    if verdict == "approve":
-        with svc.db.read() as session:
-            rows = {d.id: d for d in session.scalars(select(Deferral).where(Deferral.id.in_(ids)))}
-        two_person = two_person_levels(svc.settings.two_person_level)
-    for deferral_id in dict.fromkeys(ids):
-        if verdict == "approve":
-            d = rows.get(deferral_id)
-            if d is not None and d.claimed_by == holder.id and not d.opened:
-                skipped.append((deferral_id, "not opened yet"))
-                continue
-            if d is not None and d.risk_level in two_person:
-                skipped.append((deferral_id, "needs two approvers: approve it on its own"))
-                continue
-        try:
-            done.append(decide(svc, holder, deferral_id, verdict, reason))
-        except DecisionRefused as refused:
-            skipped.append((deferral_id, str(refused)))
-    return BulkResult(done, skipped)

@@ -45,6 +45,7 @@ from review.reviewing.claims import Holder, two_person_levels
 from review.reviewing.decisions import Decided, DecisionRefused
 from review.reviewing.ending import expire
 from review.reviewing.patches import action_patch, audited_patch
+from review.reviewing.reading import assess
 from review.services import Services
 
 EDITED = "deferral.edited"
@@ -173,10 +174,12 @@ def edit_and_approve(
     args: Any,
     reason: str | None = None,
     now: datetime | None = None,
+    seen_ms: int | None = None,
 ) -> Decided:
     """Approve the held deferral with `args` instead of the agent's, in one audited
-    transaction (see the module's doc); DecisionRefused says why not."""
-    decided = _edit(svc, holder, deferral_id, args, reason, now or utcnow())
+    transaction (see the module's doc); DecisionRefused says why not. `seen_ms`: the
+    time the item was in view, as for any decision (review/reviewing/reading.py)."""
+    decided = _edit(svc, holder, deferral_id, args, reason, now or utcnow(), seen_ms)
     if decided.agent_slug:
         breakers.after_decision(svc, decided.agent_slug, decided.status, decided.rejection_limit)
     return decided
@@ -189,6 +192,7 @@ def _edit(
     args: Any,
     reason: str | None,
     now: datetime,
+    seen_ms: int | None = None,
 ) -> Decided:
     reason = (reason or "").strip() or None
     if reason and len(reason) > decisions.MAX_REASON:
@@ -224,11 +228,12 @@ def _edit(
             raise DecisionRefused(preview.refusal)
         if preview.digest == deferral.action_digest:
             raise DecisionRefused("Nothing changed: the arguments are the ones shown. Use Approve.")
+        reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
         _store_edit(svc, session, deferral, holder, preview, now)
         session.refresh(deferral)
         decisions._renew_lease(session, svc, holder, now)
         if preview.approvals_needed > 1:
-            decisions._first_of_two(session, deferral, holder, reason, now)
+            decisions._first_of_two(session, deferral, holder, reason, now, reading)
             return Decided(
                 deferral.id,
                 "pending",
@@ -243,14 +248,16 @@ def _edit(
             "approved",
             reason,
             now,
+            reading,
             valid_until=now + timedelta(seconds=svc.settings.approval_ttl),
         )
         return Decided(
             decided.deferral_id,
             decided.status,
-            "Approved as edited.",
+            "Approved as edited." + decisions._fast_note(reading),
             agent_slug=decided.agent_slug,
             rejection_limit=decided.rejection_limit,
+            fast=decided.fast,
         )
 
 

@@ -48,7 +48,12 @@ class QueueFilter:
         return bool(self.agent or self.level or self.label or self.text)
 
     def conditions(self) -> list:
-        out = [Deferral.status == "pending"]
+        """The queue's rows: pending and matching the filters."""
+        return [Deferral.status == "pending", *self.claim_conditions()]
+
+    def claim_conditions(self) -> list:
+        """The filters alone: what Start batch adds to what a reviewer may claim."""
+        out = []
         if self.agent:
             out.append(
                 Deferral.agent_id

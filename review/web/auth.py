@@ -84,6 +84,7 @@ class Reviewer:
     username: str
     role: str
     email: str | None
+    keyboard_shortcuts: bool = True  # single-key shortcuts on the reviewer pages
     is_authenticated: bool = True
     is_active: bool = True
     is_anonymous: bool = False
@@ -114,7 +115,7 @@ def load_user(user_id: str) -> Reviewer | None:
             return None
         if not hmac.compare_digest(user.session_token.encode(), token.encode()):
             return None  # ended: logged out, new password, or disabled since
-        return Reviewer(user.id, user.username, user.role, user.email)
+        return Reviewer(user.id, user.username, user.role, user.email, user.keyboard_shortcuts)
 
 
 def roles_required(*roles: str):
@@ -186,7 +187,9 @@ def login():
             session.clear()  # a new session: nothing from before the login carries over
             session["sid"] = secrets.token_urlsafe(16)
             session[SESSION_TOKEN] = token
-            login_user(Reviewer(user.id, user.username, user.role, user.email))
+            login_user(
+                Reviewer(user.id, user.username, user.role, user.email, user.keyboard_shortcuts)
+            )
             login_throttle.forget_failures(svc, username, address)
             _audit_login(svc, "login.succeeded", username, address, user_id=user.id)
             return redirect(next_path or url_for("review.queue"))

@@ -20,13 +20,15 @@ from flask_login import current_user
 
 from review.api.jsonbody import parse_json
 from review.errors import DomainError
-from review.models import Deferral
+from review.models import Deferral, utcnow
+from review.reviewing.claims import held_ids
 from review.reviewing.decisions import DecisionRefused
 from review.reviewing.edits import ARGS_DEPTH_OFFSET, edit_and_approve, preview_edit
 from review.reviewing.patches import patch_changes
+from review.reviewing.reading import parse_ms
 from review.services import current_services
 from review.web.auth import DECIDERS, roles_required
-from review.web.reviewer_pages import REJECT_REASONS, holder, is_htmx
+from review.web.reviewer_pages import card_context, holder, is_htmx
 
 bp = Blueprint("edit", __name__)
 
@@ -143,20 +145,31 @@ def approve(deferral_id: str):
     try:
         with svc.db.read() as session:
             args = edited_args(_deferral(session, deferral_id))
-        outcome = edit_and_approve(svc, holder(), deferral_id, args, request.form.get("reason"))
+        outcome = edit_and_approve(
+            svc,
+            holder(),
+            deferral_id,
+            args,
+            request.form.get("reason"),
+            seen_ms=parse_ms(request.form.get("seen_ms")),  # sent by static/review.js
+        )
     except (BadArguments, DecisionRefused) as exc:
         return _refused(deferral_id, str(exc), back)
     if not is_htmx():
         flash(outcome.message, "ok")
         return redirect(back)
+    on_item_page = back.startswith("/deferrals/")
     with svc.db.read() as session:
+        d = _deferral(session, deferral_id)
         return render_template(
-            "review/_card.html",
-            d=_deferral(session, deferral_id),
-            reasons=REJECT_REASONS,
+            "review/_decided.html",  # the card, and the batch's count and status line
+            d=d,
             notice=outcome.message,
-            notice_kind="ok",
-            decided=True,
+            notice_kind="warn" if outcome.fast else "ok",
+            left=len(held_ids(session, holder(), utcnow())),
+            in_batch=not on_item_page,
+            on_item_page=on_item_page,
+            **card_context(svc, session, [d]),
         )
 
 

@@ -1,0 +1,138 @@
+"""A reviewer's batch: start it (from the queue as filtered), show it, decide its items
+one at a time or several at once, give it back. Routes of the `review` blueprint
+(review/web/reviewer_pages.py).
+
+A decision answers htmx with the card as it is now, the batch's count of items left
+and the page's status line (out-of-band swaps), so the page stays true without a
+reload. The time the reviewer had the card in view comes with the decision
+(`seen_ms`, measured by static/review.js): there is no request for "opened".
+"""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from review.models import Deferral, utcnow
+from review.reviewing import claims, queue_reads
+from review.reviewing.bulk import decide_many
+from review.reviewing.decisions import DecisionRefused, decide
+from review.reviewing.reading import parse_ms
+from review.services import current_services
+from review.web.auth import DECIDERS, roles_required
+from review.web.reviewer_pages import bp, card_context, holder, is_htmx
+
+FILTER_KEYS = ("agent", "level", "label", "q")  # the queue's filters, carried by a batch
+
+
+def _filters(source) -> dict[str, str]:
+    """The queue's filters from a form or a query string, only those set."""
+    return {k: source.get(k, "").strip() for k in FILTER_KEYS if source.get(k, "").strip()}
+
+
+@bp.post("/batch/start")
+@roles_required(*DECIDERS)
+def start_batch():
+    """Claim a batch from the queue as filtered (PROTOCOL.md section 16): the form of
+    the queue page, and Next batch at the end of one, send the filters along."""
+    filters = _filters(request.form)
+    flt = queue_reads.QueueFilter.parse(filters)
+    ids = claims.claim_batch(current_services(), holder(), where=flt.claim_conditions())
+    if not ids:
+        what = "nothing that matches these filters" if flt.active else "nothing you may take"
+        flash(f"Nothing to review right now: the queue has {what}.", "info")
+        return redirect(url_for("review.queue", **filters))
+    return redirect(url_for("review.batch", **filters))
+
+
+@bp.post("/batch/release")
+@roles_required(*DECIDERS)
+def release_batch():
+    count = claims.release_batch(current_services(), holder())
+    flash(f"Gave {count} item{'s' if count != 1 else ''} back to the queue.", "info")
+    return redirect(url_for("review.queue"))
+
+
+@bp.get("/batch")
+@roles_required(*DECIDERS)
+def batch():
+    svc = current_services()
+    with svc.db.read() as db:
+        ids = claims.held_ids(db, holder(), utcnow())
+        items = queue_reads.batch_items(db, ids)
+        context = card_context(svc, db, items)
+    return render_template(
+        "review/batch.html",
+        items=items,
+        filters=_filters(request.args),
+        lease_seconds=svc.settings.lease_seconds,
+        **context,
+    )
+
+
+@bp.post("/batch/selected/<verdict>")
+@roles_required(*DECIDERS)
+def decide_selected(verdict: str):
+    if verdict not in ("approve", "reject"):
+        abort(404)
+    back = url_for("review.batch", **_filters(request.args))
+    ids = request.form.getlist("ids")
+    if not ids:
+        flash("Select items first (the Select box on each card).", "error")
+        return redirect(back)
+    seen = {i: parse_ms(request.form.get(f"seen_ms.{i}")) for i in ids}
+    result = decide_many(
+        current_services(), holder(), ids, verdict, request.form.get("reason"), seen
+    )
+    if result.done:
+        word = "Approved" if verdict == "approve" else "Rejected"
+        flash(f"{word} {len(result.done)} item{'s' if len(result.done) != 1 else ''}.", "ok")
+    if result.unread:
+        min_read = current_services().settings.min_read_seconds
+        names = "; ".join(f"“{s.summary}” ({s.why})" for s in result.unread)
+        flash(
+            f"Not approved, not read yet (in view under {min_read} s): {names}. "
+            "Read each one, then approve it.",
+            "error",
+        )
+    for skipped in result.skipped:
+        flash(f"Skipped “{skipped.summary}”: {skipped.why}", "error")
+    return redirect(back)
+
+
+@bp.post("/batch/<deferral_id>/<verdict>")
+@roles_required(*DECIDERS)
+def decide_item(deferral_id: str, verdict: str):
+    if verdict not in ("approve", "reject"):
+        abort(404)
+    svc = current_services()
+    # A quick-reason button submits its own "reason" after the typed one: the last wins.
+    given = [r for r in request.form.getlist("reason") if r.strip()]
+    reason = given[-1] if given else ""
+    seen_ms = parse_ms(request.form.get("seen_ms"))
+    try:
+        outcome = decide(svc, holder(), deferral_id, verdict, reason, seen_ms=seen_ms)
+        message, kind = outcome.message, "ok"
+    except DecisionRefused as refused:
+        message, kind = str(refused), "error"
+    on_item_page = request.form.get("on") == "item"
+    if not is_htmx():
+        flash(message, kind)
+        if on_item_page:
+            return redirect(url_for("review.deferral", deferral_id=deferral_id))
+        return redirect(url_for("review.batch"))
+    with svc.db.read() as db:
+        item = db.get(Deferral, deferral_id)
+        if item is None:
+            abort(404)
+        left = len(claims.held_ids(db, holder(), utcnow()))
+        context = card_context(svc, db, [item])
+    return render_template(
+        "review/_decided.html",
+        d=item,
+        notice=message,
+        notice_kind=kind,
+        left=left,
+        in_batch=not on_item_page,
+        on_item_page=on_item_page,
+        **context,
+    )
