@@ -45,6 +45,7 @@ class Decided:
     message: str
     agent_slug: str = ""
     rejection_limit: int = 0  # the agent's rejection breaker (0: off)
+    fast: bool = False  # decided before the item counted as read (flagged in the audit)
 
 
 def ended_how(deferral: Deferral) -> str:
@@ -219,6 +220,7 @@ def _end(
         f"{word}.{_fast_note(reading)}",
         agent_slug=deferral.agent.slug,
         rejection_limit=breakers.rejection_limit(svc, deferral.agent),
+        fast=not reading.read,
     )
 
 
@@ -296,4 +298,5 @@ def _first_of_two(
         deferral.id,
         "pending",
         "1 of 2 approvals: it goes back to the queue for a second reviewer." + _fast_note(reading),
+        fast=not reading.read,
     )

@@ -111,7 +111,7 @@ def decide_item(deferral_id: str, verdict: str):
     seen_ms = parse_ms(request.form.get("seen_ms"))
     try:
         outcome = decide(svc, holder(), deferral_id, verdict, reason, seen_ms=seen_ms)
-        message, kind = outcome.message, "ok"
+        message, kind = outcome.message, "warn" if outcome.fast else "ok"
     except DecisionRefused as refused:
         message, kind = str(refused), "error"
     on_item_page = request.form.get("on") == "item"
