@@ -1,0 +1,213 @@
+"""Reviewers through the browser-facing endpoints: decisions per second under gunicorn.
+
+    .venv/bin/python bench/reviewer_flow.py [--db sqlite|postgres] [--reviewers 4]
+        [--items 200] [--rounds 3] [--before-tree DIR]
+
+Each reviewer is an HTTP client with its own session: it logs in (GET /login for the
+CSRF token, POST /login), then until the queue is empty: POST /batch/start, GET /batch,
+and for each card the requests a browser sends for it, then the decision (POST
+/batch/<id>/approve as htmx, which answers with the card). N reviewers run at once
+against `gunicorn app:app` (2 gthread workers x 4 threads, bench/common.py), on a fresh
+database holding `--items` low-risk deferrals posted through the signed API.
+
+`--before-tree DIR` runs, in the same run and alternating rounds, the same flow against
+another checkout of the project (e.g. `git archive 42e3859 | tar -x -C DIR`, the commit
+before issue 15; its queue/ is put first on PYTHONPATH as `approval_queue`): there a
+card cost a POST /batch/<id>/open when it took the focus, and then its decision. Here
+the time in view goes with the decision (`seen_ms`): there is no request for "opened".
+Printed: decisions per second (median round), the decision request's p50 and p99 as
+the client saw them, and one reviewer alone (p50 of a decision with nothing else
+running: the server's time plus a loopback round trip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REDIS, ROOT, database, gunicorn  # noqa: E402
+from review.signing import sign_headers  # noqa: E402
+
+PASSWORD = "bench-password"
+CARD = re.compile(r'id="card-(dfr_[0-9A-Z]+)"')
+TOKEN = re.compile(r'"X-CSRFToken": "([^"]+)"')
+
+
+def before_packages(tree: Path) -> str:
+    """A folder where `approval_queue` is the other tree's queue/: the editable install
+    maps that name to this checkout's queue/, which the other tree's code may not fit."""
+    folder = Path(tempfile.gettempdir()) / f"cs-bench-pkgs-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    link = folder / "approval_queue"
+    if not link.exists():
+        link.symlink_to(tree / "queue")
+    return str(folder)
+
+
+def flask(cwd: Path, env: dict[str, str], *args: str, stdin: str = "") -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+@dataclass
+class Tally:
+    decisions: int = 0
+    requests: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def defer_all(base: str, secret: str, n: int) -> None:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for i in range(n):
+            body = json.dumps(
+                {
+                    "action": {"tool": "notes.add", "args": {"note": f"bench {i}"}},
+                    "summary": f"Add note {i}",
+                    "on_behalf_of": {"id": "alice@example.com"},
+                    "risk": {"score": 0},
+                }
+            ).encode()
+            headers = sign_headers(secret, f"msg_{uuid.uuid4().hex}", body)
+            headers["Content-Type"] = "application/json"
+            r = client.post("/api/v1/agents/bench-bot/deferrals", content=body, headers=headers)
+            assert r.status_code == 202, r.text
+
+
+def reviewer(base: str, name: str, old_flow: bool, tally: Tally) -> None:
+    with httpx.Client(base_url=base, timeout=60, follow_redirects=True) as client:
+        page = client.get("/login").text
+        token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page)
+        token = token or re.search(r'type="hidden" name="csrf_token" value="([^"]+)"', page)
+        r = client.post(
+            "/login", data={"username": name, "password": PASSWORD, "csrf_token": token.group(1)}
+        )
+        csrf = TOKEN.search(r.text).group(1)
+        headers = {"X-CSRFToken": csrf, "HX-Request": "true"}
+        while True:
+            batch = client.post("/batch/start", data={"csrf_token": csrf})
+            ids = list(dict.fromkeys(CARD.findall(batch.text)))
+            count = 2
+            if not ids:
+                break
+            for d_id in ids:
+                if old_flow:  # the card took the focus: "opened"
+                    client.post(f"/batch/{d_id}/open", headers={"X-CSRFToken": csrf})
+                    count += 1
+                start = time.perf_counter()
+                r = client.post(
+                    f"/batch/{d_id}/approve",
+                    data={"csrf_token": csrf, "seen_ms": "4000"},
+                    headers=headers,
+                )
+                elapsed = (time.perf_counter() - start) * 1000
+                count += 1
+                with tally.lock:
+                    tally.latencies_ms.append(elapsed)
+                    tally.decisions += "Approved." in r.text
+            with tally.lock:
+                tally.requests += count
+
+
+def run_once(tree: Path, kind: str, reviewers: int, items: int) -> tuple[float, Tally, float]:
+    """One round on a fresh database: decisions per second, the tally, one reviewer's p50."""
+    old_flow = tree != ROOT
+    with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
+        env = {
+            "DATABASE_URL": url,
+            "REDIS_URL": REDIS,
+            "COUNTERSIGN_INSTANCE_DIR": instance,
+            "COUNTERSIGN_AGENT_RATE": "0",
+            "COUNTERSIGN_AGENT_MAX_PENDING": "0",
+            "COUNTERSIGN_BATCH_SIZE": "5",
+        }
+        if old_flow:  # its own worker package too (queue/ is installed as approval_queue)
+            env["PYTHONPATH"] = before_packages(tree)
+        flask(tree, env, "db", "upgrade")
+        names = [f"reviewer{i}" for i in range(reviewers)]
+        for name in names:
+            flask(tree, env, "users", "create", name, "--role", "reviewer", stdin=PASSWORD + "\n")
+        secret = flask(tree, env, "agents", "create", "bench-bot", "--owner", names[0])
+        secret = secret.split()[-1]
+        with gunicorn("app:app", env, cwd=tree) as base:
+            defer_all(base, secret, items)
+            tally = Tally()
+            threads = [
+                threading.Thread(target=reviewer, args=(base, n, old_flow, tally)) for n in names
+            ]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seconds = time.perf_counter() - start
+            alone = Tally()
+            defer_all(base, secret, 40)
+            reviewer(base, names[0], old_flow, alone)
+        return tally.decisions / seconds, tally, statistics.median(alone.latencies_ms)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--reviewers", type=int, default=4)
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before-tree", type=Path)
+    args = parser.parse_args()
+    trees = {"now": ROOT}
+    if args.before_tree:
+        trees = {"before": args.before_tree.resolve(), **trees}
+    results: dict[str, list[tuple[float, Tally, float]]] = {name: [] for name in trees}
+    for n in range(args.rounds):
+        for name, tree in trees.items():
+            rate, tally, alone = run_once(tree, args.db, args.reviewers, args.items)
+            results[name].append((rate, tally, alone))
+            print(
+                f"round {n + 1} {name:<6} {rate:7.1f} decisions/s  ({tally.decisions} decisions, "
+                f"{tally.requests} requests)  decision p50 {pct(tally.latencies_ms, 50):.1f} ms  "
+                f"alone p50 {alone:.1f} ms",
+                flush=True,
+            )
+    print(f"\n{args.db}, {args.reviewers} reviewers, {args.items} items, median of {args.rounds}:")
+    for name, rounds in results.items():
+        rounds.sort(key=lambda r: r[0])
+        rate, tally, _ = rounds[len(rounds) // 2]
+        alone = statistics.median(r[2] for r in rounds)
+        p50, p99 = pct(tally.latencies_ms, 50), pct(tally.latencies_ms, 99)
+        print(
+            f"  {name:<6} {rate:7.1f} decisions/s   decision p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+            f"   one reviewer alone: p50 {alone:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
