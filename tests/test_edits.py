@@ -259,3 +259,50 @@ def test_a_preview_shows_the_diff_patch_and_verdict_without_writing(world):
     assert preview.level == "critical" and preview.approvals_needed == 2
     assert preview.refusal is None
     assert resource(agent, d_id)["action"]["args"]["amount"] == 740
+
+
+WINDOWED = """
+[[rule]]
+id = "refund"
+kind = "tool"
+match = ["billing.refund"]
+points = 10
+detail = "{tool} moves money"
+
+[[rule]]
+id = "principal_refunds_over_2000"
+kind = "window_sum"
+per = ["principal"]
+sum = "amount"
+over = 2000
+window = 3600
+points = 0
+outcome = "deny"
+detail = "{sum} adds up to {total} > {over} for {who} in {window}"
+"""
+
+
+@pytest.fixture
+def windowed(make_app, make_agent, tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text(WINDOWED)
+    app = make_app(policy_file=str(path), agent_rate=0)
+    svc = app.extensions["countersign"]
+    return svc, make_agent().on(app), reviewer(svc, "rita")
+
+
+def test_an_edit_is_judged_by_the_window_rules_with_its_own_amount(windowed):
+    """1000 already refunded for alice this hour; the agent asks for 10, the reviewer
+    edits it: to 900 (1900 in the hour) passes, to 1900 (2900) the policy denies."""
+    svc, agent, rita = windowed
+    earlier = refund()
+    earlier["action"]["args"]["amount"] = 1000
+    earlier_id = agent.defer(earlier).get_json()["id"]
+    assert claim_batch(svc, rita) == [earlier_id]
+    decide(svc, rita, earlier_id, "approve")
+    d_id = held(svc, agent, rita, amount=10)
+    with svc.db.read() as session:
+        deferral = session.get(Deferral, d_id)
+        assert preview_edit(svc, deferral, {"invoice": "INV-1", "amount": 900}).refusal is None
+    with pytest.raises(DecisionRefused, match="policy denies the edited action"):
+        edit_and_approve(svc, rita, d_id, {"invoice": "INV-1", "amount": 1900})

@@ -26,7 +26,7 @@ Execution reports must then carry the edited digest (review/agents/executions.py
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy import update
 from review.agents import breakers
 from review.audit.chain import chained_write, record_event
 from review.identity import identity_key
+from review.intake import policy_windows
 from review.intake.deferrals import action_digest
 from review.intake.diffing import compute_diff
 from review.intake.policy import LEVELS, Evaluation, Facts
@@ -129,6 +130,38 @@ def _facts(deferral: Deferral, args: dict[str, Any]) -> Facts:
     )
 
 
+def _with_windows(
+    svc: Services, deferral: Deferral, facts: Facts, original: dict[str, Any]
+) -> Facts:
+    """The edited action judged by the window rules too, as intake judged the agent's.
+
+    Intake already counted this deferral with the agent's arguments; the counts read
+    now take that share out again (while it is inside the window), so the edited
+    action is counted once, with its own amount. None (Redis could not say) leaves the
+    window rules unjudged, which withholds any automatic allow, as at intake.
+    """
+    counters = policy_windows.counters_for(svc.policy, facts)
+    if not counters:
+        return facts
+    windows = policy_windows.read(svc, counters)
+    if windows:
+        agents_args = replace(facts, args=original.get("args") or {})
+        counted_at_intake = {
+            c.rule: c for c in policy_windows.counters_for(svc.policy, agents_args)
+        }
+        age = (utcnow() - deferral.created_at).total_seconds()
+        for counter in counters:
+            earlier = counted_at_intake.get(counter.rule)
+            seen = windows.get(counter.rule)
+            if earlier is None or seen is None or earlier.key != counter.key:
+                continue
+            if age < earlier.window:
+                windows[counter.rule] = policy_windows.Counted(
+                    max(seen.count - 1, 1), seen.total - earlier.amount, seen.who
+                )
+    return replace(facts, windows=windows)
+
+
 def _verified_identity(deferral: Deferral) -> str:
     """As review/intake/principals.py's Principal.identity: the verified e-mail, else the
     verified subject, else the claimed id."""
@@ -141,7 +174,7 @@ def preview_edit(svc: Services, deferral: Deferral, args: Any) -> EditPreview:
     args = check_args(svc, args)
     original = original_action(deferral)
     action = {"tool": deferral.tool, "args": args}
-    evaluation = svc.policy.evaluate(_facts(deferral, args))
+    evaluation = svc.policy.evaluate(_with_windows(svc, deferral, _facts(deferral, args), original))
     level = max(deferral.risk_level, evaluation.level, key=LEVELS.index)
     refusal = None
     if evaluation.outcome == "deny":
