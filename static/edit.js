@@ -1,6 +1,6 @@
 // Edit, then approve: keeps the per-field inputs and the JSON editor of a card in step,
 // and says at once when the JSON does not parse (the server checks it again, strictly).
-// Loaded by every editor (templates/review/_edit_action.html): it binds once.
+// Loaded once by templates/base.html; one listener on the document serves every card.
 (function () {
   "use strict";
   if (window.countersignEditor) return;
