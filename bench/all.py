@@ -91,10 +91,19 @@ BENCHES = (
         takes_db=False,
     ),
     Bench(
-        "reviewer_flow",
+        "reviewer_screen",
         (),
+        r"cards with|keys pressed|cleared",
+        "5 of 5 demo cards with risk and controls on screen at 1280x720; <= 8 keys (issue 15)",
+        takes_db=False,
+    ),
+    Bench(
+        "reviewer_flow",
+        ("--items", "40", "--rounds", "1", "--reviewers", "2"),
         r"decisions|/s",
-        "decisions/s through the browser-facing endpoints >= 2x before (issue 15)",
+        "decisions/s through the browser-facing endpoints >= 2x before (issue 15; "
+        "--before-tree DIR compares in one run)",
+        takes_db=False,
     ),
 )
 
