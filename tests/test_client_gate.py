@@ -96,7 +96,13 @@ def test_it_runs_the_body_once_approved_and_the_execution_is_on_the_deferral(
     assert read.execution["result"] == {"note": "N-1"}
     # The client computes the service's own digest of the action.
     assert read.action_digest == action_digest("crm.note", NOTE)
-    assert read.on_behalf_of == {"id": "alice@example.com", "display_name": "Alice"}
+    assert read.on_behalf_of == {
+        "id": "alice@example.com",
+        "display_name": "Alice",
+        "verified": False,  # claimed by the agent, no token (PROTOCOL.md section 17)
+        "issuer": None,
+        "groups": [],
+    }
 
 
 def test_the_decorator_runs_with_the_calls_args_and_reports_what_it_returned(
