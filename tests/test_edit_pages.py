@@ -3,6 +3,8 @@ how each form is read, and that a refused edit answers the editor with what was 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.helpers import logged_in, refund
@@ -89,3 +91,14 @@ def test_a_preview_answers_the_new_diff_and_a_strict_error(agent, held):
     ).get_data(as_text=True)
     assert "not valid JSON" in bad
     assert status(agent, d_id)["action"]["args"]["amount"] == 740  # a preview writes nothing
+
+
+def test_hidden_characters_reach_the_json_editor_escaped_and_no_field_input():
+    from review.web.edit_pages import _as_text, flat_fields
+
+    args = {"path": "\u202efdp.exe", "note": "café", "tag": "a\U000e0041b"}
+    text = _as_text(args)
+    assert "\u202e" not in text and "\\u202e" in text and "café" in text
+    assert json.loads(text) == args  # the same arguments once parsed
+    assert flat_fields(args) is None  # an input would show the override working
+    assert flat_fields({"note": "café", "amount": 3}) is not None

@@ -28,6 +28,7 @@ from review.reviewing.patches import patch_changes
 from review.reviewing.reading import parse_ms
 from review.services import current_services
 from review.web.auth import DECIDERS, roles_required
+from review.web.filters import has_hidden, json_with_hidden_escaped
 from review.web.reviewer_pages import card_context, holder, is_htmx
 
 bp = Blueprint("edit", __name__)
@@ -42,8 +43,12 @@ class BadArguments(Exception):
 
 
 def flat_fields(args: Any) -> list[dict[str, Any]] | None:
-    """One input per argument when every argument is text, a number or true/false."""
+    """One input per argument when every argument is text, a number or true/false, and
+    none hides a character (an input shows its value as is: a right-to-left override
+    would reverse what the reviewer reads; the JSON editor writes those escaped)."""
     if not isinstance(args, dict) or not args:
+        return None
+    if any(has_hidden(k) or (isinstance(v, str) and has_hidden(v)) for k, v in args.items()):
         return None
     fields = []
     for n, (key, value) in enumerate(args.items()):
@@ -108,7 +113,7 @@ def edited_args(deferral: Deferral) -> Any:
 def typed() -> dict[str, Any]:
     """What the reviewer typed, to show again with an error."""
     return {
-        "edit_text": request.form.get("args_json"),
+        "edit_text": _escaped_or_none(request.form.get("args_json")),
         "edit_values": {k[4:]: v for k, v in request.form.items() if k.startswith("arg:")},
     }
 
@@ -199,9 +204,14 @@ def init_app(app) -> None:
     app.jinja_env.globals["edit_json"] = _as_text
 
 
+def _escaped_or_none(text: str | None) -> str | None:
+    return None if text is None else json_with_hidden_escaped(text)
+
+
 def _as_text(args: Any) -> str:
-    """Arguments as the JSON editor starts with them (autoescaped by the template)."""
-    return json.dumps(args, indent=2, ensure_ascii=False)
+    """Arguments as the JSON editor starts with them (autoescaped by the template), hidden
+    characters written as \\u escapes."""
+    return json_with_hidden_escaped(json.dumps(args, indent=2, ensure_ascii=False))
 
 
 def _edit_changes(d: Deferral) -> list[dict[str, Any]]:

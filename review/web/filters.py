@@ -43,10 +43,27 @@ _MARKER = Markup('<span class="hidden-char" title="{code} {name}">⟨{code}⟩</
 
 @lru_cache(maxsize=4096)
 def _shown_as(char: str) -> Markup:
-    if unicodedata.category(char) not in _HIDDEN_CATEGORIES and char not in _INVISIBLE_LETTERS:
+    if not is_hidden(char):
         return escape(char)  # an ordinary character: escaping leaves it as it is
     name = unicodedata.name(char, "control character")
     return _MARKER.format(code=f"U+{ord(char):04X}", name=name)  # format() escapes both
+
+
+def is_hidden(char: str) -> bool:
+    """A character a reader would not see as itself (what `reveal` marks)."""
+    return unicodedata.category(char) in _HIDDEN_CATEGORIES or char in _INVISIBLE_LETTERS
+
+
+def has_hidden(text: str) -> bool:
+    return any(is_hidden(m.group()[0]) for m in _CANDIDATE.finditer(text))
+
+
+def json_with_hidden_escaped(text: str) -> str:
+    """JSON text with every hidden character written as its \\u escape: the same value
+    once parsed (they can only stand inside strings), and nothing invisible in an editor."""
+    return _CANDIDATE.sub(
+        lambda m: json.dumps(m.group())[1:-1] if is_hidden(m.group()[0]) else m.group(), text
+    )
 
 
 def reveal(value: Any) -> Markup:
