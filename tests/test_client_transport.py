@@ -74,6 +74,13 @@ def test_a_defer_whose_answer_was_lost_is_retried_as_the_same_deferral(
     assert d.status == "pending" and d.action == {"tool": "billing.refund", "args": REFUND}
 
 
+def test_the_humans_intent_travels_with_the_deferral_into_its_received_event(served, svc):
+    asked = "Refund Alice's duplicate charge from last week"
+    d = deferred(served, intent=asked)
+    (received,) = audit_events(svc, "deferral.received", deferral_id=d.id)
+    assert json.loads(received.payload)["intent"] == asked
+
+
 def test_a_report_whose_answer_was_lost_is_recorded_once(
     countersign_server, served, agent, svc, dropping_proxy
 ):

@@ -86,6 +86,7 @@ class Countersign(ClientBase):
         before: Any = None,
         after: Any = None,
         rationale: str | None = None,
+        intent: str | None = None,
         resource: dict[str, str] | None = None,
         trace_url: str | None = None,
         labels: dict[str, str] | None = None,
@@ -99,7 +100,7 @@ class Countersign(ClientBase):
         call = self._defer_call(
             tool=tool, args=args, summary=summary, on_behalf_of=on_behalf_of,
             idempotency_key=idempotency_key, before=before, after=after, rationale=rationale,
-            resource=resource, trace_url=trace_url, trace_id=trace_id, labels=labels,
+            intent=intent, resource=resource, trace_url=trace_url, trace_id=trace_id, labels=labels,
             expires_in=expires_in, risk=risk,
         )  # fmt: skip
         return wire.deferral_from(self._send(call))
