@@ -116,6 +116,16 @@ def test_an_email_the_issuer_did_not_verify_does_not_count(agent, issuer):
     refused(agent.defer(with_token(token)), "not on_behalf_of.id")
 
 
+def test_an_email_the_issuer_does_not_say_it_verified_does_not_count(agent, issuer):
+    token = issuer.token(sub="u-1", email="alice@example.com")
+    refused(agent.defer(with_token(token)), "not on_behalf_of.id")
+
+
+def test_a_verified_email_names_the_principal(agent, issuer):
+    token = issuer.token(sub="u-1", email="alice@example.com", email_verified=True)
+    assert agent.defer(with_token(token)).status_code == 202
+
+
 def test_an_unsigned_token_is_refused(agent, issuer):
     import jwt
 
@@ -214,7 +224,7 @@ def test_the_token_is_never_stored_exported_or_logged(agent, svc, issuer, caplog
 
 def test_separation_of_duties_uses_the_verified_email(app, svc, agent, issuer, people):
     # The agent names the principal by the IdP's subject; the token says it is rita.
-    token = issuer.token(sub="u-rita", email="rita@example.com")
+    token = issuer.token(sub="u-rita", email="rita@example.com", email_verified=True)
     mine = agent.defer(with_token(token, principal="u-rita")).get_json()["id"]
     Browser(app.test_client(), "rita").post("/batch/start")
     with svc.db.read() as session:

@@ -111,7 +111,9 @@ def read_principal(
     if token is None:
         return claimed
     claims = _verified_claims(keys, token, audience)
-    email = claims.get("email") if claims.get("email_verified") is not False else None
+    # An e-mail counts only when the issuer says it verified it (as for SSO logins): an
+    # issuer that lets users type any address would otherwise vouch for anyone's.
+    email = claims.get("email") if claims.get("email_verified") is True else None
     subject = claims.get("sub")
     if claimed.id not in {c for c in (email, subject) if isinstance(c, str)}:
         raise _refused("the token's email and sub are not on_behalf_of.id")
