@@ -232,3 +232,14 @@ def test_separation_of_duties_uses_the_verified_email(app, svc, agent, issuer, p
     Browser(app.test_client(), "sam").post("/batch/start")
     with svc.db.read() as session:
         assert session.get(Deferral, mine).status == "in_review"
+
+
+def test_the_queue_marks_the_rows_whose_principal_a_token_proved(app, agent, issuer, people):
+    agent.defer(with_token(issuer.token(), summary="Refund proved"))
+    agent.defer(refund(summary="Refund claimed", on_behalf_of={"id": "bob@example.com"}))
+    page = Browser(app.test_client(), "sam").get("/queue").get_data(as_text=True)
+    proved, claimed = (row for row in page.split("<tr>")[2:4])
+    if "Refund claimed" in proved:
+        proved, claimed = claimed, proved
+    assert "Refund proved" in proved and ">verified</span>" in proved
+    assert "Refund claimed" in claimed and ">verified</span>" not in claimed

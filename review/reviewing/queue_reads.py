@@ -75,7 +75,7 @@ class QueueFilter:
 
 
 def queue_rows(session: Session, flt: QueueFilter, limit: int = QUEUE_ROWS) -> list[Any]:
-    """The rows the queue shows: only the columns it needs (the JSON blobs stay on disk)."""
+    """The rows the queue shows: only the columns it needs (the large JSON blobs stay on disk)."""
     return list(
         session.execute(
             select(
@@ -87,6 +87,7 @@ def queue_rows(session: Session, flt: QueueFilter, limit: int = QUEUE_ROWS) -> l
                 Deferral.tool,
                 Deferral.principal_id,
                 Deferral.principal_name,
+                Deferral.principal_verified,  # small: issuer and groups, or null
                 Deferral.expires_at,
                 Deferral.first_approved_by,
                 Agent.slug.label("agent_slug"),
