@@ -64,6 +64,10 @@ access_log_format = (
     'request_id=%({x-request-id}o)s "%(a)s"'
 )
 errorlog = "-"
+# COUNTERSIGN_LOG_FORMAT=json makes gunicorn's lines JSON too, in the app's shape, the access
+# lines with method, path, status, duration_ms and request_id as fields.
+if os.environ.get("COUNTERSIGN_LOG_FORMAT", "text").strip().lower() == "json":
+    logger_class = "review.observability.gunicorn_json.JsonLogger"
 proc_name = "countersign-web"
 
 # --- metrics ------------------------------------------------------------------------------

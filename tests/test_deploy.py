@@ -8,6 +8,7 @@ here both are links to this run's Python, an executable that exists (tests/test_
 the installed commands themselves).
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,28 @@ def test_two_instances_on_one_host_each_keep_their_own_control_socket(settings_o
     finally:
         for folder in (first, second):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.timeout(180)
+def test_json_logs_make_gunicorns_own_lines_json_with_the_request_id(settings_overrides, tmp_path):
+    log = tmp_path / "json.log"
+    folder = Path(tempfile.mkdtemp(prefix="cs-"))
+    try:
+        with gunicorn(
+            settings_overrides, log,
+            COUNTERSIGN_INSTANCE_DIR=str(folder), COUNTERSIGN_LOG_FORMAT="json",
+        ) as (base, _):  # fmt: skip
+            answer = httpx.get(f"{base}/healthz?probe=1", headers={"X-Request-ID": "req-json-1"})
+            assert answer.headers["X-Request-ID"] == "req-json-1"
+            wait_for(lambda: "req-json-1" in log.read_text(), 10)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    (access,) = [line for line in lines if line.get("request_id") == "req-json-1"]
+    assert access["logger"] == "gunicorn.access" and access["status"] == 200
+    assert access["method"] == "GET" and access["path"] == "/healthz"
+    assert access["query"] == "probe=1" and isinstance(access["duration_ms"], int)
+    assert any(line["logger"] == "gunicorn.error" for line in lines)  # "Listening at", as JSON
 
 
 # --- deploy/nginx/countersign.conf in front of it ------------------------------------------
