@@ -60,6 +60,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         receipt_keys,
         request_ids,
         reviewer_pages,
+        slack_interactions,
         sso,
     )
 
@@ -67,6 +68,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     sso.init_app(app, services)  # Log in with SSO, when the OIDC settings are there
     auth.csrf.exempt(api_bp)  # agents sign their requests; there is no browser session
     auth.csrf.exempt(aap_bp)  # AAP clients send bearer tokens; there is no browser session
+    auth.csrf.exempt(slack_interactions.bp)  # Slack signs its requests; no browser session
     filters.init_app(app)
     request_ids.init_app(app)
     app.register_blueprint(api_bp)
@@ -82,6 +84,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     edit_pages.init_app(app)
     policy_pages.init_app(app)
     app.register_blueprint(preferences.bp)
+    app.register_blueprint(slack_interactions.bp)
     cli.init_app(app)
     _api_errors_are_json(app)
     return app

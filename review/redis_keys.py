@@ -120,3 +120,16 @@ REPEAT_MINUTES = "countersign:repeats:minutes"
 # written every maintenance tick (queue/maintenance.py); /readyz and /metrics read the
 # newest. Members silent for a day are dropped as beats are written.
 WORKER_HEARTBEATS = "countersign:worker:heartbeats"
+
+
+# --- Slack (review/notifications/channels/slack*.py) ---------------------------------------
+
+
+def slack_email(team: str, user: str) -> str:
+    """The e-mail Slack's users.info gave for a Slack user ("-": none), for a few minutes."""
+    return f"countersign:slack:email:{team}:{user}"
+
+
+def slack_signature(signature: str) -> str:
+    """Set (expiring) once a signed Slack request was accepted: the same one again is a replay."""
+    return f"countersign:slack:seen:{signature}"

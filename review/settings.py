@@ -248,6 +248,11 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "oidc_admin_groups": _key_list,
     "oidc_reviewer_groups": _key_list,
     "oidc_auditor_groups": _key_list,
+    # --- Slack (PROTOCOL.md section 14; docs/NOTIFICATIONS.md) ---
+    "slack_bot_token": _text,
+    "slack_signing_secret": _text,
+    "slack_channel": _text,
+    "slack_api_url": _optional_url,
 }
 
 
@@ -313,6 +318,10 @@ class Settings:
     oidc_admin_groups: tuple[str, ...]
     oidc_reviewer_groups: tuple[str, ...]
     oidc_auditor_groups: tuple[str, ...]
+    slack_bot_token: str
+    slack_signing_secret: str
+    slack_channel: str
+    slack_api_url: str
 
     @property
     def sso_enabled(self) -> bool:
@@ -370,6 +379,7 @@ def load_settings(
     _complete_audit_witness(values, instance)
     _check_principals(values)
     _check_oidc(values)
+    _check_slack(values)
     if not Path(values["policy_file"]).is_absolute():
         values["policy_file"] = str(resolve(values["policy_file"]))
     if not Path(values["policy_file"]).is_file():
@@ -436,6 +446,25 @@ def _check_oidc(values: dict[str, Any]) -> None:
         values[name] = values[name].strip()
         if not values[name]:
             raise SettingsError(f"{env_name(name)} must name a claim")
+
+
+SLACK_KEYS = ("slack_bot_token", "slack_signing_secret", "slack_channel")
+
+
+def _check_slack(values: dict[str, Any]) -> None:
+    """Slack needs its bot token, signing secret and channel together, or none of them:
+    a message whose buttons nobody can verify, or verified clicks with nowhere to post,
+    would be a channel half on. The API URL (tests: a local stand-in) ends with a slash."""
+    for name in SLACK_KEYS:
+        values[name] = values[name].strip()
+    given = [name for name in SLACK_KEYS if values[name]]
+    if given and len(given) < len(SLACK_KEYS):
+        missing = ", ".join(env_name(n) for n in SLACK_KEYS if n not in given)
+        raise SettingsError(f"Slack needs {missing} too (or none of the three)")
+    url = values["slack_api_url"]
+    if not url:
+        raise SettingsError(f"{env_name('slack_api_url')} must be set (https://slack.com/api/)")
+    values["slack_api_url"] = url.rstrip("/") + "/"
 
 
 def _instance_secret_key(instance: Path) -> str:

@@ -1,0 +1,76 @@
+"""A decision taken in Slack, through the same domain functions as the browser's.
+
+A click on **Approve** (or a submitted rejection reason) is the browser's two steps:
+`claim_one` (the claim rules: the queue's routing, separation of duties, the first of
+two approvals, another reviewer's live lease) then `decide` (status, lease, expiry, the
+two-person rule, separation of duties again, the receipt, the audit event and the
+agent's callback in one transaction). Nothing here bypasses them; the only addition is
+that a reviewer who already holds the deferral (claimed in their browser) decides it
+without claiming it again. Refusals come back as sentences for the person in Slack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from review.models import TERMINAL_STATUSES, Deferral, utcnow
+from review.reviewing.claims import Holder, NotTakeable, claim_one
+from review.reviewing.decisions import DecisionRefused, decide, ended_how
+from review.services import Services
+
+
+@dataclass(frozen=True)
+class SlackDecision:
+    done: bool  # the deferral changed (decided, or given its first of two approvals)
+    message: str  # for the person who clicked
+
+
+def decide_from_slack(
+    svc: Services, holder: Holder, deferral_id: str, verdict: str, reason: str | None = None
+) -> SlackDecision:
+    """Claim (unless held already) and decide, as the browser does; refusals in words."""
+    refused = _already_over(svc, deferral_id)
+    if refused:
+        return SlackDecision(False, refused)
+    if not _holds(svc, holder, deferral_id):
+        try:
+            claim_one(svc, holder, deferral_id)
+        except NotTakeable as exc:
+            return SlackDecision(False, _after_refusal(svc, deferral_id, exc.message))
+    try:
+        decided = decide(svc, holder, deferral_id, verdict, reason)
+    except DecisionRefused as exc:
+        return SlackDecision(False, _after_refusal(svc, deferral_id, exc.message))
+    if decided.status == "expired":
+        return SlackDecision(True, decided.message)
+    if decided.status == "pending":  # the first of two approvals
+        return SlackDecision(True, "Your approval is the first of two: another reviewer decides.")
+    word = "Approved" if decided.status == "approved" else "Rejected"
+    return SlackDecision(True, f"{word}. The agent is told.")
+
+
+def _already_over(svc: Services, deferral_id: str) -> str | None:
+    with svc.db.read() as session:
+        deferral = session.get(Deferral, deferral_id)
+        if deferral is None:
+            return "Countersign has no such deferral."
+        if deferral.status in TERMINAL_STATUSES:
+            return f"Already decided: {ended_how(deferral)}."
+    return None
+
+
+def _holds(svc: Services, holder: Holder, deferral_id: str) -> bool:
+    with svc.db.read() as session:
+        deferral = session.get(Deferral, deferral_id)
+        return bool(
+            deferral is not None
+            and deferral.status == "in_review"
+            and deferral.claimed_by == holder.id
+            and deferral.lease_expires_at is not None
+            and deferral.lease_expires_at >= utcnow()
+        )
+
+
+def _after_refusal(svc: Services, deferral_id: str, message: str) -> str:
+    """A refusal, said as "Already decided: ..." when someone ended it meanwhile."""
+    return _already_over(svc, deferral_id) or message
