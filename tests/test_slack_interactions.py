@@ -95,6 +95,7 @@ def test_approve_from_slack_decides_updates_the_message_and_calls_the_agent_back
     assert response.status_code == 200 and response.get_data() == b""
     assert w.deferral(d_id)["status"] == "approved"
     assert w.deferral(d_id)["decision"]["decided_by"] == ["rita"]
+    assert w.standin.calls_of("chat.update") == []  # reporting waits for the worker
 
     w.work(lambda: w.standin.calls_of("chat.update") and len(w.receiver.requests) == 1)
     [update] = w.standin.calls_of("chat.update")
