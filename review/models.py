@@ -160,7 +160,6 @@ def undecided_fields() -> dict[str, Any]:
         "claimed_by": None,
         "lease_expires_at": None,
         "claimed_at": None,
-        "first_approved_by": None,
         "original_action": None,
         "original_action_digest": None,
         "action_patch": None,
@@ -250,12 +249,14 @@ class Deferral(Base):
     receipt: Mapped[str | None] = mapped_column(Text)
 
     # Reviewing: who holds it (status in_review), since when (the bound on the time in
-    # view their browser reports: review/reviewing/reading.py) and until when, and the
-    # first of two approvals.
+    # view their browser reports: review/reviewing/reading.py) and until when.
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    first_approved_by: Mapped[str | None] = mapped_column(String(64))
+    # Routing (review/intake/policy_routes.py): the reviewer group that may claim it (None:
+    # any reviewer) and the distinct approvers it needs; the approvals are `Approval` rows.
+    route_group: Mapped[str | None] = mapped_column(String(100))
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Edit, then approve (review/reviewing/edits.py): the agent's own action and its
     # digest, and the RFC 6902 patch from it to `action`; all NULL unless edited.
     original_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
@@ -265,6 +266,38 @@ class Deferral(Base):
     agent: Mapped[Agent] = relationship(lazy="joined")
     # Read only for approved deferrals (nothing else can have one): see resources.py.
     execution: Mapped[Execution | None] = relationship(lazy="select", viewonly=True)
+    # Written by review/reviewing/decisions.py with conditional statements, never through
+    # the relationship; read on the card and in the resource.
+    approvals: Mapped[list[Approval]] = relationship(
+        lazy="select", viewonly=True, order_by="Approval.approved_at"
+    )
+
+    @property
+    def approvers(self) -> list[str]:
+        """Who approved it so far, in order (an approved deferral: who decided it)."""
+        if self.status == "approved":
+            return [name for name in self.decided_by or [] if name != "policy"]
+        if (self.required_approvals or 1) < 2:
+            return []  # one approval ends it: nothing to read
+        return [a.username for a in self.approvals]
+
+
+class Approval(Base):
+    """One reviewer's approval of one deferral's action (PROTOCOL.md section 10's quorum).
+
+    The primary key refuses a second approval by the same person, even a racing one. An
+    edit deletes the approvals given before it (they were for another action; the
+    `deferral.edited` event names them).
+    """
+
+    __tablename__ = "approvals"
+
+    deferral_id: Mapped[str] = mapped_column(
+        ForeignKey("deferrals.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action_digest: Mapped[str] = mapped_column(String(71))
 
 
 class Execution(Base):

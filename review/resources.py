@@ -60,6 +60,7 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
             "outcome": (d.policy_outcome or {}).get("outcome", "ask"),
             "rule": (d.policy_outcome or {}).get("rule"),
         },
+        "route": route_resource(d),
         "diff": d.diff,
         "priority": d.priority,
         "trace": trace,
@@ -68,6 +69,19 @@ def deferral_resource(d: Deferral, agent_slug: str | None = None) -> dict[str, A
         "expires_at": rfc3339(d.expires_at),
         "decision": decision,
         "execution": execution_resource(d) if d.status == "approved" else None,
+    }
+
+
+def route_resource(d: Deferral) -> dict[str, Any]:
+    """Who may claim it and how many distinct approvers it needs (PROTOCOL.md section 10)."""
+    approvers = getattr(d, "approvers", None)  # a new deferral's values have no approvals
+    if approvers is None:
+        approved = d.status == "approved"
+        approvers = [n for n in d.decided_by or [] if n != "policy"] if approved else []
+    return {
+        "group": getattr(d, "route_group", None),
+        "required_approvals": getattr(d, "required_approvals", None) or 1,
+        "approvals": list(approvers),
     }
 
 

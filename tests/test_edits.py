@@ -243,7 +243,7 @@ def test_arguments_that_cannot_be_approved_are_refused_clearly(world, args, said
 def test_only_the_holder_may_edit(world):
     _, svc, agent, rita, sam = world
     d_id = held(svc, agent, rita)
-    with pytest.raises(DecisionRefused, match="claim on this item lapsed"):
+    with pytest.raises(DecisionRefused, match="another reviewer holds it now"):
         edit_and_approve(svc, sam, d_id, {"amount": 1})
 
 

@@ -20,6 +20,7 @@ from review.audit import export, verifier
 from review.audit.checkpoints import load_key
 from review.audit.hashing import event_hash_record, link, stored_event_hash, unchained
 from review.intake.deferrals import _deferral_values, _intake_events, create_deferral, prepare
+from review.intake.policy_routes import Routed
 from review.intake.principals import Principal
 from review.models import AuditEvent, Deferral, undecided_fields, utcnow
 from tests.helpers import refund
@@ -49,8 +50,12 @@ VERIFIED = Principal(
 )
 
 
+# A route to a reviewer group with a quorum of 3 (review/intake/policy_routes.py).
+ROUTED = Routed("finance", 3, {"group": "finance", "quorum": 3, "rule": "big_refund"})
+
+
 def _prepared(svc):
-    return replace(prepare(svc, EVERY_FIELD), principal=VERIFIED)
+    return replace(prepare(svc, EVERY_FIELD), principal=VERIFIED, routed=ROUTED)
 
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"

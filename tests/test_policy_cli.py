@@ -78,10 +78,16 @@ def test_test_prints_score_level_factors_outcome_and_route(runner, tmp_path):
     lines = result.output.splitlines()
     assert lines[0] == "score    100 (critical)"
     assert "   +50  retention_to_zero: /backup_retention_period lowered from 7 to 0" in lines
-    assert "outcome  ask" in lines and "route    none (no routing configured)" in lines
+    assert "outcome  ask" in lines and "route    any reviewer, 2 approvals" in lines
     as_json = json.loads(runner.invoke(args=["policy", "test", str(path), "--json"]).output)
     assert as_json["score"] == 100 and as_json["level"] == "critical"
-    assert as_json["outcome"] == "ask" and as_json["rule"] is None and as_json["route"] is None
+    assert as_json["outcome"] == "ask" and as_json["rule"] is None
+    assert as_json["route"] == {
+        "group": None,
+        "quorum": None,
+        "rule": None,
+        "required_approvals": 2,  # critical: COUNTERSIGN_TWO_PERSON_LEVEL's default quorum
+    }
     assert {f["rule"] for f in as_json["factors"]} >= {"retention_to_zero", "infra_change"}
 
 

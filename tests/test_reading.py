@@ -126,7 +126,7 @@ def test_messages_say_what_happened(app, svc, agent, people):
     rita.post("/batch/start")
     rita.post(f"/batch/{critical}/approve", htmx=True)  # 1 of 2: back to the queue
     again = rita.post(f"/batch/{critical}/approve", htmx=True).get_data(as_text=True)
-    assert "you gave it the first of two approvals" in again and "lapsed" not in again
+    assert "you gave it approval 1 of 2" in again and "lapsed" not in again
     rita.post(f"/batch/{first}/approve", htmx=True)
     twice = rita.post(f"/batch/{first}/approve", htmx=True).get_data(as_text=True)
     assert "already approved by rita" in twice and "lapsed" not in twice

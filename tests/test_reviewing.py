@@ -302,7 +302,7 @@ def test_approving_several_takes_only_read_items_and_no_two_person_ones(app, svc
     page = rita.get("/batch").get_data(as_text=True)
     assert "Approved 2 items." in page
     assert "not read yet (in view under 3 s): “plain 2” (in view 1.2 s)" in page
-    assert "Skipped “critical”: needs two approvers" in page
+    assert "Skipped “critical”: needs 2 approvers" in page
     assert plain[2] not in page.split("not read yet")[1].split("</p>")[0]  # summaries, not ids
     statuses = {
         d: agent.get(f"/api/v1/deferrals/{d}").get_json()["status"] for d in plain + [critical]

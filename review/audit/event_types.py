@@ -16,7 +16,8 @@ DEFERRAL = (
     "deferral.claimed",
     "deferral.released",
     "deferral.lease_lapsed",
-    "deferral.approval_1_of_2",
+    "deferral.approval_1_of_2",  # before migration 0020; now approval_recorded
+    "deferral.approval_recorded",  # an approval short of the quorum (review/reviewing/approvals.py)
     "deferral.edited",  # a reviewer approved edited arguments (review/reviewing/edits.py)
     "deferral.consumed",  # an AAP client claimed the approval for its one run
     # How a deferral ends (review/reviewing/ending.py writes f"deferral.{outcome}").

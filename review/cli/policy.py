@@ -1,7 +1,9 @@
 """`flask policy check [FILE]` and `flask policy test DEFERRAL.json` (PROTOCOL.md section 10).
 
 `check` loads a policy file as the app would (the configured risk levels and auto-allow
-ceiling) and exits 1 with `FILE:LINE: reason` for the first error. `test` runs a
+ceiling) and exits 1 with `FILE:LINE: reason` for the first error, a rule that routes
+to a reviewer group that does not exist among them (intake would fall back to any
+reviewer). `test` runs a
 deferral request through intake's own scoring (the diff, the facts, the rules) without
 storing anything, and prints what the policy makes of it.
 """
@@ -15,11 +17,13 @@ from pathlib import Path
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy import select
 
 from review.api.schema import validate
 from review.errors import InvalidRequest
+from review.groups import Group
 from review.intake.deferrals import prepare
-from review.intake.policy import policy_from_settings
+from review.intake.policy import Policy, policy_from_settings, rule_line
 from review.services import Services, current_services
 from review.settings import SettingsError
 
@@ -42,6 +46,10 @@ def policy_check(file: Path | None) -> None:
         policy = policy_from_settings(settings, file)
     except SettingsError as exc:
         _fail(str(exc))
+        return
+    missing = _missing_group(policy, file or settings.policy_path)
+    if missing:
+        _fail(missing)
         return
     deciding = {o: sum(r.outcome == o for r in policy.rules) for o in ("allow", "ask", "deny")}
     click.echo(
@@ -75,14 +83,15 @@ def policy_test(deferral: Path, policy_file: Path | None, as_json: bool, agent: 
         except SettingsError as exc:
             _fail(str(exc))
             return
-    ev = prepare(svc, body, agent).evaluation
+    prepared = prepare(svc, body, agent)
+    ev = prepared.evaluation
     result = {
         "score": ev.score,
         "level": ev.level,
         "factors": ev.factors,
         "outcome": ev.outcome,
         "rule": ev.rule,
-        "route": None,  # routing to reviewer groups is not in this version
+        "route": prepared.routed.audit if prepared.routed else None,
         "policy_version": ev.policy_version,
     }
     if as_json:
@@ -93,8 +102,40 @@ def policy_test(deferral: Path, policy_file: Path | None, as_json: bool, agent: 
     for f in ev.factors:
         click.echo(f"  {f['points']:+4d}  {f['rule']}: {f['detail']}")
     click.echo(f"outcome  {ev.outcome}" + (f" (rule {ev.rule})" if ev.rule else ""))
-    click.echo("route    none (no routing configured)")
+    click.echo(f"route    {_route_line(result['route'])}")
     click.echo(f"policy   {ev.policy_version}")
+
+
+def _route_line(route: dict | None) -> str:
+    if not route:
+        return "any reviewer, 1 approval"
+    who = f"group {route['group']}" if route["group"] else "any reviewer"
+    if route["rule"]:
+        who += f" (rule {route['rule']})"
+    n = route["required_approvals"]
+    line = f"{who}, {n} approval{'s' if n != 1 else ''}"
+    if route.get("fallback"):
+        line += f"; {route['fallback']}"
+    return line
+
+
+def _missing_group(policy: Policy, path: Path) -> str | None:
+    """`FILE:LINE: reason` for the first rule routing to a group that does not exist."""
+    named = {r.group for r in policy.rules if r.group}
+    if not named:
+        return None
+    with current_services().db.read() as session:
+        known = set(session.scalars(select(Group.name).where(Group.name.in_(named))))
+    for index, rule in enumerate(policy.rules):
+        if rule.group and rule.group not in known:
+            text = path.read_text(encoding="utf-8")
+            line = rule_line(text, index, "group")
+            return (
+                f"risk policy {path}:{line}: rule {rule.id!r}: no reviewer group "
+                f"{rule.group!r} exists (create it with `flask groups create`); intake "
+                "would let any reviewer claim what it routes"
+            )
+    return None
 
 
 def _with_policy(svc: Services, path: Path) -> Services:

@@ -35,9 +35,10 @@ from review.agents.registry import Signer
 from review.audit.chain import GuardedAgent, append_events, rows_json, take_head
 from review.audit.hashing import canonical_json, unchained
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
+from review.groups import Group
 from review.identity import identity_key
 from review.ids import new_deferral_id
-from review.intake import policy_decisions, policy_windows, priority
+from review.intake import policy_decisions, policy_routes, policy_windows, priority
 from review.intake.diffing import ABSENT, compute_diff
 from review.intake.policy import Evaluation, Facts
 from review.intake.principals import Principal, read_principal, verified_values, without_token
@@ -73,6 +74,8 @@ class Prepared:
     principal: Principal
     audit_intent: Any  # the intent as the audit log keeps it (redactable: path `intent`)
     counters: list[policy_windows.Counter] = field(default_factory=list)  # added once stored
+    # The reviewer group and quorum (review/intake/policy_routes.py); None: any, by level.
+    routed: policy_routes.Routed | None = None
 
 
 def prepare(svc: Services, body: dict[str, Any], agent_slug: str | None = None) -> Prepared:
@@ -113,18 +116,31 @@ def prepare(svc: Services, body: dict[str, Any], agent_slug: str | None = None) 
     if counters:
         facts = replace(facts, windows=policy_windows.read(svc, counters))
     redact = svc.redactor.apply
+    evaluation = svc.policy.evaluate(facts)
     return Prepared(
         body,
         request_hash(body),
         action_digest(action),
         diff,
-        svc.policy.evaluate(facts),
+        evaluation,
         audit_action=redact("action", action),
         audit_state={k: redact(k, body[k]) for k in ("before", "after") if k in body},
         principal=principal,
         audit_intent=redact("intent", body["intent"]) if "intent" in body else None,
         counters=counters,
+        routed=route_of(svc, evaluation),
     )
+
+
+def route_of(svc: Services, ev: Evaluation) -> policy_routes.Routed:
+    """The evaluation's route, with the group looked up (only when a rule names one)."""
+    exists = True
+    if ev.route.group is not None:
+        with svc.db.read() as session:
+            exists = (
+                session.scalar(select(Group.name).where(Group.name == ev.route.group)) is not None
+            )
+    return policy_routes.resolve(ev.route, svc.settings.two_person_level, ev.level, exists)
 
 
 @dataclass(frozen=True)
@@ -315,6 +331,7 @@ def _deferral_values(
     """
     s = svc.settings
     body, ev = prepared.body, prepared.evaluation
+    routed = prepared.routed or route_of(svc, ev)
     expires_at = now + timedelta(seconds=body.get("expires_in", s.default_expires_in))
     rank = priority.rank(
         ev.score,
@@ -360,6 +377,8 @@ def _deferral_values(
         "agent_risk": body.get("risk"),
         "policy_version": ev.policy_version,
         "policy_outcome": {"outcome": ev.outcome, "rule": ev.rule},
+        "route_group": routed.group,
+        "required_approvals": routed.required_approvals,
         "priority": priority.clamp_priority(at_intake),
         "rank": rank,
         "created_at": now,
@@ -396,6 +415,7 @@ def _intake_events(slug: str, v: dict[str, Any], prepared: Prepared) -> list[dic
         **ev.as_risk(),
         "priority": v["priority"],
         "diff": {"count": prepared.diff["count"], "truncated": prepared.diff["truncated"]},
+        "route": prepared.routed.audit if prepared.routed else None,
     }
     return [
         {**common, "event_type": "deferral.received", "payload": received},

@@ -33,6 +33,7 @@ from review.intake.policy_conditions import check_when, holds
 from review.intake.policy_effects import Effect, effects_of
 from review.intake.policy_globs import any_of, lowered
 from review.intake.policy_pacts import AGENT_SLUG, Pact, PactError, pact_line, parse_pacts
+from review.intake.policy_routes import NO_ROUTE, Route, check_route, choose_route
 from review.intake.policy_rules import KINDS, check_params, index_args
 from review.settings import Settings, SettingsError
 
@@ -95,6 +96,7 @@ class Evaluation:
     policy_version: str
     outcome: str = "ask"
     rule: str | None = None  # the rule that set the outcome; None: no rule did
+    route: Route = NO_ROUTE  # the reviewer group and quorum the rules ask (policy_routes.py)
 
     def as_risk(self) -> dict[str, Any]:
         return {
@@ -124,6 +126,8 @@ class Rule:
     outcome: str | None = None
     when: dict[str, Any] | None = None  # conditions (review/intake/policy_conditions.py)
     agents: tuple[str, ...] | None = None  # None: every agent; else only these (their pacts)
+    group: str | None = None  # routing (review/intake/policy_routes.py)
+    quorum: int | None = None
 
     def __post_init__(self) -> None:
         # Worked out once, so most rules are passed over without running their matcher:
@@ -218,7 +222,10 @@ class Policy:
             )
             return Evaluation(score, level, factors, facts.agent_score, self.version, "deny", SCOPE)
         outcome, rule = self._outcome([r for r, _ in matched if r.outcome], level, facts, factors)
-        return Evaluation(score, level, factors, facts.agent_score, self.version, outcome, rule)
+        route = choose_route(r for r, _ in matched if r.group or r.quorum)
+        return Evaluation(
+            score, level, factors, facts.agent_score, self.version, outcome, rule, route
+        )
 
     def _outcome(
         self, deciding: list[Rule], level: str, facts: Facts, factors: list[dict[str, Any]]
@@ -312,7 +319,7 @@ def load_policy(
                 raise _RuleError(i, "id", f"duplicate rule ids ['{rule.id}']")
             seen.add(rule.id)
     except _RuleError as exc:
-        raise PolicyError(path, _rule_line(text, exc.index, exc.key), exc.reason) from None
+        raise PolicyError(path, rule_line(text, exc.index, exc.key), exc.reason) from None
     pacts = _parse_pacts(path, text, data.get("agents", {}))
     canonical: dict[str, Any] = {
         "levels": list(thresholds),
@@ -326,6 +333,8 @@ def load_policy(
                 **({"outcome": r.outcome} if r.outcome else {}),
                 **({"when": r.when} if r.when else {}),
                 **({"agents": list(r.agents)} if r.agents is not None else {}),
+                **({"group": r.group} if r.group else {}),
+                **({"quorum": r.quorum} if r.quorum else {}),
                 **r.params,
             }
             for r in rules
@@ -339,7 +348,9 @@ def load_policy(
     return Policy(rules, thresholds, version, auto_allow_max_level, pacts)
 
 
-FIXED_KEYS = frozenset({"id", "kind", "points", "detail", "outcome", "when", "agents"})
+FIXED_KEYS = frozenset(
+    {"id", "kind", "points", "detail", "outcome", "when", "agents", "group", "quorum"}
+)
 
 
 def _parse_pacts(path: Path, text: str, raw: Any) -> dict[str, Pact]:
@@ -390,6 +401,8 @@ def _parse_rule(raw: Any, index: int) -> Rule:
     when = raw.get("when")
     if when is not None and (problem := check_when(when)) is not None:
         raise fail("when", problem[1])
+    if (bad_route := check_route(raw)) is not None:
+        raise fail(*bad_route)
     spec = KINDS[kind]
     params = {k: v for k, v in raw.items() if k not in FIXED_KEYS}
     extra = sorted(set(params) - set(spec.required) - set(spec.optional))
@@ -410,7 +423,16 @@ def _parse_rule(raw: Any, index: int) -> Rule:
     except (KeyError, IndexError, ValueError) as exc:
         raise fail("detail", f"detail uses an unknown placeholder {exc}") from None
     return Rule(
-        rule_id, kind, points, detail, params, outcome, when, tuple(agents) if agents else None
+        rule_id,
+        kind,
+        points,
+        detail,
+        params,
+        outcome,
+        when,
+        tuple(agents) if agents else None,
+        raw.get("group"),
+        raw.get("quorum"),
     )
 
 
@@ -420,7 +442,7 @@ RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
 TABLE_HEADER = re.compile(r"^\s*\[")
 
 
-def _rule_line(text: str, index: int, key: str | None) -> int | None:
+def rule_line(text: str, index: int, key: str | None) -> int | None:
     """The line of rule #index's `key` (or of its [[rule]] header), 1-based."""
     lines = text.splitlines()
     headers = [n for n, line in enumerate(lines) if RULE_HEADER.match(line)]

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from review.models import Deferral, utcnow
-from review.reviewing.claims import Holder, two_person_levels
+from review.reviewing.claims import Holder
 from review.reviewing.decisions import Decided, DecisionRefused, decide
 from review.reviewing.reading import assess
 from review.services import Services
@@ -51,7 +51,6 @@ def decide_many(
     ids = list(dict.fromkeys(ids))[:MAX_ITEMS]
     with svc.db.read() as session:
         rows = {d.id: d for d in session.scalars(select(Deferral).where(Deferral.id.in_(ids)))}
-    two_person = two_person_levels(svc.settings.two_person_level)
     done: list[Decided] = []
     unread: list[Skipped] = []
     skipped: list[Skipped] = []
@@ -70,10 +69,9 @@ def decide_many(
             if not reading.read:
                 unread.append(Skipped(d.id, d.summary, f"in view {reading.seconds:.1f} s"))
                 continue
-            if d.risk_level in two_person:
-                skipped.append(
-                    Skipped(d.id, d.summary, "needs two approvers: approve it on its own")
-                )
+            if d.required_approvals > 1:
+                why = f"needs {d.required_approvals} approvers: approve it on its own"
+                skipped.append(Skipped(d.id, d.summary, why))
                 continue
         try:
             done.append(

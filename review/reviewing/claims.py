@@ -6,6 +6,11 @@ different rows without waiting; on SQLite the IMMEDIATE transaction serialises t
 claims. Either way a deferral is held by one reviewer at a time. A lease lapses after
 COUNTERSIGN_LEASE_SECONDS without activity; lapsed claims go back to the queue the
 next time anyone claims, and any action in the batch renews the lease.
+
+What a reviewer may take (`_takeable`): pending, not asked on their own behalf, not one
+they approved already (its next approval must come from someone else), and, when a
+policy rule routed it to a reviewer group (PROTOCOL.md section 10), only if they are in
+that group or an admin. Membership is read in the claim's own transaction.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from review.audit.chain import chained_write, record_events
 from review.errors import InvalidState
+from review.groups import groups_of
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
-from review.models import Agent, Deferral, utcnow
+from review.models import Agent, Approval, Deferral, User, utcnow
 from review.services import Services
 
 
@@ -111,14 +117,29 @@ def held_ids(session: Session, holder: Holder, now: datetime) -> list[str]:
     )
 
 
-def _takeable(table, holder: Holder) -> list:
-    """What a reviewer may claim: pending, not made on their own behalf (they may not
-    approve it), not their own first approval (the second must come from someone else)."""
-    return [
+@dataclass(frozen=True)
+class Standing:
+    """What the reviewer is, as claims ask it: admin or not, and their groups."""
+
+    admin: bool
+    groups: tuple[str, ...]
+
+
+def standing(session: Session, holder: Holder) -> Standing:
+    role = session.scalar(select(User.role).where(User.id == holder.id))
+    return Standing(role == "admin", tuple(groups_of(session, holder.username)))
+
+
+def _takeable(table, holder: Holder, who: Standing) -> list:
+    """What a reviewer may claim (see the module doc)."""
+    conditions = [
         table.c.status == "pending",
         table.c.principal_key.not_in(sorted(holder.identity_keys)),
-        or_(table.c.first_approved_by.is_(None), table.c.first_approved_by != holder.username),
+        ~exists().where(Approval.deferral_id == table.c.id, Approval.username == holder.username),
     ]
+    if not who.admin:
+        conditions.append(or_(table.c.route_group.is_(None), table.c.route_group.in_(who.groups)))
+    return conditions
 
 
 def claim_batch(
@@ -138,9 +159,10 @@ def claim_batch(
         held = held_ids(session, holder, now)
         wanted = size - len(held)
         if wanted > 0:
+            who = standing(session, holder)
             candidates = session.execute(
                 select(table.c.id, table.c.agent_id)
-                .where(*_takeable(table, holder), *where)
+                .where(*_takeable(table, holder, who), *where)
                 .order_by(table.c.rank.desc())
                 .limit(wanted)
                 .with_for_update(skip_locked=True)
@@ -196,13 +218,14 @@ def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | N
     table = Deferral.__table__
     with chained_write(svc.db) as session:
         return_lapsed_claims(session, now)
+        who = standing(session, holder)
         row = session.execute(
             select(table.c.id, table.c.agent_id)
-            .where(table.c.id == deferral_id, *_takeable(table, holder))
+            .where(table.c.id == deferral_id, *_takeable(table, holder, who))
             .with_for_update(skip_locked=True)
         ).first()
         if row is None:
-            raise NotTakeable(_why_not(session, holder, deferral_id))
+            raise NotTakeable(_why_not(session, holder, who, deferral_id))
         _claim(session, [row], holder, now, lease_until)
         session.execute(
             update(table)
@@ -211,7 +234,7 @@ def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | N
         )
 
 
-def _why_not(session: Session, holder: Holder, deferral_id: str) -> str:
+def _why_not(session: Session, holder: Holder, who: Standing, deferral_id: str) -> str:
     d = session.get(Deferral, deferral_id)
     if d is None:
         return "There is no such deferral."
@@ -221,9 +244,44 @@ def _why_not(session: Session, holder: Holder, deferral_id: str) -> str:
         return "Another reviewer holds it right now."
     if d.status != "pending":
         return f"It is already {d.status}."
-    if d.first_approved_by == holder.username:
-        return "You gave it the first of two approvals: the second must come from another reviewer."
+    given = [a.username for a in d.approvals]
+    if holder.username in given:
+        return (
+            f"You gave it one of its {len(given)} of {d.required_approvals} approvals: "
+            "the next must come from another reviewer."
+        )
+    if d.route_group is not None and not who.admin and d.route_group not in who.groups:
+        return (
+            f"It is routed to the reviewer group {d.route_group}: only its members "
+            "(and admins) may claim it."
+        )
     return "It was made on your own behalf: another reviewer must decide it."
+
+
+def withheld_note(svc: Services, holder: Holder) -> str:
+    """Why pending items are not offered to this reviewer, for an empty Start batch:
+    " (N pending items are routed to groups you are not in: a, b)", or ""."""
+    table = Deferral.__table__
+    with svc.db.read() as session:
+        who = standing(session, holder)
+        if who.admin:
+            return ""
+        rows = session.execute(
+            select(table.c.route_group, func.count())
+            .where(
+                table.c.status == "pending",
+                table.c.route_group.is_not(None),
+                table.c.route_group.not_in(who.groups),
+            )
+            .group_by(table.c.route_group)
+            .order_by(table.c.route_group)
+        ).all()
+    if not rows:
+        return ""
+    count = sum(n for _, n in rows)
+    items = "item is" if count == 1 else "items are"
+    groups = ", ".join(g for g, _ in rows)
+    return f" ({count} pending {items} routed to groups you are not in: {groups})"
 
 
 def release_batch(svc: Services, holder: Holder, now: datetime | None = None) -> int:

@@ -1,8 +1,10 @@
 """Reviewers' decisions: approve or reject a held deferral, alone or several at once.
 
 Each decision is one transaction under the audit chain's lock: checks (status, holder,
-live lease, expiry, separation of duties, the two-person rule), then the conditional
-UPDATE of review/reviewing/ending.py and its audit event and callback. An approval is
+live lease, expiry: `held_for_decision`, which edits share; separation of duties, the
+quorum), then the conditional UPDATE of review/reviewing/ending.py and its audit event
+and callback. An approval short of the deferral's quorum (`required_approvals`,
+review/reviewing/approvals.py) is recorded and sends it back to the queue instead. An approval is
 signed in the same transaction (review/reviewing/receipts.py): its receipt is stored
 with it, so the resource and the callback carry it, and its claims go into the event.
 The time the reviewer had the item in view comes with the decision and goes into its
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review.agents import breakers
@@ -24,7 +27,8 @@ from review.errors import DomainError
 from review.identity import identity_key
 from review.models import TERMINAL_STATUSES, Deferral, utcnow
 from review.resources import rfc3339
-from review.reviewing.claims import Holder, two_person_levels
+from review.reviewing import approvals
+from review.reviewing.claims import Holder
 from review.reviewing.ending import AlreadyDecided, end_deferral, expire
 from review.reviewing.patches import edit_evidence
 from review.reviewing.reading import Reading, assess
@@ -64,13 +68,16 @@ def ended_how(deferral: Deferral) -> str:
     return f"{deferral.status} by {names}{reason}"
 
 
-def _not_held(deferral: Deferral, holder: Holder) -> str:
+def _not_held(session: Session, deferral: Deferral, holder: Holder) -> str:
     """Why a reviewer who does not (or no longer) hold a live deferral cannot decide it."""
-    if deferral.status == "pending" and deferral.first_approved_by == holder.username:
-        return (
-            "Nothing changed: you gave it the first of two approvals; "
-            "it waits in the queue for a second reviewer."
-        )
+    if deferral.status == "pending":
+        given = approvals.approvers_of(session, deferral.id)
+        if holder.username in given:
+            n = given.index(holder.username) + 1
+            return (
+                f"Nothing changed: you gave it approval {n} of {deferral.required_approvals}; "
+                "it waits in the queue for another reviewer."
+            )
     if deferral.status == "in_review" and deferral.claimed_by not in (None, holder.id):
         return "Nothing changed: another reviewer holds it now."
     return (
@@ -93,7 +100,10 @@ def decide(
     `seen_ms`: how long the item was in view, as the reviewer's browser measured it.
     After it commits, the decision counts towards the agent's rejection breaker.
     """
-    decided = _decide(svc, holder, deferral_id, verdict, reason, now, seen_ms)
+    try:
+        decided = _decide(svc, holder, deferral_id, verdict, reason, now, seen_ms)
+    except IntegrityError:  # a second approval by the same person, past the checks
+        raise DecisionRefused("Nothing changed: you approved it already.") from None
     if decided.agent_slug:
         breakers.after_decision(svc, decided.agent_slug, decided.status, decided.rejection_limit)
     return decided
@@ -117,47 +127,86 @@ def _decide(
     if reason and len(reason) > MAX_REASON:
         raise DecisionRefused(f"Keep the reason under {MAX_REASON} characters.")
     with chained_write(svc.db) as session:
-        deferral = session.get(Deferral, deferral_id)
-        if deferral is None:
-            raise DecisionRefused("There is no such deferral.")
-        if deferral.status in TERMINAL_STATUSES:
-            raise DecisionRefused(f"Nothing changed: it was already {ended_how(deferral)}.")
-        if deferral.expires_at <= now:
-            expire(session, deferral, now)
-            return Decided(
-                deferral.id,
-                "expired",
-                "It expired before your decision and was denied; nothing was approved.",
-            )
-        if (
-            deferral.status != "in_review"
-            or deferral.claimed_by != holder.id
-            or deferral.lease_expires_at is None
-            or deferral.lease_expires_at < now
-        ):
-            raise DecisionRefused(_not_held(deferral, holder))
-        reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
+        held = held_for_decision(session, deferral_id, holder, now)
+        if isinstance(held, Decided):
+            return held
+        reading = assess(seen_ms, held.claimed_at, now, svc.settings.min_read_seconds)
         _renew_lease(session, svc, holder, now)
         if verdict == "reject":
-            return _end(svc, session, deferral, holder, "rejected", reason, now, reading)
-        if identity_key(deferral.principal_id) in holder.identity_keys:
-            raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
-        if deferral.risk_level in two_person_levels(svc.settings.two_person_level):
-            if deferral.first_approved_by is None:
-                return _first_of_two(session, deferral, holder, reason, now, reading)
-            if deferral.first_approved_by == holder.username:
-                raise DecisionRefused("The second approval must come from another reviewer.")
-        return _end(
-            svc,
-            session,
-            deferral,
-            holder,
-            "approved",
-            reason,
-            now,
-            reading,
-            valid_until=now + timedelta(seconds=svc.settings.approval_ttl),
+            return _end(svc, session, held, holder, "rejected", reason, now, reading)
+        check_may_approve(held, holder)
+        return approve(svc, session, held, holder, reason, now, reading)
+
+
+def held_for_decision(
+    session: Session, deferral_id: str, holder: Holder, now: datetime
+) -> Deferral | Decided:
+    """The deferral, when `holder` holds it under a live lease and it may still be
+    decided (approved, rejected or edited); else DecisionRefused saying why. One that
+    expired meanwhile is ended as expired in the caller's transaction, and the answer
+    says so (a Decided, not the deferral)."""
+    deferral = session.get(Deferral, deferral_id)
+    if deferral is None:
+        raise DecisionRefused("There is no such deferral.")
+    if deferral.status in TERMINAL_STATUSES:
+        raise DecisionRefused(f"Nothing changed: it was already {ended_how(deferral)}.")
+    if deferral.expires_at <= now:
+        expire(session, deferral, now)
+        return Decided(
+            deferral.id,
+            "expired",
+            "It expired before your decision and was denied; nothing was approved.",
         )
+    if (
+        deferral.status != "in_review"
+        or deferral.claimed_by != holder.id
+        or deferral.lease_expires_at is None
+        or deferral.lease_expires_at < now
+    ):
+        raise DecisionRefused(_not_held(session, deferral, holder))
+    return deferral
+
+
+def check_may_approve(deferral: Deferral, holder: Holder) -> None:
+    """Separation of duties: nobody approves what was asked on their own behalf."""
+    if identity_key(deferral.principal_id) in holder.identity_keys:
+        raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
+
+
+def approve(
+    svc: Services,
+    session: Session,
+    deferral: Deferral,
+    holder: Holder,
+    reason: str | None,
+    now: datetime,
+    reading: Reading,
+) -> Decided:
+    """The holder's approval of the held deferral's current action: the one that makes
+    its quorum approves it; one short of it is recorded, and the deferral goes back to
+    the queue for another reviewer."""
+    given = approvals.approvers_of(session, deferral.id)
+    if holder.username in given:
+        raise DecisionRefused(
+            "You approved it already: the next approval must come from another reviewer."
+        )
+    approvals.add_approval(session, deferral, holder.username, now)
+    if len(given) + 1 < deferral.required_approvals:
+        return _short_of_quorum(
+            session, deferral, holder, [*given, holder.username], reason, now, reading
+        )
+    return _end(
+        svc,
+        session,
+        deferral,
+        holder,
+        "approved",
+        reason,
+        now,
+        reading,
+        valid_until=now + timedelta(seconds=svc.settings.approval_ttl),
+        earlier=given,
+    )
 
 
 def _renew_lease(session: Session, svc: Services, holder: Holder, now: datetime) -> None:
@@ -184,11 +233,10 @@ def _end(
     now: datetime,
     reading: Reading,
     valid_until: datetime | None = None,
+    earlier: list[str] | None = None,
 ) -> Decided:
-    approvers = (
-        [deferral.first_approved_by] if outcome == "approved" and deferral.first_approved_by else []
-    )
-    decided_by = [*approvers, holder.username]
+    """End the held deferral; `earlier`: the approvals before the holder's (an approval)."""
+    decided_by = [*(earlier or []), holder.username]
     receipt = None
     if outcome == "approved" and valid_until is not None:
         receipt = issue_receipt(svc.settings, deferral, decided_by, now, valid_until)
@@ -252,51 +300,40 @@ def _fast_note(reading: Reading) -> str:
     return f" (flagged: decided after {reading.seconds:.1f} s in view, under {reading.minimum} s)"
 
 
-def _first_of_two(
+def _short_of_quorum(
     session: Session,
     deferral: Deferral,
     holder: Holder,
+    given: list[str],
     reason: str | None,
     now: datetime,
     reading: Reading,
 ) -> Decided:
-    table = Deferral.__table__
-    done = session.execute(
-        update(table)
-        .where(
-            table.c.id == deferral.id,
-            table.c.status == "in_review",
-            table.c.claimed_by == holder.id,
-            table.c.first_approved_by.is_(None),
-        )
-        .values(
-            status="pending",
-            first_approved_by=holder.username,
-            claimed_by=None,
-            claimed_at=None,
-            lease_expires_at=None,
-        )
-    ).rowcount
-    if done != 1:
+    """Record an approval short of the quorum; the deferral goes back to the queue."""
+    if not approvals.back_to_the_queue(session, deferral.id, holder.id, now):
         raise DecisionRefused("Nothing changed: someone else acted on it first.")
+    required = deferral.required_approvals
     record_event(
         session,
         actor_kind="user",
         actor_id=holder.username,
-        event_type="deferral.approval_1_of_2",
+        event_type=approvals.RECORDED,
         agent=deferral.agent.slug,
         deferral_id=deferral.id,
         payload={
             "reason": reason,
             "risk_level": deferral.risk_level,
             "action_digest": deferral.action_digest,
+            "approvals": given,
+            "required_approvals": required,
             **_reading_payload(reading),
         },
         at=now,
     )
+    count = approvals.count_phrase(len(given), required)
     return Decided(
         deferral.id,
         "pending",
-        "1 of 2 approvals: it goes back to the queue for a second reviewer." + _fast_note(reading),
+        f"{count}: it goes back to the queue for another reviewer." + _fast_note(reading),
         fast=not reading.read,
     )

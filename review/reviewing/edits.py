@@ -10,16 +10,21 @@ under the chain lock:
    counted again: their counts already hold this deferral.
    A `deny` refuses the edit and changes nothing. An edit may raise the risk, never
    lower it: when the edited action scores a higher level, the deferral takes its score,
-   level and factors (and that level's quorum); otherwise it keeps its own;
+   level and factors; its quorum becomes the highest of its own, the new level's and
+   the edited action's rules' (review/intake/policy_routes.py); its group stays;
 2. `action` and `action_digest` become the edited ones; the agent's own action and
    digest are kept once, in `original_action` and `original_action_digest`, and
    `action_patch` holds the RFC 6902 patch from it (review/reviewing/patches.py).
-   Approvals given before the edit were for another action: they no longer count;
+   Approvals given before the edit were for another action: they are deleted
+   (review/reviewing/approvals.py), and the event names them;
 3. a `deferral.edited` event records the patch (between the actions as the audit log
    redacts them), both digests and the new evaluation;
 4. the edit counts as the editor's approval: the deferral is approved (its receipt says
-   `edited: true`), or, when its level needs more approvers, it goes back to the queue
-   with the edited action, awaiting them (review/reviewing/decisions.py's rules).
+   `edited: true`), or, when its quorum needs more approvers, it goes back to the queue
+   with the edited action, awaiting them (review/reviewing/decisions.py's `approve`).
+
+The preconditions (held under a live lease, not ended, not expired) are
+decisions.py's `held_for_decision`, so both say the same thing.
 
 Execution reports must then carry the edited digest (review/agents/executions.py).
 """
@@ -27,7 +32,7 @@ Execution reports must then carry the edited digest (review/agents/executions.py
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import rfc8785
@@ -35,16 +40,14 @@ from sqlalchemy import update
 
 from review.agents import breakers
 from review.audit.chain import chained_write, record_event
-from review.identity import identity_key
-from review.intake import policy_windows
+from review.intake import policy_routes, policy_windows
 from review.intake.deferrals import action_digest
 from review.intake.diffing import compute_diff
 from review.intake.policy import LEVELS, Evaluation, Facts
-from review.models import TERMINAL_STATUSES, Deferral, utcnow
-from review.reviewing import decisions
-from review.reviewing.claims import Holder, two_person_levels
+from review.models import Deferral, utcnow
+from review.reviewing import approvals, decisions
+from review.reviewing.claims import Holder
 from review.reviewing.decisions import Decided, DecisionRefused
-from review.reviewing.ending import expire
 from review.reviewing.patches import action_patch, audited_patch
 from review.reviewing.reading import assess
 from review.services import Services
@@ -69,9 +72,13 @@ class EditPreview:
     refusal: str | None  # why the edit cannot be approved (the policy denies it); None: it can
 
 
-def approvals_needed(svc: Services, level: str) -> int:
-    """Distinct approvers a level needs: two from COUNTERSIGN_TWO_PERSON_LEVEL, else one."""
-    return 2 if level in two_person_levels(svc.settings.two_person_level) else 1
+def approvals_needed(svc: Services, deferral: Deferral, level: str, ev: Evaluation) -> int:
+    """Distinct approvers the edited deferral needs: its own quorum, the (possibly
+    raised) level's and the edited action's rules', whichever is highest."""
+    return max(
+        deferral.required_approvals or 1,
+        policy_routes.required_approvals(svc.settings.two_person_level, level, ev.route),
+    )
 
 
 def original_action(deferral: Deferral) -> dict[str, Any]:
@@ -195,7 +202,7 @@ def preview_edit(svc: Services, deferral: Deferral, args: Any) -> EditPreview:
         diff=diff,
         evaluation=evaluation,
         level=level,
-        approvals_needed=approvals_needed(svc, level),
+        approvals_needed=approvals_needed(svc, deferral, level, evaluation),
         refusal=refusal,
     )
 
@@ -231,31 +238,10 @@ def _edit(
     if reason and len(reason) > decisions.MAX_REASON:
         raise DecisionRefused(f"Keep the reason under {decisions.MAX_REASON} characters.")
     with chained_write(svc.db) as session:
-        deferral = session.get(Deferral, deferral_id)
-        if deferral is None:
-            raise DecisionRefused("There is no such deferral.")
-        if deferral.status in TERMINAL_STATUSES:
-            names = ", ".join(deferral.decided_by or []) or "the system"
-            raise DecisionRefused(f"Nothing changed: it was already {deferral.status} by {names}.")
-        if deferral.expires_at <= now:
-            expire(session, deferral, now)
-            return Decided(
-                deferral.id,
-                "expired",
-                "It expired before your decision and was denied; nothing was approved.",
-            )
-        if (
-            deferral.status != "in_review"
-            or deferral.claimed_by != holder.id
-            or deferral.lease_expires_at is None
-            or deferral.lease_expires_at < now
-        ):
-            raise DecisionRefused(
-                "Nothing changed: your claim on this item lapsed, so it went back to the queue "
-                "(another reviewer may hold it now). Start a new batch to see it again."
-            )
-        if identity_key(deferral.principal_id) in holder.identity_keys:
-            raise DecisionRefused("You cannot approve a deferral made on your own behalf.")
+        deferral = decisions.held_for_decision(session, deferral_id, holder, now)
+        if isinstance(deferral, Decided):
+            return deferral
+        decisions.check_may_approve(deferral, holder)
         preview = preview_edit(svc, deferral, args)
         if preview.refusal:
             raise DecisionRefused(preview.refusal)
@@ -265,25 +251,14 @@ def _edit(
         _store_edit(svc, session, deferral, holder, preview, now)
         session.refresh(deferral)
         decisions._renew_lease(session, svc, holder, now)
-        if preview.approvals_needed > 1:
-            decisions._first_of_two(session, deferral, holder, reason, now, reading)
+        decided = decisions.approve(svc, session, deferral, holder, reason, now, reading)
+        if decided.status == "pending":
             return Decided(
                 deferral.id,
                 "pending",
                 f"Edited, and your approval is 1 of {preview.approvals_needed}: a "
                 f"{preview.level} action goes back to the queue for another reviewer.",
             )
-        decided = decisions._end(
-            svc,
-            session,
-            deferral,
-            holder,
-            "approved",
-            reason,
-            now,
-            reading,
-            valid_until=now + timedelta(seconds=svc.settings.approval_ttl),
-        )
         return Decided(
             decided.deferral_id,
             decided.status,
@@ -312,7 +287,7 @@ def _store_edit(
         "original_action": None if back_to_original else original,
         "original_action_digest": None if back_to_original else original_digest,
         "action_patch": None if back_to_original else preview.patch,
-        "first_approved_by": None,  # earlier approvals were for another action
+        "required_approvals": preview.approvals_needed,
     }
     ev = preview.evaluation
     raised = LEVELS.index(ev.level) > LEVELS.index(deferral.risk_level)
@@ -336,6 +311,7 @@ def _store_edit(
     ).rowcount
     if done != 1:
         raise DecisionRefused("Nothing changed: someone else acted on it first.")
+    voided = approvals.void_approvals(session, deferral.id)  # they were for another action
     record_event(
         session,
         actor_kind="user",
@@ -352,7 +328,7 @@ def _store_edit(
             "risk_level": preview.level,
             "level_raised": raised,
             "approvals_needed": preview.approvals_needed,
-            "approvals_voided": [deferral.first_approved_by] if deferral.first_approved_by else [],
+            "approvals_voided": voided,
         },
         at=now,
     )

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from review import redis_keys
 from review.intake.policy import LEVELS
-from review.models import Agent, AuditEvent, Deferral, utcnow
+from review.models import Agent, Approval, AuditEvent, Deferral, utcnow
 from review.reviewing.claims import Holder, held_ids
 
 QUEUE_ROWS = 50
@@ -89,7 +89,12 @@ def queue_rows(session: Session, flt: QueueFilter, limit: int = QUEUE_ROWS) -> l
                 Deferral.principal_name,
                 Deferral.principal_verified,  # small: issuer and groups, or null
                 Deferral.expires_at,
-                Deferral.first_approved_by,
+                Deferral.route_group,
+                Deferral.required_approvals,
+                select(func.count())
+                .where(Approval.deferral_id == Deferral.id)
+                .scalar_subquery()
+                .label("approval_count"),
                 Agent.slug.label("agent_slug"),
             )
             .join(Agent, Agent.id == Deferral.agent_id)
@@ -159,6 +164,24 @@ def queue_page(
     held = len(held_ids(session, holder, now or utcnow())) if holder is not None else 0
     agents = list(session.scalars(select(Agent.slug).order_by(Agent.slug)))
     return QueuePage(rows, counts, held, agents)
+
+
+def approvals_of(session: Session, items: list[Deferral]) -> dict[str, list[str]]:
+    """Each deferral's approvers so far, in order (one query for them all): what the
+    card's "1 of N approvals" names."""
+    out: dict[str, list[str]] = {d.id: [] for d in items}
+    for d in items:
+        if d.status == "approved":
+            out[d.id] = d.approvers
+    asked = [d.id for d in items if d.status != "approved" and d.required_approvals > 1]
+    if asked:
+        for deferral_id, username in session.execute(
+            select(Approval.deferral_id, Approval.username)
+            .where(Approval.deferral_id.in_(asked))
+            .order_by(Approval.approved_at, Approval.username)
+        ):
+            out[deferral_id].append(username)
+    return out
 
 
 def batch_items(session: Session, ids: list[str]) -> list[Deferral]:

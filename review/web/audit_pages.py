@@ -38,6 +38,7 @@ STAGES = (
             "deferral.released",
             "deferral.lease_lapsed",
             "deferral.approval_1_of_2",
+            "deferral.approval_recorded",
             "deferral.approved",
             "deferral.rejected",
             "deferral.expired",

@@ -36,10 +36,12 @@ def start_batch():
     the queue page, and Next batch at the end of one, send the filters along."""
     filters = _filters(request.form)
     flt = queue_reads.QueueFilter.parse(filters)
-    ids = claims.claim_batch(current_services(), holder(), where=flt.claim_conditions())
+    svc = current_services()
+    ids = claims.claim_batch(svc, holder(), where=flt.claim_conditions())
     if not ids:
         what = "nothing that matches these filters" if flt.active else "nothing you may take"
-        flash(f"Nothing to review right now: the queue has {what}.", "info")
+        note = claims.withheld_note(svc, holder())
+        flash(f"Nothing to review right now: the queue has {what}{note}.", "info")
         return redirect(url_for("review.queue", **filters))
     return redirect(url_for("review.batch", **filters))
 

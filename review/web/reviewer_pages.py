@@ -14,7 +14,7 @@ from review.agents.executions import VIOLATION
 from review.callbacks import deliveries
 from review.models import Deferral
 from review.reviewing import claims, history, queue_reads
-from review.reviewing.claims import Holder, two_person_levels
+from review.reviewing.claims import Holder
 from review.services import Services, current_services
 from review.web.auth import DECIDERS, roles_required
 
@@ -52,7 +52,7 @@ def card_context(svc: Services, session: Session, items: list[Deferral]) -> dict
     return {
         "reasons": REJECT_REASONS,
         "earlier": history.earlier_decisions(session, items),
-        "two_person": two_person_levels(svc.settings.two_person_level),
+        "approvals": queue_reads.approvals_of(session, items),
         "min_read": svc.settings.min_read_seconds,
     }
 

@@ -180,6 +180,31 @@ ERROR = {
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
+ROUTE: dict[str, Any] = {
+    "type": "object",
+    "description": "who may claim it and how many distinct approvers it needs "
+    "(PROTOCOL.md section 10)",
+    "required": ["group", "required_approvals", "approvals"],
+    "properties": {
+        "group": {
+            "type": ["string", "null"],
+            "description": "the reviewer group a policy rule routed it to: only its members "
+            "(and admins) may claim it; null: any reviewer",
+        },
+        "required_approvals": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "distinct approvers needed: the highest quorum of the rules that "
+            "matched, and 2 from COUNTERSIGN_TWO_PERSON_LEVEL",
+        },
+        "approvals": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the usernames of the approvals given so far, in order",
+        },
+    },
+}
+
 DEFERRAL: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -193,6 +218,7 @@ DEFERRAL: dict[str, Any] = {
         "rationale",
         "resource",
         "risk",
+        "route",
         "diff",
         "priority",
         "trace",
@@ -281,6 +307,7 @@ DEFERRAL: dict[str, Any] = {
                 },
             },
         },
+        "route": ROUTE,
         "diff": {
             "type": "object",
             "description": "the server's diff of `before` and `after`, as stored",
