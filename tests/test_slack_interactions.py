@@ -125,7 +125,7 @@ def test_a_critical_deferral_needs_two_people_and_the_message_counts_them(slack_
     w.slack.click(RITA, APPROVE)  # the same person again
     assert w.deferral(d_id)["status"] == "pending"
     w.work(lambda: w.standin.replies)
-    assert "first of two approvals" in w.standin.replies[-1]["text"]
+    assert "gave it approval 1 of 2" in w.standin.replies[-1]["text"]
     assert w.standin.replies[-1]["response_type"] == "ephemeral"
 
     w.slack.click(SAM, APPROVE)

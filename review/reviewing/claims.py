@@ -246,8 +246,9 @@ def _why_not(session: Session, holder: Holder, who: Standing, deferral_id: str) 
         return f"It is already {d.status}."
     given = [a.username for a in d.approvals]
     if holder.username in given:
+        n = given.index(holder.username) + 1
         return (
-            f"You gave it one of its {len(given)} of {d.required_approvals} approvals: "
+            f"You gave it approval {n} of {d.required_approvals}: "
             "the next must come from another reviewer."
         )
     if d.route_group is not None and not who.admin and d.route_group not in who.groups:

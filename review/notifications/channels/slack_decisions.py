@@ -1,9 +1,9 @@
 """A decision taken in Slack, through the same domain functions as the browser's.
 
 A click on **Approve** (or a submitted rejection reason) is the browser's two steps:
-`claim_one` (the claim rules: the queue's routing, separation of duties, the first of
-two approvals, another reviewer's live lease) then `decide` (status, lease, expiry, the
-two-person rule, separation of duties again, the receipt, the audit event and the
+`claim_one` (the claim rules: the queue's routing, separation of duties, an approval
+already given, another reviewer's live lease) then `decide` (status, lease, expiry, the
+quorum, separation of duties again, the receipt, the audit event and the
 agent's callback in one transaction). Nothing here bypasses them; the only addition is
 that a reviewer who already holds the deferral (claimed in their browser) decides it
 without claiming it again. Refusals come back as sentences for the person in Slack.
@@ -21,7 +21,7 @@ from review.services import Services
 
 @dataclass(frozen=True)
 class SlackDecision:
-    done: bool  # the deferral changed (decided, or given its first of two approvals)
+    done: bool  # the deferral changed (decided, or given an approval short of its quorum)
     message: str  # for the person who clicked
 
 
@@ -43,8 +43,8 @@ def decide_from_slack(
         return SlackDecision(False, _after_refusal(svc, deferral_id, exc.message))
     if decided.status == "expired":
         return SlackDecision(True, decided.message)
-    if decided.status == "pending":  # the first of two approvals
-        return SlackDecision(True, "Your approval is the first of two: another reviewer decides.")
+    if decided.status == "pending":  # an approval short of the quorum (docs/ROUTING.md)
+        return SlackDecision(True, f"Your approval counts: {decided.message}")
     word = "Approved" if decided.status == "approved" else "Rejected"
     return SlackDecision(True, f"{word}. The agent is told.")
 

@@ -62,8 +62,9 @@ def outcome_line(deferral: Deferral) -> str | None:
     if deferral.status in TERMINAL_STATUSES:
         text = ended_how(deferral)
         return text[:1].upper() + text[1:]
-    if deferral.first_approved_by:
-        return f"1 of 2 approvals — {deferral.first_approved_by}"
+    given = deferral.approvers  # short of its quorum (docs/ROUTING.md)
+    if given:
+        return f"{len(given)} of {deferral.required_approvals} approvals — {', '.join(given)}"
     return None
 
 
