@@ -193,11 +193,18 @@ class SecretCache:
         self._opened: dict[int, str] = {}
         self._signers: dict[str, tuple[float, Signer]] = {}
 
-    def signer(self, session: Session, slug: str, *, fresh: bool = False) -> Signer | None:
+    def cached(self, slug: str) -> Signer | None:
+        """The signer read less than TTL_SECONDS ago, with no database at hand; else None."""
         cached = self._signers.get(slug)
-        now = time.monotonic()
-        if cached and not fresh and now - cached[0] < self.TTL_SECONDS:
+        if cached and time.monotonic() - cached[0] < self.TTL_SECONDS:
             return cached[1]
+        return None
+
+    def signer(self, session: Session, slug: str, *, fresh: bool = False) -> Signer | None:
+        now = time.monotonic()
+        cached = None if fresh else self.cached(slug)
+        if cached is not None:
+            return cached
         found = signers(session, slug=slug)
         if not found:
             self._signers.pop(slug, None)
