@@ -284,3 +284,21 @@ def test_a_signed_body_that_is_no_interaction_is_400(slack_world):
 
 def test_without_slack_settings_the_route_is_404(client):
     assert client.post("/integrations/slack/interactions", data=b"payload={}").status_code == 404
+
+
+def test_a_rejection_submitted_after_someone_decided_says_who(slack_world):
+    w = slack_world
+    d_id = w.defer(**HIGH)
+    w.slack.click(SAM, REJECT)
+    w.slack.click(RITA, APPROVE)
+    answer = w.slack.submit_reason(SAM, "too late").get_json()
+    assert answer["errors"]["reason"] == "Not rejected: Already decided: approved by rita."
+    assert w.deferral(d_id)["status"] == "approved"
+
+
+def test_the_link_button_is_acknowledged_and_does_nothing(slack_world):
+    w = slack_world
+    d_id = w.defer(**HIGH)
+    response = w.slack.click(RITA, "countersign_open")
+    assert response.status_code == 200 and response.get_data() == b""
+    assert w.deferral(d_id)["status"] == "pending" and w.standin.calls_of("users.info") == []
