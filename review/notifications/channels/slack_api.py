@@ -16,6 +16,7 @@ the channel or the request is wrong: trying again will not help).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.error import URLError
@@ -67,8 +68,9 @@ class MessageRef:
 
     @classmethod
     def parse(cls, text: str) -> MessageRef | None:
-        channel, _, ts = (text or "").partition(":")
-        return cls(channel, ts) if channel and ts else None
+        """The reference of one deferral's message; None for anything else (a summary's)."""
+        match = re.fullmatch(r"([A-Z0-9]+):(\d+\.\d+)", text or "")
+        return cls(match.group(1), match.group(2)) if match else None
 
 
 def is_configured(settings: Settings) -> bool:

@@ -66,14 +66,14 @@ def reply(response_url: str, text: str) -> None:
         log.warning("Slack reply not sent: %s", exc)
 
 
-def post_message(svc: Services, deferral: Deferral) -> MessageRef:
+def post_message(svc: Services, deferral: Deferral, heading: str | None = None) -> MessageRef:
     """chat.postMessage the deferral to COUNTERSIGN_SLACK_CHANNEL; where it went."""
     answer = call(
         web_client(svc.settings),
         "chat.postMessage",
         channel=svc.settings.slack_channel,
-        text=slack_message.fallback_text(deferral),
-        blocks=slack_message.blocks(deferral, svc.settings.public_url),
+        text=slack_message.fallback_text(deferral, heading),
+        blocks=slack_message.blocks(deferral, svc.settings.public_url, heading=heading),
         mrkdwn=False,  # the fallback text: nothing in it is formatted
         unfurl_links=False,
         unfurl_media=False,

@@ -105,16 +105,26 @@ def top_factors(deferral: Deferral) -> list[str]:
     ]
 
 
-def fallback_text(deferral: Deferral) -> str:
+def title(deferral: Deferral, heading: str | None = None) -> str:
+    """ "High-risk deferral", or with a heading: "Still unclaimed: high-risk deferral"."""
+    level = deferral.risk_level
+    if heading:
+        return f"{heading}: {level}-risk deferral"
+    return f"{level.capitalize()}-risk deferral"
+
+
+def fallback_text(deferral: Deferral, heading: str | None = None) -> str:
     """The message's `text`: what notifications and screen readers show. Escaped; the
     message is sent with mrkdwn off, so nothing in it is formatted."""
     outcome = outcome_line(deferral)
-    head = f"{deferral.risk_level.capitalize()}-risk deferral from {deferral.agent.slug}"
+    head = f"{title(deferral, heading)} from {deferral.agent.slug}"
     text = f"{head}: {escape(deferral.summary)}"
     return cut(text + (f" — {escape(outcome)}" if outcome else ""), 3000)
 
 
-def blocks(deferral: Deferral, public_url: str, now: datetime | None = None) -> list[dict]:
+def blocks(
+    deferral: Deferral, public_url: str, now: datetime | None = None, heading: str | None = None
+) -> list[dict]:
     """The message's blocks for the deferral as it is now."""
     now = now or utcnow()
     level = deferral.risk_level
@@ -122,7 +132,7 @@ def blocks(deferral: Deferral, public_url: str, now: datetime | None = None) -> 
     if deferral.principal_name:
         principal = f"{deferral.principal_name} ({deferral.principal_id})"
     made = [
-        {"type": "header", "text": plain(f"{level.capitalize()}-risk deferral", 150)},
+        {"type": "header", "text": plain(title(deferral, heading), 150)},
         {"type": "section", "text": plain(deferral.summary)},
         {
             "type": "section",
