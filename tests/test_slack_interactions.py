@@ -24,6 +24,7 @@ ALICE = SlackAccount("U0ALICE", "alice", "alice@example.com")  # the deferrals' 
 AUDREY = SlackAccount("U0AUDREY", "audrey", "audrey@example.com")
 STRANGER = SlackAccount("U0STRANGER", "stranger", "nobody@elsewhere.example")
 GONE = SlackAccount("U0GONE", "gone", None, deleted=True)
+FAY = SlackAccount("U0FAY", "fay", "fay@example.com")  # a reviewer outside the finance group
 
 
 class SlackWorld:
@@ -59,29 +60,82 @@ class SlackWorld:
 
 @pytest.fixture
 def standin():
-    made = SlackStandIn([RITA, SAM, ALICE, AUDREY, STRANGER, GONE])
+    made = SlackStandIn([RITA, SAM, ALICE, AUDREY, STRANGER, GONE, FAY])
     yield made
     made.close()
 
 
 @pytest.fixture
-def slack_world(callback_world, standin):
-    world = callback_world(
-        slack_bot_token=TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_channel="#approvals",
-        slack_api_url=standin.api_url,
-        public_url="https://countersign.example.com",
-    )
-    with world.svc.db.write() as session:
-        for name, role in (
-            ("rita", "reviewer"),
-            ("sam", "reviewer"),
-            ("alice", "reviewer"),
-            ("audrey", "auditor"),
-        ):
-            create_user(session, name, role, "correct horse battery", email=f"{name}@example.com")
-    return SlackWorld(world, standin)
+def make_slack_world(callback_world, standin):
+    """Factory: the agent's callbacks go to a real receiver, Slack is the stand-in; rita,
+    sam, alice and fay are reviewers, audrey an auditor (each name@example.com)."""
+
+    def build(**overrides) -> SlackWorld:
+        world = callback_world(
+            slack_bot_token=TOKEN,
+            slack_signing_secret=SIGNING_SECRET,
+            slack_channel="#approvals",
+            slack_api_url=standin.api_url,
+            public_url="https://countersign.example.com",
+            **overrides,
+        )
+        with world.svc.db.write() as session:
+            for name, role in (
+                ("rita", "reviewer"),
+                ("sam", "reviewer"),
+                ("alice", "reviewer"),
+                ("fay", "reviewer"),
+                ("audrey", "auditor"),
+            ):
+                create_user(
+                    session, name, role, "correct horse battery", email=f"{name}@example.com"
+                )
+        return SlackWorld(world, standin)
+
+    return build
+
+
+@pytest.fixture
+def slack_world(make_slack_world):
+    return make_slack_world()
+
+
+ROUTED = """
+[[rule]]
+id = "refund"
+kind = "tool"
+match = ["billing.refund"]
+points = 60
+group = "finance"
+quorum = 2
+detail = "{tool} moves money"
+"""
+
+
+def test_a_routed_deferral_is_decided_by_its_groups_members_only(make_slack_world, tmp_path):
+    from review.groups import add_member, create_group
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(ROUTED)
+    w = make_slack_world(policy_file=str(policy))
+    with w.svc.db.write() as session:
+        create_group(session, "finance")
+        for name in ("rita", "sam"):
+            add_member(session, "finance", name)
+    d_id = w.defer()
+    assert w.deferral(d_id)["route"]["group"] == "finance"
+
+    w.slack.click(FAY, APPROVE)
+    w.work(lambda: w.standin.replies)
+    assert "routed to the reviewer group finance" in w.standin.replies[0]["text"]
+    assert w.deferral(d_id)["route"]["approvals"] == []
+
+    w.slack.click(RITA, APPROVE)
+    assert w.deferral(d_id)["route"]["approvals"] == ["rita"]
+    w.work(lambda: "1 of 2 approvals — rita" in w.message_text())
+    w.slack.click(SAM, APPROVE)
+    assert w.deferral(d_id)["status"] == "approved"
+    w.work(lambda: "Approved by rita, sam" in w.message_text() and w.receiver.requests)
 
 
 HIGH = {"risk": {"score": 60, "reasons": ["refund"]}}
