@@ -1,6 +1,7 @@
-"""Timed upkeep the worker runs: overdue deferrals expire, lapsed claims go back to the
-queue, due callbacks go out, the audit chain gets its signed checkpoint, and the counts
-of repeated refusals of minutes that have ended are written to the audit log.
+"""Timed upkeep the worker runs: held decisions whose undo window closed take effect,
+overdue deferrals expire, lapsed claims go back to the queue, due callbacks go out, the
+audit chain gets its signed checkpoint, and the counts of repeated refusals of minutes
+that have ended are written to the audit log.
 
 A thread in each worker process ticks every TICK_SECONDS, writing the worker's heartbeat
 each time (review/observability/heartbeat.py: /readyz and /metrics read it); a short
@@ -27,7 +28,8 @@ from review.models import utcnow
 from review.observability import heartbeat
 from review.reviewing.claims import return_lapsed_claims
 from review.reviewing.expiry import expire_due
-from review.services import Services
+from review.reviewing.taking_effect import take_effect_due
+from review.services import Services, current_services
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 5
@@ -36,6 +38,7 @@ TICK_SECONDS = 5
 def tick(svc: Services) -> None:
     """One round of upkeep; each step on its own, so one failing does not stop the others."""
     for name, step in (
+        ("held decisions", take_effect_due),
         ("expiry", expire_due),
         ("lapsed claims", _return_lapsed),
         ("relay", relay),
@@ -48,6 +51,12 @@ def tick(svc: Services) -> None:
                 log.info("%s: %d", name, done)
         except Exception:  # logged; the next tick tries again
             log.exception("maintenance step %s failed", name)
+
+
+def take_effect_job() -> int:
+    """The job scheduled for the moment a held decision's window closes
+    (review/reviewing/undo.py): every due one takes effect."""
+    return take_effect_due(current_services())
 
 
 def _return_lapsed(svc: Services) -> int:

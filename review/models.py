@@ -413,3 +413,29 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class PendingDecision(Base):
+    """A reviewer's decision inside its undo window (review/reviewing/undo.py).
+
+    Nothing of it shows outside this table until it takes effect: the deferral stays
+    `in_review`, held by the reviewer, until `effective_at`, when the decision is taken
+    as a decision taken then (review/reviewing/taking_effect.py). Undo deletes the row.
+    """
+
+    __tablename__ = "pending_decisions"
+    __table_args__ = (
+        # The sweep of due decisions: WHERE effective_at <= now ORDER BY effective_at.
+        Index("ix_pending_decisions_effective_at", "effective_at"),
+    )
+
+    deferral_id: Mapped[str] = mapped_column(ForeignKey("deferrals.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    username: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))  # approve | reject
+    reason: Mapped[str | None] = mapped_column(Text)
+    seen_ms: Mapped[int | None] = mapped_column(Integer)  # time in view, as the browser sent it
+    # Edit, then approve: the arguments approved instead of the agent's (None: not edited).
+    edited_args: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when the reviewer decided
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when the window closes

@@ -203,6 +203,8 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "diff_max_ms": _int_range(1, 60000),
     "batch_size": _int_range(1, 50),
     "lease_seconds": _int_range(30, 86400),
+    # At most the shortest lease: a decision's window always ends inside its claim.
+    "undo_seconds": _int_range(0, 30),
     "two_person_level": _choice("low", "medium", "high", "critical", "none"),
     "auto_allow_max_level": _choice("none", "low", "medium", "high", "critical"),
     "approval_ttl": _int_range(1, 30 * 86400),
@@ -277,6 +279,7 @@ class Settings:
     diff_max_ms: int
     batch_size: int
     lease_seconds: int
+    undo_seconds: int
     two_person_level: str
     auto_allow_max_level: str
     approval_ttl: int

@@ -1,5 +1,6 @@
-// The batch and the item page: time in view per card, sent with each decision, and the
-// keyboard (j/k move, a approve, r reject, 1-4 quick picks, e more, n next batch, ? help).
+// The batch and the item page: time in view per card, sent with each decision, the undo
+// countdown, and the keyboard (j/k move, a approve, r reject, 1-4 quick picks, e more,
+// u undo, n next batch, ? help).
 // No inline script: the page's CSP allows only files from this origin.
 (function () {
   "use strict";
@@ -109,14 +110,55 @@
     if (document.getElementById("batch")) showEnd();
   }
 
+  // --- undo ------------------------------------------------------------------------------
+  // A decision in its undo window shows "Approved — Undo (5)": the count follows the
+  // server's window (data-undo-ms when the card came), and when it ends the card asks
+  // for itself again (hx-get in review/card/_bar.html) and shows what took effect.
+  // `u` undoes the newest decision whose countdown still runs.
+  const held = []; // card ids, in the order decided
+  function countDown(card) {
+    const bar = card.querySelector(".undo-bar[data-undo-ms]");
+    if (!bar) return;
+    if (!held.includes(card.dataset.id)) held.push(card.dataset.id);
+    const until = performance.now() + Number(bar.dataset.undoMs);
+    const shown = bar.querySelector(".countdown");
+    const timer = setInterval(function () {
+      const left = Math.max(0, Math.ceil((until - performance.now()) / 1000));
+      if (!bar.isConnected || left === 0) {
+        clearInterval(timer);
+        if (bar.isConnected) bar.querySelector("button.undo").disabled = true;
+        return;
+      }
+      shown.textContent = "(" + left + ")";
+    }, 200);
+  }
+  document.querySelectorAll("article.card[data-held]").forEach(countDown);
+  function undoLast() {
+    while (held.length) {
+      const card = document.getElementById("card-" + held[held.length - 1]);
+      const button = card && card.querySelector("button.undo:not([disabled])");
+      if (button) { button.click(); return true; }
+      held.pop();
+    }
+    return false;
+  }
+
   // After a decision swaps a card: a refused one keeps its form, focus on the reason;
-  // otherwise on to the next card still undecided, or the end of the batch.
+  // an undone one comes back with its controls and the focus; otherwise on to the next
+  // card still undecided, or the end of the batch.
   document.body.addEventListener("htmx:afterSwap", function (event) {
     const card = event.detail.elt;
     if (!card || !card.matches || !card.matches("article.card")) return;
+    if (card.hasAttribute("data-held")) countDown(card);
+    const config = event.detail.requestConfig;
+    if (config && config.verb === "get") return; // a card refreshed itself: focus stays
     const index = cards().indexOf(card);
     if (index >= 0) current = index;
-    if (card.hasAttribute("data-live")) {
+    if (card.hasAttribute("data-live") && card.hasAttribute("data-undone")) {
+      observer.observe(card);
+      if (end && document.getElementById("batch")) end.hidden = true; // not done after all
+      focus(index);
+    } else if (card.hasAttribute("data-live")) {
       observer.observe(card);
       card.classList.add("current");
       card.querySelector(".reject-form input[name=reason]").focus();
@@ -177,6 +219,7 @@
           else reason.focus();
           break;
         }
+        case "u": if (!undoLast()) return; break;
         case "e": {
           const more = card?.querySelector("details.more");
           if (!more) return;

@@ -174,6 +174,9 @@ def settings_overrides(database_url, redis_url, redis_client, instance_dir) -> d
         "redis_url": redis_url,
         "instance_dir": str(instance_dir),
         "secret_key": "test-secret-key-" + "x" * 32,
+        # Decisions take effect at once unless a test asks for a window to undo them in
+        # (tests/test_undo*.py): most tests decide and read the outcome straight away.
+        "undo_seconds": 0,
     }
 
 

@@ -273,10 +273,23 @@ def read_deferral(
     def read_status() -> tuple[bool, dict[str, Any]]:
         with svc.db.read() as session:
             deferral = session.get(Deferral, deferral_id)
-            return deferral.status in TERMINAL_STATUSES, deferral_resource(deferral)
+            ended, resource = deferral.status in TERMINAL_STATUSES, deferral_resource(deferral)
+        if deferral.status == "in_review" and _took_effect(svc, deferral_id):
+            with svc.db.read() as session:  # a reviewer's decision whose undo window closed
+                deferral = session.get(Deferral, deferral_id)
+                ended, resource = deferral.status in TERMINAL_STATUSES, deferral_resource(deferral)
+        return ended, resource
 
     ended, resource = read_status()
     if ended or wait_seconds <= 0:
         return resource
     with long_poll_place(svc, agent_slug, wait_seconds):
         return wait_until_ended(svc.waiters, deferral_id, wait_seconds, read_status, client_gone)
+
+
+def _took_effect(svc: Services, deferral_id: str) -> bool:
+    """Whether a reviewer's held decision on it was due and has now taken effect
+    (review/reviewing/undo.py): the API never shows a window that has closed."""
+    from review.reviewing.taking_effect import take_effect_if_due  # the domain imports this
+
+    return take_effect_if_due(svc, [deferral_id]) > 0

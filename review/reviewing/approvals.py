@@ -48,18 +48,20 @@ def add_approval(session: Session, deferral: Deferral, username: str, now: datet
     )
 
 
-def back_to_the_queue(session: Session, deferral_id: str, holder_id: int, now: datetime) -> bool:
+def back_to_the_queue(
+    session: Session, deferral_id: str, holder_id: int, now: datetime, lease_required: bool = True
+) -> bool:
     """The holder's approval is short of the quorum: release it for the next approver.
-    A conditional UPDATE: False when the holder no longer holds it."""
+    A conditional UPDATE: False when the holder no longer holds it (`lease_required=False`:
+    an approval held for its undo window takes effect on the claim alone)."""
     table = Deferral.__table__
+    held = [table.c.id == deferral_id, table.c.status == "in_review"]
+    held.append(table.c.claimed_by == holder_id)
+    if lease_required:
+        held.append(table.c.lease_expires_at >= now)
     done = session.execute(
         update(table)
-        .where(
-            table.c.id == deferral_id,
-            table.c.status == "in_review",
-            table.c.claimed_by == holder_id,
-            table.c.lease_expires_at >= now,
-        )
+        .where(*held)
         .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
     ).rowcount
     return done == 1

@@ -28,7 +28,7 @@ from review.errors import InvalidState
 from review.groups import groups_of
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
-from review.models import Agent, Approval, Deferral, User, utcnow
+from review.models import Agent, Approval, Deferral, PendingDecision, User, utcnow
 from review.services import Services
 
 
@@ -66,12 +66,20 @@ def _event(d_id: str, agent: str, holder: Holder, kind: str, now: datetime, **pa
 
 
 def return_lapsed_claims(session: Session, now: datetime) -> int:
-    """Claims whose lease ran out go back to the queue (audited as the system's doing)."""
+    """Claims whose lease ran out go back to the queue (audited as the system's doing).
+
+    Not a claim with a decision held for its undo window (review/reviewing/undo.py): that
+    decision takes effect on the claim, lease or not, so a closed tab does not lose it."""
     table = Deferral.__table__
+    held = PendingDecision.__table__
     lapsed = session.execute(
         select(table.c.id, table.c.claimed_by, table.c.agent_id)
-        .where(table.c.status == "in_review", table.c.lease_expires_at < now)
-        .with_for_update(skip_locked=True)
+        .where(
+            table.c.status == "in_review",
+            table.c.lease_expires_at < now,
+            ~exists().where(held.c.deferral_id == table.c.id),
+        )
+        .with_for_update(of=table, skip_locked=True)
     ).all()
     if not lapsed:
         return 0

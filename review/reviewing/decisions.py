@@ -27,7 +27,7 @@ from review.errors import DomainError
 from review.identity import identity_key
 from review.models import TERMINAL_STATUSES, Deferral, utcnow
 from review.resources import rfc3339
-from review.reviewing import approvals
+from review.reviewing import approvals, undo
 from review.reviewing.claims import Holder
 from review.reviewing.ending import AlreadyDecided, end_deferral, expire
 from review.reviewing.patches import edit_evidence
@@ -50,6 +50,8 @@ class Decided:
     agent_slug: str = ""
     rejection_limit: int = 0  # the agent's rejection breaker (0: off)
     fast: bool = False  # decided before the item counted as read (flagged in the audit)
+    # Held for its undo window (review/reviewing/undo.py): it takes effect then, unless undone.
+    effective_at: datetime | None = None
 
 
 def ended_how(deferral: Deferral) -> str:
@@ -94,57 +96,135 @@ def decide(
     reason: str | None = None,
     now: datetime | None = None,
     seen_ms: int | None = None,
+    undo_seconds: int | None = None,
 ) -> Decided:
-    """Approve or reject a deferral the reviewer holds, in one audited transaction.
+    """Approve or reject a deferral the reviewer holds.
 
     `seen_ms`: how long the item was in view, as the reviewer's browser measured it.
-    After it commits, the decision counts towards the agent's rejection breaker.
+    With COUNTERSIGN_UNDO_SECONDS > 0 the decision is checked now and held that long
+    (review/reviewing/undo.py): `Decided.effective_at` says until when `undo.undo` can
+    take it back, and nothing changes on the deferral before then; it then takes effect
+    as a decision taken at that moment (review/reviewing/taking_effect.py). With 0 it is
+    one audited transaction now. `undo_seconds` overrides the setting for a caller that
+    has no way to offer undo (0: take effect now). Once it has taken effect, it counts
+    towards the agent's rejection breaker.
     """
+    now = now or utcnow()
+    window = svc.settings.undo_seconds if undo_seconds is None else undo_seconds
+    reason = _checked_reason(verdict, reason)
     try:
-        decided = _decide(svc, holder, deferral_id, verdict, reason, now, seen_ms)
+        with chained_write(svc.db) as session:
+            decided = decide_in(
+                svc, session, holder, deferral_id, verdict, reason, now, seen_ms, window=window
+            )
     except IntegrityError:  # a second approval by the same person, past the checks
         raise DecisionRefused("Nothing changed: you approved it already.") from None
-    if decided.agent_slug:
-        breakers.after_decision(svc, decided.agent_slug, decided.status, decided.rejection_limit)
+    if decided.effective_at is not None:
+        undo.schedule(svc, decided.effective_at, now)
+    after_decided(svc, decided)
     return decided
 
 
-def _decide(
-    svc: Services,
-    holder: Holder,
-    deferral_id: str,
-    verdict: str,
-    reason: str | None,
-    now: datetime | None,
-    seen_ms: int | None,
-) -> Decided:
+def after_decided(svc: Services, decided: Decided) -> None:
+    """After the commit: a decision that took effect counts towards the rejection breaker."""
+    if decided.agent_slug:
+        breakers.after_decision(svc, decided.agent_slug, decided.status, decided.rejection_limit)
+
+
+def _checked_reason(verdict: str, reason: str | None) -> str | None:
     if verdict not in ("approve", "reject"):
         raise ValueError(verdict)
-    now = now or utcnow()
     reason = (reason or "").strip() or None
     if verdict == "reject" and not reason:
         raise DecisionRefused("Say why you reject it: pick a reason or type one.")
     if reason and len(reason) > MAX_REASON:
         raise DecisionRefused(f"Keep the reason under {MAX_REASON} characters.")
-    with chained_write(svc.db) as session:
-        held = held_for_decision(session, deferral_id, holder, now)
-        if isinstance(held, Decided):
-            return held
-        reading = assess(seen_ms, held.claimed_at, now, svc.settings.min_read_seconds)
+    return reason
+
+
+def decide_in(
+    svc: Services,
+    session: Session,
+    holder: Holder,
+    deferral_id: str,
+    verdict: str,
+    reason: str | None,
+    now: datetime,
+    seen_ms: int | None,
+    *,
+    window: int = 0,
+    read_at: datetime | None = None,
+    lease_required: bool = True,
+) -> Decided:
+    """The decision inside `session` (a chained_write): every check, then either held for
+    `window` seconds (undo.hold) or taken now. A held decision taking effect comes back
+    here with `lease_required=False` (its claim cannot lapse while it waits: claims.py)
+    and `read_at` the moment the reviewer decided, which bounds the time in view."""
+    held = held_for_decision(session, deferral_id, holder, now, lease_required=lease_required)
+    if isinstance(held, Decided):
+        return held
+    if window and undo.held_decision(session, held.id) is not None:
+        raise DecisionRefused("Nothing changed: you decided it already. Undo it to decide again.")
+    reading = assess(seen_ms, held.claimed_at, read_at or now, svc.settings.min_read_seconds)
+    if lease_required:
         _renew_lease(session, svc, holder, now)
-        if verdict == "reject":
-            return _end(svc, session, held, holder, "rejected", reason, now, reading)
+    if verdict == "approve":
         check_may_approve(held, holder)
-        return approve(svc, session, held, holder, reason, now, reading)
+    if window:
+        outcome = "rejected" if verdict == "reject" else _approval_outcome(session, held, holder)
+        undo.hold(session, held, holder, verdict, reason, seen_ms, now, window)
+        return _held(held, outcome, reading, now + timedelta(seconds=window))
+    if verdict == "reject":
+        return _end(
+            svc,
+            session,
+            held,
+            holder,
+            "rejected",
+            reason,
+            now,
+            reading,
+            lease_required=lease_required,
+        )
+    return approve(svc, session, held, holder, reason, now, reading, lease_required=lease_required)
+
+
+def _approval_outcome(session: Session, deferral: Deferral, holder: Holder) -> str:
+    """What this approval will make of the deferral: "approved", or "pending" when it is
+    short of the quorum; DecisionRefused when they approved it already."""
+    given = approvals.approvers_of(session, deferral.id)
+    if holder.username in given:
+        raise DecisionRefused(
+            "You approved it already: the next approval must come from another reviewer."
+        )
+    return "approved" if len(given) + 1 >= deferral.required_approvals else "pending"
+
+
+def _held(deferral: Deferral, outcome: str, reading: Reading, until: datetime) -> Decided:
+    """The answer to a decision held for its undo window (nothing has changed yet)."""
+    word = {"approved": "Approved", "rejected": "Rejected", "pending": "Approved"}[outcome]
+    then = " (short of its quorum, it then goes back to the queue)" if outcome == "pending" else ""
+    return Decided(
+        deferral.id,
+        outcome,
+        f"{word}: Undo (key u) until it takes effect{then}.{_fast_note(reading)}",
+        fast=not reading.read,
+        effective_at=until,
+    )
 
 
 def held_for_decision(
-    session: Session, deferral_id: str, holder: Holder, now: datetime
+    session: Session,
+    deferral_id: str,
+    holder: Holder,
+    now: datetime,
+    lease_required: bool = True,
 ) -> Deferral | Decided:
     """The deferral, when `holder` holds it under a live lease and it may still be
     decided (approved, rejected or edited); else DecisionRefused saying why. One that
     expired meanwhile is ended as expired in the caller's transaction, and the answer
-    says so (a Decided, not the deferral)."""
+    says so (a Decided, not the deferral). `lease_required=False`: a decision held for
+    its undo window takes effect on the claim alone."""
     deferral = session.get(Deferral, deferral_id)
     if deferral is None:
         raise DecisionRefused("There is no such deferral.")
@@ -157,11 +237,11 @@ def held_for_decision(
             "expired",
             "It expired before your decision and was denied; nothing was approved.",
         )
+    lapsed = deferral.lease_expires_at is None or deferral.lease_expires_at < now
     if (
         deferral.status != "in_review"
         or deferral.claimed_by != holder.id
-        or deferral.lease_expires_at is None
-        or deferral.lease_expires_at < now
+        or (lease_required and lapsed)
     ):
         raise DecisionRefused(_not_held(session, deferral, holder))
     return deferral
@@ -181,6 +261,7 @@ def approve(
     reason: str | None,
     now: datetime,
     reading: Reading,
+    lease_required: bool = True,
 ) -> Decided:
     """The holder's approval of the held deferral's current action: the one that makes
     its quorum approves it; one short of it is recorded, and the deferral goes back to
@@ -193,7 +274,14 @@ def approve(
     approvals.add_approval(session, deferral, holder.username, now)
     if len(given) + 1 < deferral.required_approvals:
         return _short_of_quorum(
-            session, deferral, holder, [*given, holder.username], reason, now, reading
+            session,
+            deferral,
+            holder,
+            [*given, holder.username],
+            reason,
+            now,
+            reading,
+            lease_required=lease_required,
         )
     return _end(
         svc,
@@ -206,6 +294,7 @@ def approve(
         reading,
         valid_until=now + timedelta(seconds=svc.settings.approval_ttl),
         earlier=given,
+        lease_required=lease_required,
     )
 
 
@@ -234,6 +323,7 @@ def _end(
     reading: Reading,
     valid_until: datetime | None = None,
     earlier: list[str] | None = None,
+    lease_required: bool = True,
 ) -> Decided:
     """End the held deferral; `earlier`: the approvals before the holder's (an approval)."""
     decided_by = [*(earlier or []), holder.username]
@@ -250,6 +340,7 @@ def _end(
             decided_by=decided_by,
             from_statuses=("in_review",),
             claimed_by=holder.id,
+            lease_required=lease_required,
             valid_until=valid_until,
             receipt=receipt.token if receipt else None,
             now=now,
@@ -308,9 +399,10 @@ def _short_of_quorum(
     reason: str | None,
     now: datetime,
     reading: Reading,
+    lease_required: bool = True,
 ) -> Decided:
     """Record an approval short of the quorum; the deferral goes back to the queue."""
-    if not approvals.back_to_the_queue(session, deferral.id, holder.id, now):
+    if not approvals.back_to_the_queue(session, deferral.id, holder.id, now, lease_required):
         raise DecisionRefused("Nothing changed: someone else acted on it first.")
     required = deferral.required_approvals
     record_event(

@@ -32,20 +32,19 @@ Execution reports must then carry the edited digest (review/agents/executions.py
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import rfc8785
 from sqlalchemy import update
 
-from review.agents import breakers
 from review.audit.chain import chained_write, record_event
 from review.intake import policy_routes, policy_windows
 from review.intake.deferrals import action_digest
 from review.intake.diffing import compute_diff
 from review.intake.policy import LEVELS, Evaluation, Facts
 from review.models import Deferral, utcnow
-from review.reviewing import approvals, decisions
+from review.reviewing import approvals, decisions, undo
 from review.reviewing.claims import Holder
 from review.reviewing.decisions import Decided, DecisionRefused
 from review.reviewing.patches import action_patch, audited_patch
@@ -218,55 +217,87 @@ def edit_and_approve(
 ) -> Decided:
     """Approve the held deferral with `args` instead of the agent's, in one audited
     transaction (see the module's doc); DecisionRefused says why not. `seen_ms`: the
-    time the item was in view, as for any decision (review/reviewing/reading.py)."""
-    decided = _edit(svc, holder, deferral_id, args, reason, now or utcnow(), seen_ms)
-    if decided.agent_slug:
-        breakers.after_decision(svc, decided.agent_slug, decided.status, decided.rejection_limit)
+    time the item was in view, as for any decision (review/reviewing/reading.py). With
+    COUNTERSIGN_UNDO_SECONDS > 0 it is checked now and held for that window, like any
+    decision (review/reviewing/undo.py): the action changes when it takes effect."""
+    now = now or utcnow()
+    reason = (reason or "").strip() or None
+    if reason and len(reason) > decisions.MAX_REASON:
+        raise DecisionRefused(f"Keep the reason under {decisions.MAX_REASON} characters.")
+    window = svc.settings.undo_seconds
+    with chained_write(svc.db) as session:
+        decided = edit_in(
+            svc, session, holder, deferral_id, args, reason, now, seen_ms, window=window
+        )
+    if decided.effective_at is not None:
+        undo.schedule(svc, decided.effective_at, now)
+    decisions.after_decided(svc, decided)
     return decided
 
 
-def _edit(
+def edit_in(
     svc: Services,
+    session,
     holder: Holder,
     deferral_id: str,
     args: Any,
     reason: str | None,
     now: datetime,
     seen_ms: int | None = None,
+    *,
+    window: int = 0,
+    read_at: datetime | None = None,
+    lease_required: bool = True,
 ) -> Decided:
-    reason = (reason or "").strip() or None
-    if reason and len(reason) > decisions.MAX_REASON:
-        raise DecisionRefused(f"Keep the reason under {decisions.MAX_REASON} characters.")
-    with chained_write(svc.db) as session:
-        deferral = decisions.held_for_decision(session, deferral_id, holder, now)
-        if isinstance(deferral, Decided):
-            return deferral
-        decisions.check_may_approve(deferral, holder)
-        preview = preview_edit(svc, deferral, args)
-        if preview.refusal:
-            raise DecisionRefused(preview.refusal)
-        if preview.digest == deferral.action_digest:
-            raise DecisionRefused("Nothing changed: the arguments are the ones shown. Use Approve.")
-        reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
-        _store_edit(svc, session, deferral, holder, preview, now)
-        session.refresh(deferral)
+    """The edit inside `session` (a chained_write), held for `window` seconds or taken
+    now; as decisions.decide_in, whose arguments these are."""
+    deferral = decisions.held_for_decision(session, deferral_id, holder, now, lease_required)
+    if isinstance(deferral, Decided):
+        return deferral
+    if window and undo.held_decision(session, deferral.id) is not None:
+        raise DecisionRefused("Nothing changed: you decided it already. Undo it to decide again.")
+    decisions.check_may_approve(deferral, holder)
+    preview = preview_edit(svc, deferral, args)
+    if preview.refusal:
+        raise DecisionRefused(preview.refusal)
+    if preview.digest == deferral.action_digest:
+        raise DecisionRefused("Nothing changed: the arguments are the ones shown. Use Approve.")
+    reading = assess(seen_ms, deferral.claimed_at, read_at or now, svc.settings.min_read_seconds)
+    if window:
         decisions._renew_lease(session, svc, holder, now)
-        decided = decisions.approve(svc, session, deferral, holder, reason, now, reading)
-        if decided.status == "pending":
-            return Decided(
-                deferral.id,
-                "pending",
-                f"Edited, and your approval is 1 of {preview.approvals_needed}: a "
-                f"{preview.level} action goes back to the queue for another reviewer.",
-            )
+        undo.hold(session, deferral, holder, "approve", reason, seen_ms, now, window, args)
+        short = preview.approvals_needed > 1
+        then = " (short of its quorum, it then goes back to the queue)" if short else ""
         return Decided(
-            decided.deferral_id,
-            decided.status,
-            "Approved as edited." + decisions._fast_note(reading),
-            agent_slug=decided.agent_slug,
-            rejection_limit=decided.rejection_limit,
-            fast=decided.fast,
+            deferral.id,
+            "pending" if short else "approved",
+            f"Approved as edited: Undo (key u) until it takes effect{then}."
+            + decisions._fast_note(reading),
+            fast=not reading.read,
+            effective_at=now + timedelta(seconds=window),
         )
+    _store_edit(svc, session, deferral, holder, preview, now, lease_required)
+    session.refresh(deferral)
+    if lease_required:
+        decisions._renew_lease(session, svc, holder, now)
+    decided = decisions.approve(
+        svc, session, deferral, holder, reason, now, reading, lease_required=lease_required
+    )
+    if decided.status == "pending":
+        return Decided(
+            deferral.id,
+            "pending",
+            f"Edited, and your approval is 1 of {preview.approvals_needed}: a "
+            f"{preview.level} action goes back to the queue for another reviewer.",
+        )
+    return Decided(
+        decided.deferral_id,
+        decided.status,
+        "Approved as edited." + decisions._fast_note(reading),
+        agent_slug=decided.agent_slug,
+        rejection_limit=decided.rejection_limit,
+        fast=decided.fast,
+    )
 
 
 def _store_edit(
@@ -276,6 +307,7 @@ def _store_edit(
     holder: Holder,
     preview: EditPreview,
     now: datetime,
+    lease_required: bool = True,
 ) -> None:
     """The conditional UPDATE (the reviewer's claim must still hold) and its event."""
     original = original_action(deferral)
@@ -299,16 +331,11 @@ def _store_edit(
             policy_version=ev.policy_version,
         )
     table = Deferral.__table__
-    done = session.execute(
-        update(table)
-        .where(
-            table.c.id == deferral.id,
-            table.c.status == "in_review",
-            table.c.claimed_by == holder.id,
-            table.c.lease_expires_at >= now,
-        )
-        .values(**values)
-    ).rowcount
+    held = [table.c.id == deferral.id, table.c.status == "in_review"]
+    held.append(table.c.claimed_by == holder.id)
+    if lease_required:
+        held.append(table.c.lease_expires_at >= now)
+    done = session.execute(update(table).where(*held).values(**values)).rowcount
     if done != 1:
         raise DecisionRefused("Nothing changed: someone else acted on it first.")
     voided = approvals.void_approvals(session, deferral.id)  # they were for another action

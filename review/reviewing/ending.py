@@ -65,16 +65,22 @@ def end_deferral(
     decided_by: list[str],
     from_statuses: tuple[str, ...] = PENDING_STATUSES,
     claimed_by: int | None = None,
+    lease_required: bool = True,
     valid_until: datetime | None = None,
     receipt: str | None = None,
     payload: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> None:
-    """End one deferral if it is still in `from_statuses`: AlreadyDecided otherwise."""
+    """End one deferral if it is still in `from_statuses`: AlreadyDecided otherwise.
+
+    `lease_required=False`: a reviewer's decision held for its undo window takes effect
+    on their claim alone (a claim with a held decision does not lapse: claims.py)."""
     now = now or utcnow()
     conditions = [Deferral.id == deferral.id, Deferral.status.in_(from_statuses)]
     if claimed_by is not None:  # a reviewer's decision holds only while their claim does
-        conditions += [Deferral.claimed_by == claimed_by, Deferral.lease_expires_at >= now]
+        conditions.append(Deferral.claimed_by == claimed_by)
+        if lease_required:
+            conditions.append(Deferral.lease_expires_at >= now)
     result = session.execute(
         update(Deferral)
         .where(*conditions)

@@ -13,10 +13,11 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from review.models import Deferral, utcnow
-from review.reviewing import claims, queue_reads
+from review.reviewing import claims, queue_reads, undo
 from review.reviewing.bulk import decide_many
-from review.reviewing.decisions import DecisionRefused, decide
+from review.reviewing.decisions import DecisionRefused, decide, ended_how
 from review.reviewing.reading import parse_ms
+from review.reviewing.taking_effect import take_effect_if_due
 from review.services import current_services
 from review.web.auth import DECIDERS, roles_required
 from review.web.reviewer_pages import bp, card_context, holder, is_htmx
@@ -60,6 +61,10 @@ def batch():
     svc = current_services()
     with svc.db.read() as db:
         ids = claims.held_ids(db, holder(), utcnow())
+    if take_effect_if_due(svc, ids):  # decisions whose undo window closed meanwhile
+        with svc.db.read() as db:
+            ids = claims.held_ids(db, holder(), utcnow())
+    with svc.db.read() as db:
         items = queue_reads.batch_items(db, ids)
         context = card_context(svc, db, items)
     return render_template(
@@ -116,7 +121,57 @@ def decide_item(deferral_id: str, verdict: str):
         message, kind = outcome.message, "warn" if outcome.fast else "ok"
     except DecisionRefused as refused:
         message, kind = str(refused), "error"
-    on_item_page = request.form.get("on") == "item"
+    return _answer(deferral_id, message, kind)
+
+
+@bp.post("/batch/<deferral_id>/undo")
+@roles_required(*DECIDERS)
+def undo_item(deferral_id: str):
+    """Undo (key u): take back a decision in its window; the card comes back with its
+    controls (PROTOCOL.md section 16)."""
+    try:
+        message, kind = undo.undo(current_services(), holder(), deferral_id).message, "ok"
+    except undo.UndoRefused as refused:
+        message, kind = refused.message, "error"
+    return _answer(deferral_id, message, kind, undone=kind == "ok")
+
+
+@bp.get("/batch/<deferral_id>/card")
+@roles_required(*DECIDERS)
+def card(deferral_id: str):
+    """One card as it is now, with the page's status line: what a card asks for when
+    its undo window has closed (the decision takes effect here if nothing took it yet)."""
+    svc = current_services()
+    take_effect_if_due(svc, [deferral_id])
+    with svc.db.read() as db:
+        item = db.get(Deferral, deferral_id)
+        if item is None:
+            abort(404)
+    return _answer(
+        deferral_id, _as_it_is(item), "ok", on_item_page=request.args.get("on") == "item"
+    )
+
+
+def _as_it_is(d: Deferral) -> str:
+    if d.status == "pending":
+        return "1 of 2 approvals: back in the queue for a second reviewer."
+    if d.status == "in_review":
+        return "Not decided yet."
+    how = ended_how(d)
+    return how[:1].upper() + how[1:] + "."
+
+
+def _answer(
+    deferral_id: str,
+    message: str,
+    kind: str,
+    undone: bool = False,
+    on_item_page: bool | None = None,
+):
+    """After a decision or an undo: the card as it is now (htmx), or back to the page."""
+    svc = current_services()
+    if on_item_page is None:
+        on_item_page = request.form.get("on") == "item"
     if not is_htmx():
         flash(message, kind)
         if on_item_page:
@@ -126,8 +181,9 @@ def decide_item(deferral_id: str, verdict: str):
         item = db.get(Deferral, deferral_id)
         if item is None:
             abort(404)
-        left = len(claims.held_ids(db, holder(), utcnow()))
+        ids = claims.held_ids(db, holder(), utcnow())
         context = card_context(svc, db, [item])
+        left = len(set(ids) - set(undo.held_decisions(db, ids)))
     return render_template(
         "review/_decided.html",
         d=item,
@@ -136,5 +192,6 @@ def decide_item(deferral_id: str, verdict: str):
         left=left,
         in_batch=not on_item_page,
         on_item_page=on_item_page,
+        undone=undone,
         **context,
     )

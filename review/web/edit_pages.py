@@ -21,6 +21,7 @@ from flask_login import current_user
 from review.api.jsonbody import parse_json
 from review.errors import DomainError
 from review.models import Deferral, utcnow
+from review.reviewing import undo
 from review.reviewing.claims import held_ids
 from review.reviewing.decisions import DecisionRefused
 from review.reviewing.edits import ARGS_DEPTH_OFFSET, edit_and_approve, preview_edit
@@ -171,11 +172,17 @@ def approve(deferral_id: str):
             d=d,
             notice=outcome.message,
             notice_kind="warn" if outcome.fast else "ok",
-            left=len(held_ids(session, holder(), utcnow())),
+            left=_left(session),
             in_batch=not on_item_page,
             on_item_page=on_item_page,
             **card_context(svc, session, [d]),
         )
+
+
+def _left(session) -> int:
+    """Items the reviewer holds still to decide (not those in their undo window)."""
+    ids = held_ids(session, holder(), utcnow())
+    return len(set(ids) - set(undo.held_decisions(session, ids)))
 
 
 def _refused(deferral_id: str, message: str, back: str):

@@ -4,6 +4,7 @@ requests get partials, others full pages."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -12,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from review.agents.executions import VIOLATION
 from review.callbacks import deliveries
-from review.models import Deferral
-from review.reviewing import claims, history, queue_reads
+from review.models import Deferral, utcnow
+from review.reviewing import claims, history, queue_reads, undo
 from review.reviewing.claims import Holder
+from review.reviewing.taking_effect import take_effect_if_due
 from review.services import Services, current_services
 from review.web.auth import DECIDERS, roles_required
 
@@ -48,13 +50,37 @@ def is_htmx() -> bool:
 
 
 def card_context(svc: Services, session: Session, items: list[Deferral]) -> dict[str, Any]:
-    """What every rendering of review/_card.html needs besides the deferral itself."""
+    """What every rendering of review/_card.html needs besides the deferral itself:
+    `held`, the decisions still in their undo window (review/reviewing/undo.py)."""
+    now = utcnow()
+    held = undo.held_decisions(session, [d.id for d in items])
+    given = queue_reads.approvals_of(session, items)
     return {
         "reasons": REJECT_REASONS,
         "earlier": history.earlier_decisions(session, items),
-        "approvals": queue_reads.approvals_of(session, items),
+        "approvals": given,
         "min_read": svc.settings.min_read_seconds,
+        "held": {
+            d.id: HeldCard(
+                _held_outcome(held[d.id], d, given.get(d.id, [])),
+                max(int((held[d.id].effective_at - now).total_seconds() * 1000), 0),
+            )
+            for d in items
+            if d.id in held and d.status == "in_review"  # not one a kill has beaten
+        },
     }
+
+
+@dataclass(frozen=True)
+class HeldCard:
+    outcome: str  # what the decision will make of it: approved, rejected, pending (short)
+    ms_left: int  # of its undo window
+
+
+def _held_outcome(held, d: Deferral, given: list[str]) -> str:
+    if held.verdict == "reject":
+        return "rejected"
+    return "pending" if len(given) + 1 < d.required_approvals else "approved"
 
 
 @bp.get("/queue")
@@ -99,6 +125,7 @@ def _deferral_or_404(db, deferral_id: str) -> Deferral:
 @login_required
 def deferral(deferral_id: str):
     svc = current_services()
+    take_effect_if_due(svc, [deferral_id])
     with svc.db.read() as db:
         item = _deferral_or_404(db, deferral_id)
         chain = queue_reads.evidence_chain(db, deferral_id)

@@ -1,0 +1,106 @@
+"""Undo in Chromium (PROTOCOL.md section 16): after a decision the card says "Approved —
+Undo (N)" and counts down; `u` takes it back and the card returns with its controls;
+left alone, it takes effect when the countdown ends. Screenshots at 1280x720 and
+1440x900 in test-artifacts/undo-*.png."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.helpers import AgentClient
+
+pytestmark = pytest.mark.browser
+PASSWORD = "correct horse battery"  # the people fixture's
+SIZES = ((1280, 720), (1440, 900))
+WINDOW = 3
+
+
+class Site(NamedTuple):
+    url: str
+    agent: AgentClient
+    chromium: Browser
+    errors: list[str]
+
+
+@pytest.fixture
+def site(make_app, make_agent, people) -> Iterator[Site]:
+    app = make_app(agent_rate=0, undo_seconds=WINDOW, min_read_seconds=0)
+    agent = make_agent().on(app)
+    errors: list[str] = []
+    with live_server(app) as url, sync_playwright() as pw:
+        chromium = pw.chromium.launch(**launch_options())
+        yield Site(url, agent, chromium, errors)
+        chromium.close()
+
+
+def login(site: Site, name: str, size=(1280, 720)) -> Page:
+    context = site.chromium.new_context(viewport={"width": size[0], "height": size[1]})
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and site.errors.append(m.text))
+    page.goto(site.url + "/login")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(site.url + "/queue")
+    return page
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    size = page.viewport_size
+    page.screenshot(path=str(ARTIFACTS / f"undo-{name}-{size['width']}x{size['height']}.png"))
+
+
+def status(site: Site, d_id: str) -> str:
+    return site.agent.get(f"/api/v1/deferrals/{d_id}").get_json()["status"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_u_takes_an_approval_back_and_the_card_returns_with_its_controls(site, size):
+    first = site.agent.defer().get_json()["id"]
+    site.agent.defer()
+    page = login(site, "rita", size)
+    page.get_by_role("button", name="Start batch", exact=True).click()
+    card = page.locator(f"#card-{first}")
+    expect(card).to_be_focused()
+    page.keyboard.press("a")
+    expect(card.locator(".undo-bar")).to_contain_text("Approved —")
+    expect(card.get_by_role("button", name="Undo", exact=True)).to_be_visible()
+    expect(card.locator(".countdown")).to_have_text("(3)")
+    expect(page.locator("#batch-left")).to_have_text("1")
+    shot(page, "held")
+    assert status(site, first) == "in_review"  # nothing has left the server
+    page.keyboard.press("u")
+    expect(card.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+    expect(card).to_have_attribute("data-live", "")
+    expect(card).to_be_focused()
+    expect(page.locator("#decision-status")).to_contain_text("Undone")
+    expect(page.locator("#batch-left")).to_have_text("2")
+    shot(page, "undone")
+    page.wait_for_timeout((WINDOW + 1) * 1000)  # the window would have closed by now
+    assert status(site, first) == "in_review"
+    assert site.errors == []
+
+
+def test_left_alone_the_decision_takes_effect_when_the_countdown_ends(site):
+    d_id = site.agent.defer().get_json()["id"]
+    page = login(site, "rita")
+    page.get_by_role("button", name="Start batch", exact=True).click()
+    page.locator(f"#card-{d_id}").get_by_label("Reason").fill("wrong invoice")
+    page.locator(f"#card-{d_id}").get_by_role("button", name="Reject", exact=True).click()
+    card = page.locator(f"#card-{d_id}")
+    expect(card.locator(".undo-bar")).to_contain_text("Rejected —")
+    expect(page.get_by_role("region", name="Batch done")).to_be_visible()
+    # The card asks for itself when the countdown ends: no reload, no worker needed.
+    expect(card.locator(".undo-bar")).to_have_count(0, timeout=(WINDOW + 4) * 1000)
+    expect(card).to_have_attribute("data-outcome", "rejected")
+    expect(card).not_to_have_attribute("data-held", "")
+    expect(page.locator("#decision-status")).to_contain_text("Rejected by rita: wrong invoice.")
+    assert status(site, d_id) == "rejected"
+    shot(page, "took-effect")
+    assert site.errors == []
