@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 
 import review.doors.aap.tables  # noqa: F401  (the AAP door's tables join Base's metadata)
 import review.groups  # noqa: F401  (so do the reviewer groups')
+import review.notifications.models  # noqa: F401  (and the notifications')
 from review.models import Base
 
 config = context.config

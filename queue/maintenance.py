@@ -25,6 +25,8 @@ from review import redis_keys
 from review.audit import checkpoints, repeats
 from review.audit.chain import chained_write
 from review.models import utcnow
+from review.notifications.delivery import send_due
+from review.notifications.planning import plan_due
 from review.observability import heartbeat
 from review.reviewing.claims import return_lapsed_claims
 from review.reviewing.expiry import expire_due
@@ -42,6 +44,7 @@ def tick(svc: Services) -> None:
         ("expiry", expire_due),
         ("lapsed claims", _return_lapsed),
         ("relay", relay),
+        ("notifications", _notifications),
         ("repeated events", repeats.flush_due),
         ("checkpoint", _checkpoint),
     ):
@@ -62,6 +65,14 @@ def take_effect_job() -> int:
 def _return_lapsed(svc: Services) -> int:
     with chained_write(svc.db) as session:
         return return_lapsed_claims(session, utcnow())
+
+
+def _notifications(svc: Services) -> int:
+    """Plan what is due (review/notifications/planning.py), then start sending what is
+    due; sending runs on its own threads, so this step never waits for a provider."""
+    planned = plan_due(svc)
+    send_due(svc)
+    return planned
 
 
 def _checkpoint(svc: Services) -> int:

@@ -133,3 +133,15 @@ def slack_email(team: str, user: str) -> str:
 def slack_signature(signature: str) -> str:
     """Set (expiring) once a signed Slack request was accepted: the same one again is a replay."""
     return f"countersign:slack:seen:{signature}"
+
+
+# --- notifications (review/notifications/) -------------------------------------------------
+
+
+def notifying(notification_id: str) -> str:
+    """Set while a worker sends this notification, so two workers never send it at once."""
+    return f"countersign:notifying:{notification_id}"
+
+
+# Set while a notification send job waits in the queue (one job for a burst of changes).
+NOTIFY_SEND_QUEUED = "countersign:notify:send-queued"

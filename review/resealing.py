@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from review.audit.chain import record_event
 from review.doors.aap.tables import AapInstance
 from review.models import AgentSecret
+from review.notifications.models import ServiceSecret
 from review.sealing import SealError, SecretBox
 
 # Every column that holds a value sealed by SecretBox: (its name in counts, table, column).
@@ -24,6 +25,7 @@ SEALED_COLUMNS = (
     ("agent_secrets", AgentSecret, AgentSecret.ciphertext),
     ("aap_delivery_secrets", AapInstance, AapInstance.signing_secret),
     ("aap_registration_answers", AapInstance, AapInstance.provisioned),
+    ("service_secrets", ServiceSecret, ServiceSecret.ciphertext),
 )
 
 

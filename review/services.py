@@ -22,6 +22,7 @@ from review.db import Database
 from review.embedded_redis import EmbeddedRedis
 from review.intake.policy import Policy, policy_from_settings
 from review.intake.principal_keys import PrincipalKeys
+from review.notifications.wakeups import after_commit as notify_after_commit
 from review.observability import metrics
 from review.sealing import SecretBox
 from review.settings import Settings
@@ -92,6 +93,7 @@ class Services:
         provider = RedisProvider(settings.redis_url, embedded)
         db.after_commit(lambda info: after_commit(provider.client, info))
         db.after_commit(metrics.after_commit)  # the decisions the transaction noted
+        db.after_commit(lambda info: notify_after_commit(provider.client, info))
         return cls(
             settings=settings,
             db=db,

@@ -183,6 +183,43 @@ def is_https_or_loopback(url: str) -> bool:
     return match.group(1).lower() == "https" or bool(loopback)
 
 
+def _smtp_url(name: str, raw: Any) -> str:
+    """smtp://[user:pass@]host[:port][?starttls=1] or smtps://...; empty for no e-mail."""
+    text = str(raw).strip()
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise SettingsError(
+            f"{name} must look like smtp://user:pass@host:587?starttls=1 or smtps://host"
+        )
+    try:
+        parts.port  # noqa: B018  (raises on a port that is no number)
+    except ValueError:
+        raise SettingsError(f"{name}: the port must be a number") from None
+    query = parts.query.lower()
+    if query and query not in ("starttls=1", "starttls=true", "starttls=0", "starttls=false"):
+        raise SettingsError(f"{name}: the only option is ?starttls=1")
+    if parts.scheme == "smtps" and query.endswith(("=1", "=true")):
+        raise SettingsError(f"{name}: smtps:// is TLS already; starttls is for smtp://")
+    return text
+
+
+def _mail_from(name: str, raw: Any) -> str:
+    """The sender's address (a display name may go with it: Countersign <cs@example.com>)."""
+    text = str(raw).strip()
+    if any(c in text for c in "\r\n") or (text and "@" not in text):
+        raise SettingsError(f"{name} must be an e-mail address, got {text!r}")
+    return text
+
+
+def _optional_http_url(name: str, raw: Any) -> str:
+    text = str(raw).strip()
+    if text and not re.fullmatch(r"[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+(/[^\s#]*)?", text):
+        raise SettingsError(f"{name} must be an http(s):// URL, got {text!r}")
+    return text
+
+
 PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "instance_dir": _text,
     "database_url": _database_url,
@@ -255,6 +292,17 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "slack_signing_secret": _text,
     "slack_channel": _text,
     "slack_api_url": _optional_url,
+    # --- notifications (PROTOCOL.md section 14; docs/NOTIFICATIONS.md) ---
+    "smtp_url": _smtp_url,
+    "mail_from": _mail_from,
+    "notify_webhook_url": _optional_http_url,
+    "notify_level": _choice("low", "medium", "high", "critical", "none"),
+    "escalate_after": _int_range(1, 7 * 86400),
+    "notify_remind_before": _int_range(0, 7 * 86400),
+    "notify_digest_hour": _int_range(0, 23),
+    "notify_retry_schedule": _schedule,
+    "notify_deadline": _int_range(1, 60),
+    "notify_batch_at": _int_range(2, 1000),
 }
 
 
@@ -325,6 +373,16 @@ class Settings:
     slack_signing_secret: str
     slack_channel: str
     slack_api_url: str
+    smtp_url: str
+    mail_from: str
+    notify_webhook_url: str
+    notify_level: str
+    escalate_after: int
+    notify_remind_before: int
+    notify_digest_hour: int
+    notify_retry_schedule: tuple[int, ...]
+    notify_deadline: int
+    notify_batch_at: int
 
     @property
     def sso_enabled(self) -> bool:
@@ -383,6 +441,10 @@ def load_settings(
     _check_principals(values)
     _check_oidc(values)
     _check_slack(values)
+    if values["smtp_url"] and not values["mail_from"]:
+        raise SettingsError(
+            f"{env_name('mail_from')} must be set when {env_name('smtp_url')} is (the sender)"
+        )
     if not Path(values["policy_file"]).is_absolute():
         values["policy_file"] = str(resolve(values["policy_file"]))
     if not Path(values["policy_file"]).is_file():

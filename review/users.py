@@ -230,3 +230,26 @@ def set_keyboard_shortcuts(session: Session, user_id: int, on: bool) -> bool:
         payload={"username": user.username, "keyboard_shortcuts": on},
     )
     return True
+
+
+def set_email(
+    session: Session, username: str, email: str, *, actor: tuple[str, str] = ("system", "cli")
+) -> None:
+    """Set (or, with "", clear) the user's e-mail: where notifications reach them, and
+    their identity as a principal (PROTOCOL.md section 14)."""
+    from review.notifications.channels.email import valid_address
+
+    email = email.strip()
+    if email and valid_address(email) is None:
+        raise DomainError(f"{email[:100]!r} is not an e-mail address like name@example.com")
+    user = find_user(session, username)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    user.email = email or None
+    record_event(
+        session,
+        actor_kind=actor[0],
+        actor_id=actor[1],
+        event_type="user.email_changed",
+        payload={"username": username, "email": email or None},
+    )

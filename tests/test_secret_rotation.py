@@ -72,6 +72,7 @@ def test_reseal_moves_every_sealed_value_to_the_current_key(make_app, agent, svc
         "agent_secrets\tresealed=1\talready_current=0",
         "aap_delivery_secrets\tresealed=1\talready_current=0",
         "aap_registration_answers\tresealed=1\talready_current=0",
+        "service_secrets\tresealed=0\talready_current=0",
         "resealed 3 values with the current SECRET_KEY",
     ]
     after = sealed_values(svc)

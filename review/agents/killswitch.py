@@ -30,6 +30,8 @@ from review.callbacks import outbox
 from review.callbacks.wakeups import note_agent_status, note_ended
 from review.errors import DomainError
 from review.models import PENDING_STATUSES, Agent, Deferral, User, utcnow
+from review.notifications import kinds
+from review.notifications import outbox as notification_outbox
 from review.observability.metrics import SYSTEM, note_decided
 from review.resources import agent_status
 from review.reviewing.ending import terminal_values
@@ -168,6 +170,15 @@ def _kill_in(
     )
     record_events(session, events)
     outbox.add_agent_event(session, agent, "agent.killed", status, now)
+    notification_outbox.add_agent_flip(
+        session,
+        agent,
+        kinds.AGENT_KILLED,
+        reason=reason,
+        by=actor.label,
+        now=now,
+        deferrals_ended=len(ended_ids),
+    )
     note_agent_status(session, agent.slug, json.dumps(status))
     return Flip(agent.slug, True, len(ended_ids))
 
@@ -237,6 +248,9 @@ def _revive_in(
         ],
     )
     outbox.add_agent_event(session, agent, "agent.revived", status, now)
+    notification_outbox.add_agent_flip(
+        session, agent, kinds.AGENT_REVIVED, reason=reason, by=actor.label, now=now
+    )
     note_agent_status(session, agent.slug, json.dumps(status), reset_breakers=True)
     return Flip(agent.slug, True, 0)
 

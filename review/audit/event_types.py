@@ -47,6 +47,7 @@ PEOPLE = (
     "user.enabled",
     "user.logged_out",
     "user.settings_changed",
+    "user.email_changed",  # users set-email
     "login.succeeded",
     "login.failed",
     "login.throttled",
@@ -55,7 +56,21 @@ PEOPLE = (
 REQUESTS = ("request.refused", "request.refused_repeated")
 GROUPS = ("group.created", "group.member_added", "group.member_removed")  # review/groups.py
 SECRETS = ("secrets.resealed",)
+NOTIFICATIONS = ("notification.retry_requested",)  # review/notifications/delivery.py
 
 EVENT_TYPES: tuple[str, ...] = tuple(
-    sorted({*DEFERRAL, *AGENT, *AAP, *CALLBACK, *EXECUTION, *PEOPLE, *REQUESTS, *GROUPS, *SECRETS})
+    sorted(
+        {
+            *DEFERRAL,
+            *AGENT,
+            *AAP,
+            *CALLBACK,
+            *EXECUTION,
+            *PEOPLE,
+            *REQUESTS,
+            *GROUPS,
+            *SECRETS,
+            *NOTIFICATIONS,
+        }
+    )
 )

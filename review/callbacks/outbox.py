@@ -16,6 +16,7 @@ from review.callbacks.wakeups import note_deliver
 from review.doors.aap import notifications as aap_notifications
 from review.ids import new_event_id
 from review.models import Agent, Deferral, OutboxEvent
+from review.notifications import outbox as notification_outbox
 from review.resources import deferral_resource, rfc3339
 
 
@@ -40,6 +41,8 @@ def add_decisions(
     """add_decision for many deferrals ended together (a kill switch ends hundreds), with
     one lookup of AAP receivers for all of them."""
     receivers = aap_notifications.receivers_of(session, [d.id for d in deferrals])
+    # The people and channels told of them: follow-ups (Slack updates its message).
+    notification_outbox.add_decided(session, deferrals, now)
     added = []
     for deferral in deferrals:
         instance_id = receivers.get(deferral.id)

@@ -11,6 +11,7 @@ from flask import Flask
 from review.cli.agents import agents_cli
 from review.cli.audit import audit_cli
 from review.cli.groups import groups_cli
+from review.cli.notify import notify_cli
 from review.cli.operations import db_cli, serve, worker
 from review.cli.people import users_cli
 from review.cli.policy import policy_cli
@@ -28,6 +29,7 @@ def init_app(app: Flask) -> None:
         receipts_cli,
         policy_cli,
         groups_cli,
+        notify_cli,
     )
     for group in (*command_groups, secrets_cli):
         app.cli.add_command(group)

@@ -59,6 +59,20 @@ def users_set_password(name: str) -> None:
     click.echo(f"new password for {name}; their sessions have ended")
 
 
+@users_cli.command("set-email")
+@click.argument("name")
+@click.argument("address")
+def users_set_email(name: str, address: str) -> None:
+    """Set NAME's e-mail address (where notifications reach them); "" clears it."""
+    svc = current_services()
+    try:
+        with svc.db.write() as session:
+            users.set_email(session, name, address)
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"{name}'s e-mail is now {address.strip() or 'none'}")
+
+
 @users_cli.command("disable")
 @click.argument("name")
 def users_disable(name: str) -> None:

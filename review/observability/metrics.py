@@ -236,3 +236,41 @@ def observe_attempt(outcome: str, seconds: float, waited: float | None) -> None:
     CALLBACK_ATTEMPT_SECONDS.labels(result).observe(seconds)
     if outcome == "delivered" and waited is not None:
         CALLBACK_DELIVERY_SECONDS.observe(max(waited, 0.0))
+
+
+# --- notifications (review/notifications/) -----------------------------------------------
+
+NOTIFICATIONS = Counter(
+    "countersign_notifications",
+    "Notification attempts by channel and what came of them (delivered, retry, dead, skipped).",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+NOTIFIED_DECISION_SECONDS = Histogram(
+    "countersign_notified_decision_seconds",
+    "Time from a channel's first message about a deferral to its decision, by channel.",
+    ["channel"],
+    buckets=(10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400),
+    registry=REGISTRY,
+)
+NOTIFY_CHANNELS = ("email", "slack", "webhook")
+NOTIFY_RESULTS = ("delivered", "retry", "dead", "skipped")
+
+
+@_never_raises
+def count_notification(channel: str, result: str) -> None:
+    NOTIFICATIONS.labels(channel, result).inc()
+
+
+@_never_raises
+def observe_notified_decision(channel: str, seconds: float) -> None:
+    NOTIFIED_DECISION_SECONDS.labels(channel).observe(max(seconds, 0.0))
+
+
+def _notifications_at_zero() -> None:
+    for channel in NOTIFY_CHANNELS:
+        for result in NOTIFY_RESULTS:
+            NOTIFICATIONS.labels(channel, result)
+
+
+_notifications_at_zero()
