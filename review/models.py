@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -262,6 +263,9 @@ class Deferral(Base):
     original_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     original_action_digest: Mapped[str | None] = mapped_column(String(71))
     action_patch: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    # A canary's kind (review/canaries/): a known-bad test item an admin seeded, shown to
+    # reviewers like any other and never to an agent. NULL for every real deferral.
+    canary: Mapped[str | None] = mapped_column(String(32))
 
     agent: Mapped[Agent] = relationship(lazy="joined")
     # Read only for approved deferrals (nothing else can have one): see resources.py.
@@ -314,6 +318,27 @@ class Execution(Base):
     credential: Mapped[dict[str, str] | None] = mapped_column(JSONType, nullable=True)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
     webhook_id: Mapped[str] = mapped_column(String(255))
+
+
+class Canary(Base):
+    """Who seeded a canary deferral and what became of it (review/canaries/)."""
+
+    __tablename__ = "canaries"
+    __table_args__ = (
+        # The admin page's list, newest first.
+        Index("ix_canaries_seeded_at", "seeded_at"),
+        # Catch rates per reviewer over a window: WHERE decided_at >= ? GROUP BY decided_by.
+        Index("ix_canaries_decided_at", "decided_at", "decided_by"),
+    )
+
+    deferral_id: Mapped[str] = mapped_column(ForeignKey("deferrals.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    seeded_by: Mapped[str] = mapped_column(String(64))
+    seeded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # "caught", "missed"; None: open
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seconds_in_view: Mapped[float | None] = mapped_column(Float)
 
 
 class AuditEvent(Base):

@@ -139,7 +139,11 @@ def agent_detail(session: Session, agent: Agent, now: datetime | None = None) ->
     outcomes = dict(
         session.execute(
             select(Deferral.status, func.count())
-            .where(Deferral.agent_id == agent.id, Deferral.created_at >= since)
+            .where(
+                Deferral.agent_id == agent.id,
+                Deferral.created_at >= since,
+                Deferral.canary.is_(None),  # canaries are not the agent's (review/canaries/)
+            )
             .group_by(Deferral.status)
         ).all()
     )
@@ -149,6 +153,7 @@ def agent_detail(session: Session, agent: Agent, now: datetime | None = None) ->
             Deferral.agent_id == agent.id,
             Deferral.created_at >= since,
             Deferral.status.in_(("approved", "rejected")),
+            Deferral.canary.is_(None),
         )
         .order_by(Deferral.created_at.desc())
         .limit(500)

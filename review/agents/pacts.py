@@ -86,7 +86,11 @@ def behaviour(session: Session, agent_id: int, now: datetime | None = None) -> l
     # their bound parameters, so the statement must render each only once.
     rows = session.execute(
         select(recent, Deferral.status, outcome, rule, func.count())
-        .where(Deferral.agent_id == agent_id, Deferral.created_at >= since[30])
+        .where(
+            Deferral.agent_id == agent_id,
+            Deferral.created_at >= since[30],
+            Deferral.canary.is_(None),  # canaries are not the agent's (review/canaries/)
+        )
         .group_by(recent, Deferral.status, outcome, rule)
     ).all()
     found = {days: Behaviour(days) for days in WINDOWS}

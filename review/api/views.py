@@ -126,7 +126,10 @@ def authenticate_for_deferral(
         raise unauthorized() from None
     owner_id = None
     if len(deferral_id) <= 40:
-        owner_id = session.scalar(select(Deferral.agent_id).where(Deferral.id == deferral_id))
+        # A canary is no agent's (review/canaries/): signed by its agent, it answers 404.
+        owner_id = session.scalar(
+            select(Deferral.agent_id).where(Deferral.id == deferral_id, Deferral.canary.is_(None))
+        )
     if owner_id is not None:
         owner = signers(session, agent_id=owner_id)
         if owner and signed.signed_by_any(svc.secrets.secrets_for(owner[0]), body):

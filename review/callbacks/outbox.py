@@ -53,6 +53,8 @@ def add_decisions(
 
 
 def _decided(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent | None:
+    if deferral.canary:
+        return None  # a canary is no agent's: however it ends, no callback (review/canaries/)
     if not deferral.agent.callback_url:
         return None  # the agent reads decisions with GET /api/v1/deferrals/{id}
     return _add(

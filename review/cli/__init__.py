@@ -1,7 +1,7 @@
 """The operator's commands: `flask --app app <group> <command>` (PROTOCOL.md section 7).
 
 One module per group: operations (db, worker, serve), people (users), agents, audit,
-receipts, policy, groups, secrets; the MCP gateway's command lives with the gateway.
+receipts, policy, groups, canaries, secrets; the MCP gateway's command lives with the gateway.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from flask import Flask
 
 from review.cli.agents import agents_cli
 from review.cli.audit import audit_cli
+from review.cli.canaries import canaries_cli
 from review.cli.groups import groups_cli
 from review.cli.notify import notify_cli
 from review.cli.operations import db_cli, serve, worker
@@ -30,6 +31,7 @@ def init_app(app: Flask) -> None:
         policy_cli,
         groups_cli,
         notify_cli,
+        canaries_cli,
     )
     for group in (*command_groups, secrets_cli):
         app.cli.add_command(group)

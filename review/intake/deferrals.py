@@ -383,6 +383,7 @@ def _deferral_values(
         "rank": rank,
         "created_at": now,
         "expires_at": expires_at,
+        "canary": None,  # an agent's request is never a canary (review/canaries/seeding.py)
         **undecided_fields(),
     }
 

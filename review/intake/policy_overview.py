@@ -65,12 +65,12 @@ _SQLITE = text(
     "SELECT json_extract(f.value, '$.rule') AS rule,"
     " COALESCE(json_extract(d.policy_outcome, '$.outcome'), 'ask') AS outcome, count(*)"
     " FROM deferrals d, json_each(d.risk_factors) f"
-    " WHERE d.created_at >= :since GROUP BY 1, 2"
+    " WHERE d.created_at >= :since AND d.canary IS NULL GROUP BY 1, 2"
 ).bindparams(bindparam("since", type_=UTCDateTime))
 _POSTGRES = text(
     "SELECT f ->> 'rule' AS rule, COALESCE(d.policy_outcome ->> 'outcome', 'ask') AS outcome,"
     " count(*) FROM deferrals d, jsonb_array_elements(d.risk_factors) f"
-    " WHERE d.created_at >= :since GROUP BY 1, 2"
+    " WHERE d.created_at >= :since AND d.canary IS NULL GROUP BY 1, 2"
 ).bindparams(bindparam("since", type_=UTCDateTime))
 
 

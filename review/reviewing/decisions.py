@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from review.agents import breakers
 from review.audit.chain import chained_write, record_event
+from review.canaries.deciding import decide_canary
 from review.errors import DomainError
 from review.identity import identity_key
 from review.models import TERMINAL_STATUSES, Deferral, utcnow
@@ -52,6 +53,7 @@ class Decided:
     fast: bool = False  # decided before the item counted as read (flagged in the audit)
     # Held for its undo window (review/reviewing/undo.py): it takes effect then, unless undone.
     effective_at: datetime | None = None
+    canary: str | None = None  # a canary's outcome, "caught" or "missed" (review/canaries/)
 
 
 def ended_how(deferral: Deferral) -> str:
@@ -170,6 +172,8 @@ def decide_in(
         _renew_lease(session, svc, holder, now)
     if verdict == "approve":
         check_may_approve(held, holder)
+    if held.canary:  # decided at once, never held for undo: review/canaries/deciding.py
+        return canary_decided(session, held, holder, verdict, reason, now, reading)
     if window:
         outcome = "rejected" if verdict == "reject" else _approval_outcome(session, held, holder)
         undo.hold(session, held, holder, verdict, reason, seen_ms, now, window)
@@ -296,6 +300,25 @@ def approve(
         earlier=given,
         lease_required=lease_required,
     )
+
+
+def canary_decided(
+    session: Session,
+    deferral: Deferral,
+    holder: Holder,
+    verdict: str,
+    reason: str | None,
+    now: datetime,
+    reading: Reading,
+) -> Decided:
+    """A held canary, decided: closed and told at once (review/canaries/deciding.py)."""
+    try:
+        outcome, message = decide_canary(
+            session, deferral, holder.id, holder.username, verdict, reason, now, reading
+        )
+    except AlreadyDecided:
+        raise DecisionRefused("Nothing changed: someone else decided it first.") from None
+    return Decided(deferral.id, "rejected", message, fast=not reading.read, canary=outcome)
 
 
 def _renew_lease(session: Session, svc: Services, holder: Holder, now: datetime) -> None:

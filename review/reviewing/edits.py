@@ -263,6 +263,9 @@ def edit_in(
     if preview.digest == deferral.action_digest:
         raise DecisionRefused("Nothing changed: the arguments are the ones shown. Use Approve.")
     reading = assess(seen_ms, deferral.claimed_at, read_at or now, svc.settings.min_read_seconds)
+    if deferral.canary:  # edited or not, approving a known-bad item is a miss; never held
+        decisions._renew_lease(session, svc, holder, now)
+        return decisions.canary_decided(session, deferral, holder, "approve", reason, now, reading)
     if window:
         decisions._renew_lease(session, svc, holder, now)
         undo.hold(session, deferral, holder, "approve", reason, seen_ms, now, window, args)

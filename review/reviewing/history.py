@@ -53,7 +53,13 @@ def _earlier(session: Session, d: Deferral) -> list[Earlier]:
             Deferral.decided_at,
             Deferral.summary,
         )
-        .where(or_(*same), Deferral.id != d.id, Deferral.status.in_(TERMINAL_STATUSES))
+        .where(
+            or_(*same),
+            Deferral.id != d.id,
+            Deferral.status.in_(TERMINAL_STATUSES),
+            # A canary's ending would give it away, and it is no agent's history.
+            Deferral.canary.is_(None),
+        )
         .order_by(Deferral.decided_at.desc())
         .limit(SHOWN)
     ).all()

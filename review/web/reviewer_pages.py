@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from review.agents.executions import VIOLATION
 from review.callbacks import deliveries
+from review.canaries.disguise import chain_as_seen
 from review.models import Deferral, utcnow
 from review.reviewing import claims, history, queue_reads, undo
 from review.reviewing.claims import Holder
@@ -128,7 +129,7 @@ def deferral(deferral_id: str):
     take_effect_if_due(svc, [deferral_id])
     with svc.db.read() as db:
         item = _deferral_or_404(db, deferral_id)
-        chain = queue_reads.evidence_chain(db, deferral_id)
+        chain = chain_as_seen(queue_reads.evidence_chain(db, deferral_id), item, current_user.role)
         callbacks = deliveries.for_deferral(db, deferral_id)
         execution = item.execution if item.status == "approved" else None
         context = card_context(svc, db, [item])
