@@ -10,7 +10,8 @@ ending:
   deferrals table can take it for a permission. Its `decision_reason` says what the
   reviewer did; `decided_by` names them.
 - no callback, no long-poll wake-up, no rejection-breaker count, no decision metric:
-  nothing reaches or concerns the agent whose name it wore.
+  nothing reaches or concerns the agent whose name it wore. The people and channels
+  that were notified of it get the usual follow-up (its status, as for any decision).
 - the audit event is `canary.caught` (rejected) or `canary.missed` (approved, edited
   and approved, or the first of two approvals), with the verdict, the reason and the
   time in view; `canaries` gets the outcome for the figures.
@@ -28,6 +29,7 @@ from sqlalchemy import update
 from review.audit.chain import record_event
 from review.canaries.kinds import KINDS
 from review.models import Canary, Deferral
+from review.notifications import outbox as notification_outbox
 from review.reviewing.ending import AlreadyDecided, terminal_values
 from review.reviewing.reading import Reading
 
@@ -71,6 +73,9 @@ def decide_canary(
     ).rowcount
     if done != 1:
         raise AlreadyDecided(deferral.id)
+    session.refresh(deferral)
+    # People and channels that were told of it are told it ended, as for any item.
+    notification_outbox.add_decided(session, [deferral], now)
     session.execute(
         update(Canary.__table__)
         .where(Canary.deferral_id == deferral.id, Canary.outcome.is_(None))
