@@ -54,6 +54,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         health,
         home,
         metrics_view,
+        notification_pages,
         people_pages,
         policy_pages,
         preferences,
@@ -84,6 +85,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     edit_pages.init_app(app)
     policy_pages.init_app(app)
     app.register_blueprint(preferences.bp)
+    app.register_blueprint(notification_pages.bp)
     app.register_blueprint(slack_interactions.bp)
     cli.init_app(app)
     _api_errors_are_json(app)

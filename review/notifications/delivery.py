@@ -190,9 +190,9 @@ def _message(
         else []
     )
     moot = None
-    if row.kind in kinds.ABOUT_WAITING:
+    if row.kind in (*kinds.ABOUT_WAITING, kinds.DIGEST):
         deferrals = [d for d in deferrals if d.status not in TERMINAL_STATUSES]
-        if not deferrals:
+        if not deferrals and row.kind != kinds.DIGEST:
             moot = "decided before it went out"
     earlier: tuple[Sent, ...] = ()
     if ids:

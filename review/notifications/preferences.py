@@ -16,7 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from review.audit.chain import record_event
 from review.errors import DomainError
+from review.models import User
 from review.notifications.models import NotificationPreference
 from review.notifications.registry import personal_names
 
@@ -135,4 +137,22 @@ def save_preferences(
     row.channels = list(chosen)
     row.digest = digest
     row.quiet_from, row.quiet_until, row.timezone = quiet_from, quiet_until, timezone
-    return _from_row(row)
+    saved = _from_row(row)
+    username = session.scalar(select(User.username).where(User.id == user_id))
+    record_event(
+        session,
+        actor_kind="user",
+        actor_id=username or str(user_id),
+        event_type="user.settings_changed",
+        payload={
+            "username": username,
+            "notifications": {
+                "channels": list(saved.channels),
+                "digest": saved.digest,
+                "quiet_hours": [saved.quiet_from, saved.quiet_until, saved.timezone]
+                if saved.quiet_from
+                else None,
+            },
+        },
+    )
+    return saved
