@@ -55,6 +55,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         home,
         metrics_view,
         notification_pages,
+        oversight_pages,
         people_pages,
         policy_pages,
         preferences,
@@ -82,6 +83,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(agent_pages.bp)
     app.register_blueprint(audit_pages.bp)
     app.register_blueprint(people_pages.bp)
+    app.register_blueprint(oversight_pages.bp)
     edit_pages.init_app(app)
     policy_pages.init_app(app)
     app.register_blueprint(preferences.bp)

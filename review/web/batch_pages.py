@@ -119,6 +119,8 @@ def decide_item(deferral_id: str, verdict: str):
     try:
         outcome = decide(svc, holder(), deferral_id, verdict, reason, seen_ms=seen_ms)
         message, kind = outcome.message, "warn" if outcome.fast else "ok"
+        if outcome.canary == "missed":  # told at once, as an alert (review/canaries/)
+            kind = "canary"
     except DecisionRefused as refused:
         message, kind = str(refused), "error"
     return _answer(deferral_id, message, kind)
