@@ -11,11 +11,14 @@ from sqlalchemy import event, update
 
 from review.canaries.seeding import seed_canaries
 from review.models import Deferral, utcnow
+from review.notifications.models import Notification
 from review.reviewing.claims import claim_batch, claim_one
 from review.reviewing.decisions import decide
 from review.reviewing.figures import reviewer_figures
 from tests.helpers import logged_in, refund
 from tests.test_canaries import reviewer_holder
+from tests.test_notify_email import critical, defer, sweep
+from tests.test_notify_people import mail_app, smtp  # noqa: F401  (fixtures)
 
 
 def _claimed_long_ago(svc) -> None:
@@ -138,3 +141,16 @@ def test_approving_a_canary_on_the_batch_page_tells_the_reviewer_at_once(app, sv
     assert 'role="alert"' in html
     page = rita.get(f"/deferrals/{seeded.deferral_id}").get_data(as_text=True)
     assert "This was a canary" in page and "canary.missed" in page
+
+
+def test_the_page_shows_time_to_decision_per_channel(mail_app, make_agent, people):  # noqa: F811
+    svc = mail_app.extensions["countersign"]
+    d = defer(svc, make_agent().on(mail_app), critical())
+    sweep(svc)
+    with svc.db.write() as session:  # the mails went out ten minutes before the decision
+        session.execute(update(Notification).values(finished_at=utcnow() - timedelta(minutes=10)))
+    rita = reviewer_holder(svc, "rita")
+    claim_one(svc, rita, d.id)
+    decide(svc, rita, d.id, "reject", "not this one")
+    page = logged_in(mail_app, "ada").get("/reviewers").get_data(as_text=True)
+    assert page.count('<th scope="row">email</th><td>1</td>') == 2  # 7 and 30 days

@@ -6,6 +6,8 @@ who could list the canaries would know which items in the queue are tests.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
@@ -14,7 +16,8 @@ from review.canaries.kinds import KINDS
 from review.canaries.listing import recent_canaries
 from review.canaries.seeding import MAX_COUNT, seed_canaries
 from review.errors import DomainError
-from review.models import Agent
+from review.models import Agent, utcnow
+from review.notifications.figures import time_to_decision_by_channel
 from review.reviewing.figures import WINDOWS, reviewer_figures
 from review.services import current_services
 from review.web.auth import roles_required
@@ -65,6 +68,13 @@ def seed():
 @bp.get("/reviewers")
 @roles_required("admin")
 def figures():
+    now = utcnow()
     with current_services().db.read() as session:
-        windows = {days: reviewer_figures(session, days) for days in WINDOWS}
-    return render_template("oversight/reviewers.html", windows=windows)
+        windows = {days: reviewer_figures(session, days, now) for days in WINDOWS}
+        # For the whole team: the function reads one reviewer at a time, and a call per
+        # reviewer would be a query per row of the page.
+        channels = {
+            days: time_to_decision_by_channel(session, since=now - timedelta(days=days))
+            for days in WINDOWS
+        }
+    return render_template("oversight/reviewers.html", windows=windows, channels=channels)
