@@ -356,3 +356,15 @@ def test_the_link_button_is_acknowledged_and_does_nothing(slack_world):
     response = w.slack.click(RITA, "countersign_open")
     assert response.status_code == 200 and response.get_data() == b""
     assert w.deferral(d_id)["status"] == "pending" and w.standin.calls_of("users.info") == []
+
+
+def test_with_undo_on_a_slack_decision_is_held_then_takes_effect(make_slack_world):
+    w = make_slack_world(undo_seconds=1)
+    d_id = w.defer(**HIGH)
+    w.slack.click(RITA, APPROVE)
+    assert w.deferral(d_id)["status"] == "in_review"  # held: nothing has left the server
+    assert w.receiver.requests == []
+    w.work(lambda: w.standin.replies and "Approved by rita" in w.message_text())
+    assert w.standin.replies[0]["text"].startswith("Approved: it takes effect in ")
+    assert w.deferral(d_id)["status"] == "approved"
+    w.work(lambda: w.receiver.requests)

@@ -62,7 +62,7 @@ def _queue(svc, follow_ups) -> None:
         return
     try:
         client = svc.redis.client()
-        for func, args in follow_ups:
-            enqueue(client, func, *args, queue_name=names.DEFAULT)
+        for func, args, delay in follow_ups:
+            enqueue(client, func, *args, queue_name=names.DEFAULT, delay=delay or None)
     except redis.RedisError as exc:
         log.warning("Slack follow-ups not queued (%s): the decision stands; notices lost", exc)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from review.models import Deferral
+from review.models import Deferral, utcnow
 from review.notifications.channels import slack_message
 from review.notifications.channels.slack_api import QUICK_TIMEOUT, SlackError, call, web_client
 from review.notifications.channels.slack_decisions import decide_from_slack
@@ -41,15 +41,18 @@ class Answer:
     """The HTTP answer to Slack (a JSON body, or an empty 200) and the work for later."""
 
     body: dict[str, Any] | None = None
-    follow_ups: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    follow_ups: list[tuple[str, tuple[Any, ...], float]] = field(default_factory=list)
 
-    def refresh(self, deferral_id: str, message: str = "") -> Answer:
-        self.follow_ups.append((REFRESH_JOB, (deferral_id, [message] if message else [])))
+    def refresh(self, deferral_id: str, message: str = "", after: float = 0) -> Answer:
+        """Update the deferral's messages (`after` seconds from now: a decision held for
+        its undo window shows once it has taken effect)."""
+        job = (REFRESH_JOB, (deferral_id, [message] if message else []), after)
+        self.follow_ups.append(job)
         return self
 
     def reply(self, response_url: str, text: str) -> Answer:
         if response_url:
-            self.follow_ups.append((REPLY_JOB, (response_url, escape(text))))
+            self.follow_ups.append((REPLY_JOB, (response_url, escape(text)), 0))
         return self
 
 
@@ -103,10 +106,19 @@ def _block_actions(svc: Services, payload: dict[str, Any]) -> Answer:
     except NotAReviewer as refused:
         return Answer().reply(response_url, f"Not approved: {refused.message}")
     outcome = decide_from_slack(svc, holder, deferral_id, "approve")
-    answer = Answer().refresh(deferral_id, message)
+    answer = Answer().refresh(deferral_id, message, after=_until(outcome.effective_at))
     if not outcome.done:
         answer.reply(response_url, f"Not approved: {outcome.message}")
+    elif outcome.effective_at is not None:
+        answer.reply(response_url, outcome.message)
     return answer
+
+
+def _until(effective_at) -> float:
+    """Seconds until a held decision takes effect, and one more (0: it has)."""
+    if effective_at is None:
+        return 0
+    return max(0.0, (effective_at - utcnow()).total_seconds()) + 1
 
 
 def _ask_reason(
@@ -180,7 +192,8 @@ def _reason_submitted(svc: Services, payload: dict[str, Any]) -> Answer:
     outcome = decide_from_slack(svc, holder, deferral_id, "reject", reason)
     if not outcome.done:
         return _inline_error(f"Not rejected: {outcome.message}").refresh(deferral_id, message)
-    return Answer().refresh(deferral_id, message)  # an empty 200 closes the modal
+    # An empty 200 closes the modal.
+    return Answer().refresh(deferral_id, message, after=_until(outcome.effective_at))
 
 
 def _inline_error(text: str) -> Answer:

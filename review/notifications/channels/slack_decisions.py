@@ -11,18 +11,24 @@ without claiming it again. Refusals come back as sentences for the person in Sla
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime
 
 from review.models import TERMINAL_STATUSES, Deferral, utcnow
 from review.reviewing.claims import Holder, NotTakeable, claim_one
 from review.reviewing.decisions import DecisionRefused, decide, ended_how
 from review.services import Services
 
+HELD_WORDS = {"approved": "Approved", "rejected": "Rejected", "pending": "Your approval counts"}
+
 
 @dataclass(frozen=True)
 class SlackDecision:
     done: bool  # the deferral changed (decided, or given an approval short of its quorum)
     message: str  # for the person who clicked
+    # Held for COUNTERSIGN_UNDO_SECONDS (review/reviewing/undo.py): it takes effect then.
+    effective_at: datetime | None = None
 
 
 def decide_from_slack(
@@ -43,6 +49,12 @@ def decide_from_slack(
         return SlackDecision(False, _after_refusal(svc, deferral_id, exc.message))
     if decided.status == "expired":
         return SlackDecision(True, decided.message)
+    if decided.effective_at is not None:  # held for its undo window, as the browser's are
+        seconds = max(0, math.ceil((decided.effective_at - utcnow()).total_seconds()))
+        word = HELD_WORDS.get(decided.status, "Decided")  # pending: short of its quorum
+        return SlackDecision(
+            True, f"{word}: it takes effect in {seconds} s.", effective_at=decided.effective_at
+        )
     if decided.status == "pending":  # an approval short of the quorum (docs/ROUTING.md)
         return SlackDecision(True, f"Your approval counts: {decided.message}")
     word = "Approved" if decided.status == "approved" else "Rejected"
