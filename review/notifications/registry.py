@@ -12,6 +12,7 @@ from review.settings import Settings
 CHANNEL_MODULES = (
     "review.notifications.channels.email",
     "review.notifications.channels.webhook",
+    "review.notifications.channels.slack",
 )
 
 

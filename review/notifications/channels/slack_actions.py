@@ -43,10 +43,10 @@ class Answer:
     body: dict[str, Any] | None = None
     follow_ups: list[tuple[str, tuple[Any, ...], float]] = field(default_factory=list)
 
-    def refresh(self, deferral_id: str, message: str = "", after: float = 0) -> Answer:
+    def refresh(self, deferral_id: str, after: float = 0) -> Answer:
         """Update the deferral's messages (`after` seconds from now: a decision held for
         its undo window shows once it has taken effect)."""
-        job = (REFRESH_JOB, (deferral_id, [message] if message else []), after)
+        job = (REFRESH_JOB, (deferral_id,), after)
         self.follow_ups.append(job)
         return self
 
@@ -83,12 +83,6 @@ def reply_url(svc: Services, payload: dict[str, Any]) -> str:
     return url if url.startswith(SLACK_HOOKS) or (url and same_host) else ""
 
 
-def _message_ref(payload: dict[str, Any]) -> str:
-    channel = text_at(payload, "container", "channel_id") or text_at(payload, "channel", "id")
-    ts = text_at(payload, "container", "message_ts") or text_at(payload, "message", "ts")
-    return f"{channel}:{ts}" if channel and ts else ""
-
-
 def _block_actions(svc: Services, payload: dict[str, Any]) -> Answer:
     actions = payload.get("actions")
     action = actions[0] if isinstance(actions, list) and actions else {}
@@ -98,15 +92,14 @@ def _block_actions(svc: Services, payload: dict[str, Any]) -> Answer:
         return Answer()  # the link button: Slack reports its clicks too
     user = _slack_user(payload)
     response_url = reply_url(svc, payload)
-    message = _message_ref(payload)
     if action_id == slack_message.REJECT:
-        return _ask_reason(svc, payload, deferral_id, message, response_url)
+        return _ask_reason(svc, payload, deferral_id, response_url)
     try:
         holder = reviewer_for(svc, user)
     except NotAReviewer as refused:
         return Answer().reply(response_url, f"Not approved: {refused.message}")
     outcome = decide_from_slack(svc, holder, deferral_id, "approve")
-    answer = Answer().refresh(deferral_id, message, after=_until(outcome.effective_at))
+    answer = Answer().refresh(deferral_id, after=_until(outcome.effective_at))
     if not outcome.done:
         answer.reply(response_url, f"Not approved: {outcome.message}")
     elif outcome.effective_at is not None:
@@ -122,11 +115,11 @@ def _until(effective_at) -> float:
 
 
 def _ask_reason(
-    svc: Services, payload: dict[str, Any], deferral_id: str, message: str, response_url: str
+    svc: Services, payload: dict[str, Any], deferral_id: str, response_url: str
 ) -> Answer:
     """Open the reason modal now (its trigger_id lapses in 3 s); who the person is, and
     whether they may reject, is checked when they submit it."""
-    metadata = json.dumps({"deferral": deferral_id, "message": message})
+    metadata = json.dumps({"deferral": deferral_id})
     view = {
         "type": "modal",
         "callback_id": REASON_VIEW,
@@ -177,7 +170,6 @@ def _reason_submitted(svc: Services, payload: dict[str, Any]) -> Answer:
     try:
         metadata = json.loads(text_at(payload, "view", "private_metadata"))
         deferral_id = str(metadata["deferral"])
-        message = str(metadata.get("message") or "")
     except (ValueError, KeyError, TypeError):
         raise MalformedPayload("no deferral in the modal's metadata") from None
     reason = text_at(
@@ -191,9 +183,9 @@ def _reason_submitted(svc: Services, payload: dict[str, Any]) -> Answer:
         return _inline_error(f"Not rejected: {refused.message}")
     outcome = decide_from_slack(svc, holder, deferral_id, "reject", reason)
     if not outcome.done:
-        return _inline_error(f"Not rejected: {outcome.message}").refresh(deferral_id, message)
+        return _inline_error(f"Not rejected: {outcome.message}").refresh(deferral_id)
     # An empty 200 closes the modal.
-    return Answer().refresh(deferral_id, message, after=_until(outcome.effective_at))
+    return Answer().refresh(deferral_id, after=_until(outcome.effective_at))
 
 
 def _inline_error(text: str) -> Answer:

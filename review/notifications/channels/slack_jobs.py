@@ -1,17 +1,21 @@
 """Worker jobs for Slack's follow-ups (enqueued by dotted name, with ids and strings).
 
-`refresh_messages` rewrites each Slack message of a deferral (chat.update) from the
-deferral as it is now, so running it twice, late, or out of order still leaves the
-messages true. `reply` shows a refusal to the one person who clicked. Neither is
-retried: the notifications core retries messages it owns; a reply that did not arrive
-is a lost notice, and the decision it was about is in the database either way.
+`refresh_messages` rewrites each Slack message of a deferral (chat.update, on the
+channel:ts stored with its delivery) from the deferral as it is now, so running it
+twice, late, or out of order still leaves the messages true. `reply` shows a refusal
+to the one person who clicked. Neither is retried: the notifications core retries the
+messages it owns (and its deferral.decided follow-up rewrites them again); a reply that
+did not arrive is a lost notice, and the decision it was about is in the database.
 """
 
 from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
+
 from review.models import Deferral
+from review.notifications import kinds
 from review.notifications.channels import slack_message
 from review.notifications.channels.slack_api import (
     MessageRef,
@@ -22,6 +26,7 @@ from review.notifications.channels.slack_api import (
     reply_privately,
     web_client,
 )
+from review.notifications.models import Notification, NotificationItem
 from review.services import Services, current_services
 
 log = logging.getLogger(__name__)
@@ -39,18 +44,34 @@ def update_message(svc: Services, deferral: Deferral, ref: MessageRef) -> None:
     )
 
 
-def refresh_messages(deferral_id: str, refs: list[str], svc: Services | None = None) -> int:
-    """Update the deferral's Slack messages; how many were updated."""
+def posted_refs(session, deferral_id: str) -> list[MessageRef]:
+    """Where the Slack messages about the deferral are: the channel:ts the notifications
+    core stored on each delivered message (summaries of many deferrals excluded)."""
+    refs = session.scalars(
+        select(Notification.provider_ref)
+        .join(NotificationItem, NotificationItem.notification_id == Notification.id)
+        .where(
+            NotificationItem.deferral_id == deferral_id,
+            Notification.channel == "slack",
+            Notification.status == "delivered",
+            Notification.kind != kinds.DECIDED,
+        )
+        .order_by(Notification.created_at)
+    )
+    return [ref for ref in (MessageRef.parse(r or "") for r in refs) if ref is not None]
+
+
+def refresh_messages(deferral_id: str, svc: Services | None = None) -> int:
+    """Update every Slack message about the deferral; how many were updated."""
     svc = svc or current_services()
     if not is_configured(svc.settings):
         return 0
-    wanted = {ref for ref in (MessageRef.parse(r) for r in refs) if ref is not None}
     updated = 0
     with svc.db.read() as session:
         deferral = session.get(Deferral, deferral_id)
         if deferral is None:
             return 0
-        for ref in sorted(wanted, key=str):
+        for ref in posted_refs(session, deferral_id):
             try:
                 update_message(svc, deferral, ref)
                 updated += 1
