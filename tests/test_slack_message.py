@@ -162,3 +162,22 @@ def test_slack_settings_come_all_three_or_none(settings_overrides):
         environ={}, overrides={**settings_overrides, "slack_api_url": "http://127.0.0.1:9/api"}
     )
     assert made.slack_api_url == "http://127.0.0.1:9/api/" and made.slack_bot_token == ""
+
+
+def test_the_app_manifest_in_the_docs_asks_for_the_scopes_and_names_the_route():
+    """docs/NOTIFICATIONS.md's manifest, as an operator pastes it into Slack."""
+    import yaml
+
+    from tests.helpers import ROOT
+
+    text = (ROOT / "docs" / "NOTIFICATIONS.md").read_text()
+    [manifest] = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    parsed = yaml.safe_load("\n".join(line[3:] for line in manifest.splitlines()))
+    assert parsed["oauth_config"]["scopes"]["bot"] == [
+        "chat:write",
+        "users:read",
+        "users:read.email",
+    ]
+    interactivity = parsed["settings"]["interactivity"]
+    assert interactivity["is_enabled"] is True
+    assert interactivity["request_url"].endswith("/integrations/slack/interactions")
