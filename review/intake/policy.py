@@ -32,6 +32,7 @@ from review.intake import policy_windows
 from review.intake.policy_conditions import check_when, holds
 from review.intake.policy_effects import Effect, effects_of
 from review.intake.policy_globs import any_of, lowered
+from review.intake.policy_index import RuleIndex
 from review.intake.policy_pacts import AGENT_SLUG, Pact, PactError, pact_line, parse_pacts
 from review.intake.policy_routes import NO_ROUTE, Route, check_route, choose_route
 from review.intake.policy_rules import KINDS, check_params, index_args
@@ -175,10 +176,20 @@ class Policy:
         }
         object.__setattr__(self, "_shared", shared)
         object.__setattr__(self, "_by_agent", by_agent)
+        # Each of those tuples indexed by what its rules need (review/intake/policy_index.py).
+        indexes = {a: RuleIndex(rules) for a, rules in by_agent.items()}
+        object.__setattr__(self, "_shared_index", RuleIndex(shared))
+        object.__setattr__(self, "_indexes", indexes)
 
     def rules_for(self, agent: str | None) -> tuple[Rule, ...]:
         """The rules that judge `agent`'s deferrals (None: only those for every agent)."""
         return self._by_agent.get(agent, self._shared) if agent else self._shared  # type: ignore[attr-defined]
+
+    def candidates(self, facts: Facts) -> list[Rule]:
+        """The rules for `facts.agent` that could match `facts`, in file order."""
+        agent = facts.agent
+        index = self._indexes.get(agent, self._shared_index) if agent else self._shared_index  # type: ignore[attr-defined]
+        return index.candidates(facts)
 
     @functools.cached_property
     def has_windows(self) -> bool:
@@ -192,7 +203,7 @@ class Policy:
 
     def evaluate(self, facts: Facts) -> Evaluation:
         matched: list[tuple[Rule, dict[str, Any]]] = []
-        for rule in self.rules_for(facts.agent):
+        for rule in self.candidates(facts):  # the others could not match: not asked
             factor = rule.apply(facts)
             if factor is not None:
                 matched.append((rule, factor))
