@@ -62,6 +62,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         receipt_keys,
         request_ids,
         reviewer_pages,
+        set_aside_pages,  # noqa: F401  (its routes join reviewer_pages.bp)
         slack_interactions,
         sso,
     )

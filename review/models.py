@@ -161,6 +161,9 @@ def undecided_fields() -> dict[str, Any]:
         "claimed_by": None,
         "lease_expires_at": None,
         "claimed_at": None,
+        "not_before": None,
+        "handed_to": None,
+        "set_aside": None,
         "original_action": None,
         "original_action_digest": None,
         "action_patch": None,
@@ -194,6 +197,9 @@ class Deferral(Base):
         # (review/reviewing/history.py).
         Index("ix_deferrals_action_digest", "action_digest"),
         Index("ix_deferrals_resource", "resource_type", "resource_id"),
+        # A reviewer's handed-over items, first in their queue and batch:
+        # WHERE status = 'pending' AND handed_to = ? (review/reviewing/set_aside.py).
+        Index("ix_deferrals_handed_to", "handed_to"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -258,6 +264,11 @@ class Deferral(Base):
     # any reviewer) and the distinct approvers it needs; the approvals are `Approval` rows.
     route_group: Mapped[str | None] = mapped_column(String(100))
     required_approvals: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Snooze and hand-over (review/reviewing/set_aside.py): not offered before `not_before`;
+    # only `handed_to` (and admins) may claim it; `set_aside` says who did which, and why.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    handed_to: Mapped[str | None] = mapped_column(String(64))
+    set_aside: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Edit, then approve (review/reviewing/edits.py): the agent's own action and its
     # digest, and the RFC 6902 patch from it to `action`; all NULL unless edited.
     original_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
@@ -275,6 +286,13 @@ class Deferral(Base):
     approvals: Mapped[list[Approval]] = relationship(
         lazy="select", viewonly=True, order_by="Approval.approved_at"
     )
+
+    @property
+    def snoozed_until(self) -> datetime | None:
+        """The end of a snooze still running (review/reviewing/set_aside.py), else None."""
+        if self.not_before is not None and self.not_before > utcnow():
+            return self.not_before
+        return None
 
     @property
     def approvers(self) -> list[str]:

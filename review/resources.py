@@ -82,6 +82,9 @@ def route_resource(d: Deferral) -> dict[str, Any]:
         "group": getattr(d, "route_group", None),
         "required_approvals": getattr(d, "required_approvals", None) or 1,
         "approvals": list(approvers),
+        # Snooze and hand-over (docs/ROUTING.md): who alone may claim it, and not before when.
+        "handed_to": getattr(d, "handed_to", None),
+        "not_before": rfc3339(getattr(d, "not_before", None)),
     }
 
 

@@ -85,6 +85,16 @@ def defer(agent, amount=740, **changes) -> dict:
     return response.get_json()
 
 
+def route(group, required, approvals, handed_to=None, not_before=None) -> dict:
+    return {
+        "group": group,
+        "required_approvals": required,
+        "approvals": approvals,
+        "handed_to": handed_to,
+        "not_before": not_before,
+    }
+
+
 def test_a_rule_may_route_to_a_group_and_ask_for_a_quorum(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text(POLICY)
@@ -132,12 +142,12 @@ def test_the_most_restrictive_route_wins():
 def test_the_resource_says_which_group_and_how_many_approvers(world):
     _, agent, _, _ = world
     small = defer(agent)
-    assert small["route"] == {"group": "finance", "required_approvals": 1, "approvals": []}
+    assert small["route"] == route("finance", 1, [])
     big = defer(agent, amount=5000)
-    assert big["route"] == {"group": "finance", "required_approvals": 3, "approvals": []}
+    assert big["route"] == route("finance", 3, [])
     audited = defer(agent, labels={"audit": "yes"})
     # finance (no quorum: counts as 1) loses to audit's quorum of 2.
-    assert audited["route"] == {"group": "audit", "required_approvals": 2, "approvals": []}
+    assert audited["route"] == route("audit", 2, [])
     fetched = agent.get(f"/api/v1/deferrals/{big['id']}").get_json()
     assert fetched["route"] == big["route"]
 
@@ -164,8 +174,8 @@ def test_three_distinct_approvers_decide_a_quorum_of_three(world):
     assert first.message.startswith(
         "1 of 3 approvals: it goes back to the queue for another reviewer."
     )
-    route = agent.get(f"/api/v1/deferrals/{d_id}").get_json()["route"]
-    assert route == {"group": "finance", "required_approvals": 3, "approvals": ["fred"]}
+    shown = agent.get(f"/api/v1/deferrals/{d_id}").get_json()["route"]
+    assert shown == route("finance", 3, ["fred"])
     # fred may not take it again, nor approve twice.
     assert claim_batch(svc, fred) == []
     with pytest.raises(NotTakeable, match="the next must come from another reviewer"):
@@ -225,9 +235,9 @@ def test_a_group_that_does_not_exist_falls_back_to_any_reviewer_and_says_so(worl
     ghost = defer(agent, labels={"team": "ghosts"}, action={"tool": "crm.note", "args": {}})
     assert ghost["route"]["group"] is None
     evaluated = audit_events(svc, "deferral.evaluated", deferral_id=ghost["id"])[0]
-    route = json.loads(evaluated.payload)["route"]
-    assert route["group"] == "nobody-made-this"
-    assert "no reviewer group 'nobody-made-this' exists" in route["fallback"]
+    kept = json.loads(evaluated.payload)["route"]
+    assert kept["group"] == "nobody-made-this"
+    assert "no reviewer group 'nobody-made-this' exists" in kept["fallback"]
     assert claim_batch(svc, people["rita"]) == [ghost["id"]]
 
 

@@ -17,7 +17,9 @@ DEFERRAL = (
     "deferral.released",
     "deferral.lease_lapsed",
     "deferral.approval_1_of_2",  # before migration 0020; now approval_recorded
-    "deferral.approval_recorded",  # an approval short of the quorum (review/reviewing/approvals.py)
+    "deferral.approval_recorded",  # an approval short of the quorum (reviewing/approvals.py)
+    "deferral.snoozed",  # put back "not before T" (review/reviewing/set_aside.py)
+    "deferral.handed_over",  # to a named reviewer or a group (review/reviewing/set_aside.py)
     "deferral.edited",  # a reviewer approved edited arguments (review/reviewing/edits.py)
     "deferral.consumed",  # an AAP client claimed the approval for its one run
     # How a deferral ends (review/reviewing/ending.py writes f"deferral.{outcome}").

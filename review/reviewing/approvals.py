@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, null, select, update
 from sqlalchemy.orm import Session
 
 from review.models import Approval, Deferral
@@ -62,7 +62,16 @@ def back_to_the_queue(
     done = session.execute(
         update(table)
         .where(*held)
-        .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
+        .values(
+            status="pending",
+            claimed_by=None,
+            claimed_at=None,
+            lease_expires_at=None,
+            # A decision ends a snooze or a hand-over: the next approver may be anyone.
+            not_before=None,
+            handed_to=None,
+            set_aside=null(),
+        )
     ).rowcount
     return done == 1
 

@@ -10,7 +10,10 @@ next time anyone claims, and any action in the batch renews the lease.
 What a reviewer may take (`_takeable`): pending, not asked on their own behalf, not one
 they approved already (its next approval must come from someone else), and, when a
 policy rule routed it to a reviewer group (PROTOCOL.md section 10), only if they are in
-that group or an admin. Membership is read in the claim's own transaction.
+that group or an admin. Membership is read in the claim's own transaction. Set aside
+(review/reviewing/set_aside.py): a deferral snoozed until T is in nobody's batch before
+T, and only the reviewer who snoozed it (and admins) may claim it from its row or page;
+one handed to a reviewer is theirs alone (and admins'), and comes first in their batch.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from review.audit.chain import chained_write, record_events
@@ -120,6 +123,8 @@ def held_ids(session: Session, holder: Holder, now: datetime) -> list[str]:
                 Deferral.status == "in_review",
                 Deferral.lease_expires_at >= now,
             )
+            # What was handed to them first (review/reviewing/set_aside.py), then by rank.
+            .order_by(case((Deferral.handed_to == holder.username, 1), else_=0).desc())
             .order_by(Deferral.rank.desc())
         )
     )
@@ -138,13 +143,21 @@ def standing(session: Session, holder: Holder) -> Standing:
     return Standing(role == "admin", tuple(groups_of(session, holder.username)))
 
 
-def _takeable(table, holder: Holder, who: Standing) -> list:
-    """What a reviewer may claim (see the module doc)."""
+def _takeable(table, holder: Holder, who: Standing, now: datetime, *, batch: bool) -> list:
+    """What a reviewer may claim (see the module doc); `batch`: for Start batch, which
+    takes nothing snoozed or handed to someone else, even for an admin."""
     conditions = [
         table.c.status == "pending",
         table.c.principal_key.not_in(sorted(holder.identity_keys)),
         ~exists().where(Approval.deferral_id == table.c.id, Approval.username == holder.username),
     ]
+    awake = or_(table.c.not_before.is_(None), table.c.not_before <= now)
+    for_me = or_(table.c.handed_to.is_(None), table.c.handed_to == holder.username)
+    if batch:
+        conditions += [awake, for_me]
+    elif not who.admin:
+        snoozed_by_me = Deferral.set_aside["by"].as_string() == holder.username
+        conditions += [or_(awake, snoozed_by_me), for_me]
     if not who.admin:
         conditions.append(or_(table.c.route_group.is_(None), table.c.route_group.in_(who.groups)))
     return conditions
@@ -168,10 +181,11 @@ def claim_batch(
         wanted = size - len(held)
         if wanted > 0:
             who = standing(session, holder)
+            handed_to_me = case((table.c.handed_to == holder.username, 1), else_=0)
             candidates = session.execute(
                 select(table.c.id, table.c.agent_id)
-                .where(*_takeable(table, holder, who), *where)
-                .order_by(table.c.rank.desc())
+                .where(*_takeable(table, holder, who, now, batch=True), *where)
+                .order_by(handed_to_me.desc(), table.c.rank.desc())
                 .limit(wanted)
                 .with_for_update(skip_locked=True)
             ).all()
@@ -229,11 +243,11 @@ def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | N
         who = standing(session, holder)
         row = session.execute(
             select(table.c.id, table.c.agent_id)
-            .where(table.c.id == deferral_id, *_takeable(table, holder, who))
+            .where(table.c.id == deferral_id, *_takeable(table, holder, who, now, batch=False))
             .with_for_update(skip_locked=True)
         ).first()
         if row is None:
-            raise NotTakeable(_why_not(session, holder, who, deferral_id))
+            raise NotTakeable(_why_not(session, holder, who, deferral_id, now))
         _claim(session, [row], holder, now, lease_until)
         session.execute(
             update(table)
@@ -242,7 +256,9 @@ def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | N
         )
 
 
-def _why_not(session: Session, holder: Holder, who: Standing, deferral_id: str) -> str:
+def _why_not(
+    session: Session, holder: Holder, who: Standing, deferral_id: str, now: datetime
+) -> str:
     d = session.get(Deferral, deferral_id)
     if d is None:
         return "There is no such deferral."
@@ -259,6 +275,12 @@ def _why_not(session: Session, holder: Holder, who: Standing, deferral_id: str) 
             f"You gave it approval {n} of {d.required_approvals}: "
             "the next must come from another reviewer."
         )
+    if d.handed_to is not None and d.handed_to != holder.username and not who.admin:
+        return f"It was handed to {d.handed_to}: only they (and admins) may claim it."
+    if d.not_before is not None and d.not_before > now and not who.admin:
+        until = d.not_before.strftime("%Y-%m-%d %H:%M UTC")
+        by = (d.set_aside or {}).get("by", "a reviewer")
+        return f"{by} snoozed it until {until}: it comes back to the queue then."
     if d.route_group is not None and not who.admin and d.route_group not in who.groups:
         return (
             f"It is routed to the reviewer group {d.route_group}: only its members "

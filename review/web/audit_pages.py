@@ -39,6 +39,8 @@ STAGES = (
             "deferral.lease_lapsed",
             "deferral.approval_1_of_2",
             "deferral.approval_recorded",
+            "deferral.snoozed",
+            "deferral.handed_over",
             "deferral.approved",
             "deferral.rejected",
             "deferral.expired",

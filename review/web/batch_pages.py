@@ -149,14 +149,19 @@ def card(deferral_id: str):
         item = db.get(Deferral, deferral_id)
         if item is None:
             abort(404)
-    return _answer(
-        deferral_id, _as_it_is(item), "ok", on_item_page=request.args.get("on") == "item"
-    )
+        as_it_is = _as_it_is(item)  # reads its approvals: inside the session
+    return _answer(deferral_id, as_it_is, "ok", on_item_page=request.args.get("on") == "item")
 
 
 def _as_it_is(d: Deferral) -> str:
     if d.status == "pending":
-        return "1 of 2 approvals: back in the queue for a second reviewer."
+        given = d.approvers
+        if not given:
+            return "Back in the queue."
+        return (
+            f"{len(given)} of {d.required_approvals} approvals: back in the queue for "
+            "another reviewer."
+        )
     if d.status == "in_review":
         return "Not decided yet."
     how = ended_how(d)

@@ -15,7 +15,7 @@ from review.agents.executions import VIOLATION
 from review.callbacks import deliveries
 from review.canaries.disguise import chain_as_seen
 from review.models import Deferral, utcnow
-from review.reviewing import claims, history, queue_reads, undo
+from review.reviewing import claims, history, queue_reads, set_aside, undo
 from review.reviewing.claims import Holder
 from review.reviewing.taking_effect import take_effect_if_due
 from review.services import Services, current_services
@@ -31,6 +31,10 @@ def never_from_the_cache(response):
     response.headers["Cache-Control"] = "no-store"
     return response
 
+
+# "Not before" choices for a snooze, in minutes (review/reviewing/set_aside.py takes any
+# time before the deferral expires).
+SNOOZE_CHOICES = ((15, "15 minutes"), (60, "1 hour"), (240, "4 hours"), (1440, "1 day"))
 
 # Quick picks for a rejection (keys 1 to 4 in an empty Reason field). Their labels avoid
 # the words "approve" and "reject", so the Approve and Reject buttons keep unique names.
@@ -60,6 +64,13 @@ def card_context(svc: Services, session: Session, items: list[Deferral]) -> dict
         "reasons": REJECT_REASONS,
         "earlier": history.earlier_decisions(session, items),
         "approvals": given,
+        "snooze_choices": SNOOZE_CHOICES,
+        # Snooze and hand over, offered on a card its viewer holds (review/_set_aside.html).
+        "hand_over_to": (
+            set_aside.hand_over_choices(session, holder())
+            if current_user.can_decide and any(d.claimed_by == current_user.id for d in items)
+            else []
+        ),
         "min_read": svc.settings.min_read_seconds,
         "held": {
             d.id: HeldCard(
@@ -98,7 +109,7 @@ def queue():
             holder() if current_user.can_decide else None,
             partial=partial,
         )
-    context = dict(page=page, flt=flt, cap=queue_reads.COUNT_CAP)
+    context = dict(page=page, flt=flt, cap=queue_reads.COUNT_CAP, now=utcnow())
     if partial:
         return render_template("review/_queue_body.html", **context)
     return render_template("review/queue.html", **context)

@@ -202,6 +202,15 @@ ROUTE: dict[str, Any] = {
             "items": {"type": "string"},
             "description": "the usernames of the approvals given so far, in order",
         },
+        "handed_to": {
+            "type": ["string", "null"],
+            "description": "a reviewer handed it over: only they (and admins) may claim it "
+            "until they decide it or hand it on",
+        },
+        "not_before": {
+            **NULLABLE_TIME,
+            "description": "a reviewer snoozed it: no batch offers it before this time",
+        },
     },
 }
 
