@@ -31,6 +31,7 @@ from review.groups import Group, groups_of
 from review.identity import identity_keys
 from review.models import Approval, Deferral, User, utcnow
 from review.resources import rfc3339
+from review.reviewing import undo
 from review.reviewing.claims import Holder
 from review.reviewing.decisions import MAX_REASON, Decided, DecisionRefused, held_for_decision
 from review.services import Services
@@ -58,6 +59,7 @@ def snooze(
         held = held_for_decision(session, deferral_id, holder, now)
         if isinstance(held, Decided):
             return held
+        _not_decided_yet(session, held)
         if until >= held.expires_at:
             raise DecisionRefused(
                 f"It expires at {rfc3339(held.expires_at)}: snooze it until before then, "
@@ -100,6 +102,7 @@ def hand_over(
         held = held_for_decision(session, deferral_id, holder, now)
         if isinstance(held, Decided):
             return held
+        _not_decided_yet(session, held)
         mark: dict[str, Any] = {
             "kind": "hand_over",
             "by": holder.username,
@@ -135,6 +138,14 @@ def hand_over(
             at=now,
         )
         return Decided(held.id, "pending", done)
+
+
+def _not_decided_yet(session: Session, d: Deferral) -> None:
+    """A decision waiting out its undo window (review/reviewing/undo.py) comes first."""
+    if undo.held_decision(session, d.id) is not None:
+        raise DecisionRefused(
+            "Nothing changed: you decided it already. Undo it first to snooze or hand it over."
+        )
 
 
 def _reason(text: str | None, *, required: bool) -> str | None:
