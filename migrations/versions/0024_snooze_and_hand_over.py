@@ -10,8 +10,8 @@ with a reason, or hands it to a named reviewer or a reviewer group.
 
 All NULL for every existing row: nothing was set aside before.
 
-Revision ID: 0023
-Revises: 0022
+Revision ID: 0024
+Revises: 0023
 Create Date: 2026-11-30
 """
 
@@ -22,8 +22,8 @@ from alembic import op
 
 from review.models import JSONType, UTCDateTime
 
-revision = "0023"
-down_revision = "0022"
+revision = "0024"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
