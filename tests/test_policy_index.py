@@ -57,6 +57,13 @@ points = 6
 detail = "{path}"
 
 [[rule]]
+id = "token_touched"
+kind = "diff_field"
+fields = ["API_Token"]
+points = 2
+detail = "{path}"
+
+[[rule]]
 id = "read_only"
 kind = "tool"
 match = ["files.get"]
@@ -100,6 +107,12 @@ CASES = [
         after={"Vault": {"state": "open", "members": ["a"], "mfa": False}},
     ),
     facts("db.delete_rows", {"ids": list(range(101))}, principal="system:nightly"),
+    facts(
+        "keys.rotate",
+        {},
+        before={"Auth": {"api_token": "a", "expiry": 1}},
+        after={"Auth": {"api_token": "b", "expiry": 2}},
+    ),
     facts("email.send", {"webhook_url": "https://evil.example.net/x"}, agent_score=90),
 ]
 
@@ -115,6 +128,12 @@ def test_it_judges_as_asking_every_rule_would(policy, case):
 def test_it_asks_few_rules_for_a_deferral_that_matches_few(policy):
     case = CASES[0]
     assert len(policy.candidates(case)) < len(policy.rules_for(case.agent)) / 3
+
+
+def test_a_diff_field_rule_is_asked_only_when_a_changed_path_has_one_of_its_fields(policy):
+    rotated = next(case for case in CASES if case.tool == "keys.rotate")
+    assert "token_touched" in [r.id for r in policy.candidates(rotated)]
+    assert "token_touched" not in [r.id for r in policy.candidates(CASES[0])]
 
 
 def test_its_memo_of_globs_stays_bounded(policy):

@@ -5,8 +5,9 @@ one of its keys among the arguments, one on the diff's effect a key its `fields`
 among the effects' keys, a label rule its label, a tool or principal rule a glob that
 matches the tool or the principal. So the rules are indexed by what each one needs, and
 a deferral's candidates are the union of the entries its arguments, effects, labels,
-tool and principal name, plus the rules that need nothing in particular (diff size,
-windows, diff fields...). Candidates are then judged in file order by `Rule.apply`,
+tool and principal name, the parts of its changed paths (a `diff_field` rule needs one
+of its fields among them), plus the rules that need nothing in particular (diff size,
+windows...). Candidates are then judged in file order by `Rule.apply`,
 exactly as before, so scores, factors, details and outcomes are unchanged: the index
 only passes over rules that could not have matched.
 
@@ -36,6 +37,7 @@ class RuleIndex:
         self._always: list[int] = []
         self._by_arg_key: dict[str, list[int]] = {}
         self._by_label: dict[str, list[int]] = {}
+        self._by_path_part: dict[str, list[int]] = {}  # diff_field: its fields, lowered
         self._globbed: dict[str, list[tuple[int, Any]]] = {fact: [] for fact in GLOB_KINDS.values()}
         self._fields: list[tuple[int, Any]] = []
         self._memo: dict[tuple[str, str], tuple[int, ...]] = {}
@@ -46,6 +48,9 @@ class RuleIndex:
                     self._by_arg_key.setdefault(key, []).append(i)
             elif fields is not None:
                 self._fields.append((i, fields))
+            elif rule.kind == "diff_field":
+                for field in rule.params["fields"]:
+                    self._by_path_part.setdefault(field.lower(), []).append(i)
             elif rule.kind == "label":
                 self._by_label.setdefault(rule.params["key"], []).append(i)
             elif rule.kind in GLOB_KINDS:
@@ -63,6 +68,11 @@ class RuleIndex:
         if by_label:
             for key in facts.labels:
                 found.update(by_label.get(key, ()))
+        by_path_part = self._by_path_part
+        if by_path_part:  # as _match_diff_field splits them (review/intake/policy_rules.py)
+            for path in facts.changed_paths:
+                for part in path.lower().split("/"):
+                    found.update(by_path_part.get(part, ()))
         for fact, globbed in self._globbed.items():
             if globbed:
                 found.update(self._matching("glob:" + fact, getattr(facts, fact), globbed))
