@@ -319,3 +319,15 @@ def test_the_migration_carries_a_first_approval_into_the_approvals(empty_databas
         assert back == {"dfr_1": "rita", "dfr_2": None, "dfr_3": None}
     finally:
         db.dispose()
+
+
+def test_a_retry_answers_with_the_route_and_its_approvals_so_far(world):
+    svc, agent, people, _ = world
+    body = refund()
+    body["action"]["args"]["amount"] = 5000
+    first = agent.defer(body, msg_id="msg_retry_route").get_json()
+    claim_one(svc, people["fred"], first["id"])
+    decide(svc, people["fred"], first["id"], "approve")
+    again = agent.defer(body, msg_id="msg_retry_route")
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["route"] == route("finance", 3, ["fred"])

@@ -191,6 +191,7 @@ def earlier_answer(svc: Services, agent_id: int, webhook_id: str, body: dict[str
         if existing.request_hash != request_hash(without_token(body)):
             raise IdempotencyConflict("this webhook-id was already used with a different body")
         existing.execution  # noqa: B018  loaded now: the answer renders it after the session ends
+        existing.approvals  # noqa: B018  likewise (its route's approvals so far)
         return Received(existing, created=False, agent_slug=existing.agent.slug)
 
 
@@ -198,6 +199,7 @@ def _replay(existing: Deferral, prepared: Prepared) -> Received:
     if existing.request_hash != prepared.request_hash:
         raise IdempotencyConflict("this webhook-id was already used with a different body")
     existing.execution  # noqa: B018  loaded now: the answer renders it after the session ends
+    existing.approvals  # noqa: B018  likewise (its route's approvals so far)
     return Received(existing, created=False, agent_slug=existing.agent.slug)
 
 
