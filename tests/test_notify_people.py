@@ -268,3 +268,28 @@ def test_the_worker_tick_plans_and_sends(mail_app, make_agent, people, smtp, red
     with mail_app.app_context():
         run_worker(svc, burst=True)  # one tick of upkeep, then the queues
     wait_for(lambda: len(smtp.messages()) == 2, message="the tick's e-mails did not arrive")
+
+
+def test_a_reminder_goes_once_before_expiry(make_app, make_agent, people, smtp):
+    app = make_app(
+        smtp_url=smtp.url,
+        mail_from="cs@example.com",
+        notify_remind_before=600,
+        escalate_after=86400,
+        agent_rate=0,
+    )
+    svc = app.extensions["countersign"]
+    d = defer(svc, make_agent().on(app), critical(expires_in=3600))
+    sweep(svc)
+    assert len(smtp.messages()) == 2  # told it waits; an hour left: no reminder yet
+    with svc.db.write() as session:
+        session.execute(
+            update(Deferral)
+            .where(Deferral.id == d.id)
+            .values(expires_at=utcnow() + timedelta(minutes=5))
+        )
+    assert sweep(svc) == 2
+    assert sweep(svc) == 0
+    reminders = smtp.messages()[2:]
+    assert sorted(m["To"] for m in reminders) == ["rita@example.com", "sam@example.com"]
+    assert reminders[0]["Subject"].startswith("[Countersign] expires in 4 min: Refund $740")

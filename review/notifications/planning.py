@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import String, and_, cast, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -109,14 +109,20 @@ def _mark(session: Session, subject: str, stage: str, now: datetime) -> bool:
 
 
 def _plan_stage(svc: Services, stage: str, condition, now: datetime) -> int:
+    """Tell the stage for the deferrals due for it. A read finds them first, so an idle
+    tick never takes SQLite's write lock away from intake."""
     kind, tier = STAGES[stage]
     told = exists().where(NotificationMark.subject == Deferral.id, NotificationMark.stage == stage)
+    query = select(Deferral.id).where(condition, ~told).order_by(Deferral.created_at)
+    with svc.db.read() as session:
+        candidates = session.scalars(query.limit(SWEEP_LIMIT)).all()
+    if not candidates:
+        return 0
     with svc.db.write() as session:
         due = session.scalars(
             select(Deferral)
-            .where(condition, ~told)
+            .where(Deferral.id.in_(candidates), condition)
             .order_by(Deferral.created_at)
-            .limit(SWEEP_LIMIT)
         ).all()
         due = [d for d in due if _mark(session, d.id, stage, now)]
         if not due:
@@ -191,6 +197,20 @@ def _plan_digests(svc: Services, now: datetime) -> int:
     if not chans:
         return 0
     day = now.date().isoformat()
+    told_today = exists().where(
+        NotificationMark.subject
+        == literal("digest:", String) + cast(User.id, String) + literal(f":{day}", String),
+        NotificationMark.stage == "digest",
+    )
+    with svc.db.read() as session:  # most ticks: everyone had today's already
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(User)
+            .join(NotificationPreference, NotificationPreference.user_id == User.id)
+            .where(NotificationPreference.digest.is_(True), User.is_active.is_(True), ~told_today)
+        )
+    if not waiting:
+        return 0
     with svc.db.write() as session:
         people = session.scalars(
             select(User)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from dataclasses import dataclass
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -37,6 +38,11 @@ from review.notifications.channels.base import Message, Refused, TryLater
 from review.notifications.text import render_text, subject_line
 from review.services import Services
 from review.settings import Settings
+
+# No folding of headers under RFC 5322's hard limit: Python's folder puts some ordinary
+# subjects ("expires in 4 min: ...") wholly on a continuation line, which readers then
+# show with a leading space. Our subjects are one line of at most ~130 characters.
+MAIL_POLICY = policy.default.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class EmailChannel:
         return valid_address(user.email)
 
     def compose(self, settings: Settings, message: Message) -> EmailMessage:
-        mail = EmailMessage()
+        mail = EmailMessage(policy=MAIL_POLICY)
         mail["From"] = settings.mail_from
         assert message.recipient is not None
         mail["To"] = Address(addr_spec=message.recipient.address)
