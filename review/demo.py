@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from review.agents.registry import create_agent, find_agent
+from review.agents.registry import create_agent, find_agent, update_agent
 from review.models import Deferral, User
 from review.services import Services
 from review.users import create_user
@@ -50,6 +50,27 @@ def ensure_demo(svc: Services) -> str | None:
             )
             _write_private(instance / "demo-agent.secret", created.secret)
     return password
+
+
+def point_demo_callbacks(svc: Services, url: str) -> None:
+    """Send the demo agent's callbacks to `url` (its receiver, review/demo_receiver.py);
+    audited as `agent.updated` when it changes."""
+    with svc.db.write() as session:
+        agent = find_agent(session, DEMO_AGENT)
+        if agent is None or agent.callback_url == url:
+            return
+        update_agent(
+            session,
+            agent,
+            name=agent.name,
+            owners=[u.username for u in agent.owners],
+            callback_url=url,
+            trace_url_template=agent.trace_url_template,
+            breaker_flood=agent.breaker_flood,
+            breaker_rejections=agent.breaker_rejections,
+            allow_private_callbacks=svc.settings.allow_private_callbacks,
+            actor=("system", "demo"),
+        )
 
 
 def demo_admin_password(svc: Services) -> str | None:

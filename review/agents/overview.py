@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from review.callbacks import deliveries
-from review.models import Agent, AuditEvent, Deferral, utcnow
+from review.models import Agent, AuditEvent, Deferral, Execution, utcnow
 
 FLIP_EVENTS = (
     "agent.created",
@@ -103,6 +103,10 @@ class Detail:
     outcomes: dict[str, int] = field(default_factory=dict)  # last WINDOW_DAYS, by status
     median_decision_seconds: float | None = None
     health: deliveries.Health | None = None
+    # The agent's execution reports: of the recent deferrals, by id; and the last
+    # WINDOW_DAYS' reports by outcome.
+    executions: dict[str, Execution] = field(default_factory=dict)
+    executed: dict[str, int] = field(default_factory=dict)
 
     @property
     def decided(self) -> int:
@@ -159,6 +163,21 @@ def agent_detail(session: Session, agent: Agent, now: datetime | None = None) ->
         .limit(500)
     ).all()
     median = statistics.median((d - c).total_seconds() for c, d in timings) if timings else None
+    executions = {
+        e.deferral_id: e
+        for e in session.scalars(
+            select(Execution).where(Execution.deferral_id.in_([d.id for d in recent]))
+        )
+    }
+    executed = dict(
+        session.execute(
+            select(Execution.outcome, func.count())
+            .join(Deferral, Deferral.id == Execution.deferral_id)
+            # ix_deferrals_agent_created, then each one's report by its primary key
+            .where(Deferral.agent_id == agent.id, Deferral.created_at >= since)
+            .group_by(Execution.outcome)
+        ).all()
+    )
     return Detail(
         agent=agent,
         owners=sorted(u.username for u in agent.owners),
@@ -169,6 +188,8 @@ def agent_detail(session: Session, agent: Agent, now: datetime | None = None) ->
         outcomes=outcomes,
         median_decision_seconds=median,
         health=deliveries.health(session, agent.id),
+        executions=executions,
+        executed=executed,
     )
 
 
