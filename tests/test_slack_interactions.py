@@ -373,3 +373,27 @@ def test_with_undo_on_a_slack_decision_is_held_then_takes_effect(make_slack_worl
     assert w.standin.replies[0]["text"].startswith("Approved: it takes effect in ")
     assert w.deferral(d_id)["status"] == "approved"
     w.work(lambda: w.receiver.requests)
+
+
+def test_a_held_approval_can_be_undone_from_the_reply(make_slack_world):
+    from review.reviewing import undo
+    from tests.slack_standin import block_actions
+
+    w = make_slack_world(undo_seconds=20)
+    d_id = w.defer(**HIGH)
+    w.slack.click(RITA, APPROVE)
+    w.work(lambda: w.standin.replies)
+    [reply] = w.standin.replies
+    assert reply["text"].startswith("Approved: it takes effect in ")
+    [button] = reply["blocks"][-1]["elements"]
+    assert (button["action_id"], button["value"]) == ("countersign_undo", d_id)
+    shown = {"type": "message", "text": reply["text"], "blocks": reply["blocks"], "ts": "1.1"}
+    channel, ts = next(iter(w.standin.messages))
+    payload = block_actions(w.standin, RITA, channel, ts, shown, button)
+    payload["container"]["is_ephemeral"] = True
+    assert w.slack.post(payload).status_code == 200
+    w.work(lambda: len(w.standin.replies) == 2)
+    assert w.standin.replies[1]["text"].startswith("Undone: nothing was decided.")
+    with w.svc.db.read() as session:  # nothing is left to take effect
+        assert undo.held_decision(session, d_id) is None
+    assert w.deferral(d_id)["status"] == "in_review" and w.receiver.requests == []

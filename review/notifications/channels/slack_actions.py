@@ -20,11 +20,18 @@ from urllib.parse import urlsplit
 
 from review.models import Deferral, utcnow
 from review.notifications.channels import slack_message
-from review.notifications.channels.slack_api import QUICK_TIMEOUT, SlackError, call, web_client
+from review.notifications.channels.slack_api import (
+    QUICK_TIMEOUT,
+    UNDO,
+    SlackError,
+    call,
+    web_client,
+)
 from review.notifications.channels.slack_decisions import decide_from_slack
 from review.notifications.channels.slack_people import NotAReviewer, SlackUser, reviewer_for
 from review.notifications.channels.slack_requests import MalformedPayload, text_at
 from review.notifications.channels.slack_text import cut, escape, plain
+from review.reviewing import undo
 from review.reviewing.decisions import MAX_REASON
 from review.services import Services
 
@@ -50,9 +57,10 @@ class Answer:
         self.follow_ups.append(job)
         return self
 
-    def reply(self, response_url: str, text: str) -> Answer:
+    def reply(self, response_url: str, text: str, undo_of: str = "") -> Answer:
+        """Tell the clicker alone; `undo_of`: with an Undo button for that deferral."""
         if response_url:
-            self.follow_ups.append((REPLY_JOB, (response_url, escape(text)), 0))
+            self.follow_ups.append((REPLY_JOB, (response_url, escape(text), undo_of), 0))
         return self
 
 
@@ -88,7 +96,7 @@ def _block_actions(svc: Services, payload: dict[str, Any]) -> Answer:
     action = actions[0] if isinstance(actions, list) and actions else {}
     action_id = text_at(action, "action_id")
     deferral_id = text_at(action, "value")
-    if action_id not in (slack_message.APPROVE, slack_message.REJECT) or not deferral_id:
+    if action_id not in (slack_message.APPROVE, slack_message.REJECT, UNDO) or not deferral_id:
         return Answer()  # the link button: Slack reports its clicks too
     user = _slack_user(payload)
     response_url = reply_url(svc, payload)
@@ -98,13 +106,25 @@ def _block_actions(svc: Services, payload: dict[str, Any]) -> Answer:
         holder = reviewer_for(svc, user)
     except NotAReviewer as refused:
         return Answer().reply(response_url, f"Not approved: {refused.message}")
+    if action_id == UNDO:
+        return _undo(svc, holder, deferral_id, response_url)
     outcome = decide_from_slack(svc, holder, deferral_id, "approve")
     answer = Answer().refresh(deferral_id, after=_until(outcome.effective_at))
     if not outcome.done:
         answer.reply(response_url, f"Not approved: {outcome.message}")
     elif outcome.effective_at is not None:
-        answer.reply(response_url, outcome.message)
+        answer.reply(response_url, outcome.message, undo_of=deferral_id)
     return answer
+
+
+def _undo(svc: Services, holder, deferral_id: str, response_url: str) -> Answer:
+    """The reply's Undo button: the browser's undo (review/reviewing/undo.py), for the
+    same person, while the window is open."""
+    try:
+        undone = undo.undo(svc, holder, deferral_id)
+    except undo.UndoRefused as refused:
+        return Answer().reply(response_url, refused.message)
+    return Answer().refresh(deferral_id).reply(response_url, undone.message)
 
 
 def _until(effective_at) -> float:

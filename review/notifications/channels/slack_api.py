@@ -119,12 +119,32 @@ def _retry_after(headers: dict[str, Any]) -> int | None:
     return None
 
 
-def reply_privately(response_url: str, text: str) -> None:
-    """Only the person who clicked sees `text` (an ephemeral reply through the
-    interaction's response_url, which needs no token)."""
+UNDO = "countersign_undo"  # action_id of the Undo button in a reply
+
+
+def reply_privately(response_url: str, text: str, undo_of: str = "") -> None:
+    """Only the person who clicked sees `text` (escaped already): an ephemeral reply
+    through the interaction's response_url, which needs no token. With `undo_of` (a
+    deferral id) it has an Undo button for a decision held in its undo window."""
+    blocks = None
+    if undo_of:
+        blocks = [
+            {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": UNDO,
+                        "text": {"type": "plain_text", "text": "Undo", "emoji": False},
+                        "value": undo_of,
+                    }
+                ],
+            },
+        ]
     try:
         answer = WebhookClient(response_url, timeout=TIMEOUT, retry_handlers=[]).send(
-            text=text, response_type="ephemeral", replace_original=False
+            text=text, blocks=blocks, response_type="ephemeral", replace_original=False
         )
     except (URLError, TimeoutError, OSError) as exc:
         raise SlackUnavailable(f"response_url: no answer from Slack ({exc})") from None

@@ -80,9 +80,9 @@ def refresh_messages(deferral_id: str, svc: Services | None = None) -> int:
     return updated
 
 
-def reply(response_url: str, text: str) -> None:
+def reply(response_url: str, text: str, undo_of: str = "") -> None:
     try:
-        reply_privately(response_url, text)
+        reply_privately(response_url, text, undo_of)
     except SlackError as exc:
         log.warning("Slack reply not sent: %s", exc)
 
