@@ -13,7 +13,10 @@ from approval_queue.worker import run_worker
 from review.groups import add_member, create_group
 from review.models import Deferral, User, utcnow
 from review.notifications.delivery import send_due
-from review.notifications.figures import time_to_decision_by_channel
+from review.notifications.figures import (
+    time_to_decision_by_channel,
+    time_to_decision_by_reviewer,
+)
 from review.notifications.models import Notification
 from review.notifications.planning import plan_due
 from review.notifications.preferences import (
@@ -252,9 +255,11 @@ def test_time_to_decision_is_measured_per_channel(mail_app, make_agent, people, 
         theirs = time_to_decision_by_channel(
             session, since=utcnow() - timedelta(hours=1), reviewer="sam"
         )
+        everyone = time_to_decision_by_reviewer(session, since=utcnow() - timedelta(hours=1))
     assert figures["email"].decisions == 1
     assert 590 < figures["email"].median_seconds < 700
     assert mine["email"].decisions == 1 and theirs == {}
+    assert everyone == {"rita": mine}  # sam's e-mail is not rita's
 
 
 def _decided(svc, deferral_id: str) -> bool:

@@ -70,3 +70,65 @@ def time_to_decision_by_channel(
         channel: ChannelFigure(channel, len(values), statistics.median(values))
         for channel, values in sorted(seconds.items())
     }
+
+
+def time_to_decision_by_reviewer(
+    session: Session, *, since: datetime, until: datetime | None = None
+) -> dict[str, dict[str, ChannelFigure]]:
+    """reviewer -> channel -> figure, for every reviewer at once (one query; the same
+    rules as time_to_decision_by_channel with `reviewer`): for a page with a row per
+    reviewer."""
+    first_sent = func.min(Notification.finished_at)
+    query = (
+        select(
+            Deferral.id,
+            Deferral.decided_at,
+            Deferral.decided_by,
+            Notification.channel,
+            Notification.user_id,
+            first_sent,
+        )
+        .join(NotificationItem, NotificationItem.deferral_id == Deferral.id)
+        .join(Notification, Notification.id == NotificationItem.notification_id)
+        .where(
+            Deferral.status.in_(DECIDED_BY_PEOPLE),
+            Deferral.decided_at >= since,
+            Notification.status == "delivered",
+        )
+        .group_by(
+            Deferral.id,
+            Deferral.decided_at,
+            Deferral.decided_by,
+            Notification.channel,
+            Notification.user_id,
+        )
+    )
+    if until is not None:
+        query = query.where(Deferral.decided_at < until)
+    found = session.execute(query).all()
+    names = {name for row in found for name in (row.decided_by or [])}
+    ids = dict(
+        session.execute(select(User.username, User.id).where(User.username.in_(names))).all()
+    )
+    first: dict[tuple[str, str, str], datetime] = {}  # (reviewer, deferral, channel) -> sent
+    decided: dict[str, datetime] = {}
+    for deferral_id, decided_at, decided_by, channel, user_id, sent in found:
+        if sent is None or decided_at is None or sent > decided_at:
+            continue
+        decided[deferral_id] = decided_at
+        for name in decided_by or []:
+            if user_id is not None and user_id != ids.get(name):
+                continue  # a personal message to someone else
+            key = (name, deferral_id, channel)
+            first[key] = min(first.get(key, sent), sent)
+    seconds: dict[str, dict[str, list[float]]] = {}
+    for (name, deferral_id, channel), sent in first.items():
+        waited = (decided[deferral_id] - sent).total_seconds()
+        seconds.setdefault(name, {}).setdefault(channel, []).append(waited)
+    return {
+        name: {
+            channel: ChannelFigure(channel, len(values), statistics.median(values))
+            for channel, values in sorted(by_channel.items())
+        }
+        for name, by_channel in sorted(seconds.items())
+    }

@@ -132,7 +132,7 @@ def _plan_stage(svc: Services, stage: str, condition, now: datetime) -> int:
 
 def group_of(deferral: Deferral) -> str | None:
     """The reviewer group the deferral is routed to (PROTOCOL.md section 10), if any."""
-    return getattr(deferral, "route_group", None)
+    return deferral.route_group
 
 
 def audience(session: Session, deferral: Deferral, tier: int) -> list[User]:
