@@ -134,7 +134,7 @@ def test_a_silent_smtp_server_does_not_hold_up_the_webhook(
             smtp_url=silent.url,
             mail_from="cs@example.com",
             notify_webhook_url=receiver.url,
-            notify_deadline=3,
+            notify_deadline=8,
             agent_rate=0,
         )
         svc = app.extensions["countersign"]
@@ -154,7 +154,7 @@ def test_a_silent_smtp_server_does_not_hold_up_the_webhook(
 
         wait_for(
             emails_tried,
-            timeout=30,
+            timeout=45,
             message="the e-mail attempts did not end at their deadline",
         )
         assert {r.status for r in rows(svc, channel="webhook")} == {"delivered"}

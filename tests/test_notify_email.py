@@ -177,7 +177,7 @@ def test_a_kill_switch_flip_is_mailed_to_the_agents_owners(mail_app, make_agent,
 def test_an_unclaimed_critical_deferral_escalates_to_the_admins_after_the_delay(
     make_app, make_agent, people, smtp
 ):
-    app = make_app(smtp_url=smtp.url, mail_from="cs@example.com", escalate_after=1)
+    app = make_app(smtp_url=smtp.url, mail_from="cs@example.com", escalate_after=60)
     svc = app.extensions["countersign"]
     d = defer(svc, make_agent().on(app), critical())
     sweep(svc)
@@ -186,13 +186,13 @@ def test_an_unclaimed_critical_deferral_escalates_to_the_admins_after_the_delay(
         session.execute(
             update(Deferral)
             .where(Deferral.id == d.id)
-            .values(created_at=utcnow() - timedelta(seconds=5))
+            .values(created_at=utcnow() - timedelta(seconds=120))
         )
     assert sweep(svc) == 1
     assert sweep(svc) == 0  # one message per deferral per tier
     mail = smtp.messages()[-1]
     assert mail["To"] == "ada@example.com"
-    assert mail["Subject"].startswith("[Countersign] unclaimed for 0 min: Refund $740")
+    assert mail["Subject"].startswith("[Countersign] unclaimed for 2 min: Refund $740")
     [escalated] = rows(svc, kind="deferral.escalated")
     assert escalated.tier == 1
 
@@ -200,7 +200,7 @@ def test_an_unclaimed_critical_deferral_escalates_to_the_admins_after_the_delay(
 def test_a_claimed_deferral_does_not_escalate(make_app, make_agent, people, smtp):
     from review.reviewing.claims import Holder, claim_batch
 
-    app = make_app(smtp_url=smtp.url, mail_from="cs@example.com", escalate_after=1)
+    app = make_app(smtp_url=smtp.url, mail_from="cs@example.com", escalate_after=60)
     svc = app.extensions["countersign"]
     d = defer(svc, make_agent().on(app), critical())
     with svc.db.read() as session:
@@ -210,7 +210,7 @@ def test_a_claimed_deferral_does_not_escalate(make_app, make_agent, people, smtp
         session.execute(
             update(Deferral)
             .where(Deferral.id == d.id)
-            .values(created_at=utcnow() - timedelta(seconds=5))
+            .values(created_at=utcnow() - timedelta(seconds=120))
         )
     sweep(svc)
     assert rows(svc, kind="deferral.escalated") == []
