@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
+from review.canaries.deciding import CAUGHT_MESSAGE, MISSED_MESSAGE
 from review.models import Deferral, utcnow
 from review.reviewing import claims, queue_reads, undo
 from review.reviewing.bulk import decide_many
@@ -119,10 +120,12 @@ def decide_item(deferral_id: str, verdict: str):
     try:
         outcome = decide(svc, holder(), deferral_id, verdict, reason, seen_ms=seen_ms)
         message, kind = outcome.message, "warn" if outcome.fast else "ok"
-        if outcome.canary == "missed":  # told at once, as an alert (review/canaries/)
-            kind = "canary"
     except DecisionRefused as refused:
-        message, kind = str(refused), "error"
+        return _answer(deferral_id, str(refused), "error")
+    if outcome.canary:  # told at once (review/canaries/); a miss as an alert
+        headline = MISSED_MESSAGE if outcome.canary == "missed" else CAUGHT_MESSAGE
+        kind = "canary" if outcome.canary == "missed" else kind
+        return _answer(deferral_id, message, kind, headline=headline)
     return _answer(deferral_id, message, kind)
 
 
@@ -174,6 +177,7 @@ def _answer(
     kind: str,
     undone: bool = False,
     on_item_page: bool | None = None,
+    headline: str | None = None,  # the page's status line, when shorter than the card's
 ):
     """After a decision or an undo: the card as it is now (htmx), or back to the page."""
     svc = current_services()
@@ -200,5 +204,6 @@ def _answer(
         in_batch=not on_item_page,
         on_item_page=on_item_page,
         undone=undone,
+        headline=headline,
         **context,
     )
