@@ -152,3 +152,34 @@ def test_many_at_once_are_one_summary_with_the_queue_link_and_no_buttons(
     assert "&lt;@U00&gt;" in blocks and "<@U0" not in blocks
     [row] = rows(svc, channel="slack")
     assert row.provider_ref.endswith(":summary") and MessageRef.parse(row.provider_ref) is None
+
+
+def test_an_escalation_is_a_second_message_and_the_outcome_rewrites_both(
+    slack_app, make_agent, standin
+):
+    import time
+
+    from review.reviewing.claims import claim_one
+    from review.reviewing.decisions import decide
+    from tests.helpers import refund
+
+    app = slack_app(escalate_after=1)
+    svc = app.extensions["countersign"]
+    d = defer(svc, make_agent().on(app), refund(risk={"score": 60}))
+    sweep(svc)
+    time.sleep(1.1)  # past COUNTERSIGN_ESCALATE_AFTER: still unclaimed
+    sweep(svc)
+    assert [r.kind for r in rows(svc, channel="slack")] == [
+        "deferral.waiting",
+        "deferral.escalated",
+    ]
+    first, second = shown(standin)
+    assert "Still unclaimed: high-risk deferral" in second and "Still unclaimed" not in first
+    rita = reviewer(svc, "rita")
+    claim_one(svc, rita, d.id)
+    decide(svc, rita, d.id, "reject", "not this customer")
+    sweep(svc)
+    assert {(c.args["channel"], c.args["ts"]) for c in standin.calls_of("chat.update")} == set(
+        standin.messages
+    )
+    assert all("Rejected by rita: not this customer" in m for m in shown(standin))
