@@ -34,18 +34,25 @@ TYPES = ["deferral.received", "deferral.evaluated", "deferral.approved", "callba
 
 
 def fill(svc, n: int) -> None:
-    from sqlalchemy import insert, update
+    """n events, four to a deferral, each in its deferral's shard (as the service places
+    them), written in batches straight into the tables, heads moved to match."""
+    from sqlalchemy import func, insert, select, text, update
 
-    from review.audit.hashing import GENESIS_HASH, event_hash, payload_json
+    from review.audit.hashing import event_hash, payload_json, shard_of
+    from review.audit.verify import read_heads
     from review.models import AuditEvent, AuditHead, utcnow
 
     start = utcnow() - timedelta(seconds=n)
-    prev, rows = GENESIS_HASH, []
+    rows: list[dict] = []
     with svc.db.read() as session:
-        head = session.get(AuditHead, 1)
-        seq0, prev = head.seq, head.hash
+        heads = read_heads(session)
+        seq0 = session.scalar(select(func.max(AuditEvent.seq))) or 0
+    shards = len(heads)
     for i in range(1, n + 1):
         seq = seq0 + i
+        deferral_id = f"dfr_{i // 4:026d}"
+        shard = shard_of(deferral_id, shards)
+        place, prev = heads[shard]
         row = {
             "seq": seq,
             "at": start + timedelta(seconds=i),
@@ -53,17 +60,26 @@ def fill(svc, n: int) -> None:
             "actor_id": f"bot-{i % 7}",
             "event_type": TYPES[i % len(TYPES)],
             "agent": f"bot-{i % 7}",
-            "deferral_id": f"dfr_{i // 4:026d}",
+            "deferral_id": deferral_id,
             "payload": payload_json({"i": i, "summary": "Refund $740 to customer C-88319"}),
             "prev_hash": prev,
+            "shard": shard,
+            "shard_seq": place + 1,
         }
         row["hash"] = event_hash(**row)
-        prev = row["hash"]
+        heads[shard] = (place + 1, row["hash"])
         rows.append(row)
         if len(rows) == 20000 or i == n:
             with svc.db.write() as session:
                 session.execute(insert(AuditEvent.__table__), rows)
-                session.execute(update(AuditHead).values(seq=seq, hash=prev))
+                for s_, (place_, hash_) in heads.items():
+                    session.execute(
+                        update(AuditHead)
+                        .where(AuditHead.shard == s_)
+                        .values(seq=place_, hash=hash_)
+                    )
+                if not svc.db.is_sqlite:  # the global seq's sequence must not hand these out
+                    session.execute(text("SELECT setval('audit_event_seq', :s)"), {"s": seq})
             rows = []
 
 
@@ -77,9 +93,10 @@ def verify_as_in_session_4(session) -> int:
     from review.audit.verify import iter_rows
 
     encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    prev_hash, count = GENESIS_HASH, 0
+    prev_hashes: dict[int, str] = {}  # each shard's chain (session 4 had one)
+    count = 0
     for row in iter_rows(session):
-        assert row.prev_hash == prev_hash
+        assert row.prev_hash == prev_hashes.get(row.shard, GENESIS_HASH)
         record = {
             "seq": row.seq,
             "at": format_time(row.at),
@@ -91,8 +108,10 @@ def verify_as_in_session_4(session) -> int:
             "payload_sha256": hashlib.sha256(row.payload.encode()).hexdigest(),
             "prev_hash": row.prev_hash,
         }
+        if row.shard_seq is not None:
+            record.update(shard=row.shard, shard_seq=row.shard_seq)
         assert hashlib.sha256(encoder.encode(record).encode()).hexdigest() == row.hash
-        prev_hash, count = row.hash, count + 1
+        prev_hashes[row.shard], count = row.hash, count + 1
     return count
 
 

@@ -260,6 +260,7 @@ PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "breaker_rejections": _int_range(0, 10000),
     "secret_overlap": _int_range(0, 30 * 86400),
     "checkpoint_interval": _int_range(10, 7 * 86400),
+    "audit_shards": _int_range(1, 256),
     "audit_key_file": _text,
     "audit_witness_file": _text,
     "audit_witness_url": _text,
@@ -346,6 +347,7 @@ class Settings:
     breaker_rejections: int
     secret_overlap: int
     checkpoint_interval: int
+    audit_shards: int
     audit_key_file: str
     audit_witness_file: str
     audit_witness_url: str

@@ -18,7 +18,7 @@ from review.audit.hashing import (
     event_hash_record,
     format_time,
 )
-from review.audit.verify import verify_chain
+from review.audit.verify import log_head, verify_chain
 from review.models import AuditEvent
 from tests.helpers import append_events, as_an_attacker
 
@@ -36,7 +36,9 @@ def test_events_link_each_to_the_previous_hash(svc):
         assert events[1].prev_hash == events[0].hash
         assert events[2].prev_hash == events[1].hash
         result = verify_chain(session)
-    assert result.ok and result.count == 3 and result.head == events[2].hash
+    assert result.ok and result.count == 3  # system events without an agent: shard 0's
+    assert result.heads[0] == (3, events[2].hash)
+    assert [(e.shard, e.shard_seq) for e in events] == [(0, 1), (0, 2), (0, 3)]
 
 
 def test_an_event_is_written_only_if_its_transaction_commits(svc):
@@ -48,7 +50,9 @@ def test_an_event_is_written_only_if_its_transaction_commits(svc):
         pass
     _append(svc, 1)
     with svc.db.read() as session:
-        assert session.scalar(select(AuditEvent.seq)) == 1
+        [stored] = session.scalars(select(AuditEvent)).all()
+        # its shard's first place; PostgreSQL's sequence may have skipped a global seq
+        assert (stored.event_type, stored.shard, stored.shard_seq) == ("test.event", 0, 1)
         assert verify_chain(session).ok
 
 
@@ -57,8 +61,10 @@ def test_audit_verify_prints_ok_with_count_and_head(svc, runner):
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 0
     with svc.db.read() as session:
-        head = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == 2))
-    assert result.output.strip().endswith(f"OK 2 events, head {head}")
+        head = log_head(session)
+    assert f"OK 2 events, head {head.hash}" in result.output  # PROTOCOL.md section 7
+    if head.shards > 1:
+        assert f"(the Merkle root over {head.shards} shards' heads)" in result.output
 
 
 def test_an_edited_payload_is_caught_and_named(svc, runner):
@@ -119,6 +125,8 @@ def test_concurrent_writers_build_one_gapless_chain(svc):
 @settings(max_examples=200, deadline=None)
 @given(
     seq=st.integers(1, 2**53 - 1),
+    shard=st.integers(0, 255),
+    shard_seq=st.integers(1, 2**53 - 1),
     actor_id=st.text(),
     agent=st.none() | st.text(),
     payload=st.text(),
@@ -126,9 +134,10 @@ def test_concurrent_writers_build_one_gapless_chain(svc):
     microsecond=st.integers(0, 999_999),
 )
 def test_the_prefix_postgresql_finishes_gives_the_same_hash(
-    seq, actor_id, agent, payload, prev_hash, microsecond
+    seq, shard, shard_seq, actor_id, agent, payload, prev_hash, microsecond
 ):
-    """Migration 0008 hashes prefix + prev_hash + '","seq":' + seq + '}' in the server."""
+    """Migration 0025's countersign_append hashes prefix + prev_hash + '","seq":' + seq +
+    ',"shard":' + shard + ',"shard_seq":' + shard_seq + '}' in the server."""
     fields = {
         "at": datetime(2026, 11, 21, 10, 0, 0, microsecond, tzinfo=UTC),
         "actor_kind": "agent",
@@ -138,8 +147,9 @@ def test_the_prefix_postgresql_finishes_gives_the_same_hash(
         "deferral_id": "dfr_1",
         "payload": payload,
     }
-    text = chain_prefix(**fields) + prev_hash + '","seq":' + str(seq) + "}"
-    expected = event_hash(seq=seq, prev_hash=prev_hash, **fields)
+    tail = f'","seq":{seq},"shard":{shard},"shard_seq":{shard_seq}}}'
+    text = chain_prefix(**fields) + prev_hash + tail
+    expected = event_hash(seq=seq, prev_hash=prev_hash, shard=shard, shard_seq=shard_seq, **fields)
     assert hashlib.sha256(text.encode()).hexdigest() == expected
 
 
@@ -158,6 +168,7 @@ def test_sqlite_driver_statements_store_what_sqlalchemy_stores(svc):
         "seq": 1, "at": when, "actor_kind": "system", "actor_id": "test",
         "event_type": "test.event", "agent": None, "deferral_id": None,
         "payload": "{}", "prev_hash": GENESIS_HASH, "hash": "a" * 64,
+        "shard": 0, "shard_seq": None,
     }  # fmt: skip
     table = AuditEvent.__table__
     with svc.db.write() as session:
@@ -165,7 +176,16 @@ def test_sqlite_driver_statements_store_what_sqlalchemy_stores(svc):
         session.execute(insert(table), {**row, "seq": 2, "hash": "b" * 64})
     with svc.db.read() as session:
         stored = [
-            session.execute(text("SELECT * FROM audit_events WHERE seq = :n"), {"n": n}).one()[1:-1]
+            {
+                k: v
+                for k, v in session.execute(
+                    text("SELECT * FROM audit_events WHERE seq = :n"), {"n": n}
+                )
+                .one()
+                ._asdict()
+                .items()
+                if k not in ("seq", "hash")
+            }
             for n in (1, 2)
         ]
         assert stored[0] == stored[1]
@@ -184,8 +204,10 @@ _stored_text = st.text(st.characters(exclude_categories=("Cs",)))
     texts=st.lists(_stored_text, min_size=3, max_size=3),
     nullable=st.lists(st.one_of(st.none(), _stored_text), min_size=2, max_size=2),
     payload=_stored_text,
+    place=st.none() | st.tuples(st.integers(0, 255), st.integers(1, 2**53 - 1)),
 )
-def test_the_hashed_record_is_rfc_8785_for_any_field_text(seq, texts, nullable, payload):
+def test_the_hashed_record_is_rfc_8785_for_any_field_text(seq, texts, nullable, payload, place):
+    """Sharded events hash their shard and place too; events from before shards do not."""
     at = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
     fields = {
         "seq": seq,
@@ -201,4 +223,7 @@ def test_the_hashed_record_is_rfc_8785_for_any_field_text(seq, texts, nullable, 
     record = {k: v for k, v in fields.items() if k not in ("at", "payload")}
     record["at"] = format_time(at)
     record["payload_sha256"] = hashlib.sha256(payload.encode()).hexdigest()
+    if place is not None:
+        fields["shard"], fields["shard_seq"] = place
+        record["shard"], record["shard_seq"] = place
     assert event_hash_record(**fields).encode() == canonical_json(record)

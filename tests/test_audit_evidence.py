@@ -16,8 +16,9 @@ from sqlalchemy.exc import DBAPIError
 
 from review.audit import checkpoints
 from review.audit import export as audit_export
-from review.audit.hashing import canonical_json
+from review.audit.hashing import canonical_json, heads_root
 from review.audit.verifier import canonical
+from review.audit.verify import log_head
 from review.models import AuditCheckpoint, AuditEvent, AuditHead, utcnow
 from review.users import create_user
 from tests.helpers import ROOT, Browser, append_events, approved, as_an_attacker, refund, reviewer
@@ -74,7 +75,12 @@ def test_a_checkpoint_signs_the_head_and_verify_checks_it(svc, runner):
     key = checkpoints.load_key(svc.settings.audit_key_file)
     with svc.db.read() as session:
         [c] = checkpoints.all_checkpoints(session)
-    assert checkpoints.signature_valid(key.public_raw, c.seq, c.head_hash, c.at, c.signature)
+    assert checkpoints.signature_valid(key.public_raw, c)
+    with svc.db.read() as session:
+        head = log_head(session)
+    listed = json.loads(c.heads)  # every shard's head; the signed hash is their root
+    assert [h[:2] for h in listed] == [[0, 3]] + [[s, 0] for s in range(1, head.shards)]
+    assert (c.seq, c.head_hash) == (3, heads_root([tuple(h) for h in listed]))
     assert oct(Path(svc.settings.audit_key_file).stat().st_mode)[-3:] == "600"
 
 
@@ -96,7 +102,7 @@ def test_a_cut_tail_with_a_rewritten_head_is_caught_by_the_checkpoint(svc, runne
         third = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == 3))
     as_an_attacker(svc, delete(AuditEvent).where(AuditEvent.seq > 3))
     with svc.db.write() as session:  # and makes the head agree
-        session.execute(update(AuditHead).values(seq=3, hash=third))
+        session.execute(update(AuditHead).where(AuditHead.shard == 0).values(seq=3, hash=third))
     code, output = verify(runner)
     assert code == 1 and "event 4" in output and "events removed from the end" in output
 
@@ -118,7 +124,9 @@ def test_a_rewritten_log_does_not_match_its_checkpoint(svc, runner):
         first_hash = first.hash
     as_an_attacker(svc, delete(AuditEvent).where(AuditEvent.seq > 1))
     with svc.db.write() as session:
-        session.execute(update(AuditHead).values(seq=1, hash=first_hash))
+        session.execute(
+            update(AuditHead).where(AuditHead.shard == 0).values(seq=1, hash=first_hash)
+        )
     append_events(svc, 2, kind="forged")
     code, output = verify(runner)
     assert code == 1 and "event 3" in output and "rewritten" in output
@@ -168,7 +176,7 @@ def test_an_export_round_trips_through_the_standalone_verifier(svc, agent, runne
     key = checkpoints.load_key(svc.settings.audit_key_file)
     code, output = run_verifier(path, "--public-key", key.public_b64)
     with svc.db.read() as session:
-        count = session.get(AuditHead, 1).seq
+        count = log_head(session).events
     assert code == 0, output
     assert (
         output.startswith(f"OK {count} events")
@@ -238,7 +246,13 @@ def test_export_streams_in_pages(svc, monkeypatch):
     with svc.db.read() as session:
         records = list(audit_export.records(session, key))
     assert [r["seq"] for r in records if r["record"] == "event"] == list(range(1, 13))
-    assert records[-1] == {"record": "end", "events": 12, "checkpoints": 0}
+    end = records[-1]
+    assert {k: end[k] for k in ("record", "events", "checkpoints")} == {
+        "record": "end",
+        "events": 12,
+        "checkpoints": 0,
+    }
+    assert end["heads"][0][:2] == [0, 12]  # every shard's head; these events are shard 0's
 
 
 # --- redaction ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 from review.audit import checkpoints, witness
 from review.audit.chain import record_event
 from review.audit.hashing import event_hash, payload_json
+from review.audit.verify import read_heads
 from review.models import AuditCheckpoint, AuditEvent, AuditHead, utcnow
 from review.settings import SettingsError
 from review.users import create_user
@@ -90,6 +91,8 @@ def rewrite_from(svc, seq, payload):
             deferral_id=e.deferral_id,
             payload=text,
             prev_hash=prev,
+            shard=e.shard,
+            shard_seq=e.shard_seq,
         )
         statements.append(
             update(AuditEvent)
@@ -97,7 +100,10 @@ def rewrite_from(svc, seq, payload):
             .values(payload=text, prev_hash=prev, hash=new_hash)
         )
         prev = new_hash
-    statements.append(update(AuditHead).values(seq=events[-1].seq, hash=prev))
+    assert {e.shard for e in events} == {0}  # these tests' events are all shard 0's
+    statements.append(
+        update(AuditHead).where(AuditHead.shard == 0).values(seq=events[-1].shard_seq, hash=prev)
+    )
     as_an_attacker(svc, *statements)
 
 
@@ -106,17 +112,7 @@ def forge_checkpoint(svc, key):
     write it into the database and the witness file like the service would."""
     now = utcnow()
     with svc.db.write() as session:
-        head = session.get(AuditHead, 1)
-        signature = base64.b64encode(
-            key.private.sign(checkpoints.message(head.seq, head.hash, now))
-        )
-        made = AuditCheckpoint(
-            seq=head.seq,
-            head_hash=head.hash,
-            at=now,
-            key_id=key.key_id,
-            signature=signature.decode(),
-        )
+        made = checkpoints.signed(key, read_heads(session), now)
         session.add(made)
     witness.append_line(witness_path(svc), witness.checkpoint_record(made, key))
 
@@ -167,7 +163,7 @@ def test_an_insider_who_cuts_the_tail_and_fixes_the_head_is_caught(svc, runner):
         svc,
         delete(AuditEvent).where(AuditEvent.seq > 5),
         delete(AuditCheckpoint).where(AuditCheckpoint.seq > 5),
-        update(AuditHead).values(seq=5, hash=fifth),
+        update(AuditHead).where(AuditHead.shard == 0).values(seq=5, hash=fifth),
     )
     code, output = verify_without_witness(svc, runner)
     assert code == 0 and output.startswith("OK 5 events"), output

@@ -1,6 +1,7 @@
 """Intake hands the database every column of a deferral and every field of its events.
 
-On PostgreSQL intake is one call of `countersign_intake` (migration 0008): the deferral
+On PostgreSQL intake is one call of `countersign_intake` (migration 0008; since 0025 it
+chains the events with `countersign_append`): the deferral
 arrives as JSON and becomes a row through `jsonb_populate_record`, which gives a key it
 is not handed NULL without a word. So a column added to `deferrals` but forgotten in
 `_deferral_values` would be stored NULL there, and an event field the function does
@@ -17,8 +18,9 @@ from sqlalchemy import inspect, select, text
 
 from review.agents.registry import signers
 from review.audit import export, verifier
+from review.audit.chain import placed_events
 from review.audit.checkpoints import load_key
-from review.audit.hashing import event_hash_record, link, stored_event_hash, unchained
+from review.audit.hashing import event_hash_record, link, stored_event_hash
 from review.intake.deferrals import _deferral_values, _intake_events, create_deferral, prepare
 from review.intake.policy_routes import Routed
 from review.intake.principals import Principal
@@ -30,8 +32,9 @@ from tests.helpers import refund
 # a server default would get NULL from a missing key, not its default.
 FILLED_BY_THE_DATABASE: frozenset[str] = frozenset()
 
-# Columns of `audit_events` the intake function computes under the chain lock.
-CHAINED_BY_THE_SERVER = frozenset({"seq", "prev_hash", "hash"})
+# Columns of `audit_events` that `countersign_append` (which the intake function calls)
+# computes under the shard's lock.
+CHAINED_BY_THE_SERVER = frozenset({"seq", "shard_seq", "prev_hash", "hash"})
 
 # Every optional field of the request, so the stored row can tell a dropped value
 # (NULL) from one that was NULL to begin with.
@@ -70,19 +73,21 @@ def _table_columns(table) -> set[str]:
     return {c.name for c in table.columns}
 
 
-def _intake_function_source(svc) -> str:
-    """The function's body: PostgreSQL's own copy, else the newest migration that defines it."""
+def _append_function_source(svc) -> str:
+    """The body of `countersign_append`, which chains intake's events (and every other
+    append) on PostgreSQL: PostgreSQL's own copy, else the newest migration defining it."""
     if not svc.db.is_sqlite:
         with svc.db.read() as session:
             return session.execute(
-                text("SELECT prosrc FROM pg_proc WHERE proname = 'countersign_intake'")
+                text("SELECT prosrc FROM pg_proc WHERE proname = 'countersign_append'")
             ).scalar_one()
     defining = [
         path
         for path in sorted(MIGRATIONS.glob("*.py"))
-        if re.search(r"CREATE (OR REPLACE )?FUNCTION countersign_intake\b", path.read_text())
+        if re.search(r"CREATE (OR REPLACE )?FUNCTION countersign_append\b", path.read_text())
     ]
-    return defining[-1].read_text()
+    text_ = defining[-1].read_text()
+    return text_[text_.index("FUNCTION countersign_append") : text_.index("LANGUAGE plpgsql")]
 
 
 def test_it_hands_intake_every_column_of_the_deferrals_table(svc, agent):
@@ -113,12 +118,12 @@ def test_it_stores_every_column_of_a_new_deferral_as_handed_over(svc, agent):
 
 
 def test_it_hands_the_intake_function_every_field_an_event_stores(svc):
-    row = unchained(
-        {"actor_kind": "agent", "actor_id": "billing-bot", "event_type": "deferral.received"}
-    )
+    event = {"actor_kind": "agent", "actor_id": "billing-bot", "event_type": "deferral.received"}
+    with svc.db.read() as session:
+        [row] = placed_events(session.connection(), [event])
     columns = _table_columns(AuditEvent.__table__)
     assert set(row) - {"prefix"} == columns - CHAINED_BY_THE_SERVER
-    source = _intake_function_source(svc)
+    source = _append_function_source(svc)
     assert set(re.findall(r"event->>'(\w+)'", source)) == set(row)
     inserted = re.search(r"INSERT INTO audit_events \(([^)]*)\)", source)
     assert inserted is not None
@@ -132,18 +137,20 @@ def test_it_stores_every_field_of_the_intake_events_as_handed_over(svc, agent):
     prepared = prepare(svc, EVERY_FIELD)
     received = create_deferral(svc, signer, f"msg_{uuid.uuid4().hex}", prepared)
     values = vars(received.deferral)
-    handed = [unchained(e) for e in _intake_events(signer.slug, values, prepared)]
+    with svc.db.read() as session:
+        handed = placed_events(session.connection(), _intake_events(signer.slug, values, prepared))
     table = AuditEvent.__table__
     with svc.db.read() as session:
         stored = session.execute(
             select(table).where(table.c.deferral_id == values["id"]).order_by(table.c.seq)
         ).all()
     assert len(stored) == len(handed) == 2
-    assert stored[1].prev_hash == stored[0].hash
+    assert stored[1].prev_hash == stored[0].hash  # one deferral: one shard, in order
+    assert stored[1].shard == stored[0].shard and stored[1].shard_seq == stored[0].shard_seq + 1
     for event, row in zip(handed, stored, strict=True):
         for field in set(event) - {"prefix"}:
             assert getattr(row, field) == event[field], field
-        assert row.hash == link(event["prefix"], row.prev_hash, row.seq)
+        assert row.hash == link(event["prefix"], row.prev_hash, row.seq, row.shard, row.shard_seq)
         assert row.hash == stored_event_hash(row)
 
 

@@ -1,50 +1,64 @@
 """The audit chain: append-only, hash-chained events, written inside the caller's transaction.
 
-Each event's hash is SHA-256 over the RFC 8785 canonical JSON of its fields and the
-previous event's hash, so changing, removing or reordering any stored event breaks
-every hash after it. Writers lock the single `audit_head` row (on SQLite the
-IMMEDIATE transaction already serialises writers), so the chain has one order and no
-gaps even with many processes writing.
+The log is N chains, shards (docs/SCALING.md, "Chain shards"): an event goes to the
+shard of its deferral (else of its agent, else shard 0; hashing.shard_of), so a
+deferral's events are one shard's, in order. Each event's hash is SHA-256 over the
+RFC 8785 canonical JSON of its fields, its global `seq`, its shard and place there, and
+the previous hash in its shard, so changing, removing or reordering any stored event
+breaks every hash after it in its shard. Writers lock the `audit_head` rows of the
+shards they append to (on SQLite the IMMEDIATE transaction already serialises
+writers), so each shard has one order and no gaps even with many processes writing;
+signed checkpoints commit to every shard's head (review/audit/checkpoints.py).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from review.audit.hashing import (
-    link,
-    unchained,
-)
+from review.audit.hashing import link, shard_key, shard_of, unchained
+from review.audit.shards import shard_count
 from review.db import Database, driver
 from review.models import Agent, AuditEvent, AuditHead
 
 
-def lock_chain(session: Session) -> None:
-    """Take the chain's lock now, as the transaction's first statement.
+def lock_chain(session: Session, deferrals: Sequence[str] = ()) -> None:
+    """Take the chain's locks now, as the transaction's first statement: every shard's,
+    or with `deferrals` only the shards their events go to.
 
     Lock order, so PostgreSQL never deadlocks: a transaction that changes existing
-    deferrals or an agent's kill switch takes the chain lock first, before any row
-    lock. (Intake only inserts, so it may take it last: see review/intake/deferrals.py.) On
-    SQLite the IMMEDIATE transaction already holds the one write lock.
+    deferrals or an agent's kill switch takes the chain locks first, before any row
+    lock, and shard heads are always locked in ascending shard order (here, and in
+    `countersign_append`). (Intake only inserts, so it may take its shard's lock last:
+    see review/intake/deferrals.py.) A transaction narrowed to `deferrals` must write
+    events only for them; an event for another shard is locked when appended, after
+    the rows it holds, which is safe only for inserts. On SQLite the IMMEDIATE
+    transaction already holds the one write lock.
     """
-    head = AuditHead.__table__
-    session.connection().execute(select(head.c.seq).where(head.c.id == 1).with_for_update())
+    conn = session.connection()
+    if not deferrals:
+        conn.execute(_LOCK_ALL)
+        return
+    count = shard_count(conn)
+    wanted = sorted({shard_of(shard_key(d, None), count) for d in deferrals})
+    conn.execute(_LOCK_SOME, {"shards": wanted})
 
 
 @contextmanager
-def chained_write(db: Database) -> Iterator[Session]:
-    """`db.write()` holding the chain lock from its first statement (see lock_chain)."""
+def chained_write(db: Database, *, deferrals: Sequence[str] = ()) -> Iterator[Session]:
+    """`db.write()` holding the chain's locks from its first statement (see lock_chain):
+    every shard's, or with `deferrals` only theirs, so that writes about deferrals in
+    other shards go on meanwhile (docs/SCALING.md, "Chain shards")."""
     with db.write() as session:
-        lock_chain(session)
+        lock_chain(session, deferrals)
         yield session
 
 
@@ -88,95 +102,113 @@ class GuardedAgent:
 
 @dataclass(frozen=True)
 class Head:
-    """The chain's head, locked by this transaction, and the agent it guards, if any."""
+    """SQLite: every shard's head and the next global sequence number, read in this
+    (IMMEDIATE, so locked) transaction, and the agent it guards, if any."""
 
-    seq: int
-    hash: str
+    heads: dict[int, tuple[int, str]]  # shard -> (its last shard_seq, its last hash)
+    last_seq: int
     agent: GuardedAgent | None = None
 
 
 def take_head(session: Session, *, guard_agent: int | None = None) -> Head:
-    """Lock the chain's head (and, with `guard_agent`, that agent's row) and read them.
-
-    Guarding locks the agent FOR NO KEY UPDATE: the newest version of its kill switch
-    and undecided count, without conflicting with the KEY SHARE lock that inserting a
-    deferral (a foreign key to the agent) takes.
-    """
+    """SQLite: read the heads (and, with `guard_agent`, that agent's row) for
+    `append_events`. PostgreSQL chains in the server (`countersign_append`) instead."""
     conn = session.connection()
-    if guard_agent is None:
-        return Head(*conn.execute(_LOCK_HEAD).one())
-    if conn.dialect.name == "sqlite":  # the IMMEDIATE transaction holds the only write lock
-        row = driver.execute(conn, _LOCK_HEAD_AND_AGENT, {"agent_id": guard_agent}).fetchone()
-    else:
-        row = conn.execute(_LOCK_HEAD_AND_AGENT, {"agent_id": guard_agent}).one()
-    seq, hash_, *agent = row
-    return Head(seq, hash_, GuardedAgent(*agent))
+    heads = {shard: (seq, hash_) for shard, seq, hash_ in conn.execute(_READ_HEADS)}
+    last_seq = conn.execute(_LAST_SEQ).scalar() or 0
+    agent = None
+    if guard_agent is not None:
+        row = conn.execute(_READ_AGENT, {"agent_id": guard_agent}).one()
+        agent = GuardedAgent(*row)
+    return Head(heads, last_seq, agent)
 
 
 def record_events(session: Session, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Append several events in order under one take of the chain lock."""
+    """Append several events in order, each to its shard, under those shards' locks."""
+    if session.connection().dialect.name == "postgresql":
+        return append_events(session, None, events)
     return append_events(session, take_head(session), events)
+
+
+def placed_events(conn: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events ready to chain (hashing.unchained), each with its shard."""
+    shards = shard_count(conn)
+    rows = []
+    for event in events:
+        row = unchained(event)
+        row["shard"] = shard_of(shard_key(row["deferral_id"], row["agent"]), shards)
+        rows.append(row)
+    return rows
 
 
 def append_events(
     session: Session,
-    head: Head,
+    head: Head | None,
     events: list[dict[str, Any]],
     *,
     insert_first: tuple[Table, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Chain `events` after `head` (locked by take_head in this transaction); move the head.
+    """Chain `events`, each after its shard's head; move the heads.
 
-    The chain lock is the single point where every state change in the service is
-    ordered, so it is held for as few round trips as possible: one statement took it,
-    one writes the events and the new head (on PostgreSQL a single statement), then
-    the caller commits. `insert_first`: a row to insert just before, under the lock.
+    PostgreSQL: one statement, `countersign_append` (migration 0025), locks the shards'
+    heads in ascending order, gives each event the next global `seq` and its shard's
+    next place, hashes and inserts them and moves the heads, all in the server, so a
+    shard's lock is held for no round trip of its own. SQLite: `head` (take_head, in
+    this IMMEDIATE transaction) and in-process statements. `insert_first`: a row to
+    insert just before.
     """
     conn = session.connection()  # Core on the session's connection: no ORM layer per statement
-    head_seq, head_hash = head.seq, head.hash
-    rows = []
-    for event in events:
-        row = unchained(event)
-        head_seq += 1
-        row.update(
-            seq=head_seq, prev_hash=head_hash, hash=link(row.pop("prefix"), head_hash, head_seq)
-        )
-        rows.append(row)
-        head_hash = row["hash"]
+    rows = placed_events(conn, events)
     if conn.dialect.name == "postgresql":
         if insert_first:
             conn.execute(_insert(insert_first[0]), insert_first[1])
-        params = {"head_seq": head_seq, "head_hash": head_hash, "events": rows_json(rows)}
-        conn.execute(_PG_APPEND, params)
-    else:  # SQLite: in-process statements, run on the driver (review/db.py)
-        if insert_first:
-            driver.execute(conn, _insert(insert_first[0]), insert_first[1])
-        driver.executemany(conn, _insert(_events_table), rows)
-        driver.execute(conn, _MOVE_HEAD, {"head_seq": head_seq, "head_hash": head_hash})
+        chained = conn.execute(_PG_APPEND, {"events": rows_json(rows)}).all()
+        for row, (seq, shard_seq, prev_hash, hash_) in zip(rows, chained, strict=True):
+            del row["prefix"]
+            row.update(seq=seq, shard_seq=shard_seq, prev_hash=prev_hash, hash=hash_)
+        return rows
+    assert head is not None, "SQLite chains in Python: take_head first"
+    heads, seq = dict(head.heads), head.last_seq
+    for row in rows:
+        shard = row["shard"]
+        shard_seq, prev_hash = heads[shard]
+        seq, shard_seq = seq + 1, shard_seq + 1
+        hash_ = link(row.pop("prefix"), prev_hash, seq, shard, shard_seq)
+        row.update(seq=seq, shard_seq=shard_seq, prev_hash=prev_hash, hash=hash_)
+        heads[shard] = (shard_seq, hash_)
+    # SQLite: in-process statements, run on the driver (review/db.py)
+    if insert_first:
+        driver.execute(conn, _insert(insert_first[0]), insert_first[1])
+    driver.executemany(conn, _insert(_events_table), rows)
+    moved = sorted({row["shard"] for row in rows})
+    driver.executemany(
+        conn,
+        _MOVE_HEAD,
+        [{"head_shard": s, "head_seq": heads[s][0], "head_hash": heads[s][1]} for s in moved],
+    )
     return rows
 
 
 _head_table, _events_table = AuditHead.__table__, AuditEvent.__table__
 _agents_table = Agent.__table__
-_LOCK_HEAD = (
-    select(_head_table.c.seq, _head_table.c.hash).where(_head_table.c.id == 1).with_for_update()
+_LOCK_ALL = select(_head_table.c.shard).order_by(_head_table.c.shard).with_for_update()
+_LOCK_SOME = (
+    select(_head_table.c.shard)
+    .where(_head_table.c.shard.in_(bindparam("shards", expanding=True)))
+    .order_by(_head_table.c.shard)
+    .with_for_update()
 )
-_LOCK_HEAD_AND_AGENT = (
-    select(
-        _head_table.c.seq,
-        _head_table.c.hash,
-        _agents_table.c.slug,
-        _agents_table.c.state,
-        _agents_table.c.state_reason,
-        _agents_table.c.undecided,
-    )
-    .join_from(_head_table, _agents_table, _agents_table.c.id == bindparam("agent_id"))
-    .where(_head_table.c.id == 1)
-    .with_for_update(of=[_head_table, _agents_table], key_share=True)
-)
+_READ_HEADS = select(_head_table.c.shard, _head_table.c.seq, _head_table.c.hash)
+_LAST_SEQ = select(func.max(_events_table.c.seq))
+_READ_AGENT = select(
+    _agents_table.c.slug,
+    _agents_table.c.state,
+    _agents_table.c.state_reason,
+    _agents_table.c.undecided,
+).where(_agents_table.c.id == bindparam("agent_id"))
 _MOVE_HEAD = (
     update(_head_table)
-    .where(_head_table.c.id == 1)
+    .where(_head_table.c.shard == bindparam("head_shard"))
     .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
 )
 
@@ -186,15 +218,12 @@ def _insert(table: Table) -> Insert:
     return insert(table)
 
 
-# PostgreSQL: insert the events and move the head in one statement. The rows travel as
-# one JSON parameter and become rows with jsonb_populate_recordset (column by column, in
-# the table's own types), so the statement's text is fixed whatever the number of
-# events: psycopg and the server parse and plan it once per connection, and the rows are
-# serialised by one call of the C JSON encoder instead of a bind processor per column.
+# PostgreSQL: chain, insert and move the heads in one statement (migration 0025). The
+# events travel as one JSON parameter, so the statement's text is fixed whatever their
+# number: psycopg and the server parse and plan it once per connection.
 _PG_APPEND = text(
-    "WITH appended AS (INSERT INTO audit_events SELECT * FROM "
-    "jsonb_populate_recordset(CAST(NULL AS audit_events), CAST(:events AS jsonb))) "
-    "UPDATE audit_head SET seq = :head_seq, hash = :head_hash WHERE id = 1"
+    "SELECT out_seq, out_shard_seq, out_prev_hash, out_hash "
+    "FROM countersign_append(CAST(:events AS jsonb))"
 )
 
 

@@ -1,6 +1,10 @@
-"""Signed checkpoints of the audit chain: "it had N events, ending in H, at T".
+"""Signed checkpoints of the audit log: "its shards had N events, their heads' root R, at T".
 
-The service signs `{"at", "head", "seq"}` (RFC 8785 canonical JSON) with an ed25519 key,
+The service signs `{"at", "root", "seq", "shards"}` (RFC 8785 canonical JSON): `root` is
+the Merkle root (RFC 6962) over every shard's head, [shard, shard_seq, hash] in shard
+order, which the checkpoint lists beside it, and `seq` counts the events of all shards.
+(Checkpoints taken before shards, migration 0025, signed `{"at", "head", "seq"}` of the
+single chain, now shard 0; both kinds verify.) It signs with an ed25519 key,
 generated once under instance/ (or supplied with COUNTERSIGN_AUDIT_KEY_FILE). A
 checkpoint is taken on a timer (every COUNTERSIGN_CHECKPOINT_INTERVAL seconds, when
 there are new events) and by `audit checkpoint`. `audit verify` checks every one, so
@@ -20,28 +24,28 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
-    Ed25519PublicKey,
 )
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from review.audit import witness
 from review.audit.chain import chained_write
-from review.audit.hashing import canonical_json, format_time
-from review.audit.verifier import check_witnessed
-from review.audit.verify import VerifyResult, verify_chain
-from review.models import AuditCheckpoint, AuditHead, utcnow
+from review.audit.hashing import canonical_json, format_time, heads_root
+from review.audit.verifier import check_witnessed, checkpoint_heads, signature_ok
+from review.audit.verify import VerifyResult, read_heads, verify_chain
+from review.models import AuditCheckpoint, utcnow
 from review.services import Services
 
 log = logging.getLogger(__name__)
@@ -103,19 +107,39 @@ def _cached_key(path: str) -> SigningKey:
     return load_key(path)
 
 
-def message(seq: int, head: str, at: datetime) -> bytes:
-    """What is signed: the canonical JSON of the checkpoint's three facts."""
-    return canonical_json({"at": format_time(at), "head": head, "seq": seq})
+def message(seq: int, head: str, at: datetime, shards: int | None = None) -> bytes:
+    """What is signed: the canonical JSON of the checkpoint's facts. Since shards,
+    {at, root, seq, shards}: `head` is the Merkle root over the shard heads and `seq`
+    counts every shard's events; before them, {at, head, seq} of the single chain."""
+    if shards is None:
+        return canonical_json({"at": format_time(at), "head": head, "seq": seq})
+    return canonical_json({"at": format_time(at), "root": head, "seq": seq, "shards": shards})
 
 
-def signature_valid(public_raw: bytes, seq: int, head: str, at: datetime, signature: str) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(
-            base64.b64decode(signature), message(seq, head, at)
-        )
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+def heads_of(c: AuditCheckpoint) -> list[list[Any]] | None:
+    """The [shard, shard_seq, hash] heads a checkpoint lists (None: one from before shards)."""
+    return None if c.heads is None else json.loads(c.heads)
+
+
+def as_record(c: AuditCheckpoint) -> dict[str, Any]:
+    """A checkpoint as the export, the witness and the offline verifier read it."""
+    record = {
+        "record": "checkpoint",
+        "seq": c.seq,
+        "at": format_time(c.at),
+        "hash": c.head_hash,
+        "key_id": c.key_id,
+        "signature": c.signature,
+    }
+    heads = heads_of(c)
+    if heads is not None:
+        record["heads"] = heads
+    return record
+
+
+def signature_valid(public_raw: bytes, c: AuditCheckpoint) -> bool:
+    """Its signature holds (and, since shards, its heads give the root it signed)."""
+    return signature_ok(public_raw, as_record(c))
 
 
 def take(
@@ -137,27 +161,37 @@ def take(
 def _sign_head(
     svc: Services, key: SigningKey, force: bool, now: datetime
 ) -> AuditCheckpoint | None:
-    with chained_write(svc.db) as session:
-        head = session.get(AuditHead, 1)
+    with chained_write(svc.db) as session:  # every shard's lock: the heads hold still
+        heads = read_heads(session)
+        total = sum(place for place, _hash in heads.values())
         last = latest(session)
-        if head is None or head.seq == 0:
+        if total == 0:
             return None
-        if last is not None and last.seq == head.seq:
-            return None  # nothing new since the last one
+        if last is not None and last.seq == total:
+            return None  # nothing new since the last one (a head only moves forward)
         interval = timedelta(seconds=svc.settings.checkpoint_interval)
         if not force and last is not None and now - last.at < interval:
             return None
-        signature = base64.b64encode(key.private.sign(message(head.seq, head.hash, now)))
-        checkpoint = AuditCheckpoint(
-            seq=head.seq,
-            head_hash=head.hash,
-            at=now,
-            key_id=key.key_id,
-            signature=signature.decode(),
-        )
+        checkpoint = signed(key, heads, now)
         session.add(checkpoint)
         session.flush()
         return checkpoint
+
+
+def signed(key: SigningKey, heads: dict[int, tuple[int, str]], now: datetime) -> AuditCheckpoint:
+    """A checkpoint of these shard heads (shard -> (its length, its last hash)), signed."""
+    listed = [[shard, place, hash_] for shard, (place, hash_) in sorted(heads.items())]
+    root = heads_root([(s, p, h) for s, p, h in listed])
+    total = sum(place for _s, place, _h in listed)
+    signature = base64.b64encode(key.private.sign(message(total, root, now, len(listed))))
+    return AuditCheckpoint(
+        seq=total,
+        head_hash=root,
+        at=now,
+        key_id=key.key_id,
+        signature=signature.decode(),
+        heads=json.dumps(listed, separators=(",", ":")),
+    )
 
 
 def latest(session: Session) -> AuditCheckpoint | None:
@@ -168,41 +202,49 @@ def all_checkpoints(session: Session) -> list[AuditCheckpoint]:
     return list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id)))
 
 
+def places(record: dict[str, Any]) -> set[tuple[int, int]]:
+    return {(shard, place) for shard, place, _hash in checkpoint_heads(record)}
+
+
 def verify_log(
     session: Session,
     key: SigningKey,
     witnessed: Sequence[tuple[str, dict]] = (),
     jobs: int = 1,
 ) -> VerifyResult:
-    """`audit verify`: the chain, every checkpoint the database holds against it, then
-    every witnessed checkpoint (`witnessed`: (where, record) pairs from the witness file
-    and the auditor's trusted copies) against the chain and the database's checkpoints.
-    `jobs`: processes for the hashing (review/audit/parallel_verify.py).
+    """`audit verify`: every shard's chain, every checkpoint the database holds against
+    them, then every witnessed checkpoint (`witnessed`: (where, record) pairs from the
+    witness file and the auditor's trusted copies) against the chains and the database's
+    checkpoints. `jobs`: processes for the hashing (review/audit/parallel_verify.py).
     """
-    checkpoints = all_checkpoints(session)
-    remember = {c.seq for c in checkpoints} | {r["seq"] for _where, r in witnessed}
+    records = [as_record(c) for c in all_checkpoints(session)]
+    remember = set().union(*(places(r) for r in records), *(places(r) for _w, r in witnessed))
     result = verify_chain(session, remember=remember, jobs=jobs)
     if not result.ok:
         return result
     hashes = result.hashes or {}
-    for c in checkpoints:
-        where = f"checkpoint {c.id} (signed {format_time(c.at)}, {c.seq} events)"
-        if c.key_id != key.key_id:
-            return _bad(result, c.seq, f"{where} was signed by another key ({c.key_id[:16]}…)")
-        if not signature_valid(key.public_raw, c.seq, c.head_hash, c.at, c.signature):
-            return _bad(result, c.seq, f"{where} has a bad signature (the checkpoint was edited)")
-        if c.seq > result.count:
+    lengths = {shard: place for shard, (place, _hash) in (result.heads or {}).items()}
+    for c in records:
+        where = f"checkpoint signed {c['at']} ({c['seq']} events)"
+        if c["key_id"] != key.key_id:
             return _bad(
-                result,
-                result.count + 1,
-                f"{where}, but the chain ends at {result.count} (events removed from the end)",
+                result, c["seq"], f"{where} was signed by another key ({c['key_id'][:16]}…)"
             )
-        if hashes.get(c.seq) != c.head_hash:
-            return _bad(result, c.seq, f"{where} names another event here (the log was rewritten)")
-    held = {(c.seq, c.signature) for c in checkpoints}
-    problem = check_witnessed(
-        list(witnessed), key.public_raw, result.count, hashes, held, "database"
-    )
+        if not signature_ok(key.public_raw, c):
+            return _bad(
+                result, c["seq"], f"{where} has a bad signature (the checkpoint was edited)"
+            )
+        for shard, place, hash_ in checkpoint_heads(c):
+            length = lengths.get(shard, 0)
+            if place > length:
+                chain = "the chain" if shard == 0 else f"shard {shard}"
+                problem = f"{where}, but {chain} ends at {length} (events removed from the end)"
+                return _bad(result, length + 1, problem)
+            if place and hashes.get((shard, place)) != hash_:
+                problem = f"{where} names another event here (the log was rewritten)"
+                return _bad(result, place, problem)
+    held = {(c["seq"], c["signature"]) for c in records}
+    problem = check_witnessed(list(witnessed), key.public_raw, lengths, hashes, held, "database")
     if problem is not None:
         return _bad(result, *problem)
     return result

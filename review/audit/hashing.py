@@ -1,9 +1,12 @@
 """Hashing the audit chain: each event's hash, as every writer and verifier computes it.
 
 An event's hash is SHA-256 over the RFC 8785 canonical JSON of its fields, its payload
-entering as the SHA-256 of its stored text, and the previous event's hash. Python
-(here), PostgreSQL's intake function (migration 0008, which finishes `chain_prefix`
-with `link`'s arithmetic) and the offline verifier (review/audit/verifier.py) all agree.
+entering as the SHA-256 of its stored text, its global `seq`, its shard and place in
+that shard's chain (`shard`, `shard_seq`), and the previous event's hash in its shard.
+Events from before shards (migration 0025) have no `shard_seq` and hash without both.
+Python (here), PostgreSQL's `countersign_append` (migration 0025, which finishes
+`chain_prefix` with `link`'s arithmetic) and the offline verifier
+(review/audit/verifier.py) all agree.
 
 Adding an event field (a column of `audit_events`) means changing, together:
 
@@ -12,17 +15,18 @@ Adding an event field (a column of `audit_events`) means changing, together:
    names its fields as parameters. SQLite's append refuses a row without the column
    (review/db.py `DriverStatements`); PostgreSQL's (`_PG_APPEND`, jsonb_populate_recordset)
    stores NULL, silently if the column is nullable.
-3. PostgreSQL's intake function, which reads each field by name (`event->>'...'`) and
-   names the columns it inserts: a new migration with `CREATE OR REPLACE FUNCTION
-   countersign_intake` (never edit 0008, which databases have already run).
+3. PostgreSQL's `countersign_append`, which reads each field by name (`event->>'...'`)
+   and names the columns it inserts: a new migration with `CREATE OR REPLACE FUNCTION
+   countersign_append` (never edit 0025, which databases have already run).
 4. The hash, since every stored field is hashed (an unhashed one could be edited
    unnoticed): `record_text`, `event_hash_record` and `stored_event_hash` here;
    review/audit/verify.py (`EVENT_COLUMNS`, `_HASH_INPUTS`, `verify_segment`);
    review/audit/export.py (`records`, `CSV_COLUMNS`,
    the `HASHING` text, `VERSION`); review/audit/verifier.py (`event_hash`, `read_csv`);
    README's "The audit chain". Its key must sort before `prev_hash` (`chain_prefix` and
-   the function append `prev_hash` and `seq` last), and events already stored must
-   still verify (hash the key only where the event has it, or version the record).
+   the function append `prev_hash`, `seq`, `shard` and `shard_seq` last), and events
+   already stored must still verify (hash the key only where the event has it, as
+   `shard_seq` does, or version the record).
 5. tests/test_intake_function.py checks the model, `unchained`, the function's reads and
    insert, the hashed record and the export against each other.
 """
@@ -90,8 +94,14 @@ def event_hash_record(
     deferral_id: str | None,
     payload: str,
     prev_hash: str,
+    shard: int = 0,
+    shard_seq: int | None = None,
 ) -> str:
-    """The text `event_hash` hashes: the event's fields, payload by its SHA-256."""
+    """The text `event_hash` hashes: the event's fields, payload by its SHA-256.
+
+    `shard_seq` None: an event of the single chain before shards (migration 0025),
+    hashed without its shard; otherwise its shard and place in that shard's chain too.
+    """
     return record_text(
         seq,
         format_time(at),
@@ -102,6 +112,8 @@ def event_hash_record(
         deferral_id,
         hashlib.sha256(payload.encode()).hexdigest(),
         prev_hash,
+        shard,
+        shard_seq,
     )
 
 
@@ -115,6 +127,8 @@ def record_text(
     deferral_id: str | None,
     payload_sha256: str,
     prev_hash: str,
+    shard: int = 0,
+    shard_seq: int | None = None,
 ) -> str:
     """The RFC 8785 canonical JSON of an event's hashed record, written out directly.
 
@@ -124,30 +138,38 @@ def record_text(
     and the record is one f-string: verifying a million events spends its time here
     (tests/test_audit_chain.py checks it against rfc8785 with hypothesis). `at` and
     `payload_sha256` are always ours (format_time, a hex digest) and need no escaping.
+    A sharded event's record ends `,"shard":S,"shard_seq":P}` (both sort after `seq`).
     """
-    return (
+    text = (
         f'{{"actor_id":{_json_value(actor_id)},"actor_kind":{_json_value(actor_kind)},'
         f'"agent":{_json_value(agent)},"at":"{at}",'
         f'"deferral_id":{_json_value(deferral_id)},"event_type":{_json_value(event_type)},'
-        f'"payload_sha256":"{payload_sha256}","prev_hash":{_json_value(prev_hash)},"seq":{seq}}}'
+        f'"payload_sha256":"{payload_sha256}","prev_hash":{_json_value(prev_hash)},"seq":{seq}'
     )
+    if shard_seq is None:
+        return text + "}"
+    return f'{text},"shard":{int(shard)},"shard_seq":{int(shard_seq)}}}'
 
 
 def chain_prefix(**fields: Any) -> str:
     """The event's hashed record up to its link: `event_hash` is the SHA-256 of
 
-        prefix + prev_hash + '","seq":' + str(seq) + '}'
+        prefix + prev_hash + '","seq":' + str(seq) + ',"shard":' + str(shard)
+               + ',"shard_seq":' + str(shard_seq) + '}'
 
-    (`prev_hash` and `seq` sort last among the record's keys). PostgreSQL's intake
-    function (migration 0008) finishes the hash under the chain lock from this.
+    (`prev_hash`, `seq`, `shard` and `shard_seq` sort last among the record's keys).
+    PostgreSQL's `countersign_append` (migration 0025) finishes the hash under the
+    shard's lock from this.
     """
     text = event_hash_record(seq=0, prev_hash="", **fields)
     return text[: text.rindex('"prev_hash":"') + len('"prev_hash":"')]
 
 
-def link(prefix: str, prev_hash: str, seq: int) -> str:
-    """An event's hash from its `chain_prefix`, the previous hash and its sequence number."""
-    return hashlib.sha256(f'{prefix}{prev_hash}","seq":{seq}}}'.encode()).hexdigest()
+def link(prefix: str, prev_hash: str, seq: int, shard: int, shard_seq: int) -> str:
+    """An event's hash from its `chain_prefix`, the previous hash in its shard, its
+    sequence number, its shard and its place in the shard's chain."""
+    tail = f'{prev_hash}","seq":{seq},"shard":{shard},"shard_seq":{shard_seq}}}'
+    return hashlib.sha256(f"{prefix}{tail}".encode()).hexdigest()
 
 
 def unchained(event: dict[str, Any]) -> dict[str, Any]:
@@ -178,4 +200,51 @@ def stored_event_hash(e: Any) -> str:
         deferral_id=e.deferral_id,
         payload=e.payload,
         prev_hash=e.prev_hash,
+        shard=e.shard,
+        shard_seq=e.shard_seq,
     )
+
+
+# --- shards and the Merkle root over their heads ------------------------------------
+
+
+def shard_key(deferral_id: str | None, agent: str | None) -> str | None:
+    """What places an event in a shard: its deferral (so a deferral's events share one
+    shard's chain, in order), else its agent, else nothing (shard 0)."""
+    return deferral_id or agent
+
+
+def shard_of(key: str | None, shards: int) -> int:
+    """The shard of `key` among `shards` chains: the first 8 bytes of its SHA-256, mod."""
+    if not key or shards <= 1:
+        return 0
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % shards
+
+
+def head_leaf(shard: int, shard_seq: int, hash_: str) -> bytes:
+    """One shard's head as a Merkle leaf: the RFC 8785 JSON of its three facts."""
+    return f'{{"hash":"{hash_}","shard":{int(shard)},"shard_seq":{int(shard_seq)}}}'.encode()
+
+
+def merkle_root(leaves: list[bytes]) -> str:
+    """RFC 6962's Merkle tree hash (SHA-256; leaves prefixed 0x00, nodes 0x01; split at
+    the largest power of two below n), hex. The root every checkpoint signs over the
+    shard heads, in shard order (review/audit/verifier.py computes the same)."""
+    if not leaves:
+        return hashlib.sha256(b"").hexdigest()
+    return _mth(leaves).hex()
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + _mth(leaves[:split]) + _mth(leaves[split:])).digest()
+
+
+def heads_root(heads: list[tuple[int, int, str]]) -> str:
+    """The Merkle root over (shard, shard_seq, hash) heads, which must be shards 0..n-1."""
+    ordered = sorted(heads)
+    if [h[0] for h in ordered] != list(range(len(ordered))):
+        raise ValueError("shard heads must be shards 0..n-1, each once")
+    return merkle_root([head_leaf(*h) for h in ordered])

@@ -1,10 +1,11 @@
-"""Verifying a long chain in parallel: ranges of events in separate processes.
+"""Verifying a long log in parallel: ranges of the global seq in separate processes.
 
 Hashing is CPU-bound Python, so threads would share one core; each range is verified in
 its own process with its own connection (PostgreSQL and SQLite files both allow
-concurrent readers), and review/audit/verify.py `joined` checks that each range names
-the last hash of the one before. The caller verifies the first range itself while the
-others run. Below MIN_EVENTS_PER_JOB events a range is not worth a process's start.
+concurrent readers), and review/audit/verify.py `joined` checks that each shard's first
+event in a range follows its last in the ranges before. The caller verifies the first
+range itself while the others run. Below MIN_EVENTS_PER_JOB events a range is not worth
+a process's start.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from review.audit.hashing import GENESIS_HASH
 from review.audit.verify import Segment, iter_hash_inputs, verify_segment
 
 MIN_EVENTS_PER_JOB = 100_000
@@ -30,33 +30,43 @@ def ranges(last: int, jobs: int) -> list[tuple[int, int]]:
 
 
 def verify_segments_in_parallel(
-    session: Session, last: int, remember: set[int], jobs: int
+    session: Session,
+    last: int,
+    heads: dict[int, tuple[int, str]],
+    remember: set[tuple[int, int]],
+    jobs: int,
 ) -> list[Segment]:
     url = session.get_bind().url
     cut = ranges(last, jobs)
     if len(cut) == 1 or url.database in (None, "", ":memory:"):
         rows = iter_hash_inputs(session, 1, last)
-        return [verify_segment(rows, 1, GENESIS_HASH, remember)]
+        return [verify_segment(rows, heads, remember, from_genesis=True)]
     address = url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding connections
     with ProcessPoolExecutor(max_workers=len(cut) - 1, mp_context=context) as pool:
         later = [
-            pool.submit(verify_range, address, first, end, {s for s in remember if s >= first})
+            pool.submit(verify_range, address, first, end, heads, remember)
             for first, end in cut[1:]
         ]
         first, end = cut[0]
-        segments = [
-            verify_segment(iter_hash_inputs(session, first, end), 1, GENESIS_HASH, remember)
-        ]
+        rows = iter_hash_inputs(session, first, end)
+        segments = [verify_segment(rows, heads, remember, from_genesis=True)]
         segments += [future.result() for future in later]
     return segments
 
 
-def verify_range(address: str, first: int, last: int, remember: set[int]) -> Segment:
-    """One range, in a process of its own: the first event's link is checked by the join."""
+def verify_range(
+    address: str,
+    first: int,
+    last: int,
+    heads: dict[int, tuple[int, str]],
+    remember: set[tuple[int, int]],
+) -> Segment:
+    """One range, in a process of its own: each shard's first link is checked by the join."""
     engine = create_engine(address, poolclass=NullPool)
     try:
         with Session(engine) as session:
-            return verify_segment(iter_hash_inputs(session, first, last), first, None, remember)
+            rows = iter_hash_inputs(session, first, last)
+            return verify_segment(rows, heads, remember, from_genesis=False)
     finally:
         engine.dispose()

@@ -10,11 +10,13 @@ it), not only from the export: a key taken from the file itself proves that the 
 is consistent, not that the service signed it. Without --public-key the export's own
 key is used, and the output says so.
 
-It checks that events are numbered 1, 2, 3... with no gap, that each names the hash of
-the one before, that each hash matches the event's content, that every checkpoint's
-signature holds and names an event of the export with that exact hash, and that the
-file ends with its end record (so a cut-off file is caught). Exit 0 and `OK ...`, or
-exit 1 and the first problem.
+The log is N hash chains (shards; one before shards existed). It checks that each
+shard's events are numbered 1, 2, 3... with no gap, that each names the hash of the one
+before in its shard, that each hash matches the event's content, that every
+checkpoint's signature holds, that the shard heads it lists give the Merkle root it
+signed, and that each of them is an event of the export with that exact hash, and that
+the file ends with its end record (so a cut-off file is caught) and every shard ends at
+the head that record names. Exit 0 and `OK ...`, or exit 1 and the first problem.
 
 --trusted FILE (any number of times) names your own copy of signed checkpoints: a copy
 of the service's witness file (instance/audit-witness.jsonl), what its witness URL
@@ -23,7 +25,8 @@ export must reach it and agree with its head, and the export must still hold it;
 export rebuilt by someone who also controls the service's database, its files and its
 signing key still fails against checkpoints you kept before they did it.
 
-The hashes are SHA-256 over RFC 8785 canonical JSON. For the records hashed here (flat
+The hashes are SHA-256 over RFC 8785 canonical JSON; the root over shard heads is
+RFC 6962's Merkle tree hash. For the records hashed here (flat
 objects of short ASCII keys, strings, integers and nulls), RFC 8785 is exactly Python's
 json.dumps with sorted keys, no spaces and ensure_ascii=False, which this file uses.
 """
@@ -46,6 +49,9 @@ def canonical(value: dict) -> bytes:
 
 
 def event_hash(e: dict) -> str:
+    """An event's hash. Events since shards (`shard_seq` set) hash their shard and their
+    place in it too; those of the single chain before (export version 1, or no
+    `shard_seq`) do not."""
     record = {
         "seq": e["seq"],
         "at": e["at"],
@@ -57,7 +63,56 @@ def event_hash(e: dict) -> str:
         "payload_sha256": hashlib.sha256(e["payload"].encode()).hexdigest(),
         "prev_hash": e["prev_hash"],
     }
+    if e.get("shard_seq") is not None:
+        record["shard"] = e["shard"]
+        record["shard_seq"] = e["shard_seq"]
     return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def merkle_root(leaves: list) -> str:
+    """RFC 6962's Merkle tree hash over `leaves` (bytes), SHA-256, hex."""
+
+    def mth(items: list) -> bytes:
+        if len(items) == 1:
+            return hashlib.sha256(b"\x00" + items[0]).digest()
+        split = 1 << ((len(items) - 1).bit_length() - 1)
+        return hashlib.sha256(b"\x01" + mth(items[:split]) + mth(items[split:])).digest()
+
+    return mth(leaves).hex() if leaves else hashlib.sha256(b"").hexdigest()
+
+
+def heads_root(heads: list) -> str | None:
+    """The Merkle root over shard heads [[shard, shard_seq, hash], ...] (each leaf the
+    RFC 8785 JSON of {hash, shard, shard_seq}, in shard order); None unless the heads
+    are shards 0..n-1, each once."""
+    ordered = sorted((int(s), int(p), str(h)) for s, p, h in heads)
+    if [s for s, _p, _h in ordered] != list(range(len(ordered))):
+        return None
+    leaves = [canonical({"hash": h, "shard": s, "shard_seq": p}) for s, p, h in ordered]
+    return merkle_root(leaves)
+
+
+def checkpoint_heads(checkpoint: dict) -> list:
+    """The (shard, shard_seq, hash) heads a checkpoint commits to: every shard's since
+    shards; before them, the single chain's (shard 0: `seq` events ending in `hash`)."""
+    if checkpoint.get("heads") is not None:
+        return [(int(s), int(p), h) for s, p, h in checkpoint["heads"]]
+    return [(0, checkpoint["seq"], checkpoint["hash"])]
+
+
+def signed_message(checkpoint: dict) -> bytes:
+    """What a checkpoint's signature covers: since shards, {at, root, seq, shards} (its
+    `hash` is the root); before them, {at, head, seq}."""
+    if checkpoint.get("heads") is not None:
+        return canonical(
+            {
+                "at": checkpoint["at"],
+                "root": checkpoint["hash"],
+                "seq": checkpoint["seq"],
+                "shards": len(checkpoint["heads"]),
+            }
+        )
+    return canonical({"at": checkpoint["at"], "head": checkpoint["hash"], "seq": checkpoint["seq"]})
 
 
 def read_jsonl(path: str) -> Iterator[dict]:
@@ -68,6 +123,10 @@ def read_jsonl(path: str) -> Iterator[dict]:
                     yield json.loads(line)
                 except ValueError:
                     raise SystemExit(f"BAD line {number}: not JSON") from None
+
+
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text else None
 
 
 def read_csv(path: str) -> Iterator[dict]:
@@ -92,8 +151,11 @@ def read_csv(path: str) -> Iterator[dict]:
                     "payload": row["payload"],
                     "prev_hash": row["prev_hash"],
                     "hash": row["hash"],
+                    "shard": int(row.get("shard") or 0),
+                    "shard_seq": _int_or_none(row.get("shard_seq") or ""),
                 }
             elif kind == "checkpoint":
+                heads = row.get("heads") or ""
                 yield {
                     "record": "checkpoint",
                     "seq": int(row["seq"]),
@@ -101,23 +163,41 @@ def read_csv(path: str) -> Iterator[dict]:
                     "hash": row["hash"],
                     "key_id": row["key_id"],
                     "signature": row["signature"],
+                    "heads": json.loads(heads) if heads else None,
                 }
 
 
 def signature_ok(public_key: bytes, checkpoint: dict) -> bool:
+    """The signature holds, and (since shards) the heads listed give the signed root."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    signed = canonical(
-        {"at": checkpoint["at"], "head": checkpoint["hash"], "seq": checkpoint["seq"]}
-    )
+    if checkpoint.get("heads") is not None:
+        try:
+            if heads_root(checkpoint["heads"]) != checkpoint["hash"]:
+                return False
+        except (TypeError, ValueError):
+            return False
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(
-            base64.b64decode(checkpoint["signature"]), signed
+            base64.b64decode(checkpoint["signature"]), signed_message(checkpoint)
         )
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def _heads_field_ok(heads: object) -> bool:
+    return heads is None or (
+        isinstance(heads, list)
+        and all(
+            isinstance(h, list)
+            and len(h) == 3
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in h[:2])
+            and isinstance(h[2], str)
+            for h in heads
+        )
+    )
 
 
 def read_checkpoints(path: str) -> list[tuple[str, dict]]:
@@ -142,26 +222,32 @@ def read_checkpoints(path: str) -> list[tuple[str, dict]]:
                 and not isinstance(seq, bool)
                 and seq >= 1
                 and all(isinstance(record.get(k), str) for k in fields)
+                and _heads_field_ok(record.get("heads"))
             ):
                 raise ValueError(f"{path} line {number}: not a checkpoint record")
             found.append((f"{path} line {number}", record))
     return found
 
 
+def place_name(shard: int, place: int) -> str:
+    return str(place) if shard == 0 else f"{place} of shard {shard}"
+
+
 def check_witnessed(
     witnessed: list[tuple[str, dict]],
     public_key: bytes,
-    count: int,
-    hashes: dict[int, str],
+    lengths: dict[int, int],
+    hashes: dict[tuple[int, int], str],
     held: set[tuple[int, str]],
     holder: str,
 ) -> tuple[int, str] | None:
     """The first way a log disagrees with checkpoints kept outside it, or None.
 
-    `witnessed`: (where, record) pairs from read_checkpoints. `count` and `hashes`: the
-    log's length and its hash at each witnessed seq. `held`: (seq, signature) of the
-    checkpoints the log itself holds. `holder`: "database" or "export", for messages.
-    Returns (the sequence number to name, the problem). The service's `audit verify`
+    `witnessed`: (where, record) pairs from read_checkpoints. `lengths`: each shard's
+    length in the log; `hashes`: the log's hash at each witnessed (shard, shard_seq).
+    `held`: (seq, signature) of the checkpoints the log itself holds. `holder`:
+    "database" or "export", for messages. Returns (the number to name: a place in a
+    shard's chain, or a checkpoint's seq; the problem). The service's `audit verify`
     uses this too, so both apply the same rules.
     """
     key_id = hashlib.sha256(public_key).hexdigest()
@@ -172,14 +258,18 @@ def check_witnessed(
             return c["seq"], f"{where}: the signature of checkpoint {c['seq']} does not hold"
     ordered = sorted(witnessed, key=lambda pair: pair[1]["seq"])
     for where, c in ordered:
-        seq = c["seq"]
-        if seq > count:
-            return count + 1, (
-                f"tail cut: {where} witnessed a chain of {seq} events, the {holder}'s ends "
-                f"at {count} (events removed from the end)"
-            )
-        if hashes.get(seq) != c["hash"]:
-            return seq, f"chain disagrees with witnessed head at {seq} ({where})"
+        for shard, place, hash_ in checkpoint_heads(c):
+            length = lengths.get(shard, 0)
+            if place > length:
+                chain = "a chain" if shard == 0 else f"shard {shard}"
+                return length + 1, (
+                    f"tail cut: {where} witnessed {chain} of {place} events, the {holder}'s "
+                    f"ends at {length} (events removed from the end)"
+                )
+            if place and hashes.get((shard, place)) != hash_:
+                return place, (
+                    f"chain disagrees with witnessed head at {place_name(shard, place)} ({where})"
+                )
     for where, c in ordered:
         if (c["seq"], c["signature"]) not in held:
             return c["seq"], f"{holder} lost checkpoint {c['seq']} (witnessed in {where})"
@@ -205,20 +295,30 @@ def verify(
         return False, "BAD: the public key is not base64"
     key_id = hashlib.sha256(public_key).hexdigest()
     trusted = trusted or []
-    expected, prev, count, hashes, checkpoints, end = 1, GENESIS, 0, {}, [], None
+    # each shard's chain: shard -> (its last place, its last hash)
+    ends: dict[int, tuple[int, str]] = {}
+    count, hashes, checkpoints, end = 0, {}, [], None
     for r in records:
         kind = r.get("record")
         if end is not None:
             return False, "BAD: records after the end record"
         if kind == "event":
-            if r["seq"] != expected:
-                return False, f"BAD event {expected}: missing (found {r['seq']} next)"
+            shard, shard_seq = r.get("shard") or 0, r.get("shard_seq")
+            place = r["seq"] if shard_seq is None else shard_seq
+            if shard_seq is None and shard != 0:
+                return False, f"BAD event {r['seq']}: an event from before shards in shard {shard}"
+            last, prev = ends.get(shard, (0, GENESIS))
+            if place != last + 1:
+                return False, (
+                    f"BAD event {place_name(shard, last + 1)}: missing (found {place} next)"
+                )
             if r["prev_hash"] != prev:
                 return False, f"BAD event {r['seq']}: previous-hash link does not match"
             if event_hash(r) != r["hash"]:
                 return False, f"BAD event {r['seq']}: content does not match its hash (edited)"
-            hashes[r["seq"]] = r["hash"]
-            prev, expected, count = r["hash"], expected + 1, count + 1
+            hashes[(shard, place)] = r["hash"]
+            ends[shard] = (place, r["hash"])
+            count += 1
         elif kind == "checkpoint":
             checkpoints.append(r)
         elif kind == "end":
@@ -229,22 +329,43 @@ def verify(
         return False, f"BAD: the export is cut off after {count} events (no end record)"
     if end.get("events") != count:
         return False, f"BAD: the end record says {end.get('events')} events, the file has {count}"
+    for shard, place, hash_ in end.get("heads") or []:
+        if ends.get(shard, (0, GENESIS)) != (place, hash_):
+            found = ends.get(shard, (0, GENESIS))[0]
+            return False, f"BAD: shard {shard} ends at {found}, the end record says {place}"
+    lengths = {shard: place for shard, (place, _h) in ends.items()}
     for c in checkpoints:
         where = f"checkpoint at {c['at']} ({c['seq']} events)"
         if c["key_id"] != key_id:
             return False, f"BAD {where}: signed by another key"
         if not signature_ok(public_key, c):
             return False, f"BAD {where}: the signature does not hold"
-        if c["seq"] > count:
-            return False, f"BAD {where}: the export ends at {count} (events removed)"
-        if hashes.get(c["seq"]) != c["hash"]:
-            return False, f"BAD {where}: event {c['seq']} is not the one that was signed"
+        for shard, place, hash_ in checkpoint_heads(c):
+            if place > lengths.get(shard, 0):
+                length = lengths.get(shard, 0)
+                shard_name = "" if shard == 0 else f" shard {shard}"
+                return (
+                    False,
+                    f"BAD {where}: the export{shard_name} ends at {length} (events removed)",
+                )
+            if place and hashes.get((shard, place)) != hash_:
+                name = place_name(shard, place)
+                return False, f"BAD {where}: event {name} is not the one that was signed"
     held = {(c["seq"], c["signature"]) for c in checkpoints}
-    problem = check_witnessed(trusted, public_key, count, hashes, held, "export")
+    problem = check_witnessed(trusted, public_key, lengths, hashes, held, "export")
     if problem is not None:
         return False, f"BAD event {problem[0]}: {problem[1]}"
     whose = "the given key" if public_key_b64 else "the export's own key (pass --public-key)"
-    message = f"OK {count} events, head {prev}, {len(checkpoints)} checkpoints signed by {whose}"
+    shards = sorted({s for s, _p, _h in end.get("heads") or []} | set(ends)) or [0]
+    if len(shards) > 1:
+        heads = [(s, *ends.get(s, (0, GENESIS))) for s in shards]
+        summary = (
+            f"{count} events, head {heads_root(heads)} "
+            f"(the Merkle root over {len(shards)} shards' heads)"
+        )
+    else:
+        summary = f"{count} events, head {ends.get(0, (0, GENESIS))[1]}"
+    message = f"OK {summary}, {len(checkpoints)} checkpoints signed by {whose}"
     if trusted:
         message += f"; {len(trusted)} trusted checkpoints agree"
     return True, message

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from review.audit.hashing import GENESIS_HASH, format_time, record_text
+from review.audit.hashing import GENESIS_HASH, format_time, heads_root, record_text
 from review.models import AuditEvent, AuditHead
 
 
@@ -24,14 +24,19 @@ from review.models import AuditEvent, AuditHead
 class VerifyResult:
     ok: bool
     count: int
-    head: str
+    head: str  # one shard: its last hash; more: the Merkle root over their heads
     bad_seq: int | None = None
     problem: str | None = None
-    hashes: dict[int, str] | None = None  # the hashes at the sequence numbers asked for
+    # the hashes at the (shard, shard_seq) places asked for (checkpoints)
+    hashes: dict[tuple[int, int], str] | None = None
+    heads: dict[int, tuple[int, str]] | None = None  # shard -> (its length, its last hash)
 
     def describe(self) -> str:
         if self.ok:
-            return f"OK {self.count} events, head {self.head}"
+            line = f"OK {self.count} events, head {self.head}"  # PROTOCOL.md section 7
+            if self.heads is not None and len(self.heads) > 1:
+                line += f" (the Merkle root over {len(self.heads)} shards' heads)"
+            return line
         if self.bad_seq is None:
             return f"BAD: {self.problem}"
         return f"BAD event {self.bad_seq}: {self.problem}"
@@ -49,6 +54,8 @@ EVENT_COLUMNS = (
     _events.c.payload,
     _events.c.prev_hash,
     _events.c.hash,
+    _events.c.shard,
+    _events.c.shard_seq,
 )
 
 
@@ -73,7 +80,8 @@ def iter_rows(session: Session, batch: int = 10000, after: int = 0) -> Iterator[
 # "YYYY-MM-DD HH:MM:SS.ffffff" (UTC), which `_sqlite_time` turns into the same text.
 _HASH_INPUTS = (
     "SELECT seq, {at}, actor_kind, actor_id, event_type, agent, deferral_id, payload,"
-    " prev_hash, hash FROM audit_events WHERE seq >= {first} AND seq <= {last} ORDER BY seq"
+    " prev_hash, hash, shard, shard_seq FROM audit_events"
+    " WHERE seq >= {first} AND seq <= {last} ORDER BY seq"
 )
 _PG_AT = """to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _BATCH = 20000
@@ -113,32 +121,87 @@ def iter_hash_inputs(session: Session, first: int = 1, last: int | None = None) 
         cursor.close()
 
 
+def read_heads(session: Session) -> dict[int, tuple[int, str]]:
+    """Every shard's head: shard -> (its last shard_seq, its last hash)."""
+    heads = AuditHead.__table__
+    rows = session.connection().execute(select(heads.c.shard, heads.c.seq, heads.c.hash))
+    return {shard: (seq, hash_) for shard, seq, hash_ in rows}
+
+
+@dataclass(frozen=True)
+class LogHead:
+    """The log as its heads say, for pages: how many events, in how many shards, and
+    the hash that names them (a single chain's head, or the root over the heads)."""
+
+    events: int
+    shards: int
+    hash: str
+
+
+def log_head(session: Session) -> LogHead:
+    heads = read_heads(session)
+    return LogHead(sum(place for place, _h in heads.values()), len(heads), head_of(heads))
+
+
+def last_seq(session: Session) -> int:
+    return session.connection().execute(select(func.max(_events.c.seq))).scalar() or 0
+
+
+@dataclass
+class Run:
+    """One shard's events within a segment: where they start and end."""
+
+    first_seq: int  # the global seq of its first event here
+    first_place: int
+    first_prev: str
+    last_seq: int
+    last_place: int
+    last_hash: str
+
+
 @dataclass(frozen=True)
 class Segment:
-    """What verifying events `first`..: returned: how far they hold, and their ends."""
+    """What verifying a range of events returned: each shard's run, and the first
+    problem (`at`: the global seq where it was seen, to order problems between ranges)."""
 
-    first: int
-    first_prev: str | None  # the prev_hash its first event names (None: no events)
     count: int
-    last_hash: str | None
+    runs: dict[int, Run]
     bad_seq: int | None = None
     problem: str | None = None
-    hashes: dict[int, str] | None = None
+    at: int | None = None
+    hashes: dict[tuple[int, int], str] | None = None
+
+
+def gap(shard: int, expected: int, found: int) -> str:
+    return f"sequence gap in shard {shard}: expected {expected}, found {found} (events removed)"
+
+
+REORDERED = "previous-hash link does not match (reordered)"
 
 
 def verify_segment(
-    rows: Iterator[tuple], first: int, prev_hash: str | None, remember: set[int]
+    rows: Iterator[tuple],
+    heads: dict[int, tuple[int, str]],
+    remember: set[tuple[int, int]],
+    from_genesis: bool,
 ) -> Segment:
-    """Recompute every hash of consecutive events starting at `first` and check each link.
+    """Recompute every hash of a range of events (in global seq order) and check each
+    link within its shard.
 
-    `prev_hash`: the hash the first event must name, or None to take the one it names
-    (a segment verified apart from its predecessor; the caller checks the join).
-    Every hash is recomputed from the stored fields (record_text is event_hash_record's
-    text, given `at` already formatted).
+    `from_genesis`: the range starts the log, so each shard starts at place 1 after
+    the genesis hash; otherwise each shard's first event here is taken as it names its
+    predecessor, and the caller (`joined`) checks the join. An event beyond its shard's
+    head (`heads`, read before the walk) was appended since, and is left for the next
+    verify. Every hash is recomputed from the stored fields (record_text).
     """
-    expected_seq, first_prev, last_hash, count = first, prev_hash, None, 0
-    hashes: dict[int, str] = {}
+    runs: dict[int, Run] = {}
+    hashes: dict[tuple[int, int], str] = {}
+    count = 0
     sha256 = hashlib.sha256
+
+    def bad(seq: int, problem: str, at: int) -> Segment:
+        return Segment(count, runs, seq, problem, at, hashes)
+
     for (
         seq,
         at,
@@ -150,15 +213,27 @@ def verify_segment(
         payload,
         prev,
         stored,
+        shard,
+        shard_seq,
     ) in rows:
-        if seq != expected_seq:
-            problem = f"sequence gap: expected {expected_seq}, found {seq} (events removed)"
-            return Segment(first, first_prev, count, last_hash, expected_seq, problem, hashes)
-        if prev_hash is None:
-            first_prev = prev_hash = prev
-        if prev != prev_hash:
-            problem = "previous-hash link does not match (reordered)"
-            return Segment(first, first_prev, count, last_hash, seq, problem, hashes)
+        place = seq if shard_seq is None else shard_seq
+        if shard_seq is None and shard != 0:
+            return bad(seq, "an event from before shards outside shard 0 (moved)", seq)
+        head = heads.get(shard)
+        if head is None:
+            return bad(seq, f"shard {shard} has no head (events added)", seq)
+        if place > head[0]:
+            continue  # appended after the heads were read: the next verify has it
+        run = runs.get(shard)
+        if run is None and from_genesis:
+            run = Run(seq, 1, GENESIS_HASH, 0, 0, GENESIS_HASH)
+        if run is not None:
+            if place != run.last_place + 1:
+                return bad(run.last_seq + 1, gap(shard, run.last_place + 1, place), seq)
+            if prev != run.last_hash:
+                return bad(seq, REORDERED, seq)
+        else:  # its first here: the join checks where it starts, even if it is bad
+            runs[shard] = run = Run(seq, place, prev, seq, place - 1, prev)
         record = record_text(
             seq,
             at,
@@ -169,60 +244,83 @@ def verify_segment(
             deferral_id,
             sha256(payload.encode()).hexdigest(),
             prev,
+            shard,
+            shard_seq,
         )
         if sha256(record.encode()).hexdigest() != stored:
-            problem = "content does not match its hash (edited)"
-            return Segment(first, first_prev, count, last_hash, seq, problem, hashes)
-        if seq in remember:
-            hashes[seq] = stored
-        prev_hash = last_hash = stored
-        expected_seq, count = expected_seq + 1, count + 1
-    return Segment(first, first_prev, count, last_hash, hashes=hashes)
+            return bad(seq, "content does not match its hash (edited)", seq)
+        if (shard, place) in remember:
+            hashes[(shard, place)] = stored
+        runs[shard] = run
+        run.last_seq, run.last_place, run.last_hash = seq, place, stored
+        count += 1
+    return Segment(count, runs, hashes=hashes)
 
 
-def verify_chain(session: Session, remember: set[int] | None = None, jobs: int = 1) -> VerifyResult:
-    """Walk the whole chain; name the first event whose link or hash does not hold.
+def verify_chain(
+    session: Session, remember: set[tuple[int, int]] | None = None, jobs: int = 1
+) -> VerifyResult:
+    """Walk every shard's chain; name the first event whose link or hash does not hold.
 
-    The head is read first and bounds the walk, so events appended while it runs are
+    The heads are read first and bound the walk, so events appended while it runs are
     left for the next verify rather than mistaken for a head that moved. `remember`:
-    sequence numbers whose hashes the caller wants back (checkpoints). `jobs` > 1
-    verifies that many ranges in parallel processes (review/audit/parallel_verify.py).
+    (shard, shard_seq) places whose hashes the caller wants back (checkpoints). `jobs`
+    > 1 verifies that many ranges of the global seq in parallel processes
+    (review/audit/parallel_verify.py).
     """
-    head = session.get(AuditHead, 1)
-    last = head.seq if head is not None else None
+    heads = read_heads(session)
+    last = last_seq(session)
     remember = remember or set()
     if jobs > 1 and last:
         from review.audit.parallel_verify import verify_segments_in_parallel  # noqa: PLC0415
 
-        segments = verify_segments_in_parallel(session, last, remember, jobs)
+        segments = verify_segments_in_parallel(session, last, heads, remember, jobs)
     else:
-        segments = [verify_segment(iter_hash_inputs(session, 1, last), 1, GENESIS_HASH, remember)]
-    return joined(segments, head)
+        rows = iter_hash_inputs(session, 1, last)
+        segments = [verify_segment(rows, heads, remember, from_genesis=True)]
+    return joined(segments, heads)
 
 
-def joined(segments: list[Segment], head: AuditHead | None) -> VerifyResult:
-    """The chain's verdict from its segments in order: each must hold, each must name
-    the last hash of the one before, and the last must end where the head says."""
-    count, prev_hash, hashes = 0, GENESIS_HASH, {}
-    for number, segment in enumerate(segments):
-        if segment.first_prev is not None and segment.first_prev != prev_hash:
-            problem = "previous-hash link does not match (reordered)"
-            return VerifyResult(False, count, prev_hash, segment.first, problem)
-        hashes.update(segment.hashes or {})
+def joined(segments: list[Segment], heads: dict[int, tuple[int, str]]) -> VerifyResult:
+    """The log's verdict from its ranges in order: each must hold, each shard's first
+    event in a range must follow its last in the ranges before, and each shard must end
+    where its head says. The first problem by global seq wins, as in one walk."""
+    ends = {shard: Run(0, 0, GENESIS_HASH, 0, 0, GENESIS_HASH) for shard in heads}
+    count, hashes = 0, {}
+    for segment in segments:
+        problems = []
         if segment.problem is not None:
-            return VerifyResult(
-                False,
-                count + segment.count,
-                segment.last_hash or prev_hash,
-                segment.bad_seq,
-                segment.problem,
+            problems.append((segment.at, 1, segment.bad_seq, segment.problem))
+        for shard, run in segment.runs.items():
+            end = ends.setdefault(shard, Run(0, 0, GENESIS_HASH, 0, 0, GENESIS_HASH))
+            if run.first_place != end.last_place + 1:
+                expected = end.last_place + 1
+                problem = gap(shard, expected, run.first_place)
+                problems.append((run.first_seq, 0, end.last_seq + 1, problem))
+            elif run.first_prev != end.last_hash:
+                problems.append((run.first_seq, 0, run.first_seq, REORDERED))
+        hashes.update(segment.hashes or {})
+        count += segment.count
+        if problems:
+            # one walk checks an event's place and link before its hash: so does the join
+            _at, _order, bad_seq, problem = min(problems)
+            return VerifyResult(False, 0, "", bad_seq, problem)  # count: not all were read
+        for shard, run in segment.runs.items():
+            ends[shard] = Run(0, 0, GENESIS_HASH, run.last_seq, run.last_place, run.last_hash)
+    for shard in sorted(heads):
+        place, hash_ = heads[shard]
+        end = ends[shard]
+        if (end.last_place, end.last_hash) != (place, hash_):
+            problem = (
+                f"shard {shard}'s chain ends at {end.last_place} but its head records "
+                f"{place} (events removed)"
             )
-        count, prev_hash = count + segment.count, segment.last_hash or prev_hash
-        following = segments[number + 1].first if number + 1 < len(segments) else None
-        if following is not None and segment.first + segment.count != following:
-            problem = f"sequence gap: expected {segment.first + segment.count} (events removed)"
-            return VerifyResult(False, count, prev_hash, segment.first + segment.count, problem)
-    if head is not None and (head.seq != count or head.hash != prev_hash):
-        problem = f"chain ends at {count} but the head records {head.seq} (events removed)"
-        return VerifyResult(False, count, prev_hash, count + 1, problem)
-    return VerifyResult(True, count, prev_hash, hashes=hashes)
+            return VerifyResult(False, count, end.last_hash, end.last_seq + 1, problem)
+    return VerifyResult(True, count, head_of(heads), hashes=hashes, heads=dict(heads))
+
+
+def head_of(heads: dict[int, tuple[int, str]]) -> str:
+    """What `OK ... head` names: a single chain's last hash, or the Merkle root."""
+    if len(heads) == 1:
+        return next(iter(heads.values()))[1]
+    return heads_root([(shard, place, hash_) for shard, (place, hash_) in heads.items()])

@@ -7,7 +7,11 @@ instance/audit-witness.jsonl: opened O_APPEND, written in one write, fsync'd, mo
 Webhooks request signed with COUNTERSIGN_AUDIT_WITNESS_SECRET. A line is the export's
 checkpoint record plus the public key:
 
-    {"record":"checkpoint","seq":..,"at":..,"hash":..,"key_id":..,"public_key":..,"signature":..}
+    {"record":"checkpoint","seq":..,"at":..,"hash":..,"key_id":..,"signature":..,
+     "heads":[[shard,shard_seq,hash],..],"public_key":..}
+
+(`hash` is the Merkle root over `heads`; a checkpoint from before shards has no `heads`
+and `hash` is the single chain's head)
 
 so the file, a copy of it, what the URL received and an earlier export all read the
 same way (verifier.read_checkpoints). `audit verify` compares the chain against them.
@@ -31,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from sqlalchemy import func, select
 
-from review.audit.hashing import format_time
 from review.callbacks.outbound import OutboundRefused, resolve
 from review.models import AuditCheckpoint
 from review.services import Services
@@ -47,16 +50,11 @@ EVENT_TYPE = "audit.checkpoint"
 
 
 def checkpoint_record(c: AuditCheckpoint, key: SigningKey) -> dict[str, Any]:
-    """One witness line: the checkpoint as the export writes it, with the public key."""
-    return {
-        "record": "checkpoint",
-        "seq": c.seq,
-        "at": format_time(c.at),
-        "hash": c.head_hash,
-        "key_id": c.key_id,
-        "public_key": key.public_b64,
-        "signature": c.signature,
-    }
+    """One witness line: the checkpoint as the export writes it (with the shard heads it
+    commits to), and the public key."""
+    from review.audit.checkpoints import as_record  # noqa: PLC0415  (checkpoints imports this)
+
+    return {**as_record(c), "public_key": key.public_b64}
 
 
 def append_line(path: str | Path, record: dict[str, Any]) -> None:

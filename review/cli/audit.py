@@ -1,4 +1,5 @@
-"""The `audit` commands: verify (with witnesses), checkpoint, export (PROTOCOL.md section 7)."""
+"""The `audit` commands: verify (with witnesses), checkpoint, export (PROTOCOL.md section 7),
+and shards (the chain's shard epochs)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import click
 from flask.cli import AppGroup
 
-from review.audit import checkpoints, witness
+from review.audit import checkpoints, shards, witness
 from review.audit import export as audit_export_module
 from review.audit.verifier import read_checkpoints
 from review.services import current_services
@@ -83,7 +84,12 @@ def audit_checkpoint() -> None:
     if made is None:
         click.echo("nothing new since the last checkpoint")
         return
-    click.echo(f"checkpoint {made.id}: {made.seq} events, head {made.head_hash}")
+    heads = checkpoints.heads_of(made) or []
+    if len(heads) > 1:
+        summary = f"{made.seq} events in {len(heads)} shards, root of their heads {made.head_hash}"
+    else:
+        summary = f"{made.seq} events, head {made.head_hash}"
+    click.echo(f"checkpoint {made.id}: {summary}")
     for note in witness.publish(svc, made, checkpoints.cached_key(svc.settings.audit_key_file)):
         click.echo(note)
 
@@ -98,3 +104,25 @@ def audit_export(fmt: str) -> None:
     with svc.db.read() as session:
         for line in lines(session, key):
             click.echo(line, nl=False)
+
+
+@audit_cli.command("shards")
+@click.argument("count", type=click.IntRange(1, 256), required=False)
+def audit_shards(count: int | None) -> None:
+    """Show the shard epochs; with COUNT, spread new events over COUNT chains from the
+    next event on (a new epoch). Restart every web process and worker afterwards: until
+    then they write to the shards they knew, which stays verifiable (docs/SCALING.md)."""
+    svc = current_services()
+    if count is not None:
+        with svc.db.write() as session:
+            made = shards.record_epoch(session, count)
+        if made is None:
+            click.echo(f"already {count} shards")
+        else:
+            click.echo(f"epoch {made.epoch}: {count} shards from event {made.first_seq} on")
+    with svc.db.read() as session:
+        for epoch in shards.epochs(session):
+            click.echo(
+                f"epoch {epoch.epoch}: {epoch.shards} shards from event {epoch.first_seq} "
+                f"(recorded {epoch.at:%Y-%m-%d %H:%M:%S} UTC)"
+            )

@@ -32,8 +32,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review.agents.registry import Signer
-from review.audit.chain import GuardedAgent, append_events, rows_json, take_head
-from review.audit.hashing import canonical_json, unchained
+from review.audit.chain import (
+    GuardedAgent,
+    append_events,
+    placed_events,
+    rows_json,
+    take_head,
+)
+from review.audit.hashing import canonical_json
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
 from review.groups import Group
 from review.identity import identity_key
@@ -266,7 +272,7 @@ def _create_in_one_call(
                 "agent": agent.id,
                 "cap": svc.settings.agent_max_pending,
                 "deferral": rows_json(values),
-                "events": rows_json([unchained(e) for e in events]),
+                "events": rows_json(placed_events(conn, events)),
                 "outbox": rows_json(decision.callback) if decision else None,
             },
         ).one()

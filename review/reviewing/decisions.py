@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -115,7 +115,11 @@ def decide(
     window = svc.settings.undo_seconds if undo_seconds is None else undo_seconds
     reason = _checked_reason(verdict, reason)
     try:
-        with chained_write(svc.db) as session:
+        # Only this deferral's shard of the chain: decisions on deferrals in other shards
+        # go on meanwhile. One reviewer's own decisions still go one at a time, since
+        # each renews the lease on the rest of their batch (rows another may hold).
+        with chained_write(svc.db, deferrals=[deferral_id]) as session:
+            one_reviewer_at_a_time(session, holder.id)
             decided = decide_in(
                 svc, session, holder, deferral_id, verdict, reason, now, seen_ms, window=window
             )
@@ -319,6 +323,21 @@ def canary_decided(
     except AlreadyDecided:
         raise DecisionRefused("Nothing changed: someone else decided it first.") from None
     return Decided(deferral.id, "rejected", message, fast=not reading.read, canary=outcome)
+
+
+# pg_advisory_xact_lock's first key: "a reviewer's decisions" (the second is the user's id).
+_DECISIONS_OF = 0x6465_6369  # "deci"
+
+
+def one_reviewer_at_a_time(session: Session, user_id: int) -> None:
+    """PostgreSQL: hold this reviewer's decision lock until the transaction ends (taken
+    after the chain's shard lock, before any row). SQLite has one writer anyway."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(_ADVISORY, {"space": _DECISIONS_OF, "key": user_id})
+
+
+_ADVISORY = text("SELECT pg_advisory_xact_lock(:space, :key)")
 
 
 def _renew_lease(session: Session, svc: Services, holder: Holder, now: datetime) -> None:

@@ -14,7 +14,8 @@ from review.audit import checkpoints
 from review.audit import export as audit_export
 from review.audit.event_types import EVENT_TYPES
 from review.audit.hashing import stored_event_hash
-from review.models import AuditEvent, AuditHead, Deferral
+from review.audit.verify import log_head
+from review.models import AuditEvent, Deferral
 from review.services import current_services
 from review.web.auth import roles_required
 
@@ -99,7 +100,7 @@ def index():
     key = checkpoints.cached_key(svc.settings.audit_key_file)  # read once per process
     with svc.db.read() as db:
         rows = db.scalars(query.order_by(AuditEvent.seq.desc()).limit(PAGE + 1)).all()
-        head = db.get(AuditHead, 1)
+        head = log_head(db)
         last = checkpoints.latest(db)
     more = len(rows) > PAGE
     rows = rows[:PAGE]
@@ -155,7 +156,7 @@ def evidence(deferral_id: str):
         ).all()
         if deferral is None and not events:
             abort(404)
-        head = db.get(AuditHead, 1)  # its seq counts the events: no need to count the log
+        head = log_head(db)  # the heads count the events: no need to count the log
     staged: list[tuple[str, list[dict[str, Any]]]] = []
     placed = set()
     for stage, kinds in STAGES:
@@ -171,13 +172,15 @@ def evidence(deferral_id: str):
         deferral_id=deferral_id,
         staged=staged,
         intact=all(i["intact"] for _s, items in staged for i in items),
-        total=head.seq if head else 0,
+        total=head.events,
     )
 
 
 def _link(e: AuditEvent) -> dict[str, Any]:
     return {
         "seq": e.seq,
+        "shard": e.shard,
+        "place": e.seq if e.shard_seq is None else e.shard_seq,
         "at": e.at,
         "actor": f"{e.actor_kind}:{e.actor_id}",
         "event_type": e.event_type,
