@@ -259,3 +259,26 @@ def test_the_cli_seeds_and_lists_canaries(app, svc, agent, people, runner):
     assert unknown.exit_code == 1 and "no active agent 'ghost'" in unknown.output
     with svc.db.read() as session:
         assert session.scalars(select(Canary.seeded_by)).all() == ["ada", "ada"]
+
+
+def test_a_canary_decided_from_slack_is_told_there(svc, agent, people):
+    from review.notifications.channels.slack_decisions import decide_from_slack
+
+    (seeded,) = _seed(svc, agent_slug="billing-bot")
+    answer = decide_from_slack(svc, reviewer_holder(svc, "rita"), seeded.deferral_id, "approve")
+    assert answer.done and answer.message.startswith(MISSED_MESSAGE)
+
+
+def test_approve_selected_tells_each_canary_it_approved(app, svc, agent, people):
+    (seeded,) = _seed(svc, agent_slug="billing-bot", kind="disable-audit-log")
+    with svc.db.write() as session:  # one approver, as Approve selected requires
+        session.execute(
+            update(Deferral).where(Deferral.id == seeded.deferral_id).values(required_approvals=1)
+        )
+    rita = logged_in(app, "rita")
+    rita.post("/batch/start")
+    _claimed_ago(svc, 60)
+    d_id = seeded.deferral_id
+    rita.post("/batch/selected/approve", {"ids": [d_id], f"seen_ms.{d_id}": "9000"})
+    page = rita.get("/batch").get_data(as_text=True)
+    assert MISSED_MESSAGE in page and 'class="flash flash-canary" role="alert"' in page

@@ -94,6 +94,8 @@ def decide_selected(verdict: str):
     if result.done:
         word = "Approved" if verdict == "approve" else "Rejected"
         flash(f"{word} {len(result.done)} item{'s' if len(result.done) != 1 else ''}.", "ok")
+    for canary in (d for d in result.done if d.canary):  # each one told (review/canaries/)
+        flash(canary.message, "canary" if canary.canary == "missed" else "ok")
     if result.unread:
         min_read = current_services().settings.min_read_seconds
         names = "; ".join(f"“{s.summary}” ({s.why})" for s in result.unread)

@@ -47,7 +47,7 @@ def decide_from_slack(
         decided = decide(svc, holder, deferral_id, verdict, reason)
     except DecisionRefused as exc:
         return SlackDecision(False, _after_refusal(svc, deferral_id, exc.message))
-    if decided.status == "expired":
+    if decided.status == "expired" or decided.canary:  # a canary tells what it was
         return SlackDecision(True, decided.message)
     if decided.effective_at is not None:  # held for its undo window, as the browser's are
         seconds = max(0, math.ceil((decided.effective_at - utcnow()).total_seconds()))
