@@ -105,6 +105,9 @@ def main() -> None:
                 "REDIS_URL": REDIS,
                 "COUNTERSIGN_INSTANCE_DIR": inst,
                 "COUNTERSIGN_AGENT_RATE": "0",
+                # The decision itself, not a hold for the undo window (no worker runs here
+                # to let held decisions take effect, so the check below would see none).
+                "COUNTERSIGN_UNDO_SECONDS": "0",
                 "COUNTERSIGN_SLACK_BOT_TOKEN": TOKEN,
                 "COUNTERSIGN_SLACK_SIGNING_SECRET": SIGNING_SECRET,
                 "COUNTERSIGN_SLACK_CHANNEL": "C0BENCH",
