@@ -53,6 +53,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         filters,
         health,
         home,
+        live_pages,
         metrics_view,
         notification_pages,
         oversight_pages,
@@ -81,6 +82,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(receipt_keys.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(reviewer_pages.bp)
+    app.register_blueprint(live_pages.bp)
     app.register_blueprint(agent_pages.bp)
     app.register_blueprint(audit_pages.bp)
     app.register_blueprint(people_pages.bp)

@@ -145,3 +145,14 @@ def notifying(notification_id: str) -> str:
 
 # Set while a notification send job waits in the queue (one job for a burst of changes).
 NOTIFY_SEND_QUEUED = "countersign:notify:send-queued"
+
+
+# --- live pages (review/reviewing/live.py) ------------------------------------------------
+
+# The number of the latest change the reviewer pages show (a counter, bumped after commit).
+LIVE_VERSION = "countersign:live:version"
+
+
+def live_deferral(deferral_id: str) -> str:
+    """The number of the deferral's latest change, for the pages that show it."""
+    return f"countersign:live:deferral:{deferral_id}"

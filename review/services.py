@@ -24,6 +24,7 @@ from review.intake.policy import Policy, policy_from_settings
 from review.intake.principal_keys import PrincipalKeys
 from review.notifications.wakeups import after_commit as notify_after_commit
 from review.observability import metrics
+from review.reviewing import live
 from review.sealing import SecretBox
 from review.settings import Settings
 
@@ -91,6 +92,8 @@ class Services:
         box = SecretBox(settings.secret_key, settings.secret_key_fallbacks)
         db = Database(settings.database_url)
         provider = RedisProvider(settings.redis_url, embedded)
+        # Live pages first: they read the endings that the wake-ups then take from `info`.
+        db.after_commit(lambda info: live.after_commit(provider.client, info))
         db.after_commit(lambda info: after_commit(provider.client, info))
         db.after_commit(metrics.after_commit)  # the decisions the transaction noted
         db.after_commit(lambda info: notify_after_commit(provider.client, info))

@@ -4,6 +4,12 @@
 // No inline script: the page's CSP allows only files from this origin.
 (function () {
   "use strict";
+  // A page brought back by the browser's back-forward cache shows claims as they were:
+  // read it again (the pages are sent with Cache-Control: no-store as well).
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) window.location.reload();
+  });
+
   const end = document.getElementById("batch-end");
   const root = document.getElementById("batch") || document.getElementById("item") || end;
   const shortcuts = document.body.dataset.shortcuts !== "off";
@@ -49,6 +55,12 @@
 
   // Every decision carries its card's time in view; bulk decisions one field per item.
   document.body.addEventListener("htmx:configRequest", function (event) {
+    if (event.detail.elt.id === "live") { // the live poll: the cards still to decide, and
+      // those taken from this page that have not ended yet (data-watch: live_pages.py)
+      const live = document.querySelectorAll("article.card[data-live], article.card[data-watch]");
+      event.detail.parameters["ids"] = Array.from(live, function (c) { return c.dataset.id; }).join(",");
+      return;
+    }
     const card = event.detail.elt.closest && event.detail.elt.closest("article.card");
     if (card) event.detail.parameters["seen_ms"] = String(seenMs(card.dataset.id));
   });
@@ -167,6 +179,15 @@
     }
   });
 
+  // After the live poll replaced cards (decided, killed or taken elsewhere: out-of-band
+  // swaps, done before the poll's own): when the current card is no longer live, on to
+  // the next card still undecided, or the end of the batch.
+  document.body.addEventListener("htmx:afterSwap", function (event) {
+    if (!event.detail.elt || event.detail.elt.id !== "live") return;
+    const card = cards()[current];
+    if (card && !card.hasAttribute("data-live")) nextUndecided();
+  });
+
   root.addEventListener("focusin", function (event) {
     const card = event.target.closest("article.card");
     const index = card ? cards().indexOf(card) : -1;
@@ -178,9 +199,18 @@
 
   // --- keys ----------------------------------------------------------------------------
   // While a decision is on its way, keys wait: the next one belongs to the next card.
+  // (Only a decision's or an undo's request: not the live poll, not a card reading itself.)
   let busy = false;
-  document.body.addEventListener("htmx:beforeRequest", function () { busy = true; });
-  document.body.addEventListener("htmx:afterRequest", function () { busy = false; });
+  function ownRequest(event) {
+    const elt = event.detail.elt;
+    return !(elt && (elt.id === "live" || elt.classList.contains("refresh")));
+  }
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (ownRequest(event)) busy = true;
+  });
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (ownRequest(event)) busy = false;
+  });
   function typing(target) {
     return target.closest("input, textarea, select, [contenteditable]") !== null;
   }

@@ -32,6 +32,7 @@ from review.groups import groups_of
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
 from review.models import Agent, Approval, Deferral, PendingDecision, User, utcnow
+from review.reviewing.live import note_changed
 from review.services import Services
 
 
@@ -91,6 +92,7 @@ def return_lapsed_claims(session: Session, now: datetime) -> int:
         .where(table.c.id.in_([r.id for r in lapsed]), table.c.status == "in_review")
         .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
     )
+    note_changed(session, *[r.id for r in lapsed])
     slugs = _agent_slugs(session, {r.agent_id for r in lapsed})
     record_events(
         session,
@@ -211,6 +213,7 @@ def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: d
             status="in_review", claimed_by=holder.id, claimed_at=now, lease_expires_at=lease_until
         )
     )
+    note_changed(session, *[r.id for r in rows])
     slugs = _agent_slugs(session, {r.agent_id for r in rows})
     record_events(
         session,
@@ -336,6 +339,7 @@ def release_batch(svc: Services, holder: Holder, now: datetime | None = None) ->
             )
             .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
         )
+        note_changed(session, *[h.id for h in held])
         slugs = _agent_slugs(session, {h.agent_id for h in held})
         record_events(
             session,

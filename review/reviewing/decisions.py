@@ -31,6 +31,7 @@ from review.resources import rfc3339
 from review.reviewing import approvals, undo
 from review.reviewing.claims import Holder
 from review.reviewing.ending import AlreadyDecided, end_deferral, expire
+from review.reviewing.live import note_changed
 from review.reviewing.patches import edit_evidence
 from review.reviewing.reading import Reading, assess
 from review.reviewing.receipts import Receipt, issue_receipt
@@ -446,6 +447,7 @@ def _short_of_quorum(
     """Record an approval short of the quorum; the deferral goes back to the queue."""
     if not approvals.back_to_the_queue(session, deferral.id, holder.id, now, lease_required):
         raise DecisionRefused("Nothing changed: someone else acted on it first.")
+    note_changed(session, deferral.id)  # back in the queue with an approval (live pages)
     required = deferral.required_approvals
     record_event(
         session,

@@ -47,6 +47,7 @@ from review.models import Deferral, utcnow
 from review.reviewing import approvals, decisions, undo
 from review.reviewing.claims import Holder
 from review.reviewing.decisions import Decided, DecisionRefused
+from review.reviewing.live import note_changed
 from review.reviewing.patches import action_patch, audited_patch
 from review.reviewing.reading import assess
 from review.services import Services
@@ -341,6 +342,7 @@ def _store_edit(
     done = session.execute(update(table).where(*held).values(**values)).rowcount
     if done != 1:
         raise DecisionRefused("Nothing changed: someone else acted on it first.")
+    note_changed(session, deferral.id)
     voided = approvals.void_approvals(session, deferral.id)  # they were for another action
     record_event(
         session,

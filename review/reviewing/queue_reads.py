@@ -43,6 +43,11 @@ class QueueFilter:
             text=args.get("q", "").strip()[:200],
         )
 
+    def query(self) -> dict[str, str]:
+        """The filters as the queue's query string names them, only those set."""
+        named = {"agent": self.agent, "level": self.level, "label": self.label, "q": self.text}
+        return {k: v for k, v in named.items() if v}
+
     @property
     def active(self) -> bool:
         return bool(self.agent or self.level or self.label or self.text)

@@ -34,6 +34,7 @@ from review.resources import rfc3339
 from review.reviewing import undo
 from review.reviewing.claims import Holder
 from review.reviewing.decisions import MAX_REASON, Decided, DecisionRefused, held_for_decision
+from review.reviewing.live import note_changed
 from review.services import Services
 
 SNOOZED = "deferral.snoozed"
@@ -193,6 +194,7 @@ def _put_back(session: Session, d: Deferral, holder: Holder, now: datetime, **va
     ).rowcount
     if done != 1:
         raise DecisionRefused("Nothing changed: someone else acted on it first.")
+    note_changed(session, d.id)  # back in the queue (live pages)
 
 
 def hand_over_choices(session: Session, holder: Holder) -> list[tuple[str, str]]:

@@ -14,14 +14,14 @@ from flask import abort, flash, redirect, render_template, request, url_for
 
 from review.canaries.deciding import CAUGHT_MESSAGE, MISSED_MESSAGE
 from review.models import Deferral, utcnow
-from review.reviewing import claims, queue_reads, undo
+from review.reviewing import claims, live, queue_reads, undo
 from review.reviewing.bulk import decide_many
 from review.reviewing.decisions import DecisionRefused, decide, ended_how
 from review.reviewing.reading import parse_ms
 from review.reviewing.taking_effect import take_effect_if_due
 from review.services import current_services
 from review.web.auth import DECIDERS, roles_required
-from review.web.reviewer_pages import bp, card_context, holder, is_htmx
+from review.web.reviewer_pages import batch_poll_url, bp, card_context, holder, is_htmx
 
 FILTER_KEYS = ("agent", "level", "label", "q")  # the queue's filters, carried by a batch
 
@@ -60,6 +60,7 @@ def release_batch():
 @roles_required(*DECIDERS)
 def batch():
     svc = current_services()
+    version = live.version(svc.redis.client())  # before the reads: no change falls between
     with svc.db.read() as db:
         ids = claims.held_ids(db, holder(), utcnow())
     if take_effect_if_due(svc, ids):  # decisions whose undo window closed meanwhile
@@ -73,6 +74,7 @@ def batch():
         items=items,
         filters=_filters(request.args),
         lease_seconds=svc.settings.lease_seconds,
+        poll=batch_poll_url(version),
         **context,
     )
 

@@ -4,6 +4,7 @@ requests get partials, others full pages."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from review.agents.executions import VIOLATION
 from review.callbacks import deliveries
 from review.canaries.disguise import chain_as_seen
 from review.models import Deferral, utcnow
-from review.reviewing import claims, history, queue_reads, set_aside, undo
+from review.reviewing import claims, history, live, queue_reads, set_aside, undo
 from review.reviewing.claims import Holder
 from review.reviewing.taking_effect import take_effect_if_due
 from review.services import Services, current_services
@@ -44,6 +45,17 @@ REJECT_REASONS = (
     "Wrong target or recipient",
     "Against policy",
 )
+
+
+def batch_poll_url(version: int) -> str:
+    """What a batch polls to stay live (review/web/live_pages.py); static/review.js adds
+    the ids of the cards still to decide."""
+    return url_for("live.batch", v=version)
+
+
+def queue_poll_url(version: int, flt: queue_reads.QueueFilter) -> str:
+    """What the queue polls to stay live, with its filters and when it was rendered."""
+    return url_for("live.queue", v=version, t=int(time.time()), **flt.query())
 
 
 def holder() -> Holder:
@@ -101,6 +113,7 @@ def queue():
     svc = current_services()
     flt = queue_reads.QueueFilter.parse(request.args)
     partial = is_htmx()
+    version = live.version(svc.redis.client())  # before the read: no change falls between
     with svc.db.read() as db:
         page = queue_reads.queue_page(
             db,
@@ -109,7 +122,13 @@ def queue():
             holder() if current_user.can_decide else None,
             partial=partial,
         )
-    context = dict(page=page, flt=flt, cap=queue_reads.COUNT_CAP, now=utcnow())
+    context = dict(
+        page=page,
+        flt=flt,
+        cap=queue_reads.COUNT_CAP,
+        now=utcnow(),
+        poll=queue_poll_url(version, flt),
+    )
     if partial:
         return render_template("review/_queue_body.html", **context)
     return render_template("review/queue.html", **context)

@@ -1,0 +1,70 @@
+"""Live pages: what a batch or the queue page polls to learn, within two seconds, that
+an item changed elsewhere (a kill, a lease lost, a decision, a second approval).
+
+After a write commits, the deferrals it changed bump a Redis counter: the change's
+number is `countersign:live:version`, and each changed deferral's key keeps the number
+of its last change (review/redis_keys.py). A page carries the number it was rendered
+at; its poll (review/web/live_pages.py, every 1.5 s) compares that with the counter,
+one Redis GET, and answers 204 while nothing changed: no database query, no session
+read from the database. Only when the number moved does it read which of its items
+changed (one MGET) and render those, so the database is asked only about what changed.
+
+Domain code notes changes in the session (`note_changed`); endings are noted already
+(review/callbacks/wakeups.py's `note_ended`). Losing Redis costs liveness, never data:
+the counter then reads as unknown and pages fall back to a full refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from sqlalchemy.orm import Session
+
+from review import redis_keys
+
+log = logging.getLogger(__name__)
+KEEP_SECONDS = 3600  # a page older than this re-renders whatever changed
+
+
+def note_changed(session: Session, *deferral_ids: str) -> None:
+    """These deferrals changed in a way their pages show (claimed, returned, released,
+    given a first approval, edited); published after the commit."""
+    session.info.setdefault("live", []).extend(deferral_ids)
+
+
+def after_commit(client_for: Any, info: dict[str, Any]) -> None:
+    """Bump the counter and stamp each changed deferral with the new number."""
+    changed = list(dict.fromkeys([*info.pop("live", ()), *info.get("ended", ())]))
+    if not changed:
+        return
+    try:
+        client = client_for()
+        number = client.incr(redis_keys.LIVE_VERSION)
+        pipe = client.pipeline(transaction=False)
+        for deferral_id in changed:
+            pipe.set(redis_keys.live_deferral(deferral_id), number, ex=KEEP_SECONDS)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("live pages not told of %d changes (%s)", len(changed), exc)
+
+
+def version(client: redis.Redis) -> int:
+    """The number of the latest change (0: none yet); -1 when Redis does not answer."""
+    try:
+        return int(client.get(redis_keys.LIVE_VERSION) or 0)
+    except redis.RedisError:
+        return -1
+
+
+def changed_since(client: redis.Redis, since: int, ids: list[str]) -> list[str] | None:
+    """Which of `ids` changed after change number `since`; None when Redis cannot say
+    (treat all as changed)."""
+    if not ids:
+        return []
+    try:
+        numbers = client.mget([redis_keys.live_deferral(i) for i in ids])
+    except redis.RedisError:
+        return None
+    return [i for i, n in zip(ids, numbers, strict=True) if n is not None and int(n) > since]
