@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from review.ids import ulid
@@ -74,8 +74,9 @@ def add_message(
         created_at=now,
     )
     session.add(row)
-    for deferral_id in dict.fromkeys(deferral_ids):
-        session.add(NotificationItem(notification_id=row.id, deferral_id=deferral_id))
+    items = [{"notification_id": row.id, "deferral_id": d} for d in dict.fromkeys(deferral_ids)]
+    if items:  # an ORM bulk insert: the session flushes the message row first
+        session.execute(insert(NotificationItem), items)
     note_send(session)
     return row
 

@@ -156,8 +156,12 @@ def _write(
     people: dict[int, User] = {}
     buckets: dict[tuple[str, int | None], list[str]] = defaultdict(list)
     if personal:
+        audiences: dict[str | None, list[User]] = {}  # one query per group, not per deferral
         for d in due:
-            for person in audience(session, d, tier):
+            group = group_of(d) if tier == 0 else None
+            if group not in audiences:
+                audiences[group] = audience(session, d, tier)
+            for person in audiences[group]:
                 people[person.id] = person
                 for ch in personal:
                     buckets[(ch.name, person.id)].append(d.id)
