@@ -1,5 +1,7 @@
 """The before/after diff: paths, old and new values, added and removed; bounded and honest."""
 
+import pytest
+
 from review.intake.diffing import ABSENT, compute_diff
 
 
@@ -20,6 +22,14 @@ def test_changes_additions_and_removals_come_as_json_pointers():
         {"op": "added", "path": "/new", "old": None, "new": "v"},
         {"op": "type_changed", "path": "/x~1y", "old": "s", "new": 5},
     ]
+
+
+@pytest.mark.parametrize("key", ["__proto__", "__admin", "__"])
+def test_a_change_under_a_key_starting_with_two_underscores_shows(key):
+    plain = compute_diff({key: False}, {key: True}, max_changes=10, max_ms=1000)
+    nested = compute_diff({"a": [{key: 1}]}, {"a": [{key: 2}]}, max_changes=10, max_ms=1000)
+    assert [c["path"] for c in plain["changes"]] == [f"/{key}"]
+    assert [c["path"] for c in nested["changes"]] == [f"/a/0/{key}"]
 
 
 def test_identical_states_have_no_changes():

@@ -150,6 +150,10 @@ def compute_diff(before: Any, after: Any, *, max_changes: int, max_ms: int) -> d
         # Never used (multiprocessing is off), but left as None deepdiff asks the OS for
         # the CPU count on every call: a system call per intake.
         multiprocessing_workers=1,
+        # deepdiff passes over keys starting with "__" by default ("private" attributes of
+        # Python objects): in an agent's JSON state they are data like any other, and a
+        # change under one must show on the card.
+        ignore_private_variables=False,
     )
     changes: list[dict[str, Any]] = []
     count = 0
@@ -212,7 +216,7 @@ PLAIN_MAX_NODES = 200  # a bigger document goes to deepdiff, with its budgets an
 def plain_changes(before: Any, after: Any, max_changes: int) -> list[dict[str, Any]] | None:
     """The changes between two objects made of objects, numbers, booleans, nulls and
     one-line strings, as deepdiff reports them (same ops, paths, old and new values);
-    None when either holds a list, a multi-line text or a key starting with "__", is
+    None when either holds a list or a multi-line text, is
     bigger than PLAIN_MAX_NODES, or has more than `max_changes` changes: deepdiff judges
     those, with its bounds.
 
@@ -230,10 +234,8 @@ def plain_changes(before: Any, after: Any, max_changes: int) -> list[dict[str, A
 
 def _plain_size(value: Any, left: int) -> int:
     """Nodes left of `left` after counting `value`'s; negative: not plain, or too big."""
-    for key, item in value.items():
+    for item in value.values():
         left -= 1
-        if key.startswith("__"):  # deepdiff passes over such keys ("private"): left to it
-            return -1
         if left < 0:
             return -1
         if isinstance(item, dict):
