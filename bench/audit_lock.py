@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REDIS, database, flask_cmd  # noqa: E402
 from bench.intake import BODY  # noqa: E402
 
-# PostgreSQL's statements that take the chain's lock (review/audit/chain.py lock_chain;
-# the intake function locks inside countersign_intake).
-LOCKING = ("FOR UPDATE", "countersign_intake(")
+# PostgreSQL's statements that take a chain lock (review/audit/chain.py lock_chain; the
+# intake function locks inside countersign_intake, other appends in countersign_append).
+LOCKING = ("FOR UPDATE", "countersign_intake(", "countersign_append(")
 
 
 class LockTimer:
@@ -52,6 +52,7 @@ class LockTimer:
         from sqlalchemy.orm import Session
 
         event.listen(Engine, "before_cursor_execute", self._statement)
+        event.listen(Engine, "after_cursor_execute", self._autocommitted)
         event.listen(Engine, "begin", self._begin)
         event.listen(Session, "after_commit", self._committed)
         event.listen(Session, "after_rollback", self._forget)
@@ -69,6 +70,14 @@ class LockTimer:
             self.local.statements = 0
         if getattr(self.local, "t0", None) is not None:
             self.local.statements += 1
+
+    def _autocommitted(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        # PostgreSQL's intake is one autocommit call of countersign_intake: its lock is
+        # held from inside the call to the statement's end, with no session to commit.
+        if "countersign_intake(" in statement and getattr(self.local, "t0", None) is not None:
+            self.samples.append(time.perf_counter() - self.local.t0)
+            self.statements.append(self.local.statements)
+            self.local.t0 = None
 
     def _committed(self, session) -> None:
         t0 = getattr(self.local, "t0", None)
@@ -98,6 +107,7 @@ def run(kind: str, writes: int) -> dict[str, tuple[list[float], list[int]]]:
             "COUNTERSIGN_BREAKER_REJECTIONS": "0",  # 0: off
             "COUNTERSIGN_TWO_PERSON_LEVEL": "none",
             "COUNTERSIGN_BATCH_SIZE": "20",
+            "COUNTERSIGN_UNDO_SECONDS": "0",  # a decision takes effect in its own transaction
         }
         flask_cmd(env, "db", "upgrade")
         flask_cmd(env, "users", "create", "owner", "--role", "admin", stdin="bench-password\n")
