@@ -310,3 +310,29 @@ def wait_for(
             said = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout} s: {said}")
         time.sleep(interval)
+
+
+def filled_row(table, **given: Any) -> dict[str, Any]:
+    """A row of `table` (as reflected at an old revision) with every required column set."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+
+    row = dict(given)
+    for c in table.columns:
+        if c.name in row or c.nullable or c.server_default is not None or c.autoincrement is True:
+            continue
+        t = c.type
+        if isinstance(t, Boolean):
+            row[c.name] = False
+        elif isinstance(t, Integer):
+            row[c.name] = 1
+        elif isinstance(t, DateTime) or "DateTime" in type(t).__name__:
+            row[c.name] = datetime(2026, 11, 1, tzinfo=UTC)
+        elif isinstance(t, String | Text):
+            row[c.name] = "x"
+        elif isinstance(t, JSON) or "JSON" in type(t).__name__:
+            row[c.name] = {}
+        else:
+            row[c.name] = "x"
+    return row

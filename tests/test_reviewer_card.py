@@ -230,7 +230,7 @@ def test_shortcuts_can_be_turned_off(site):
     expect(box).to_be_checked()
     assert grave_violations(page) == []
     box.uncheck()
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Keyboard shortcuts are off")
     page.get_by_role("link", name="Queue").click()
     page.get_by_role("button", name="Start batch", exact=True).click()

@@ -17,7 +17,7 @@ from review.models import Approval
 from review.reviewing.claims import NotTakeable, claim_batch, claim_one
 from review.reviewing.decisions import DecisionRefused, decide
 from review.reviewing.edits import edit_and_approve
-from tests.helpers import audit_events, refund, reviewer
+from tests.helpers import audit_events, filled_row, refund, reviewer
 
 POLICY = """
 [[rule]]
@@ -253,32 +253,6 @@ def test_policy_check_reports_a_rule_routing_to_a_missing_group(world, tmp_path)
     )
 
 
-def _filled(table, **given):
-    """A row of `table` (as reflected at an old revision) with every required column set."""
-    from datetime import UTC, datetime
-
-    from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
-
-    row = dict(given)
-    for c in table.columns:
-        if c.name in row or c.nullable or c.server_default is not None or c.autoincrement is True:
-            continue
-        t = c.type
-        if isinstance(t, Boolean):
-            row[c.name] = False
-        elif isinstance(t, Integer):
-            row[c.name] = 1
-        elif isinstance(t, DateTime) or "DateTime" in type(t).__name__:
-            row[c.name] = datetime(2026, 11, 1, tzinfo=UTC)
-        elif isinstance(t, String | Text):
-            row[c.name] = "x"
-        elif isinstance(t, JSON) or "JSON" in type(t).__name__:
-            row[c.name] = {}
-        else:
-            row[c.name] = "x"
-    return row
-
-
 def test_the_migration_carries_a_first_approval_into_the_approvals(empty_database_url):
     from sqlalchemy import MetaData, Table, text
 
@@ -292,7 +266,7 @@ def test_the_migration_carries_a_first_approval_into_the_approvals(empty_databas
         with db.engine.begin() as conn:
             agents = Table("agents", meta, autoload_with=conn)
             deferrals = Table("deferrals", meta, autoload_with=conn)
-            conn.execute(agents.insert().values(_filled(agents, id=1, slug="bot")))
+            conn.execute(agents.insert().values(filled_row(agents, id=1, slug="bot")))
             common = {"agent_id": 1, "status": "pending", "action_digest": "sha256:" + "a" * 64}
             for d_id, level, first in (
                 ("dfr_1", "critical", "rita"),
@@ -301,7 +275,9 @@ def test_the_migration_carries_a_first_approval_into_the_approvals(empty_databas
             ):
                 values = {**common, "id": d_id, "webhook_id": d_id, "risk_level": level}
                 conn.execute(
-                    deferrals.insert().values(_filled(deferrals, **values, first_approved_by=first))
+                    deferrals.insert().values(
+                        filled_row(deferrals, **values, first_approved_by=first)
+                    )
                 )
         upgrade(db)
         with db.engine.connect() as conn:

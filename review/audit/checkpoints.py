@@ -217,15 +217,16 @@ def verify_log(
     witness file and the auditor's trusted copies) against the chains and the database's
     checkpoints. `jobs`: processes for the hashing (review/audit/parallel_verify.py).
     """
-    records = [as_record(c) for c in all_checkpoints(session)]
+    stored = all_checkpoints(session)
+    records = [as_record(c) for c in stored]
     remember = set().union(*(places(r) for r in records), *(places(r) for _w, r in witnessed))
     result = verify_chain(session, remember=remember, jobs=jobs)
     if not result.ok:
         return result
     hashes = result.hashes or {}
     lengths = {shard: place for shard, (place, _hash) in (result.heads or {}).items()}
-    for c in records:
-        where = f"checkpoint signed {c['at']} ({c['seq']} events)"
+    for row, c in zip(stored, records, strict=True):
+        where = f"checkpoint {row.id} (signed {format_time(row.at)}, {c['seq']} events)"
         if c["key_id"] != key.key_id:
             return _bad(
                 result, c["seq"], f"{where} was signed by another key ({c['key_id'][:16]}…)"
