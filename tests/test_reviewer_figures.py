@@ -5,6 +5,7 @@ The page in a browser, with axe: tests/test_canaries_browser.py."""
 from __future__ import annotations
 
 import random
+import re
 from datetime import timedelta
 
 from sqlalchemy import event, update
@@ -154,3 +155,5 @@ def test_the_page_shows_time_to_decision_per_channel(mail_app, make_agent, peopl
     decide(svc, rita, d.id, "reject", "not this one")
     page = logged_in(mail_app, "ada").get("/reviewers").get_data(as_text=True)
     assert page.count('<th scope="row">email</th><td>1</td>') == 2  # 7 and 30 days
+    rows = {row.split("</th>")[0]: row for row in page.split('<th scope="row">')[1:]}
+    assert re.search(r"email 6\d\d s \(1\)", rows["rita"]) and "email" not in rows["sam"]
