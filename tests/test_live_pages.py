@@ -132,6 +132,20 @@ def test_the_queue_poll_is_quiet_until_something_changes(app, svc, agent, people
     assert "Nothing is waiting for a decision." in answer.get_data(as_text=True)
 
 
+def test_the_queue_poll_shows_a_snoozed_item_as_snoozed(app, svc, agent, people):
+    from review.reviewing.set_aside import snooze
+
+    d_id = agent.defer(refund(summary="Refund later")).get_json()["id"]
+    rita = logged_in(app, "rita")
+    url = poll_url(rita.get("/queue").get_data(as_text=True))
+    sam = reviewer(svc, "sam2")
+    claim_batch(svc, sam)
+    snooze(svc, sam, d_id, utcnow() + timedelta(hours=1), "waiting for the invoice")
+    answer = rita.get(url)
+    assert answer.status_code == 200
+    assert "snoozed until" in answer.get_data(as_text=True)
+
+
 def test_a_poll_without_a_login_is_refused(app, client):
     assert client.get("/live/batch?v=0&ids=x").status_code == 401
     assert client.get("/live/queue?v=0&t=0").status_code == 401

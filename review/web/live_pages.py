@@ -105,9 +105,9 @@ def queue():
     since = _number(request.args.get("v"))
     rendered_at = _number(request.args.get("t"))
     client = current_services().redis.client()
-    now = live.version(client)
+    version = live.version(client)
     fresh = 0 <= time.time() - rendered_at < QUEUE_REFRESH_SECONDS
-    if now == since and now >= 0 and fresh:
+    if version == since and version >= 0 and fresh:
         return "", 204
     if not current_user.is_authenticated:
         abort(401)
@@ -122,5 +122,6 @@ def queue():
         page=page,
         flt=flt,
         cap=queue_reads.COUNT_CAP,
-        poll=queue_poll_url(now, flt),
+        poll=queue_poll_url(version, flt),
+        now=utcnow(),  # what is still snoozed
     )
