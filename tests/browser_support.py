@@ -12,9 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+from playwright.sync_api import Browser, Page, expect
 from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "correct horse battery"  # the people fixture's
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -45,3 +48,37 @@ def launch_options() -> dict:
     if os.path.exists(CHROMIUM):
         options["executable_path"] = CHROMIUM
     return options
+
+
+def logged_in_page(
+    chromium: Browser,
+    url: str,
+    name: str,
+    size: tuple[int, int] = (1280, 720),
+    *,
+    console_errors: list[str] | None = None,
+    dialogs_fail: bool = True,
+) -> Page:
+    """A new window of `size` in which `name` has logged in at `url` (on the queue).
+
+    Console errors go into `console_errors` when given; a dialog (alert, confirm) fails
+    the test unless `dialogs_fail` is False.
+    """
+    page = chromium.new_context(viewport={"width": size[0], "height": size[1]}).new_page()
+    if dialogs_fail:
+        page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
+    if console_errors is not None:
+        page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
+    page.goto(url + "/login")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(url + "/queue")
+    return page
+
+
+def window_shot(page: Page, prefix: str, name: str) -> None:
+    """The window as test-artifacts/PREFIX-NAME-WxH.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    size = page.viewport_size
+    page.screenshot(path=str(ARTIFACTS / f"{prefix}-{name}-{size['width']}x{size['height']}.png"))

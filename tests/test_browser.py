@@ -13,11 +13,15 @@ from playwright.sync_api import Browser, expect, sync_playwright
 from sqlalchemy import update
 
 from review.models import Deferral, utcnow
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import (
+    ARTIFACTS,
+    launch_options,
+    live_server,
+    logged_in_page,
+)
 from tests.helpers import AgentClient, refund
 
 pytestmark = pytest.mark.browser
-PASSWORD = "correct horse battery"  # the people fixture's
 CONSOLE_ERRORS: list[str] = []  # console errors of every page of the current test
 
 
@@ -41,16 +45,7 @@ def site(make_app, make_agent, people) -> Iterator[Site]:
 
 
 def login(site, name):
-    context = site.chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
-    page.on("console", lambda m: m.type == "error" and CONSOLE_ERRORS.append(m.text))
-    page.goto(site.url + "/login")
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(site.url + "/queue")
-    return page
+    return logged_in_page(site.chromium, site.url, name, (1280, 900), console_errors=CONSOLE_ERRORS)
 
 
 def status(agent, d_id):

@@ -14,11 +14,16 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from review.canaries.seeding import seed_canaries
 from tests.accessibility import grave_violations
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import (
+    ARTIFACTS,
+    PASSWORD,
+    launch_options,
+    live_server,
+    logged_in_page,
+)
 from tests.helpers import refund
 
 pytestmark = pytest.mark.browser
-PASSWORD = "correct horse battery"  # the people fixture's
 SIZES = ((1280, 720), (1440, 900))
 
 
@@ -39,14 +44,7 @@ def site(make_app, make_agent, people) -> Iterator[tuple[str, Browser, object]]:
 
 
 def login(url: str, chromium: Browser, name: str, size=(1280, 720)) -> Page:
-    page = chromium.new_context(viewport={"width": size[0], "height": size[1]}).new_page()
-    page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
-    page.goto(url + "/login")
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(url + "/queue")
-    return page
+    return logged_in_page(chromium, url, name, size)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -9,9 +9,14 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import (
+    ARTIFACTS,
+    launch_options,
+    live_server,
+    logged_in_page,
+)
 from tests.helpers import refund
-from tests.test_browser import CONSOLE_ERRORS, PASSWORD, Site, status
+from tests.test_browser import CONSOLE_ERRORS, Site, status
 from tests.test_edits import POLICY
 
 pytestmark = pytest.mark.browser
@@ -32,15 +37,7 @@ def site(make_app, make_agent, people, tmp_path) -> Iterator[Site]:
 
 def login(site, name):
     """`name` logged in, in a 1280x720 window (the screenshots' size)."""
-    page = site.chromium.new_context(viewport={"width": 1280, "height": 720}).new_page()
-    page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
-    page.on("console", lambda m: m.type == "error" and CONSOLE_ERRORS.append(m.text))
-    page.goto(site.url + "/login")
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(site.url + "/queue")
-    return page
+    return logged_in_page(site.chromium, site.url, name, console_errors=CONSOLE_ERRORS)
 
 
 def shot(page, name: str, element=None) -> None:

@@ -10,9 +10,9 @@ from playwright.sync_api import expect, sync_playwright
 
 from review.groups import add_member, create_group
 from review.users import create_user
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import ARTIFACTS, PASSWORD, launch_options, live_server
 from tests.helpers import refund
-from tests.test_browser import CONSOLE_ERRORS, PASSWORD, Site, status
+from tests.test_browser import CONSOLE_ERRORS, Site, status
 from tests.test_edit_browser import login
 
 pytestmark = pytest.mark.browser

@@ -11,11 +11,15 @@ from typing import NamedTuple
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import (
+    launch_options,
+    live_server,
+    logged_in_page,
+    window_shot,
+)
 from tests.helpers import AgentClient
 
 pytestmark = pytest.mark.browser
-PASSWORD = "correct horse battery"  # the people fixture's
 SIZES = ((1280, 720), (1440, 900))
 WINDOW = 3
 
@@ -39,21 +43,13 @@ def site(make_app, make_agent, people) -> Iterator[Site]:
 
 
 def login(site: Site, name: str, size=(1280, 720)) -> Page:
-    context = site.chromium.new_context(viewport={"width": size[0], "height": size[1]})
-    page = context.new_page()
-    page.on("console", lambda m: m.type == "error" and site.errors.append(m.text))
-    page.goto(site.url + "/login")
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(site.url + "/queue")
-    return page
+    return logged_in_page(
+        site.chromium, site.url, name, size, console_errors=site.errors, dialogs_fail=False
+    )
 
 
 def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    size = page.viewport_size
-    page.screenshot(path=str(ARTIFACTS / f"undo-{name}-{size['width']}x{size['height']}.png"))
+    window_shot(page, "undo", name)
 
 
 def status(site: Site, d_id: str) -> str:
