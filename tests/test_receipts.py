@@ -297,7 +297,7 @@ def test_the_approvals_audit_event_carries_the_receipts_claims(svc, agent, clien
 def test_both_approvers_of_a_two_person_approval_are_in_its_receipt(make_app, make_agent):
     app = make_app(two_person_level="low")
     svc = app.extensions["countersign"]
-    agent = make_agent()
+    agent = make_agent().on(app)  # the quorum is set at intake, by this app's settings
     rita, sam = reviewer(svc, "rita"), reviewer(svc, "sam")
     d_id = agent.defer(refund()).get_json()["id"]
     claim_batch(svc, rita)
