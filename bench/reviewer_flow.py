@@ -143,6 +143,10 @@ def run_once(tree: Path, kind: str, reviewers: int, items: int) -> tuple[float, 
             "COUNTERSIGN_AGENT_RATE": "0",
             "COUNTERSIGN_AGENT_MAX_PENDING": "0",
             "COUNTERSIGN_BATCH_SIZE": "5",
+            # The decision itself, not a hold for the undo window: with undo on, nothing
+            # ends until the worker (not run here) takes it into effect. Older trees
+            # ignore the setting.
+            "COUNTERSIGN_UNDO_SECONDS": "0",
         }
         if old_flow:  # its own worker package too (queue/ is installed as approval_queue)
             env["PYTHONPATH"] = before_packages(tree)
