@@ -14,6 +14,11 @@ def agent_status(slug: str) -> str:
 
 STATUS_TTL_SECONDS = 10
 
+# Pub/sub channel: the slug of each agent whose kill switch flipped, published after its
+# commit and after its status above was rewritten; every web process's status cache
+# (review/agents/status_cache.py) drops its copy.
+AGENT_STATUS_CHANNEL = "countersign:agent-status-changed"
+
 
 def rate(slug: str, second: int) -> str:
     """The agent's requests in one second (a counter), for the rate limit."""

@@ -15,6 +15,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from review.agents.registry import SecretCache
+from review.agents.status_cache import StatusCache
 from review.audit.redaction import Redactor
 from review.callbacks.long_poll import Waiters
 from review.callbacks.wakeups import after_commit
@@ -82,6 +83,7 @@ class Services:
     box: SecretBox
     policy: Policy
     secrets: SecretCache
+    statuses: StatusCache
     waiters: Waiters
     redactor: Redactor
     principal_keys: PrincipalKeys
@@ -95,6 +97,8 @@ class Services:
         # Live pages first: they read the endings that the wake-ups then take from `info`.
         db.after_commit(lambda info: live.after_commit(provider.client, info))
         db.after_commit(lambda info: after_commit(provider.client, info))
+        statuses = StatusCache(provider.client)
+        db.after_commit(statuses.after_commit)  # after the Redis copy was rewritten
         db.after_commit(metrics.after_commit)  # the decisions the transaction noted
         db.after_commit(lambda info: notify_after_commit(provider.client, info))
         return cls(
@@ -104,6 +108,7 @@ class Services:
             box=box,
             policy=policy_from_settings(settings),
             secrets=SecretCache(box),
+            statuses=statuses,
             waiters=Waiters(provider.client),
             redactor=Redactor(settings.secret_key, settings.audit_redact),
             principal_keys=PrincipalKeys(settings),
@@ -111,6 +116,7 @@ class Services:
 
     def close(self) -> None:
         self.waiters.close()
+        self.statuses.close()
         self.redis.close()
         self.db.dispose()
 

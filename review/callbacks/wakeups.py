@@ -37,8 +37,10 @@ def note_deliver(session: Session, event_id: str) -> None:
 def note_agent_status(
     session: Session, slug: str, status_json: str, *, reset_breakers: bool = False
 ) -> None:
-    """The agent's switch flipped: rewrite its cached status (and breakers) after the commit."""
+    """The agent's switch flipped: rewrite its cached status (and breakers) after the commit,
+    and have every process's status cache forget its copy (review/agents/status_cache.py)."""
     session.info.setdefault("agent_status", []).append((slug, status_json, reset_breakers))
+    session.info.setdefault("agent_status_changed", []).append(slug)
 
 
 def queue_flush(client: redis.Redis) -> bool:
@@ -63,6 +65,8 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
             pipe.set(redis_keys.agent_status(slug), status_json, ex=redis_keys.STATUS_TTL_SECONDS)
             if reset_breakers:
                 pipe.delete(redis_keys.flood(slug), redis_keys.rejections(slug))
+            # After the rewrite: a process that drops its copy reads the new status.
+            pipe.publish(redis_keys.AGENT_STATUS_CHANNEL, slug)
             pipe.execute()
         if ended:
             pipe = client.pipeline(transaction=False)
