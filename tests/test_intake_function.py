@@ -95,7 +95,7 @@ def test_it_hands_intake_every_column_of_the_deferrals_table(svc, agent):
     model = _table_columns(Deferral.__table__)
     with svc.db.read() as session:
         catalog = {c["name"] for c in inspect(session.connection()).get_columns("deferrals")}
-    assert catalog == model, "the migrations and review/models.py disagree on deferrals"
+    assert catalog == model, "the migrations and review/models/ disagree on deferrals"
     missing = model - FILLED_BY_THE_DATABASE - set(values)
     assert not missing, f"_deferral_values does not fill {sorted(missing)}"
     assert set(values) == model - FILLED_BY_THE_DATABASE

@@ -10,7 +10,7 @@ Python (here), PostgreSQL's `countersign_append` (migration 0025, which finishes
 
 Adding an event field (a column of `audit_events`) means changing, together:
 
-1. review/models.py `AuditEvent`, and a new migration that adds the column.
+1. review/models/audit.py `AuditEvent`, and a new migration that adds the column.
 2. `unchained` here: the row every writer stores. `record_event` (review/audit/chain.py)
    names its fields as parameters. SQLite's append refuses a row without the column
    (review/db.py `DriverStatements`); PostgreSQL's (`_PG_APPEND`, jsonb_populate_recordset)
