@@ -21,7 +21,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from review.audit.hashing import link, shard_key, shard_of, unchained
@@ -112,14 +123,31 @@ class Head:
 
 def take_head(session: Session, *, guard_agent: int | None = None) -> Head:
     """SQLite: read the heads (and, with `guard_agent`, that agent's row) for
-    `append_events`. PostgreSQL chains in the server (`countersign_append`) instead."""
+    `append_events`. PostgreSQL chains in the server (`countersign_append`) instead.
+
+    On SQLite the three reads run on the driver (review/db.py `DriverStatements`): they
+    are the first statements of a transaction that holds the one write lock, so every
+    microsecond spent on them here is one that every other writer waits."""
     conn = session.connection()
-    heads = {shard: (seq, hash_) for shard, seq, hash_ in conn.execute(_READ_HEADS)}
-    last_seq = conn.execute(_LAST_SEQ).scalar() or 0
-    agent = None
-    if guard_agent is not None:
-        row = conn.execute(_READ_AGENT, {"agent_id": guard_agent}).one()
-        agent = GuardedAgent(*row)
+    if conn.dialect.name == "sqlite":
+        heads = {shard: (seq, hash_) for shard, seq, hash_ in driver.execute(conn, _READ_HEADS, {})}
+        last_seq = driver.execute(conn, _LAST_SEQ, {}).fetchone()[0] or 0
+        agent_row = (
+            driver.execute(conn, _READ_AGENT, {"agent_id": guard_agent}).fetchone()
+            if guard_agent is not None
+            else None
+        )
+        if guard_agent is not None and agent_row is None:
+            raise LookupError(f"no agent {guard_agent}")
+    else:
+        heads = {shard: (seq, hash_) for shard, seq, hash_ in conn.execute(_READ_HEADS)}
+        last_seq = conn.execute(_LAST_SEQ).scalar() or 0
+        agent_row = (
+            conn.execute(_READ_AGENT, {"agent_id": guard_agent}).one()
+            if guard_agent is not None
+            else None
+        )
+    agent = GuardedAgent(*agent_row) if agent_row is not None else None
     return Head(heads, last_seq, agent)
 
 
@@ -130,9 +158,12 @@ def record_events(session: Session, events: list[dict[str, Any]]) -> list[dict[s
     return append_events(session, take_head(session), events)
 
 
-def placed_events(conn: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events ready to chain (hashing.unchained), each with its shard."""
-    shards = shard_count(conn)
+def placed_events(bind: Connection | Engine, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events ready to chain (hashing.unchained), each with its shard.
+
+    Needs no lock: `bind` may be the engine, so that intake places (and hashes up to
+    their link) its events before it takes the chain's lock."""
+    shards = shard_count(bind)
     rows = []
     for event in events:
         row = unchained(event)
@@ -158,7 +189,19 @@ def append_events(
     insert just before.
     """
     conn = session.connection()  # Core on the session's connection: no ORM layer per statement
-    rows = placed_events(conn, events)
+    return append_placed(session, head, placed_events(conn, events), insert_first=insert_first)
+
+
+def append_placed(
+    session: Session,
+    head: Head | None,
+    rows: list[dict[str, Any]],
+    *,
+    insert_first: tuple[Table, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """`append_events` for events already placed (`placed_events`), so that the work of
+    hashing them up to their link can be done before the transaction takes its locks."""
+    conn = session.connection()
     if conn.dialect.name == "postgresql":
         if insert_first:
             conn.execute(_insert(insert_first[0]), insert_first[1])

@@ -10,7 +10,7 @@ only spreads the events of a deferral that straddles the change over two shards.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from review.audit.hashing import GENESIS_HASH
@@ -19,12 +19,16 @@ from review.models import AuditEpoch, AuditEvent, AuditHead, utcnow
 _counts: dict[str, int] = {}
 
 
-def shard_count(conn: Connection) -> int:
+def shard_count(bind: Connection | Engine) -> int:
     """The newest epoch's shard count (read once per process and database)."""
-    url = conn.engine.url.render_as_string(hide_password=True)
+    url = bind.engine.url.render_as_string(hide_password=True)
     count = _counts.get(url)
     if count is None:
-        count = _recorded(conn)
+        if isinstance(bind, Engine):
+            with bind.connect() as conn:
+                count = _recorded(conn)
+        else:
+            count = _recorded(bind)
         _counts[url] = count
     return count
 

@@ -1,16 +1,18 @@
 """Intake: turn a validated deferral request into a scored, diffed, audited deferral.
 
 Scoring and diffing happen before the transaction (they can take a few hundred ms on
-a large diff and need no lock). Then the write, under the audit chain's head lock
+a large diff and need no lock), and so do the new row's values, a policy decision and
+the events, hashed up to their link to the chain: on SQLite every writer waits while one
+holds the lock. Then the write, under the audit chain's head lock
 (which serialises every state change in the service) and a lock on the agent's row:
 read the agent's kill switch and undecided count, refuse a killed agent (423) or one at
 its pending cap (429), insert the deferral with its `received` and `evaluated` events,
 move the head. A deferral the policy allows or denies is inserted already decided, with
 its decision event and its callback (review/intake/policy_decisions.py): the kill switch
-and the pending cap refuse before the policy decides anything. On PostgreSQL that is one
-call of a function in the server (migrations 0008, 0013), its own transaction, so no
-network round trip holds the lock; on SQLite it is four in-process statements in an
-IMMEDIATE transaction.
+and the pending cap refuse under the lock, before anything the policy decided is
+written. On PostgreSQL that is one call of a function in the server (migrations 0008,
+0013), its own transaction, so no network round trip holds the lock; on SQLite it is
+three reads and the inserts, in-process statements in an IMMEDIATE transaction.
 
 The kill switch and intake meet at that lock: a transaction that flips an agent's
 state takes the chain lock before it changes anything. So an intake either commits
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Session
 from review.agents.registry import Signer
 from review.audit.chain import (
     GuardedAgent,
-    append_events,
+    append_placed,
     placed_events,
     rows_json,
     take_head,
@@ -160,11 +162,20 @@ def create_deferral(
     svc: Services, agent: Signer, webhook_id: str, prepared: Prepared, now: datetime | None = None
 ) -> Received:
     now = now or utcnow()
+    # The row, a policy decision and the events, hashed up to their link, are computed
+    # before the write: on SQLite every writer waits for the one that holds the lock,
+    # so the lock covers only what needs the chain's head and the agent's row.
+    values = _deferral_values(svc, agent.id, webhook_id, prepared, now)
+    decision = policy_decisions.decide_at_intake(svc, values, agent.slug, prepared.evaluation, now)
+    events = _intake_events(agent.slug, values, prepared)
+    if decision:
+        events.append(decision.event)
     try:
         if not svc.db.is_sqlite:
-            return _create_in_one_call(svc, agent, webhook_id, prepared, now)
+            return _create_in_one_call(svc, agent, webhook_id, prepared, values, decision, events)
+        rows = placed_events(svc.db.engine, events)
         with svc.db.write() as session:
-            return _create(svc, session, agent.id, webhook_id, prepared, now)
+            return _create(svc, session, agent.id, webhook_id, prepared, values, decision, rows)
     except IntegrityError:
         # Two requests with one webhook-id raced past the lookup; the other one won.
         with svc.db.read() as session:
@@ -225,25 +236,19 @@ def _create(
     agent_id: int,
     webhook_id: str,
     prepared: Prepared,
-    now: datetime,
+    values: dict[str, Any],
+    decision: policy_decisions.PolicyDecision | None,
+    rows: list[dict[str, Any]],
 ) -> Received:
-    """SQLite: one statement locks the chain and reads the agent, one writes, then commit."""
+    """SQLite, holding the write lock: read the heads and the agent, refuse or write, commit."""
     head = take_head(session, guard_agent=agent_id)
     agent = head.agent
     refusal = _refusal(svc, agent)
     if refusal is not None:
         return _retry_or_refuse(session, agent_id, webhook_id, prepared, refusal)
-    values = _deferral_values(svc, agent_id, webhook_id, prepared, now)
-    decision = policy_decisions.decide_at_intake(svc, values, agent.slug, prepared.evaluation, now)
-    events = _intake_events(agent.slug, values, prepared)
     # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
-    append_events(
-        session,
-        head,
-        events + ([decision.event] if decision else []),
-        insert_first=(Deferral.__table__, values),
-    )
+    append_placed(session, head, rows, insert_first=(Deferral.__table__, values))
     if decision:
         policy_decisions.write_callback(session, decision)
     # The new row's values as attributes, to render the resource: building a transient
@@ -252,7 +257,13 @@ def _create(
 
 
 def _create_in_one_call(
-    svc: Services, agent: Signer, webhook_id: str, prepared: Prepared, now: datetime
+    svc: Services,
+    agent: Signer,
+    webhook_id: str,
+    prepared: Prepared,
+    values: dict[str, Any],
+    decision: policy_decisions.PolicyDecision | None,
+    events: list[dict[str, Any]],
 ) -> Received:
     """PostgreSQL: countersign_intake (migration 0008) does _create's work in the server.
 
@@ -260,11 +271,6 @@ def _create_in_one_call(
     never across a round trip. The events arrive hashed up to their link; a policy
     decision's callback row arrives with them (migration 0013).
     """
-    values = _deferral_values(svc, agent.id, webhook_id, prepared, now)
-    decision = policy_decisions.decide_at_intake(svc, values, agent.slug, prepared.evaluation, now)
-    events = _intake_events(agent.slug, values, prepared)
-    if decision:
-        events.append(decision.event)
     with svc.db.autocommit() as conn:
         outcome, slug, reason, undecided = conn.execute(
             _PG_INTAKE,
