@@ -109,6 +109,18 @@ def test_the_queue_learns_of_a_claim_elsewhere(site):
     assert site.errors == []
 
 
+def test_the_queue_learns_of_a_new_deferral(site):
+    site.agent.defer(refund(summary="A refund to watch"))
+    a = login(site, "rita")
+    expect(a.get_by_role("link", name="A refund to watch")).to_be_visible()
+    site.agent.defer(refund(summary="A refund that just arrived"))
+    expect(a.get_by_role("link", name="A refund that just arrived")).to_be_visible(
+        timeout=SEEN_WITHIN_MS
+    )
+    shot(a, "arrival")
+    assert site.errors == []
+
+
 def test_back_to_a_batch_is_never_a_stale_page(site):
     site.agent.defer()
     a = login(site, "rita")

@@ -132,6 +132,32 @@ def test_the_queue_poll_is_quiet_until_something_changes(app, svc, agent, people
     assert "Nothing is waiting for a decision." in answer.get_data(as_text=True)
 
 
+def test_a_new_deferral_moves_the_queue_poll_at_once(app, svc, agent, people):
+    agent.defer(refund(summary="First refund"))
+    rita = logged_in(app, "rita")
+    url = poll_url(rita.get("/queue").get_data(as_text=True))
+    assert rita.get(url).status_code == 204
+    agent.defer(refund(summary="A refund that just arrived"))
+    answer = rita.get(url)  # well inside the ten seconds after which it re-reads anyway
+    assert answer.status_code == 200
+    assert "A refund that just arrived" in answer.get_data(as_text=True)
+
+
+def test_a_new_deferral_costs_an_open_batch_no_database(app, svc, agent, people):
+    agent.defer()
+    rita = logged_in(app, "rita")
+    rita.post("/batch/start")
+    url = batch_poll(rita.get("/batch").get_data(as_text=True))
+    agent.defer(refund(summary="Another refund"))
+    checkouts = Checkouts(svc.db.engine)
+    try:
+        answer = rita.get(url)
+    finally:
+        checkouts.close()
+    assert answer.status_code == 200 and "article" not in answer.get_data(as_text=True)
+    assert checkouts.count == 0
+
+
 def test_the_queue_poll_shows_a_snoozed_item_as_snoozed(app, svc, agent, people):
     from review.reviewing.set_aside import snooze
 

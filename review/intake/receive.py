@@ -19,6 +19,7 @@ from review.intake import admission, policy_windows
 from review.intake.deferrals import Received, create_deferral, earlier_answer, prepare
 from review.intake.principal_keys import KeysUnavailable
 from review.observability.metrics import POLICY, observe_decision
+from review.reviewing import live
 from review.services import Services
 
 
@@ -54,6 +55,8 @@ def receive_deferral(
     if received.created:
         if received.deferral.status != "pending":  # the policy decided it at intake
             observe_decision(received.deferral.status, POLICY, 0.0)
+        else:  # the queue pages' polls learn of it (one INCR)
+            live.note_arrival(svc.redis.client)
         policy_windows.add(svc, prepared.counters)  # only what was created counts
         breakers.after_intake(svc, agent, admitted.in_window)
     else:

@@ -10,8 +10,10 @@ read from the database. Only when the number moved does it read which of its ite
 changed (one MGET) and render those, so the database is asked only about what changed.
 
 Domain code notes changes in the session (`note_changed`); endings are noted already
-(review/callbacks/wakeups.py's `note_ended`). Losing Redis costs liveness, never data:
-the counter then reads as unknown and pages fall back to a full refresh.
+(review/callbacks/wakeups.py's `note_ended`); intake bumps the counter for each new
+pending deferral (`note_arrival`), so the queue hears of arrivals by the same poll.
+Losing Redis costs liveness, never data: the counter then reads as unknown and pages
+fall back to a full refresh.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("live pages not told of %d changes (%s)", len(changed), exc)
+
+
+def note_arrival(client_for: Any) -> None:
+    """A new deferral reached the queue (called by intake after its commit): bump the
+    counter so the queue pages' polls re-read it. One INCR and nothing else: no
+    deferral is stamped, since no open page holds the new one yet (a batch's poll then
+    finds none of its items changed and costs no database)."""
+    try:
+        client_for().incr(redis_keys.LIVE_VERSION)
+    except redis.RedisError as exc:
+        log.warning("live pages not told of a new deferral (%s)", exc)
 
 
 def version(client: redis.Redis) -> int:

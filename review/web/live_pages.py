@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, abort, render_template, request, session
+from flask import Blueprint, abort, current_app, render_template, request, session
 from flask_login import current_user
 
 from review.models import Deferral, utcnow
@@ -25,7 +25,9 @@ from review.web.reviewer_pages import batch_poll_url, card_context, holder, queu
 
 bp = Blueprint("live", __name__)
 MAX_IDS = 60  # a batch is at most 50 items
-QUEUE_REFRESH_SECONDS = 10  # new deferrals are not counted as changes: re-read this often
+# New deferrals bump the counter (intake's `live.note_arrival`); the queue is still
+# re-read this often for what no write announces (times left, snoozes waking up).
+QUEUE_REFRESH_SECONDS = 10
 
 
 @bp.after_request
@@ -59,10 +61,17 @@ def batch():
         return "", 204
     changed = live.changed_since(client, since, ids) if since >= 0 and now >= 0 else ids
     if not changed:  # news, but none of this page's items: a new number, still no database
-        return render_template("review/_live_batch.html", poll=batch_poll_url(now), cards=[])
+        return _poll_only(batch_poll_url(now))
     if not current_user.is_authenticated or not current_user.can_decide:
         abort(401)
     return _changed_cards(now, ids, changed or ids)
+
+
+def _poll_only(poll: str) -> str:
+    """The poll again with a new number. Rendered without the app's context processors:
+    Flask-Login's would load the user from the database, and a batch hears of every
+    new deferral in the queue this way."""
+    return current_app.jinja_env.get_template("review/_live_poll.html").render(poll=poll)
 
 
 def _changed_cards(version: int, ids: list[str], changed: list[str]):
