@@ -50,7 +50,7 @@ def document_validator(name: str) -> Draft202012Validator:
 
 def close_objects(node):
     """additionalProperties: false wherever a schema lists properties and says nothing more
-    (the convention of review/api/openapi/schemas.py for what the service sends)."""
+    (the convention of review/api/openapi/resources.py for what the service sends)."""
     if isinstance(node, dict):
         if "properties" in node and "additionalProperties" not in node:
             node["additionalProperties"] = False
@@ -284,7 +284,7 @@ def test_the_checks_of_a_body_accept_exactly_what_the_document_does(name, data):
 def test_resources_the_service_writes_are_described_field_by_field(svc, agent, client, doc):
     """Every field of every resource the API answers is in the document (an object schema
     that does not say it is open lists its fields): a field added to the resource without
-    its line in review/api/openapi/schemas.py fails here."""
+    its line in review/api/openapi/resources.py fails here."""
     deferral = resolving(doc, "Deferral", strict=True)
     rita = reviewer(svc)
     pending = agent.defer(

@@ -7,7 +7,7 @@ cannot store them: 422); every number must be within RFC 8785's exact range,
 canonicalise them (422, with the pointer). JSON does not tell 1e16 from
 10000000000000000, nor does JSON Schema; every double beyond the bound is a whole
 number, and `1e400` parses as infinity. These are the rules of the document's JsonValue
-schema (review/api/openapi/schemas.py), applied here to every value of the body in one
+schema (review/api/openapi/request_bodies.py), applied here to every value of the body in one
 pass, keys included.
 """
 

@@ -1,6 +1,6 @@
 """The API described as OpenAPI 3.1: the document `GET /api/v1/openapi.json` serves.
 
-Its request schemas (schemas.py) are the ones requests are validated against
+Its request schemas (request_bodies.py) are the ones requests are validated against
 (review/api/schema.py): there is no second copy. The operations are in paths.py, the
 callbacks in webhooks.py, the shared headers in components.py.
 """
@@ -12,7 +12,8 @@ from typing import Any
 
 from review.api.openapi import components
 from review.api.openapi.paths import paths
-from review.api.openapi.schemas import DEFERRAL_REQUEST, SCHEMAS
+from review.api.openapi.request_bodies import DEFERRAL_REQUEST
+from review.api.openapi.schemas import SCHEMAS
 from review.api.openapi.webhooks import event_schemas, webhooks
 
 __all__ = ["DEFERRAL_REQUEST", "openapi_document"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from review.api.openapi.schemas import TIME
+from review.api.openapi.resources import TIME
 
 EVENTS = {
     "deferral.decided": (
