@@ -26,28 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REDIS, database  # noqa: E402
+from bench.policy_rules import DECIDING, generated_policy  # noqa: E402
 from review.app_factory import create_app  # noqa: E402
 from review.migrate import upgrade  # noqa: E402
 from review.signing import sign_headers  # noqa: E402
-
-POLICY = """
-[[rule]]
-id = "read_only"
-kind = "tool"
-match = ["files.get"]
-points = 0
-outcome = "allow"
-detail = "{tool} only reads"
-
-[[rule]]
-id = "no_public_acl"
-kind = "argument_value"
-keys = ["acl"]
-values = ["public-read"]
-points = 10
-outcome = "deny"
-detail = "{key} {value}"
-"""
 
 
 def body(tool: str, **args) -> bytes:
@@ -65,12 +47,7 @@ def body(tool: str, **args) -> bytes:
 def run(kind: str, requests: int, rules: int = 0) -> None:
     with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-") as folder:
         policy = Path(folder) / "policy.toml"
-        if rules:
-            from bench.policy_rules import generated_policy
-
-            policy.write_text(generated_policy(rules))
-        else:
-            policy.write_text(POLICY)
+        policy.write_text(generated_policy(rules) if rules else DECIDING)
         app = create_app(
             {
                 "database_url": url,
