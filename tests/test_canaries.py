@@ -67,6 +67,24 @@ def test_a_canary_enters_the_queue_as_the_agents_with_its_seeding_recorded(svc, 
     assert evaluated.event_type == "deferral.evaluated" and evaluated.actor_id == "ada"
 
 
+def test_canaries_take_no_place_under_the_agents_pending_cap(make_app, make_agent, people):
+    app = make_app(agent_rate=0, agent_max_pending=2)
+    svc = app.extensions["countersign"]
+    agent = make_agent().on(app)
+    assert agent.defer().status_code == 202  # the agent's own: one of its two places
+    seeded = _seed(svc, agent_slug="billing-bot", count=3)
+    assert agent.defer().status_code == 202  # three canaries did not fill the second
+    assert agent.defer().status_code == 429  # its own two did
+    with svc.db.read() as session:
+        assert session.scalar(select(Agent.undecided).where(Agent.slug == "billing-bot")) == 2
+    rita = reviewer_holder(svc, "rita")
+    claim_batch(svc, rita)
+    for canary in seeded:  # deciding canaries leaves the count alone too
+        decide(svc, rita, canary.deferral_id, "reject", reason="a canary", undo_seconds=0)
+    with svc.db.read() as session:
+        assert session.scalar(select(Agent.undecided).where(Agent.slug == "billing-bot")) == 2
+
+
 def test_every_kind_seeds_and_no_two_canaries_share_an_action(svc, agent, people):
     seeded = [_seed(svc, agent_slug="billing-bot", kind=k)[0] for k in KINDS]
     seeded += _seed(svc, agent_slug="billing-bot", count=4)
