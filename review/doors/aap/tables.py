@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from review.models import Base, UTCDateTime, utcnow
@@ -37,10 +37,14 @@ class AapToken(Base):
     """A bearer token, kept as its SHA-256: the agent's own, or an instance's credential."""
 
     __tablename__ = "aap_tokens"
+    __table_args__ = (
+        # Issuing a new agent token retires the agent's current ones: WHERE agent_id = ?.
+        # Named as migration 0012 created it, so autogenerate sees no difference.
+        Index("ix_aap_tokens_agent", "agent_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # Issuing a new agent token retires the agent's current ones: WHERE agent_id = ?.
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
     instance_id: Mapped[str | None] = mapped_column(ForeignKey("aap_instances.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # every AAP request
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
