@@ -4,9 +4,10 @@
         [--items 200] [--rounds 3] [--before-tree DIR]
 
 Each reviewer is an HTTP client with its own session: it logs in (GET /login for the
-CSRF token, POST /login), then until the queue is empty: POST /batch/start, GET /batch,
-and for each card the requests a browser sends for it, then the decision (POST
-/batch/<id>/approve as htmx, which answers with the card). N reviewers run at once
+CSRF token, POST /login), then until the queue is empty: POST /batch/start (which
+answers with the batch page; older trees redirect to GET /batch, which is followed
+and counted), and for each card the requests a browser sends for it, then the
+decision (POST /batch/<id>/approve as htmx, which answers with the card). N reviewers run at once
 against `gunicorn app:app` (2 gthread workers x 4 threads, bench/common.py), on a fresh
 database holding `--items` low-risk deferrals posted through the signed API.
 
@@ -110,7 +111,7 @@ def reviewer(base: str, name: str, old_flow: bool, tally: Tally) -> None:
         while True:
             batch = client.post("/batch/start", data={"csrf_token": csrf})
             ids = list(dict.fromkeys(CARD.findall(batch.text)))
-            count = 2
+            count = 1 + len(batch.history)  # the redirect to GET /batch, where there is one
             if not ids:
                 break
             for d_id in ids:

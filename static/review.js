@@ -10,6 +10,14 @@
     if (event.persisted) window.location.reload();
   });
 
+  // Start batch answers with the batch page itself (review/web/batch_pages.py): show the
+  // page's own address, so a reload reads the batch (GET) instead of claiming again.
+  const head = document.getElementById("batch-head");
+  if (head && head.dataset.address &&
+      window.location.pathname + window.location.search !== head.dataset.address) {
+    window.history.replaceState(window.history.state, "", head.dataset.address);
+  }
+
   const end = document.getElementById("batch-end");
   const root = document.getElementById("batch") || document.getElementById("item") || end;
   const shortcuts = document.body.dataset.shortcuts !== "off";

@@ -299,3 +299,39 @@ def test_it_refreshes_the_queue_reading_only_what_the_partial_shows(app, svc, ma
     assert not any(AGENT_LIST.search(s) for s in on_refresh), on_refresh
     assert not any("claimed_by" in s for s in on_refresh), on_refresh
     assert len(on_refresh) < len(on_full)
+
+
+# --- a batch ----------------------------------------------------------------------------
+
+
+def asked_again(svc, agent, holder, n: int) -> list[str]:
+    """`n` deferrals, each an action `holder` rejected once before (so each card has an
+    earlier decision to show), all pending."""
+    bodies = [
+        refund(action={"tool": "billing.refund", "args": {"invoice": f"INV-{n}-{i}"}})
+        for i in range(n)
+    ]
+    firsts = [agent.defer(body).get_json()["id"] for body in bodies]
+    claim_batch(svc, holder)
+    for first in firsts:
+        assert decide(svc, holder, first, "reject", "not yet").status == "rejected"
+    again = [agent.defer(body).get_json()["id"] for body in bodies]
+    return again
+
+
+def test_it_starts_a_batch_of_five_in_as_many_statements_as_a_batch_of_one(app, svc, agent, people):
+    sam = reviewer(svc, "sam-domain")
+    rita = Browser(app.test_client(), "rita")
+    sizes = {}
+    for n in (1, 5):
+        ids = asked_again(svc, agent, sam, n)
+        with statements(svc) as seen:
+            started = rita.post("/batch/start")
+        page = started.get_data(as_text=True)
+        assert started.status_code == 200  # the batch page itself: no second request
+        assert all(f'id="card-{d_id}"' in page for d_id in ids)
+        assert page.count("Earlier decisions") == n and page.count("not yet") == n
+        sizes[n] = len(seen)
+        for d_id in ids:
+            rita.post(f"/batch/{d_id}/approve", {"seen_ms": "9000"}, htmx=True)
+    assert sizes[5] == sizes[1], sizes

@@ -35,7 +35,13 @@ def _filters(source) -> dict[str, str]:
 @roles_required(*DECIDERS)
 def start_batch():
     """Claim a batch from the queue as filtered (PROTOCOL.md section 16): the form of
-    the queue page, and Next batch at the end of one, send the filters along."""
+    the queue page, and Next batch at the end of one, send the filters along.
+
+    The answer is the batch page itself, not a redirect to GET /batch: that second
+    request (session, user, the held ids again) was a third of a batch's page cost.
+    static/review.js puts the page's own address (/batch) in the location bar, so a
+    reload reads the batch instead of claiming again (a repeat claim keeps the batch
+    anyway: a reviewer who holds items is topped up, never given a second batch)."""
     filters = _filters(request.form)
     flt = queue_reads.QueueFilter.parse(filters)
     svc = current_services()
@@ -45,7 +51,7 @@ def start_batch():
         note = claims.withheld_note(svc, holder())
         flash(f"Nothing to review right now: the queue has {what}{note}.", "info")
         return redirect(url_for("review.queue", **filters))
-    return redirect(url_for("review.batch", **filters))
+    return _batch_page(svc, filters, ids)
 
 
 @bp.post("/batch/release")
@@ -59,10 +65,16 @@ def release_batch():
 @bp.get("/batch")
 @roles_required(*DECIDERS)
 def batch():
-    svc = current_services()
+    return _batch_page(current_services(), _filters(request.args))
+
+
+def _batch_page(svc, filters: dict[str, str], claimed: list[str] | None = None):
+    """The batch page: `claimed`, the ids a claim has just returned (read afresh if None)."""
     version = live.version(svc.redis.client())  # before the reads: no change falls between
-    with svc.db.read() as db:
-        ids = claims.held_ids(db, holder(), utcnow())
+    ids = claimed
+    if ids is None:
+        with svc.db.read() as db:
+            ids = claims.held_ids(db, holder(), utcnow())
     if take_effect_if_due(svc, ids):  # decisions whose undo window closed meanwhile
         with svc.db.read() as db:
             ids = claims.held_ids(db, holder(), utcnow())
@@ -72,9 +84,10 @@ def batch():
     return render_template(
         "review/batch.html",
         items=items,
-        filters=_filters(request.args),
+        filters=filters,
         lease_seconds=svc.settings.lease_seconds,
         poll=batch_poll_url(version),
+        address=url_for("review.batch", **filters),
         **context,
     )
 
