@@ -15,11 +15,37 @@ from review.services import Services
 from review.settings import load_settings
 
 
+class CountersignFlask(Flask):
+    """Flask, asking once per function whether it is a coroutine function.
+
+    Flask asks `inspect.iscoroutinefunction` of every hook and view on every request
+    (ensure_sync); for the polled status read that was a twentieth of its CPU. The
+    functions are the app's own, registered at start-up, so the answer never changes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._sync_versions: dict[Any, Any] = {}
+
+    MEMO_LIMIT = 1024  # a function made per call (copy_current_request_context) must not pile up
+
+    def ensure_sync(self, func: Any) -> Any:
+        try:
+            return self._sync_versions[func]
+        except KeyError:
+            if len(self._sync_versions) >= self.MEMO_LIMIT:
+                self._sync_versions.clear()
+            sync = self._sync_versions[func] = super().ensure_sync(func)
+            return sync
+        except TypeError:  # an unhashable callable: ask every time, as Flask does
+            return super().ensure_sync(func)
+
+
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `overrides` (tests) win over the environment, which wins over config/."""
     settings = load_settings(overrides=overrides)
     settings.instance_path.mkdir(parents=True, exist_ok=True)
-    app = Flask(
+    app = CountersignFlask(
         __name__,
         instance_path=settings.instance_dir,
         static_folder=str(bundled("static")),

@@ -280,12 +280,22 @@ def init_app(app: Flask, svc: Services) -> None:
     issuer = urlsplit(svc.settings.oidc_issuer) if svc.settings.sso_enabled else None
     csp = content_security_policy(f"{issuer.scheme}://{issuer.netloc}" if issuer else "")
 
+    safety = [
+        ("Content-Security-Policy", csp),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "same-origin"),
+    ]
+    if svc.settings.session_cookie_secure:  # served over https: browsers keep to it
+        safety.append(("Strict-Transport-Security", HSTS))
+    safety = [(name.lower(), value) for name, value in safety]  # names are case-blind
+
     @app.after_request
     def safety_headers(response):
-        response.headers.setdefault("Content-Security-Policy", csp)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if svc.settings.session_cookie_secure:  # served over https: browsers keep to it
-            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        # Each unless the view set its own. One look at the names the response has, not
+        # a setdefault each: four setdefaults were a tenth of a status read's CPU.
+        present = {name.lower() for name, _value in response.headers}
+        for name, value in safety:
+            if name not in present:
+                response.headers.add(name, value)
         return response
