@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from review.agents.registry import Signer
 from review.audit.chain import chained_write, record_event
@@ -81,15 +82,19 @@ def end_deferral(
         conditions.append(Deferral.claimed_by == claimed_by)
         if lease_required:
             conditions.append(Deferral.lease_expires_at >= now)
-    result = session.execute(
+    agent = deferral.agent
+    # RETURNING the row refreshes the deferral in the same statement (populate_existing):
+    # what the callback and the answer show is the row as it now is, with no second read.
+    ended = session.execute(
         update(Deferral)
         .where(*conditions)
         .values(**terminal_values(outcome, now, reason, decided_by, valid_until, receipt))
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+        .returning(Deferral),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).scalar_one_or_none()
+    if ended is None:
         raise AlreadyDecided(deferral.id)
-    session.refresh(deferral)
+    set_committed_value(deferral, "agent", agent)  # unchanged: no read of it again
     outbox.add_decision(session, deferral, now)
     note_ended(session, deferral.id)
     note_decided(session, outcome, decider(actor[0]), deferral.created_at, now)

@@ -16,7 +16,7 @@ from review.canaries.deciding import CAUGHT_MESSAGE, MISSED_MESSAGE
 from review.models import Deferral, utcnow
 from review.reviewing import claims, live, queue_reads, undo
 from review.reviewing.bulk import decide_many
-from review.reviewing.decisions import DecisionRefused, decide, ended_how
+from review.reviewing.decisions import Decided, DecisionRefused, decide, ended_how
 from review.reviewing.reading import parse_ms
 from review.reviewing.taking_effect import take_effect_if_due
 from review.services import current_services
@@ -143,7 +143,26 @@ def decide_item(deferral_id: str, verdict: str):
         headline = MISSED_MESSAGE if outcome.canary == "missed" else CAUGHT_MESSAGE
         kind = "canary" if outcome.canary == "missed" else kind
         return _answer(deferral_id, message, kind, headline=headline)
+    if outcome.deferral is not None and outcome.left is not None and _in_batch_htmx():
+        return _ended_card(outcome, kind)
     return _answer(deferral_id, message, kind)
+
+
+def _in_batch_htmx() -> bool:
+    return is_htmx() and request.form.get("on") != "item"
+
+
+def _ended_card(outcome: Decided, kind: str):
+    """The answer to a decision that ended the item, in a batch (htmx): the card as the
+    decision left it, without its diff and evidence (the reviewer has moved on), and the
+    batch's count, which the decision counted: no read after the commit."""
+    return render_template(
+        "review/_decided_card.html",
+        d=outcome.deferral,
+        notice=outcome.message,
+        notice_kind=kind,
+        left=outcome.left,
+    )
 
 
 @bp.post("/batch/<deferral_id>/undo")
