@@ -119,7 +119,7 @@ def bench(kind: str, n: int, samples: int) -> dict[str, float]:
         ).split()[-1]
         os.environ.update(env)
         from review.app_factory import create_app  # noqa: PLC0415 (settings come from the environment above)
-        from review.intake import deferrals
+        from review.intake import deferrals, preparation
         from review.reviewing.ending import cancel_deferral
 
         app = create_app()
@@ -128,7 +128,7 @@ def bench(kind: str, n: int, samples: int) -> dict[str, float]:
             signer = svc.secrets.signer(session, "bench-bot")
 
         def decide_one() -> tuple[str, float]:
-            prepared = deferrals.prepare(svc, json.loads(json.dumps(BODY)))
+            prepared = preparation.prepare(svc, json.loads(json.dumps(BODY)))
             made = deferrals.create_deferral(svc, signer, f"msg_{uuid.uuid4().hex}", prepared)
             cancel_deferral(svc, made.deferral.id, signer, "bench")
             return made.deferral.id, time.monotonic()

@@ -53,7 +53,7 @@ def bench(kind: str, pending: int) -> tuple[float, float]:
         os.environ.update(env)
         from review.agents.killswitch import Actor, kill
         from review.app_factory import create_app  # noqa: PLC0415
-        from review.intake import deferrals
+        from review.intake import deferrals, preparation
         from review.reviewing.claims import Holder, claim_batch
         from review.users import find_user
 
@@ -63,7 +63,7 @@ def bench(kind: str, pending: int) -> tuple[float, float]:
             busy = svc.secrets.signer(session, "busy-bot")
             owner = find_user(session, "owner")
         for _ in range(pending):
-            prepared = deferrals.prepare(svc, json.loads(json.dumps(BODY)))
+            prepared = preparation.prepare(svc, json.loads(json.dumps(BODY)))
             deferrals.create_deferral(svc, busy, f"msg_{uuid.uuid4().hex}", prepared)
         holder = Holder(owner.id, "owner", frozenset({"owner"}))
         claim_batch(svc, holder)

@@ -21,7 +21,8 @@ from review.callbacks.long_poll import Waiters
 from review.callbacks.wakeups import after_commit
 from review.db import Database
 from review.embedded_redis import EmbeddedRedis
-from review.intake.policy import Policy, policy_from_settings
+from review.intake.policy import Policy
+from review.intake.policy_loading import policy_from_settings
 from review.intake.principal_keys import PrincipalKeys
 from review.notifications.wakeups import after_commit as notify_after_commit
 from review.observability import metrics

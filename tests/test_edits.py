@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from review.audit.verify import verify_chain
-from review.intake.deferrals import action_digest
+from review.intake.preparation import action_digest
 from review.models import Deferral, OutboxEvent
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import DecisionRefused, decide

@@ -4,7 +4,7 @@ On PostgreSQL intake is one call of `countersign_intake` (migration 0008; since 
 chains the events with `countersign_append`): the deferral
 arrives as JSON and becomes a row through `jsonb_populate_record`, which gives a key it
 is not handed NULL without a word. So a column added to `deferrals` but forgotten in
-`_deferral_values` would be stored NULL there, and an event field the function does
+`deferral_values` would be stored NULL there, and an event field the function does
 not read would be stored NULL or hashed differently. These tests fail first.
 """
 
@@ -21,8 +21,10 @@ from review.audit import export, verifier
 from review.audit.chain import placed_events
 from review.audit.checkpoints import load_key
 from review.audit.hashing import event_hash_record, link, stored_event_hash
-from review.intake.deferrals import _deferral_values, _intake_events, create_deferral, prepare
+from review.intake.deferral_rows import deferral_values, intake_events
+from review.intake.deferrals import create_deferral
 from review.intake.policy_routes import Routed
+from review.intake.preparation import prepare
 from review.intake.principals import Principal
 from review.models import AuditEvent, Deferral, undecided_fields, utcnow
 from tests.helpers import refund
@@ -91,13 +93,13 @@ def _append_function_source(svc) -> str:
 
 
 def test_it_hands_intake_every_column_of_the_deferrals_table(svc, agent):
-    values = _deferral_values(svc, _signer(svc, agent).id, "msg_columns", _prepared(svc), utcnow())
+    values = deferral_values(svc, _signer(svc, agent).id, "msg_columns", _prepared(svc), utcnow())
     model = _table_columns(Deferral.__table__)
     with svc.db.read() as session:
         catalog = {c["name"] for c in inspect(session.connection()).get_columns("deferrals")}
     assert catalog == model, "the migrations and review/models/ disagree on deferrals"
     missing = model - FILLED_BY_THE_DATABASE - set(values)
-    assert not missing, f"_deferral_values does not fill {sorted(missing)}"
+    assert not missing, f"deferral_values does not fill {sorted(missing)}"
     assert set(values) == model - FILLED_BY_THE_DATABASE
 
 
@@ -138,7 +140,7 @@ def test_it_stores_every_field_of_the_intake_events_as_handed_over(svc, agent):
     received = create_deferral(svc, signer, f"msg_{uuid.uuid4().hex}", prepared)
     values = vars(received.deferral)
     with svc.db.read() as session:
-        handed = placed_events(session.connection(), _intake_events(signer.slug, values, prepared))
+        handed = placed_events(session.connection(), intake_events(signer.slug, values, prepared))
     table = AuditEvent.__table__
     with svc.db.read() as session:
         stored = session.execute(

@@ -460,7 +460,7 @@ outcome = "deny"
 @pytest.fixture
 def policy_world(make_app, make_agent, settings_overrides, tmp_path) -> World:
     """A world whose policy allows echo and denies dropping databases."""
-    from review.intake.policy import load_policy
+    from review.intake.policy_loading import load_policy
     from review.settings import SettingsError
 
     path = tmp_path / "policy.toml"

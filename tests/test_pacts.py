@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from review.intake.policy import PolicyError, load_policy
+from review.intake.policy_loading import PolicyError, load_policy
 from review.models import Deferral, utcnow
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide

@@ -2,7 +2,8 @@
 
 import pytest
 
-from review.intake.policy import Facts, load_policy
+from review.intake.policy import Facts
+from review.intake.policy_loading import load_policy
 from review.settings import PROJECT_ROOT, SettingsError
 
 POLICY = load_policy(PROJECT_ROOT / "config" / "policy.toml", (25, 50, 75))

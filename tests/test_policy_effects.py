@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from review.intake.diffing import ABSENT, compute_diff
-from review.intake.policy import Facts, load_policy
+from review.intake.policy import Facts
+from review.intake.policy_loading import load_policy
 from review.settings import PROJECT_ROOT
 from tests.helpers import refund
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from review.intake import policy_windows
-from review.intake.policy import Facts, load_policy
+from review.intake.policy import Facts
+from review.intake.policy_loading import load_policy
 from review.settings import PROJECT_ROOT, SettingsError
 from tests.helpers import refund
 from tests.principal_issuer import AUDIENCE, Issuer

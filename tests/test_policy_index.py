@@ -4,8 +4,9 @@ through it gets the factors, outcome and rule that asking every rule gives."""
 import pytest
 
 from review.intake.diffing import ABSENT, compute_diff
-from review.intake.policy import Facts, load_policy
+from review.intake.policy import Facts
 from review.intake.policy_index import MEMO_LIMIT
+from review.intake.policy_loading import load_policy
 from review.settings import PROJECT_ROOT
 
 EXTRA = """

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from review.audit.verify import verify_chain
 from review.groups import add_member, create_group
-from review.intake.policy import PolicyError, load_policy
+from review.intake.policy_loading import PolicyError, load_policy
 from review.intake.policy_routes import Route, choose_route, required_approvals
 from review.models import Approval
 from review.reviewing.claims import NotTakeable, claim_batch, claim_one

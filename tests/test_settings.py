@@ -79,7 +79,7 @@ def test_a_broken_policy_file_fails_naming_the_rule(tmp_path):
     policy = tmp_path / "policy.toml"
     policy.write_text('[[rule]]\nid = "big"\nkind = "argument_over"\npoints = 10\ndetail = "x"\n')
     with pytest.raises(SettingsError, match="rule 'big': keys is required"):
-        from review.intake.policy import load_policy
+        from review.intake.policy_loading import load_policy
 
         load_policy(policy, (25, 50, 75))
 

@@ -13,11 +13,11 @@ the previous hash and the sequence number and takes the SHA-256, so the hash is 
 one `event_hash` computes and `audit verify` checks. SQLite needs none of this (its
 statements cost no round trip): nothing changes there.
 
-Changing the tables safely: the deferral arrives as JSON made by `_deferral_values`
-(review/intake/deferrals.py) and becomes the row through `jsonb_populate_record`, which
+Changing the tables safely: the deferral arrives as JSON made by `deferral_values`
+(review/intake/deferral_rows.py) and becomes the row through `jsonb_populate_record`, which
 follows the table's columns but gives a key it is not handed NULL, not the column's
 default. So a column added to `deferrals` needs no change here, only a value in
-`_deferral_values` (its docstring lists the steps). An event field does need one: the
+`deferral_values` (its docstring lists the steps). An event field does need one: the
 function reads each by name and lists the columns it inserts (review/audit/hashing.py,
 "Adding an event field"). Never edit this migration to change the function: add one
 that runs `CREATE OR REPLACE FUNCTION countersign_intake`. tests/test_intake_function.py

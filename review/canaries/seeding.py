@@ -1,10 +1,11 @@
 """Seeding canaries: known-bad deferrals that reach the queue like an agent's own.
 
-A canary is built the way intake builds a deferral (review/intake/deferrals.py
-`prepare` and the same column dict), so the policy scores it, the diff is computed and
-the priority ranks it exactly as if the agent had sent it. It belongs to a real agent
-(its name on the card is that agent's), wears a principal, trace link and expiry taken
-from that agent's recent deferrals, and carries a webhook-id shaped like theirs.
+A canary is built the way intake builds a deferral (review/intake/preparation.py
+`prepare`, review/intake/deferral_rows.py's column dict), so the policy scores it, the
+diff is computed and the priority ranks it exactly as if the agent had sent it. It
+belongs to a real agent (its name on the card is that agent's), wears a principal, trace
+link and expiry taken from that agent's recent deferrals, and carries a webhook-id
+shaped like theirs.
 
 What differs is hidden from reviewers and from the agent: `deferrals.canary` holds its
 kind, a row in `canaries` says who seeded it, and its first audit event is
@@ -28,7 +29,8 @@ from review.canaries.kinds import KINDS, Kind
 from review.errors import AgentKilled, DomainError, NotFound
 from review.identity import identity_key
 from review.ids import ulid
-from review.intake.deferrals import _deferral_values, _intake_events, prepare
+from review.intake.deferral_rows import deferral_values, intake_events
+from review.intake.preparation import prepare
 from review.models import Agent, Canary, Deferral, User, utcnow
 from review.services import Services
 
@@ -184,9 +186,9 @@ def _seed_one(
             f"(rule {prepared.evaluation.rule}), so no reviewer would see it: choose another kind."
         )
     prefix = rng.choice(looks.webhook_prefixes) if looks.webhook_prefixes else "msg_"
-    values = _deferral_values(svc, agent_id, f"{prefix}{ulid()}", prepared, now)
+    values = deferral_values(svc, agent_id, f"{prefix}{ulid()}", prepared, now)
     values["canary"] = kind.name
-    received, evaluated = _intake_events(slug, values, prepared)
+    received, evaluated = intake_events(slug, values, prepared)
     admin = {"actor_kind": seeded_by[0], "actor_id": seeded_by[1]}
     events = [
         {

@@ -22,8 +22,9 @@ from sqlalchemy import select
 from review.api.schema import validate
 from review.errors import InvalidRequest
 from review.groups import Group
-from review.intake.deferrals import prepare
-from review.intake.policy import Policy, policy_from_settings, rule_line
+from review.intake.policy import Policy
+from review.intake.policy_loading import policy_from_settings, rule_line
+from review.intake.preparation import prepare
 from review.services import Services, current_services
 from review.settings import SettingsError
 

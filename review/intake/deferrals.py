@@ -22,10 +22,8 @@ the flip and is refused; a deferral is never created pending for a killed agent.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -41,114 +39,15 @@ from review.audit.chain import (
     rows_json,
     take_head,
 )
-from review.audit.hashing import canonical_json
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
-from review.groups import Group
-from review.identity import identity_key
-from review.ids import new_deferral_id
-from review.intake import policy_decisions, policy_routes, policy_windows, priority
-from review.intake.diffing import ABSENT, compute_diff
-from review.intake.policy import Evaluation, Facts
-from review.intake.principals import Principal, read_principal, verified_values, without_token
-from review.models import Deferral, undecided_fields, utcnow
+from review.intake import policy_decisions
+from review.intake.deferral_rows import deferral_values, intake_events
+from review.intake.preparation import Prepared, request_hash
+from review.intake.principals import without_token
+from review.models import Deferral, utcnow
 from review.services import Services
 
 PENDING_CAP_RETRY_AFTER = 30
-
-
-def action_digest(action: dict[str, Any]) -> str:
-    """SHA-256 of the RFC 8785 canonical JSON of the action (PROTOCOL.md section 5)."""
-    return "sha256:" + hashlib.sha256(canonical_json(action)).hexdigest()
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    """Tells a retry (same JSON, however it was spaced or ordered) from a different request."""
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything computed from the request before touching the database."""
-
-    body: dict[str, Any]
-    request_hash: str
-    digest: str
-    diff: dict[str, Any]
-    evaluation: Evaluation
-    # The action and state as the audit log keeps them (configured paths redacted).
-    audit_action: dict[str, Any]
-    audit_state: dict[str, Any]
-    principal: Principal
-    audit_intent: Any  # the intent as the audit log keeps it (redactable: path `intent`)
-    counters: list[policy_windows.Counter] = field(default_factory=list)  # added once stored
-    # The reviewer group and quorum (review/intake/policy_routes.py); None: any, by level.
-    routed: policy_routes.Routed | None = None
-
-
-def prepare(svc: Services, body: dict[str, Any], agent_slug: str | None = None) -> Prepared:
-    s = svc.settings
-    # The principal first: a token that does not verify refuses the request before any
-    # work, and the token leaves the body here, before it is hashed, stored or audited.
-    principal = read_principal(
-        svc.principal_keys,
-        body["on_behalf_of"],
-        audience=s.principal_audience,
-        groups_claim=s.principal_groups_claim,
-    )
-    body = without_token(body)
-    diff = compute_diff(
-        body.get("before", ABSENT),
-        body.get("after", ABSENT),
-        max_changes=s.diff_max_changes,
-        max_ms=s.diff_max_ms,
-    )
-    action = body["action"]
-    facts = Facts(
-        tool=action["tool"],
-        args=action["args"],
-        principal_id=body["on_behalf_of"]["id"],
-        principal_verified=principal.verified,
-        principal_groups=principal.groups,
-        principal_identity=principal.identity,
-        agent=agent_slug,
-        labels=body.get("labels", {}),
-        changed_paths=[c["path"] for c in diff["changes"]],
-        change_count=diff["count"],
-        agent_score=body.get("risk", {}).get("score"),
-        changes=diff["changes"],
-        diff_truncated=diff["truncated"],
-    )
-    # Context: the window rules' counts, one Redis round trip (review/intake/policy_windows.py).
-    counters = policy_windows.counters_for(svc.policy, facts)
-    if counters:
-        facts = replace(facts, windows=policy_windows.read(svc, counters))
-    redact = svc.redactor.apply
-    evaluation = svc.policy.evaluate(facts)
-    return Prepared(
-        body,
-        request_hash(body),
-        action_digest(action),
-        diff,
-        evaluation,
-        audit_action=redact("action", action),
-        audit_state={k: redact(k, body[k]) for k in ("before", "after") if k in body},
-        principal=principal,
-        audit_intent=redact("intent", body["intent"]) if "intent" in body else None,
-        counters=counters,
-        routed=route_of(svc, evaluation),
-    )
-
-
-def route_of(svc: Services, ev: Evaluation) -> policy_routes.Routed:
-    """The evaluation's route, with the group looked up (only when a rule names one)."""
-    exists = True
-    if ev.route.group is not None:
-        with svc.db.read() as session:
-            exists = (
-                session.scalar(select(Group.name).where(Group.name == ev.route.group)) is not None
-            )
-    return policy_routes.resolve(ev.route, svc.settings.two_person_level, ev.level, exists)
 
 
 @dataclass(frozen=True)
@@ -165,9 +64,9 @@ def create_deferral(
     # The row, a policy decision and the events, hashed up to their link, are computed
     # before the write: on SQLite every writer waits for the one that holds the lock,
     # so the lock covers only what needs the chain's head and the agent's row.
-    values = _deferral_values(svc, agent.id, webhook_id, prepared, now)
+    values = deferral_values(svc, agent.id, webhook_id, prepared, now)
     decision = policy_decisions.decide_at_intake(svc, values, agent.slug, prepared.evaluation, now)
-    events = _intake_events(agent.slug, values, prepared)
+    events = intake_events(agent.slug, values, prepared)
     if decision:
         events.append(decision.event)
     try:
@@ -318,121 +217,3 @@ def _refusal(svc: Services, agent: GuardedAgent) -> DomainError | None:
             retry_after=PENDING_CAP_RETRY_AFTER,
         )
     return None
-
-
-def _deferral_values(
-    svc: Services, agent_id: int, webhook_id: str, prepared: Prepared, now: datetime
-) -> dict[str, Any]:
-    """Every column of the new deferral's row: both paths insert exactly this dict.
-
-    Adding a column to `deferrals` means changing, together:
-
-    1. review/models.py `Deferral` (and `undecided_fields` there if it is a decision or
-       review field that starts empty), and a new migration that adds the column.
-    2. This dict. SQLite's insert refuses a row without the column (review/db.py
-       `DriverStatements`), but PostgreSQL's intake function (migration 0008) fills the
-       row with `jsonb_populate_record`, which gives a missing key NULL, not the
-       column's default: an error on a NOT NULL column, silence on a nullable one. The
-       function itself needs no change.
-    3. `rows_json` (review/audit/chain.py) if the value is not a dict, list, str, int,
-       float, bool, None or aware datetime: it must become JSON that PostgreSQL reads as
-       the column's type.
-    4. What shows it: review/resources.py renders a new deferral straight from this
-       dict (`Received.deferral`), and PROTOCOL.md section 5 if agents see it; the
-       `received` event's payload (`_intake_events`) if the audit log should keep it.
-    5. tests/test_intake_function.py: a value in `EVERY_FIELD` if the request may omit
-       it, so its read-back can tell a dropped value from a NULL one.
-    """
-    s = svc.settings
-    body, ev = prepared.body, prepared.evaluation
-    routed = prepared.routed or route_of(svc, ev)
-    expires_at = now + timedelta(seconds=body.get("expires_in", s.default_expires_in))
-    rank = priority.rank(
-        ev.score,
-        now,
-        expires_at,
-        default_expires_in=s.default_expires_in,
-        age_seconds_per_point=s.priority_age_seconds_per_point,
-        expiry_seconds_per_point=s.priority_expiry_seconds_per_point,
-    )
-    at_intake = priority.priority_at(
-        now,
-        rank,
-        age_seconds_per_point=s.priority_age_seconds_per_point,
-        expiry_seconds_per_point=s.priority_expiry_seconds_per_point,
-    )
-    return {
-        "id": new_deferral_id(),
-        "agent_id": agent_id,
-        "webhook_id": webhook_id,
-        "request_hash": prepared.request_hash,
-        "status": "pending",
-        "tool": body["action"]["tool"],
-        "action": body["action"],
-        "action_digest": prepared.digest,
-        "summary": body["summary"],
-        "principal_id": body["on_behalf_of"]["id"],
-        # Separation of duties compares the verified identity when there is one.
-        "principal_key": identity_key(prepared.principal.identity),
-        "principal_name": body["on_behalf_of"].get("display_name"),
-        "principal_verified": verified_values(prepared.principal),
-        "intent": body.get("intent"),
-        "rationale": body.get("rationale"),
-        "state": {k: body[k] for k in ("before", "after") if k in body},
-        "diff": prepared.diff,
-        "resource_type": body.get("resource", {}).get("type"),
-        "resource_id": body.get("resource", {}).get("id"),
-        "labels": body.get("labels", {}),
-        "trace_id": body.get("trace", {}).get("id"),
-        "trace_url": body.get("trace", {}).get("url"),
-        "risk_score": ev.score,
-        "risk_level": ev.level,
-        "risk_factors": ev.factors,
-        "agent_risk": body.get("risk"),
-        "policy_version": ev.policy_version,
-        "policy_outcome": {"outcome": ev.outcome, "rule": ev.rule},
-        "route_group": routed.group,
-        "required_approvals": routed.required_approvals,
-        "priority": priority.clamp_priority(at_intake),
-        "rank": rank,
-        "created_at": now,
-        "expires_at": expires_at,
-        "canary": None,  # an agent's request is never a canary (review/canaries/seeding.py)
-        **undecided_fields(),
-    }
-
-
-def _intake_events(slug: str, v: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
-    """`received` (the intent and the action, as the agent decided it) and `evaluated`."""
-    body, ev = prepared.body, prepared.evaluation
-    common = {
-        "actor_kind": "agent",
-        "actor_id": slug,
-        "agent": slug,
-        "deferral_id": v["id"],
-        "at": v["created_at"],
-    }
-    received = {
-        "webhook_id": v["webhook_id"],
-        "on_behalf_of": prepared.principal.as_audit(),
-        "intent": prepared.audit_intent,
-        "summary": body["summary"],
-        "rationale": body.get("rationale"),
-        "action": prepared.audit_action,
-        "action_digest": v["action_digest"],
-        "resource": body.get("resource"),
-        "trace": body.get("trace"),
-        "labels": v["labels"],
-        "state": prepared.audit_state,
-        "expires_at": v["expires_at"].isoformat(),
-    }
-    evaluated = {
-        **ev.as_risk(),
-        "priority": v["priority"],
-        "diff": {"count": prepared.diff["count"], "truncated": prepared.diff["truncated"]},
-        "route": prepared.routed.audit if prepared.routed else None,
-    }
-    return [
-        {**common, "event_type": "deferral.received", "payload": received},
-        {**common, "event_type": "deferral.evaluated", "payload": evaluated},
-    ]

@@ -16,7 +16,8 @@ from review.agents import breakers
 from review.agents.registry import Signer
 from review.errors import DomainError, InvalidPrincipalToken
 from review.intake import admission, policy_windows
-from review.intake.deferrals import Received, create_deferral, earlier_answer, prepare
+from review.intake.deferrals import Received, create_deferral, earlier_answer
+from review.intake.preparation import prepare
 from review.intake.principal_keys import KeysUnavailable
 from review.observability.metrics import POLICY, observe_decision
 from review.reviewing import live

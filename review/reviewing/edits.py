@@ -40,9 +40,9 @@ from sqlalchemy import update
 
 from review.audit.chain import chained_write, record_event
 from review.intake import policy_routes, policy_windows
-from review.intake.deferrals import action_digest
 from review.intake.diffing import compute_diff
 from review.intake.policy import LEVELS, Evaluation, Facts
+from review.intake.preparation import action_digest
 from review.models import Deferral, utcnow
 from review.reviewing import approvals, decisions, undo
 from review.reviewing.claims import Holder

@@ -34,7 +34,8 @@ from review.agents.registry import Signer
 from review.audit.chain import chained_write, record_event
 from review.callbacks.long_poll import long_poll_place, wait_until_ended
 from review.errors import IdempotencyConflict, InvalidState, NotFound
-from review.intake.deferrals import action_digest, agent_killed
+from review.intake.deferrals import agent_killed
+from review.intake.preparation import action_digest
 from review.intake.receive import receive_deferral
 from review.models import TERMINAL_STATUSES, Deferral, Execution, utcnow
 from review.reviewing.ending import cancel_deferral
