@@ -80,10 +80,13 @@ def test_a_non_member_cannot_claim_a_routed_item_and_a_member_can(site):
     expect(row).to_contain_text("group finance")
     rita.get_by_role("button", name="Start batch", exact=True).click()
     expect(rita.get_by_text("routed to groups you are not in: finance")).to_be_visible()
-    rita.locator("tr", has_text="Refund $740 (finance only)").get_by_role(
-        "button", name="Claim"
-    ).click()
+    row = rita.locator("tr", has_text="Refund $740 (finance only)")
+    expect(row).to_contain_text("Routed to group finance: you are not a member")
+    expect(row.get_by_role("button", name="Claim")).to_have_count(0)
+    shots(rita, "route-non-member-queue")
+    row.get_by_role("link", name="Refund $740 (finance only)").click()
     expect(rita.get_by_text("only its members (and admins) may claim it")).to_be_visible()
+    expect(rita.get_by_role("button", name="Claim", exact=True)).to_have_count(0)
     expect(rita.get_by_role("button", name="Approve", exact=True)).to_have_count(0)
     shots(rita, "route-non-member-refused")
     fred = login(site, "fred")

@@ -32,6 +32,7 @@ from review.groups import groups_of
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
 from review.models import Agent, Approval, Deferral, PendingDecision, User, utcnow
+from review.reviewing.claim_barriers import claim_barrier
 from review.reviewing.live import note_changed
 from review.services import Services
 
@@ -278,18 +279,10 @@ def _why_not(
             f"You gave it approval {n} of {d.required_approvals}: "
             "the next must come from another reviewer."
         )
-    if d.handed_to is not None and d.handed_to != holder.username and not who.admin:
-        return f"It was handed to {d.handed_to}: only they (and admins) may claim it."
-    if d.not_before is not None and d.not_before > now and not who.admin:
-        until = d.not_before.strftime("%Y-%m-%d %H:%M UTC")
-        by = (d.set_aside or {}).get("by", "a reviewer")
-        return f"{by} snoozed it until {until}: it comes back to the queue then."
-    if d.route_group is not None and not who.admin and d.route_group not in who.groups:
-        return (
-            f"It is routed to the reviewer group {d.route_group}: only its members "
-            "(and admins) may claim it."
-        )
-    return "It was made on your own behalf: another reviewer must decide it."
+    barrier = claim_barrier(d, holder, who, now, approved_by_me=False)
+    if barrier is not None:
+        return barrier.sentence
+    return "It changed while you claimed it: look again."
 
 
 def withheld_note(svc: Services, holder: Holder) -> str:

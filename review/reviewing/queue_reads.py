@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from review import redis_keys
 from review.intake.policy import LEVELS
 from review.models import Agent, Approval, AuditEvent, Deferral, utcnow
-from review.reviewing.claims import Holder, held_ids
+from review.reviewing.claim_barriers import Barrier, barriers_for
+from review.reviewing.claims import Holder, held_ids, standing
 
 QUEUE_ROWS = 50
 COUNT_CAP = 1000
@@ -105,6 +106,7 @@ def _rows(session: Session, conditions: list, limit: int) -> list[Any]:
                 Deferral.principal_id,
                 Deferral.principal_name,
                 Deferral.principal_verified,  # small: issuer and groups, or null
+                Deferral.principal_key,  # whether the reviewer may claim it
                 Deferral.expires_at,
                 Deferral.route_group,
                 Deferral.required_approvals,
@@ -165,6 +167,8 @@ class QueuePage:
     counts: dict[str, int]
     held: int = 0  # "Continue your batch (N)"
     agents: list[str] = field(default_factory=list)  # the agent filter's options
+    # Rows the reviewer may not claim, by id: why not, shown instead of Claim.
+    barriers: dict[str, Barrier] = field(default_factory=dict)
 
 
 def queue_page(
@@ -177,13 +181,19 @@ def queue_page(
     now: datetime | None = None,
 ) -> QueuePage:
     """The queue as a reviewer (`holder`, None for people who may not decide) sees it."""
+    now = now or utcnow()
     rows = queue_rows(session, flt, first_for=holder.username if holder else None)
     counts = cached_level_counts(session, client)
+    barriers = (
+        barriers_for(session, rows, holder, standing(session, holder), now)
+        if holder is not None and rows
+        else {}
+    )
     if partial:
-        return QueuePage(rows, counts)
-    held = len(held_ids(session, holder, now or utcnow())) if holder is not None else 0
+        return QueuePage(rows, counts, barriers=barriers)
+    held = len(held_ids(session, holder, now)) if holder is not None else 0
     agents = list(session.scalars(select(Agent.slug).order_by(Agent.slug)))
-    return QueuePage(rows, counts, held, agents)
+    return QueuePage(rows, counts, held, agents, barriers)
 
 
 def approvals_of(session: Session, items: list[Deferral]) -> dict[str, list[str]]:

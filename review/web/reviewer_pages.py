@@ -17,6 +17,7 @@ from review.callbacks import deliveries
 from review.canaries.disguise import chain_as_seen
 from review.models import Deferral, utcnow
 from review.reviewing import claims, history, live, queue_reads, set_aside, undo
+from review.reviewing.claim_barriers import Barrier, barriers_for
 from review.reviewing.claims import Holder
 from review.reviewing.taking_effect import take_effect_if_due
 from review.services import Services, current_services
@@ -163,6 +164,7 @@ def deferral(deferral_id: str):
         callbacks = deliveries.for_deferral(db, deferral_id)
         execution = item.execution if item.status == "approved" else None
         context = card_context(svc, db, [item])
+        barrier = _claim_barrier(db, item)
     violations = [link for link in chain if link.event_type == VIOLATION]
     return render_template(
         "review/deferral.html",
@@ -172,8 +174,17 @@ def deferral(deferral_id: str):
         execution=execution,
         violations=violations,
         on_item_page=True,
+        barrier=barrier,
         **context,
     )
+
+
+def _claim_barrier(db: Session, item: Deferral) -> Barrier | None:
+    """Why the reviewer may not claim this pending item (shown instead of Claim)."""
+    if item.status != "pending" or not current_user.can_decide:
+        return None
+    me = holder()
+    return barriers_for(db, [item], me, claims.standing(db, me), utcnow()).get(item.id)
 
 
 @bp.get("/deferrals/<deferral_id>/callbacks")
