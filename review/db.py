@@ -18,11 +18,14 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from review import wal_checkpoints
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -47,6 +50,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Checkpoints run in the background (review/wal_checkpoints.py); inline only as
+        # a backstop, so a commit rarely holds the writer lock for one.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={wal_checkpoints.INLINE_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -96,9 +102,9 @@ class Database:
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
         path = self.engine.url.database if self.is_sqlite else None
-        self._writer_lock = (
-            WriterLock(path + "-writer.lock") if path and path != ":memory:" else None
-        )
+        on_file = bool(path and path != ":memory:")
+        self._writer_lock = WriterLock(path + "-writer.lock") if on_file else None
+        self.checkpointer = wal_checkpoints.WalCheckpointer(path) if on_file else None
         self._after_commit: list[Callable[[dict[str, Any]], None]] = []
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -127,6 +133,7 @@ class Database:
         else:
             with self._writer_lock.held(), self._writer() as session, session.begin():
                 yield session
+            self.checkpointer.committed()  # type: ignore[union-attr]  (set with the lock)
         if session.info:
             for hook in self._after_commit:
                 hook(session.info)
@@ -147,6 +154,8 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
 
 
@@ -166,11 +175,13 @@ class DriverStatements:
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, Any], tuple[str, list[tuple[str, Any, Any]]]] = {}
 
-    def _compile(self, conn: Connection, statement: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
-        key = (id(conn.dialect), statement)
+    def _compile(
+        self, bind: Connection | Engine, statement: Any
+    ) -> tuple[str, list[tuple[str, Any, Any]]]:
+        key = (id(bind.dialect), statement)
         found = self._compiled.get(key)
         if found is None:
-            dialect = conn.dialect
+            dialect = bind.dialect
             compiled = statement.compile(dialect=dialect)
             binds = compiled.binds  # a required one takes a value; others hold theirs (`id = 1`)
             order = [
@@ -190,6 +201,21 @@ class DriverStatements:
     def executemany(self, conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
         self._run(conn, statement, rows, many=True)
 
+    def bind(self, engine: Engine, statement: Any, values: dict[str, Any]) -> BoundStatement:
+        """The statement's SQL with `values` already through their bind processors (JSON
+        encoding, datetimes), to run later on a connection of `engine` (`execute_bound`):
+        so that work is done before a transaction takes its locks."""
+        sql, order = self._compile(engine, statement)
+        return BoundStatement(sql, _args(order, values))
+
+    def execute_bound(self, conn: Connection, bound: BoundStatement) -> Any:
+        cursor = conn.connection.dbapi_connection.cursor()
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            return cursor.execute(bound.sql, bound.args)
+        except dbapi.Error as error:  # as conn.execute raises it: IntegrityError and the rest
+            raise DBAPIError.instance(bound.sql, bound.args, error, dbapi.Error) from error
+
     def _run(self, conn: Connection, statement: Any, rows: list[dict[str, Any]], many: bool):
         sql, order = self._compile(conn, statement)
         args = [_args(order, row) for row in rows]
@@ -202,6 +228,14 @@ class DriverStatements:
 
 
 _UNSET = object()
+
+
+@dataclass(frozen=True)
+class BoundStatement:
+    """A statement's SQL and its driver-ready arguments (DriverStatements.bind)."""
+
+    sql: str
+    args: tuple[Any, ...]
 
 
 def _bind_processor(bind: Any, dialect: Any) -> Callable[[Any], Any] | None:

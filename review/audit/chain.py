@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from review.audit.hashing import link, shard_key, shard_of, unchained
 from review.audit.shards import shard_count
-from review.db import Database, driver
+from review.db import BoundStatement, Database, driver
 from review.models import Agent, AuditEvent, AuditHead
 
 
@@ -197,12 +197,14 @@ def append_placed(
     head: Head | None,
     rows: list[dict[str, Any]],
     *,
-    insert_first: tuple[Table, dict[str, Any]] | None = None,
+    insert_first: tuple[Table, dict[str, Any]] | BoundStatement | None = None,
 ) -> list[dict[str, Any]]:
     """`append_events` for events already placed (`placed_events`), so that the work of
-    hashing them up to their link can be done before the transaction takes its locks."""
+    hashing them up to their link can be done before the transaction takes its locks;
+    on SQLite `insert_first` may likewise be bound already (`driver.bind`)."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":
+        assert not isinstance(insert_first, BoundStatement), "bound for SQLite's driver"
         if insert_first:
             conn.execute(_insert(insert_first[0]), insert_first[1])
         chained = conn.execute(_PG_APPEND, {"events": rows_json(rows)}).all()
@@ -220,7 +222,9 @@ def append_placed(
         row.update(seq=seq, shard_seq=shard_seq, prev_hash=prev_hash, hash=hash_)
         heads[shard] = (shard_seq, hash_)
     # SQLite: in-process statements, run on the driver (review/db.py)
-    if insert_first:
+    if isinstance(insert_first, BoundStatement):
+        driver.execute_bound(conn, insert_first)
+    elif insert_first:
         driver.execute(conn, _insert(insert_first[0]), insert_first[1])
     driver.executemany(conn, _insert(_events_table), rows)
     moved = sorted({row["shard"] for row in rows})

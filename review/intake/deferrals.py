@@ -27,7 +27,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,7 @@ from review.audit.chain import (
     rows_json,
     take_head,
 )
+from review.db import BoundStatement, driver
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
 from review.intake import policy_decisions
 from review.intake.deferral_rows import deferral_values, intake_events
@@ -73,8 +74,11 @@ def create_deferral(
         if not svc.db.is_sqlite:
             return _create_in_one_call(svc, agent, webhook_id, prepared, values, decision, events)
         rows = placed_events(svc.db.engine, events)
+        row = driver.bind(svc.db.engine, _INSERT_DEFERRAL, values)  # JSON encoded here
         with svc.db.write() as session:
-            return _create(svc, session, agent.id, webhook_id, prepared, values, decision, rows)
+            return _create(
+                svc, session, agent.id, webhook_id, prepared, values, decision, rows, row
+            )
     except IntegrityError:
         # Two requests with one webhook-id raced past the lookup; the other one won.
         with svc.db.read() as session:
@@ -138,6 +142,7 @@ def _create(
     values: dict[str, Any],
     decision: policy_decisions.PolicyDecision | None,
     rows: list[dict[str, Any]],
+    row: BoundStatement,
 ) -> Received:
     """SQLite, holding the write lock: read the heads and the agent, refuse or write, commit."""
     head = take_head(session, guard_agent=agent_id)
@@ -147,7 +152,7 @@ def _create(
         return _retry_or_refuse(session, agent_id, webhook_id, prepared, refusal)
     # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
-    append_placed(session, head, rows, insert_first=(Deferral.__table__, values))
+    append_placed(session, head, rows, insert_first=row)
     if decision:
         policy_decisions.write_callback(session, decision)
     # The new row's values as attributes, to render the resource: building a transient
@@ -191,6 +196,7 @@ def _create_in_one_call(
         return _retry_or_refuse(session, agent.id, webhook_id, prepared, refusal)
 
 
+_INSERT_DEFERRAL = insert(Deferral.__table__)
 _PG_INTAKE = text(
     "SELECT outcome, slug, reason, undecided FROM countersign_intake("
     ":agent, :cap, CAST(:deferral AS jsonb), CAST(:events AS jsonb), CAST(:outbox AS jsonb))"

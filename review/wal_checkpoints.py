@@ -1,0 +1,88 @@
+"""SQLite: the WAL is checkpointed by a thread of its own, outside the writer lock.
+
+SQLite's automatic checkpoint runs inside the commit that takes the WAL past
+`wal_autocheckpoint` pages (1,000 by default), while that writer still holds the lock
+every other writer queues on (review/db.py WriterLock). An intake writes about 35
+pages (the deferral, its events, their indexes, the chain's heads), so every 30th
+intake or so held every other writer for a checkpoint: a copy of 4 MB into the
+database file and its fsyncs, in the tail of every request queued behind it.
+
+So the app's connections checkpoint inline only as a backstop (`INLINE_PAGES`, when
+this thread falls far behind), and every `EVERY_COMMITS` writes this process wakes its
+checkpointer, which runs a PASSIVE checkpoint on a connection of its own: it copies
+the frames no reader still needs and waits for nobody, and writers go on appending to
+the WAL meanwhile. Durability is unchanged: a commit is durable in the WAL
+(synchronous=FULL) before the checkpoint copies it, whoever runs the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+
+log = logging.getLogger(__name__)
+
+EVERY_COMMITS = 16  # writes of this process between two background checkpoints
+INLINE_PAGES = 10_000  # SQLite's own inline checkpoint, only if the thread falls behind
+
+
+class WalCheckpointer:
+    """One per Database on a SQLite file; its thread starts at the first checkpoint due
+    (again in a forked child, which has no thread of its parent's)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.checkpoints = 0  # completed, for tests and curiosity
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, copied frames)
+        self._commits = 0
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._start_lock = threading.Lock()
+
+    def committed(self) -> None:
+        """A write of this process committed (called after its locks are released)."""
+        self._commits += 1  # unlocked: a lost increment only delays a checkpoint by one
+        if self._commits % EVERY_COMMITS == 0:
+            self.request()
+
+    def request(self) -> None:
+        """Checkpoint soon, in the background."""
+        if self._closed:
+            return
+        if self._thread is None or self._pid != os.getpid():
+            with self._start_lock:
+                if self._thread is None or self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    self._wake = threading.Event()
+                    self._thread = threading.Thread(
+                        target=self._run, name="sqlite-wal-checkpoint", daemon=True
+                    )
+                    self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        wake = self._wake
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        try:
+            while True:
+                wake.wait()
+                wake.clear()
+                if self._closed:
+                    return
+                try:
+                    row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # the inline backstop still bounds the WAL
+                    log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+                    continue
+                self.last = tuple(row)
+                self.checkpoints += 1
+        finally:
+            connection.close()
