@@ -36,13 +36,21 @@ def add_decision(session: Session, deferral: Deferral, now: datetime) -> OutboxE
 
 
 def add_decisions(
-    session: Session, deferrals: list[Deferral], now: datetime
+    session: Session,
+    deferrals: list[Deferral],
+    now: datetime,
+    *,
+    receivers: dict[str, str] | None = None,
+    notified: list[Deferral] | None = None,
 ) -> list[OutboxEvent | None]:
     """add_decision for many deferrals ended together (a kill switch ends hundreds), with
-    one lookup of AAP receivers for all of them."""
-    receivers = aap_notifications.receivers_of(session, [d.id for d in deferrals])
+    one lookup of AAP receivers for all of them. `receivers` (deferral id -> AAP instance)
+    and `notified` (those a notification told of): what the caller's own statement found
+    already (review/reviewing/ending.py); None: looked up here."""
+    if receivers is None:
+        receivers = aap_notifications.receivers_of(session, [d.id for d in deferrals])
     # The people and channels told of them: follow-ups (Slack updates its message).
-    notification_outbox.add_decided(session, deferrals, now)
+    notification_outbox.add_decided(session, deferrals if notified is None else notified, now)
     added = []
     for deferral in deferrals:
         instance_id = receivers.get(deferral.id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import exists, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -21,11 +21,25 @@ from review.agents.registry import Signer
 from review.audit.chain import chained_write, record_event
 from review.callbacks import outbox
 from review.callbacks.wakeups import note_ended
+from review.doors.aap.tables import AapInstance, AapRequest
 from review.errors import InvalidState, NotFound
 from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
+from review.notifications.models import NotificationItem
 from review.observability.metrics import decider, note_decided
 from review.resources import deferral_resource
 from review.services import Services
+
+_ROW_ID = literal_column("deferrals.id")  # in full: SQLite writes RETURNING's unqualified
+# What an ending owes besides the agent's callback, asked in its UPDATE's RETURNING: the
+# AAP instance to tell (review/doors/aap/notifications.py's receivers_of) and whether a
+# notification told of it (review/notifications/outbox.py's add_decided follows those up).
+_AAP_RECEIVER = (
+    select(AapInstance.id)
+    .join(AapRequest, AapRequest.instance_id == AapInstance.id)
+    .where(AapRequest.deferral_id == _ROW_ID, AapInstance.delivery_url.is_not(None))
+    .scalar_subquery()
+)
+_NOTIFIED = exists().where(NotificationItem.deferral_id == _ROW_ID)
 
 
 class AlreadyDecided(Exception):
@@ -84,18 +98,26 @@ def end_deferral(
             conditions.append(Deferral.lease_expires_at >= now)
     agent = deferral.agent
     # RETURNING the row refreshes the deferral in the same statement (populate_existing):
-    # what the callback and the answer show is the row as it now is, with no second read.
+    # what the callback and the answer show is the row as it now is, with no second read;
+    # with it, the follow-ups it may owe, which would otherwise cost a statement each.
     ended = session.execute(
         update(Deferral)
         .where(*conditions)
         .values(**terminal_values(outcome, now, reason, decided_by, valid_until, receipt))
-        .returning(Deferral),
+        .returning(Deferral, _AAP_RECEIVER, _NOTIFIED),
         execution_options={"synchronize_session": False, "populate_existing": True},
-    ).scalar_one_or_none()
+    ).one_or_none()
     if ended is None:
         raise AlreadyDecided(deferral.id)
     set_committed_value(deferral, "agent", agent)  # unchanged: no read of it again
-    outbox.add_decision(session, deferral, now)
+    _, aap_receiver, notified = ended
+    outbox.add_decisions(
+        session,
+        [deferral],
+        now,
+        receivers={deferral.id: aap_receiver} if aap_receiver else {},
+        notified=[deferral] if notified else [],
+    )
     note_ended(session, deferral.id)
     note_decided(session, outcome, decider(actor[0]), deferral.created_at, now)
     record_event(

@@ -41,13 +41,9 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
     changed = list(dict.fromkeys([*info.pop("live", ()), *info.get("ended", ())]))
     if not changed:
         return
+    keys = [redis_keys.LIVE_VERSION, *(redis_keys.live_deferral(i) for i in changed)]
     try:
-        client = client_for()
-        number = client.incr(redis_keys.LIVE_VERSION)
-        pipe = client.pipeline(transaction=False)
-        for deferral_id in changed:
-            pipe.set(redis_keys.live_deferral(deferral_id), number, ex=KEEP_SECONDS)
-        pipe.execute()
+        client_for().eval(_BUMP, len(keys), *keys, KEEP_SECONDS)
     except redis.RedisError as exc:
         log.warning("live pages not told of %d changes (%s)", len(changed), exc)
 
@@ -61,6 +57,15 @@ def note_arrival(client_for: Any) -> None:
         client_for().incr(redis_keys.LIVE_VERSION)
     except redis.RedisError as exc:
         log.warning("live pages not told of a new deferral (%s)", exc)
+
+
+# One round trip, in Redis: the new number, and each changed deferral stamped with it
+# (it was an INCR, then a pipeline of SETs: two round trips after every decision).
+_BUMP = """
+local number = redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do redis.call('SET', KEYS[i], number, 'EX', ARGV[1]) end
+return number
+"""
 
 
 def version(client: redis.Redis) -> int:
