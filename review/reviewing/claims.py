@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from review.audit.chain import chained_write, record_events
 from review.errors import InvalidState
-from review.groups import groups_of
+from review.groups import GroupMember
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
 from review.models import Agent, Approval, Deferral, PendingDecision, User, utcnow
@@ -118,19 +118,30 @@ def _agent_slugs(session: Session, ids: set[int]) -> dict[int, str]:
 
 
 def held_ids(session: Session, holder: Holder, now: datetime) -> list[str]:
+    return [r.id for r in _held(session, holder, now)]
+
+
+def _held(session: Session, holder: Holder, now: datetime) -> list:
+    """What they hold, in batch order: what was handed to them first
+    (review/reviewing/set_aside.py), then by rank (`_batch_order` sorts the same way)."""
     return list(
-        session.scalars(
-            select(Deferral.id)
+        session.execute(
+            select(Deferral.id, Deferral.handed_to, Deferral.rank)
             .where(
                 Deferral.claimed_by == holder.id,
                 Deferral.status == "in_review",
                 Deferral.lease_expires_at >= now,
             )
-            # What was handed to them first (review/reviewing/set_aside.py), then by rank.
             .order_by(case((Deferral.handed_to == holder.username, 1), else_=0).desc())
             .order_by(Deferral.rank.desc())
         )
     )
+
+
+def _batch_order(holder: Holder, rows) -> list[str]:
+    """Ids in held_ids' order, from rows carrying id, handed_to and rank."""
+    ordered = sorted(rows, key=lambda r: (r.handed_to == holder.username, r.rank), reverse=True)
+    return [r.id for r in ordered]
 
 
 @dataclass(frozen=True)
@@ -142,8 +153,15 @@ class Standing:
 
 
 def standing(session: Session, holder: Holder) -> Standing:
-    role = session.scalar(select(User.role).where(User.id == holder.id))
-    return Standing(role == "admin", tuple(groups_of(session, holder.username)))
+    """Role and groups in one statement (a claim asks both, in its own transaction)."""
+    rows = session.execute(
+        select(User.role, GroupMember.group_name)
+        .outerjoin(GroupMember, GroupMember.username == User.username)
+        .where(User.id == holder.id)
+        .order_by(GroupMember.group_name)
+    ).all()
+    role = rows[0].role if rows else None
+    return Standing(role == "admin", tuple(r.group_name for r in rows if r.group_name))
 
 
 def _takeable(table, holder: Holder, who: Standing, now: datetime, *, batch: bool) -> list:
@@ -180,42 +198,68 @@ def claim_batch(
     table = Deferral.__table__
     with chained_write(svc.db) as session:
         return_lapsed_claims(session, now)
-        held = held_ids(session, holder, now)
+        held = _held(session, holder, now)
         wanted = size - len(held)
+        taken = []
         if wanted > 0:
             who = standing(session, holder)
             handed_to_me = case((table.c.handed_to == holder.username, 1), else_=0)
             candidates = session.execute(
-                select(table.c.id, table.c.agent_id)
+                select(
+                    table.c.id,
+                    table.c.agent_id,
+                    table.c.handed_to,
+                    table.c.rank,
+                    # The slug for the audit events, read with the pick.
+                    select(Agent.slug)
+                    .where(Agent.id == table.c.agent_id)
+                    .scalar_subquery()
+                    .label("agent_slug"),
+                )
                 .where(*_takeable(table, holder, who, now, batch=True), *where)
                 .order_by(handed_to_me.desc(), table.c.rank.desc())
                 .limit(wanted)
                 .with_for_update(skip_locked=True)
             ).all()
-            _claim(session, candidates, holder, now, lease_until)
+            taken = _claim(session, candidates, holder, now, lease_until)
         if held:
             session.execute(
                 update(table)
-                .where(table.c.id.in_(held), table.c.claimed_by == holder.id)
+                .where(table.c.id.in_([r.id for r in held]), table.c.claimed_by == holder.id)
                 .values(lease_expires_at=lease_until)
             )
-        return held_ids(session, holder, now)
+        # What they held (its lease renewed above) and what they took: no second read.
+        return _batch_order(holder, [*held, *taken])
 
 
-def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: datetime) -> None:
-    """Take `rows` (picked FOR UPDATE in this transaction), each with its audit event."""
+def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: datetime) -> list:
+    """Take `rows` (picked FOR UPDATE in this transaction), each with its audit event;
+    the rows taken. (A row may carry its agent's slug as `agent_slug`, saving a read.)"""
     if not rows:
-        return
+        return []
     table = Deferral.__table__
-    session.execute(
-        update(table)
-        .where(table.c.id.in_([r.id for r in rows]), table.c.status == "pending")
-        .values(
-            status="in_review", claimed_by=holder.id, claimed_at=now, lease_expires_at=lease_until
+    # Conditional, and RETURNING says which it took: only those get a claim event.
+    taken = set(
+        session.scalars(
+            update(table)
+            .where(table.c.id.in_([r.id for r in rows]), table.c.status == "pending")
+            .values(
+                status="in_review",
+                claimed_by=holder.id,
+                claimed_at=now,
+                lease_expires_at=lease_until,
+            )
+            .returning(table.c.id)
         )
     )
+    rows = [r for r in rows if r.id in taken]
+    if not rows:
+        return []
     note_changed(session, *[r.id for r in rows])
-    slugs = _agent_slugs(session, {r.agent_id for r in rows})
+    if all(hasattr(r, "agent_slug") for r in rows):
+        slugs = {r.agent_id: r.agent_slug for r in rows}
+    else:
+        slugs = _agent_slugs(session, {r.agent_id for r in rows})
     record_events(
         session,
         [
@@ -230,6 +274,7 @@ def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: d
             for r in rows
         ],
     )
+    return list(rows)
 
 
 class NotTakeable(InvalidState):

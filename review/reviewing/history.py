@@ -38,8 +38,10 @@ def earlier_decisions(session: Session, items: list[Deferral]) -> dict[str, list
     served by an index and cut at SHOWN (a batch page paid one round trip per card)."""
     if not items:
         return {}
-    parts = [_earlier_query(d).subquery().select() for d in items]
-    query = parts[0] if len(parts) == 1 else union_all(*parts)
+    if len(items) == 1:  # a decided card, an item page: the query alone
+        query = _earlier_query(items[0])
+    else:
+        query = union_all(*(_earlier_query(d).subquery().select() for d in items))
     out: dict[str, list[Earlier]] = {d.id: [] for d in items}
     digests = {d.id: d.action_digest for d in items}
     for r in session.execute(query):
