@@ -99,6 +99,18 @@ def require_json(svc: Services, body: bytes) -> Any:
     return parse_json(body, svc.settings.max_json_depth)
 
 
+def signature_headers() -> dict[str, str]:
+    """The three Standard Webhooks headers, as `request.headers.get` gives them, read
+    straight from the WSGI environ (its case-blind lookups were a twentieth of a status
+    read's CPU)."""
+    environ = request.environ
+    return {
+        "webhook-id": environ.get("HTTP_WEBHOOK_ID", ""),
+        "webhook-timestamp": environ.get("HTTP_WEBHOOK_TIMESTAMP", ""),
+        "webhook-signature": environ.get("HTTP_WEBHOOK_SIGNATURE", ""),
+    }
+
+
 def authenticate_agent(svc: Services, slug: str, body: bytes) -> Signer:
     """The agent named in the path, if it signed this request; 401 otherwise.
 
@@ -106,7 +118,7 @@ def authenticate_agent(svc: Services, slug: str, body: bytes) -> Signer:
     (opening and ending one cost a status read as much as its Redis round trip); when it
     does not say yes, the agent is read again (a secret rotated a moment ago works)."""
     try:
-        signed = parse_headers(request.headers)
+        signed = parse_headers(signature_headers())
     except SignatureError:
         raise unauthorized() from None
     cached = svc.secrets.cached(slug)
@@ -129,7 +141,7 @@ def authenticate_for_deferral(
     exist (PROTOCOL.md section 3); one signed by nobody we know answers 401.
     """
     try:
-        signed = parse_headers(request.headers)
+        signed = parse_headers(signature_headers())
     except SignatureError:
         raise unauthorized() from None
     owner_id = None
