@@ -1,0 +1,24 @@
+"""The WSGI app module (what gunicorn, the bench and `flask --app app` load) freezes what
+start-up built, so a full garbage collection during a request walks only what requests
+made (docs/SCALING.md, "Intake's tail")."""
+
+import subprocess
+import sys
+
+from tests.helpers import ROOT, app_environment
+
+REPORT = "import gc, review.wsgi; print(gc.get_freeze_count())"
+
+
+def test_loading_the_wsgi_app_leaves_start_up_objects_frozen(settings_overrides):
+    loaded = subprocess.run(
+        [sys.executable, "-c", REPORT],
+        cwd=ROOT,
+        env=app_environment(settings_overrides),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    frozen = int(loaded.stdout.split()[-1])
+    assert frozen > 50_000  # modules, the app, its policy, SQLAlchemy's tables
