@@ -100,7 +100,11 @@ def test_every_page_has_one_h1_and_passes_axe(demo_site, size):
     rita.goto(demo_site.url + "/queue")
     rita.get_by_role("button", name="Start batch", exact=True).click()
     expect(rita.locator("article.card[data-live]").first).to_be_visible()
+    held = rita.locator("article.card[data-live]").first.get_attribute("data-id")
     wrong.update(walk(demo_site, rita, {"batch": "/batch"}, "reviewer"))
+    rita.goto(f"{demo_site.url}/deferrals/{held}")  # an item she holds: its decision bar
+    expect(rita.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+    wrong.update(walk(demo_site, rita, {"held-item": f"/deferrals/{held}"}, "reviewer"))
     rita.context.close()
     ada = logged_in_page(demo_site.chromium, demo_site.url, "ada", size)
     wrong.update(walk(demo_site, ada, ADMIN_PAGES, "admin"))
