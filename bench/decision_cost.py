@@ -1,0 +1,157 @@
+"""What one reviewer's decision costs the server, in-process: SQL statements and time.
+
+    .venv/bin/python bench/decision_cost.py [--db sqlite|postgres] [--items 40]
+        [--profile N]
+
+A fresh database of `--items` low-risk deferrals (as bench/reviewer_flow.py posts them),
+one reviewer who starts batches and decides every card the way the batch page does
+(POST /batch/<id>/approve as htmx, `seen_ms` 4000), through the app factory and Flask's
+test client: no HTTP, no gunicorn, so the figure is the request's own work. Printed:
+the decision's p50 and mean (wall time around the request), the p50 of this process's
+CPU time for it (time.process_time: what other processes on a busy machine do not
+inflate much; SQLite runs in-process, PostgreSQL and Redis do not), the SQL statements one
+decision sends (a `before_cursor_execute` listener; statements run straight on the
+SQLite driver, the audit chain's inserts, are not counted), each listed once, and with
+`--profile N` the N costliest functions by cumulative time under cProfile (which
+inflates Python-heavy parts; read it for proportions). Uses BENCH_REDIS_URL.
+docs/REVIEWING.md ("Where a decision's time goes") has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import re
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REDIS, database  # noqa: E402
+from review.agents.registry import create_agent  # noqa: E402
+from review.app_factory import create_app  # noqa: E402
+from review.db import Database  # noqa: E402
+from review.migrate import upgrade  # noqa: E402
+from review.signing import sign_headers  # noqa: E402
+from review.users import create_user  # noqa: E402
+
+PASSWORD = "bench-password"
+CARD = re.compile(r'id="card-(dfr_[0-9A-Z]+)"')
+TOKEN = re.compile(r'"X-CSRFToken": "([^"]+)"')
+FIELD = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
+
+
+def build(url: str, instance: str):
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    app = create_app(
+        {
+            "database_url": url,
+            "redis_url": REDIS,
+            "instance_dir": instance,
+            "secret_key": "bench-secret-key-" + "x" * 32,
+            "undo_seconds": 0,
+            "agent_rate": 0,
+            "agent_max_pending": 0,
+            "batch_size": 5,
+            "breaker_flood": "0",  # runs one after another share the Redis counters
+        }
+    )
+    svc = app.extensions["countersign"]
+    with svc.db.write() as session:
+        create_user(session, "olivia", "reviewer", PASSWORD)
+        create_user(session, "rita", "reviewer", PASSWORD)
+        secret = create_agent(session, svc.box, "bench-bot", ["olivia"]).secret
+    return app, svc, secret
+
+
+def defer_all(app, secret: str, n: int) -> None:
+    client = app.test_client()
+    for i in range(n):
+        body = json.dumps(
+            {
+                "action": {"tool": "notes.add", "args": {"note": f"bench {i}"}},
+                "summary": f"Add note {i}",
+                "on_behalf_of": {"id": "alice@example.com"},
+                "risk": {"score": 0},
+            }
+        ).encode()
+        headers = sign_headers(secret, f"msg_{uuid.uuid4().hex}", body)
+        headers["Content-Type"] = "application/json"
+        r = client.post("/api/v1/agents/bench-bot/deferrals", data=body, headers=headers)
+        assert r.status_code == 202, r.get_data(as_text=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--profile", type=int, default=0, metavar="N")
+    args = parser.parse_args()
+    with database(args.db) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
+        app, svc, secret = build(url, instance)
+        defer_all(app, secret, args.items)
+        client = app.test_client()
+        token = FIELD.search(client.get("/login").get_data(as_text=True)).group(1)
+        client.post("/login", data={"username": "rita", "password": PASSWORD, "csrf_token": token})
+        csrf = TOKEN.search(client.get("/queue").get_data(as_text=True)).group(1)
+        headers = {"X-CSRFToken": csrf, "HX-Request": "true"}
+        counting, statements = [False], []
+
+        @event.listens_for(svc.db.engine, "before_cursor_execute")
+        def count(conn, cursor, statement, params, context, executemany):
+            if counting[0]:
+                statements.append(" ".join(statement.split()))
+
+        profile = cProfile.Profile() if args.profile else None
+        times, cpus, per_decision, starts = [], [], [], []
+        while True:
+            start = time.perf_counter()
+            page = client.post("/batch/start", data={"csrf_token": csrf}, follow_redirects=True)
+            starts.append((time.perf_counter() - start) * 1000)
+            ids = list(dict.fromkeys(CARD.findall(page.get_data(as_text=True))))
+            if not ids:
+                break
+            for d_id in ids:
+                statements.clear()
+                counting[0] = True
+                if profile:
+                    profile.enable()
+                start, cpu = time.perf_counter(), time.process_time()
+                r = client.post(
+                    f"/batch/{d_id}/approve",
+                    data={"csrf_token": csrf, "seen_ms": "4000"},
+                    headers=headers,
+                )
+                times.append((time.perf_counter() - start) * 1000)
+                cpus.append((time.process_time() - cpu) * 1000)
+                if profile:
+                    profile.disable()
+                counting[0] = False
+                assert "Approved." in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
+                per_decision.append(list(statements))
+        print(
+            f"{args.db}: {len(times)} decisions, p50 {statistics.median(times):.1f} ms, "
+            f"mean {statistics.mean(times):.1f} ms, this process's CPU p50 "
+            f"{statistics.median(cpus):.1f} ms, "
+            f"{statistics.median(len(s) for s in per_decision):.0f} SQL statements each:"
+        )
+        print(f"  (Start batch, five cards: p50 {statistics.median(starts):.1f} ms)")
+        for statement in per_decision[len(per_decision) // 2]:
+            print("  ", statement[:150])
+        if profile:
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
+        svc.close()
+
+
+if __name__ == "__main__":
+    main()
