@@ -160,7 +160,7 @@ def renew_lease(session: Session, svc: Services, holder: Holder, now: datetime) 
     """Working on a batch keeps the rest of it: every decision renews the lease. Answers
     the renewed items (the one being decided among them), each with whether a decision
     on it waits in its undo window: the batch's count of items left, at no extra read."""
-    rows = session.execute(
+    rows = session.connection().execute(  # Core: no ORM layer for a statement on the table
         update(_table)
         .where(
             _table.c.claimed_by == holder.id,
