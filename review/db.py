@@ -50,8 +50,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # Checkpoints run in the background (review/wal_checkpoints.py); inline only as
-        # a backstop, so a commit rarely holds the writer lock for one.
+        # Checkpoints run in the background (review/wal_checkpoints.py); the inline one, in
+        # a commit, resets the WAL and finds most of it copied already.
         cursor.execute(f"PRAGMA wal_autocheckpoint={wal_checkpoints.INLINE_PAGES}")
         cursor.close()
 
