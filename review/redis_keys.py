@@ -14,9 +14,11 @@ def agent_status(slug: str) -> str:
 
 STATUS_TTL_SECONDS = 10
 
-# Pub/sub channel: the slug of each agent whose kill switch flipped, published after its
-# commit and after its status above was rewritten; every web process's status cache
-# (review/agents/status_cache.py) drops its copy.
+# Pub/sub channel: the slug of each agent whose kill switch flipped (published after its
+# commit and after its status above was rewritten) or whose signing secrets or settings
+# changed (rotation, deactivation, breaker overrides; review/callbacks/wakeups.py); every
+# web process's status cache (review/agents/status_cache.py) drops its copy, and with it
+# the process's cached signer (SecretCache, review/agents/registry.py).
 AGENT_STATUS_CHANNEL = "countersign:agent-status-changed"
 
 

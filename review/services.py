@@ -108,7 +108,7 @@ class Services:
             redis=provider,
             box=box,
             policy=policy_from_settings(settings),
-            secrets=SecretCache(box),
+            secrets=SecretCache(box, listener=statuses),  # forgets on the same channel
             statuses=statuses,
             waiters=Waiters(provider.client),
             redactor=Redactor(settings.secret_key, settings.audit_redact),

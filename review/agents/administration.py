@@ -2,8 +2,9 @@
 
 The registry's building blocks (review/agents/registry.py) work inside a caller's
 session; these are the operations pages and commands call. Each opens its own
-transaction and, after it commits, drops the agent's cached signer so the next
-request sees the change (a breaker override or a new secret).
+transaction; after it commits, every process drops the agent's cached signer, so the
+next request anywhere sees the change (a breaker override or a new secret): the
+building blocks note it (`note_agent_changed`, review/callbacks/wakeups.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def change_agent(svc: Services, slug: str, *, actor: tuple[str, str], **changes:
             actor=actor,
             **changes,
         )
-    svc.secrets.forget(slug)  # the breaker override travels with the cached signer
     return list(changed)
 
 
@@ -64,7 +64,6 @@ def rotate_agent_secret(svc: Services, slug: str, actor: tuple[str, str]) -> tup
         if agent.deactivated_at is not None:
             raise InvalidState(f"{slug} is deactivated: its secrets stay retired.")
         secret = rotate_secret(session, svc.box, agent, svc.settings.secret_overlap, actor)
-    svc.secrets.forget(slug)
     return agent, secret
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from review.agents.registry import find_agent, may_operate
 from review.audit.chain import chained_write, record_event, record_events
 from review.callbacks import outbox
-from review.callbacks.wakeups import note_agent_status, note_ended
+from review.callbacks.wakeups import note_agent_changed, note_agent_status, note_ended
 from review.errors import DomainError
 from review.models import PENDING_STATUSES, Agent, Deferral, User, utcnow
 from review.notifications import kinds
@@ -310,6 +310,7 @@ def deactivate(svc: Services, slug: str, actor: Actor, reason: str) -> Flip:
             return Flip(slug, False, 0)
         flip = _kill_in(session, agent, actor, reason, now, scope="deactivate")
         agent.deactivated_at = now
+        note_agent_changed(session, slug)  # its secrets stop verifying in every process
         record_events(
             session,
             [_event(actor, "agent.deactivated", slug, {"reason": reason, "by": actor.label}, now)],

@@ -6,6 +6,7 @@ import base64
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from review.audit.chain import record_event
 from review.callbacks.outbound import OutboundRefused, resolve
+from review.callbacks.wakeups import note_agent_changed
 from review.errors import Conflict, DomainError
 from review.models import Agent, AgentOwner, AgentSecret, User, utcnow
 from review.sealing import SealError, SecretBox, fingerprint
@@ -184,37 +186,62 @@ class SecretCache:
     when it does not verify a request, the caller asks again with `fresh=True`, so a
     newly rotated secret works at once. Expiry times travel with the cached rows and
     are checked at every use.
+
+    A rotation, a deactivation or a change of settings in any process drops the signer
+    here as soon as its pub/sub message arrives: the writer notes `note_agent_changed`
+    (review/callbacks/wakeups.py), and the status cache's listener, which this cache
+    joins (`listener`, review/agents/status_cache.py), forgets the slug in every process.
+    So a revoked secret stops verifying everywhere in the time a message takes, and by
+    IN_STEP_SECONDS while the listener is in step. When Redis is down or the listener
+    is out of step, no message can come: a signer is then kept TTL_SECONDS at most, the
+    bound a change had before the messages (and the bound on a change made by hand).
     """
 
     TTL_SECONDS = 10.0
 
-    def __init__(self, box: SecretBox):
+    def __init__(self, box: SecretBox, listener: Any = None):
         self.box = box
         self._opened: dict[int, str] = {}
         self._signers: dict[str, tuple[float, Signer]] = {}
+        self._lock = threading.Lock()
+        # Bumped by every forget: a read that began before one may not be kept.
+        self._generation = 0
+        self._listener = listener
+        if listener is not None:
+            listener.also_forget(self.forget)
 
     def cached(self, slug: str) -> Signer | None:
         """The signer read less than TTL_SECONDS ago, with no database at hand; else None."""
+        if self._listener is not None:
+            self._listener.ensure_listening()
         cached = self._signers.get(slug)
         if cached and time.monotonic() - cached[0] < self.TTL_SECONDS:
             return cached[1]
         return None
 
     def signer(self, session: Session, slug: str, *, fresh: bool = False) -> Signer | None:
-        now = time.monotonic()
         cached = None if fresh else self.cached(slug)
         if cached is not None:
             return cached
+        generation = self._generation
+        now = time.monotonic()
         found = signers(session, slug=slug)
-        if not found:
-            self._signers.pop(slug, None)
-            return None
-        self._signers[slug] = (now, found[0])
+        with self._lock:
+            if not found:
+                self._signers.pop(slug, None)
+                return None
+            if generation == self._generation:  # no change was announced during the read
+                self._signers[slug] = (now, found[0])
         return found[0]
 
-    def forget(self, slug: str) -> None:
-        """Drop the cached signer (its settings changed in this process)."""
-        self._signers.pop(slug, None)
+    def forget(self, slug: str | None = None) -> None:
+        """Drop the cached signer (or all): its secrets or settings changed somewhere."""
+        with self._lock:
+            self._generation += 1
+            if slug is None:
+                self._signers.clear()
+            else:
+                self._signers.pop(slug, None)
 
     def secrets_for(self, signer: Signer, now: datetime | None = None) -> list[str]:
         """The secrets that may sign this agent's requests now (more than one in rotation)."""
@@ -319,6 +346,7 @@ def update_agent(
             agent=agent.slug,
             payload={"changes": changes},
         )
+        note_agent_changed(session, agent.slug)  # the breaker override travels with the signer
     return changes
 
 
@@ -366,4 +394,5 @@ def rotate_secret(
         },
         at=now,
     )
+    note_agent_changed(session, agent.slug)  # every process's cached signer has the old expiry
     return secret

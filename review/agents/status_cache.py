@@ -17,6 +17,11 @@ a pub/sub message takes (well under a millisecond on one host) normally.
 
 A copy is also never older than redis_keys.STATUS_TTL_SECONDS, the bound a change
 written without the wake-up (by hand, in the database) had before this cache.
+
+The same listener serves the other per-process copies of what an agent is: whatever
+registered with `also_forget` (the signing secrets' SecretCache, review/agents/registry.py)
+forgets an agent whenever its status copy is forgotten here, and everything whenever the
+listener falls out of step, so one subscription keeps them all honest.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class StatusCache:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
+        self._also_forget: list[Callable[[str | None], None]] = []
 
     # --- readers -------------------------------------------------------------------
 
@@ -89,14 +95,24 @@ class StatusCache:
 
     # --- invalidation --------------------------------------------------------------
 
+    def also_forget(self, forget: Callable[[str | None], None]) -> None:
+        """Call `forget(slug)` whenever an agent's copy is dropped, `forget(None)` for all."""
+        self._also_forget.append(forget)
+
+    def ensure_listening(self) -> None:
+        """Start the listener in this process if it is not running (reads do it too)."""
+        self._ensure_listener()
+
     def forget(self, slug: str | None = None) -> None:
-        """Drop one agent's copy (or all): its status changed."""
+        """Drop one agent's copy (or all): its status, secrets or settings changed."""
         with self._lock:
             self._generation += 1
             if slug is None:
                 self._copies.clear()
             else:
                 self._copies.pop(slug, None)
+        for forget in self._also_forget:
+            forget(slug)
 
     def after_commit(self, info: dict[str, Any]) -> None:
         """The writing process forgets at once what its transaction flipped."""
@@ -113,6 +129,8 @@ class StatusCache:
                 if self._pid != os.getpid():  # a forked child starts with nothing it trusts
                     self._copies.clear()
                     self._in_step_at = float("-inf")
+                    for forget in self._also_forget:
+                        forget(None)
                 self._pid = os.getpid()
                 self._stop.clear()
                 self._thread = threading.Thread(
@@ -166,6 +184,11 @@ class StatusCache:
                 answered_at = sent.pop(data)
                 for older in [tag for tag, at in sent.items() if at < answered_at]:
                     del sent[older]  # answered out of order never: lost with a connection
+                if self._in_step_at == float("-inf"):
+                    # Newly subscribed: what the others kept before may have missed a message
+                    # (the status copies were never kept out of step; they need not).
+                    for forget in self._also_forget:
+                        forget(None)
                 self._in_step_at = answered_at
 
     def _out_of_step(self) -> None:
@@ -173,6 +196,8 @@ class StatusCache:
             self._in_step_at = float("-inf")
             self._generation += 1
             self._copies.clear()
+        for forget in self._also_forget:  # whatever was published meanwhile is lost
+            forget(None)
 
     def close(self) -> None:
         self._stop.set()

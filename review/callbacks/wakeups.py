@@ -43,6 +43,14 @@ def note_agent_status(
     session.info.setdefault("agent_status_changed", []).append(slug)
 
 
+def note_agent_changed(session: Session, slug: str) -> None:
+    """The agent's signing secrets or settings changed (a rotation, a deactivation, a new
+    breaker override): after the commit, every process forgets its cached signer (and its
+    status copy) at once, on the status cache's channel (review/agents/status_cache.py)."""
+    session.info.setdefault("agent_changed", []).append(slug)
+    session.info.setdefault("agent_status_changed", []).append(slug)  # this process's
+
+
 def queue_flush(client: redis.Redis) -> bool:
     """Queue a delivery flush unless one is waiting already; True when this call queued it."""
     if client.set(redis_keys.DELIVERY_FLUSH_QUEUED, "1", nx=True, ex=FLUSH_KEY_SECONDS):
@@ -55,7 +63,8 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
     """Publish what the committed transaction noted (`client_for()` gives the Redis client)."""
     ended, deliver = info.pop("ended", None), info.pop("deliver", None)
     statuses = info.pop("agent_status", None)
-    if not ended and not deliver and not statuses:
+    changed = info.pop("agent_changed", None)
+    if not ended and not deliver and not statuses and not changed:
         return
     try:
         client = client_for()
@@ -68,6 +77,11 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
             # After the rewrite: a process that drops its copy reads the new status.
             pipe.publish(redis_keys.AGENT_STATUS_CHANNEL, slug)
             pipe.execute()
+        if changed:
+            pipe = client.pipeline(transaction=False)
+            for slug in dict.fromkeys(changed):
+                pipe.publish(redis_keys.AGENT_STATUS_CHANNEL, slug)
+            pipe.execute()
         if ended:
             pipe = client.pipeline(transaction=False)
             for deferral_id in ended:
@@ -76,4 +90,8 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
         if deliver:
             queue_flush(client)
     except redis.RedisError as exc:
-        log.warning("wake-ups not sent (%s): long-polls and callbacks catch up on their own", exc)
+        log.warning(
+            "wake-ups not sent (%s): long-polls and callbacks catch up on their own, other "
+            "processes' cached agents within their TTL",
+            exc,
+        )

@@ -113,7 +113,6 @@ def deactivate(slug: str):
     except DomainError as exc:
         flash(str(exc), "error")
     else:
-        svc.secrets.forget(slug)
         if flip.changed:
             flash(f"{slug} deactivated: its secrets no longer work.", "ok")
         else:
