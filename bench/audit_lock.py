@@ -51,8 +51,10 @@ class LockTimer:
         from sqlalchemy.engine import Engine
         from sqlalchemy.orm import Session
 
+        from review.intake import deferrals
+
         event.listen(Engine, "before_cursor_execute", self._statement)
-        event.listen(Engine, "after_cursor_execute", self._autocommitted)
+        deferrals.call_intake = self._timed_intake(deferrals.call_intake)
         event.listen(Engine, "begin", self._begin)
         event.listen(Session, "after_commit", self._committed)
         event.listen(Session, "after_rollback", self._forget)
@@ -71,13 +73,19 @@ class LockTimer:
         if getattr(self.local, "t0", None) is not None:
             self.local.statements += 1
 
-    def _autocommitted(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        # PostgreSQL's intake is one autocommit call of countersign_intake: its lock is
-        # held from inside the call to the statement's end, with no session to commit.
-        if "countersign_intake(" in statement and getattr(self.local, "t0", None) is not None:
-            self.samples.append(time.perf_counter() - self.local.t0)
-            self.statements.append(self.local.statements)
-            self.local.t0 = None
+    def _timed_intake(self, call_intake):
+        # PostgreSQL's intake is one autocommit call of countersign_intake, on the driver
+        # (no SQLAlchemy event sees it): its lock is held from inside the call to the
+        # statement's end, with no session to commit. Timed with its checkout.
+        def timed(svc, params):
+            t0 = time.perf_counter()
+            try:
+                return call_intake(svc, params)
+            finally:
+                self.samples.append(time.perf_counter() - t0)
+                self.statements.append(1)
+
+        return timed
 
     def _committed(self, session) -> None:
         t0 = getattr(self.local, "t0", None)

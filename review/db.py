@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from review import wal_checkpoints
 
+IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no transaction open
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -147,6 +149,38 @@ class Database:
         """
         with self._autocommit.connect() as conn:
             yield conn
+
+    @contextmanager
+    def autocommit_driver(self) -> Iterator[Any]:
+        """`autocommit()` on the driver: the pooled DBAPI connection itself (psycopg's),
+        switched to autocommit for the block and back before it returns to the pool.
+
+        For intake's one call (review/intake/deferrals.py): a statement through
+        SQLAlchemy's `execute` (its context, events, result and the connection's begin
+        and rollback bookkeeping) cost intake as much Python as the rest of its write.
+        The checkout is the pool's own, pre-ping included. Run statements with
+        `execute_on_driver`, which raises what `conn.execute` would (IntegrityError and
+        the rest) and invalidates a connection the server dropped.
+        """
+        fairy = self.engine.raw_connection()
+        dbapi_connection = fairy.driver_connection
+        try:
+            dbapi_connection.autocommit = True
+            yield dbapi_connection
+        finally:
+            if dbapi_connection.closed or dbapi_connection.info.transaction_status != IDLE:
+                fairy.invalidate()  # dropped, or midway: never back into the pool
+            else:  # a refused statement (a unique key) leaves it idle and usable
+                dbapi_connection.autocommit = False
+            fairy.close()
+
+    def execute_on_driver(self, dbapi_connection: Any, sql: str, params: dict[str, Any]) -> Any:
+        """One statement on a connection from `autocommit_driver`: its first row."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            return dbapi_connection.execute(sql, params).fetchone()
+        except dbapi.Error as error:  # as conn.execute raises it
+            raise DBAPIError.instance(sql, params, error, dbapi.Error) from error
 
     @contextmanager
     def read(self) -> Iterator[Session]:

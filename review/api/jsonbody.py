@@ -33,14 +33,51 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedJson("body is not valid UTF-8") from None
+    suspect = False
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        try:
+            value = json.loads(
+                text, parse_constant=_refuse_constant, parse_int=_safe_int, parse_float=_safe_float
+            )
+        except _OutOfRange:  # the walk below refuses it, with its pointer
+            suspect = True
+            value = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
         raise MalformedJson(f"JSON nests deeper than {max_depth}") from None
     except ValueError as exc:
         raise MalformedJson(f"body is not valid JSON: {_short(exc)}") from None
-    _check_tree(value, max_depth)
+    if suspect or not _plainly_fine(text, max_depth):
+        _check_tree(value, max_depth)
     return value
+
+
+class _OutOfRange(Exception):  # not a ValueError: json.loads must not call it malformed
+    pass
+
+
+def _safe_int(digits: str) -> int:
+    number = int(digits)
+    if not -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:
+        raise _OutOfRange
+    return number
+
+
+def _safe_float(digits: str) -> float:
+    number = float(digits)
+    if not -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:  # 1e400 parses as infinity
+        raise _OutOfRange
+    return number
+
+
+def _plainly_fine(text: str, max_depth: int) -> bool:
+    """Whether the text alone shows what the walk would check, so it need not run.
+
+    Its numbers were checked as they were parsed (`_safe_int`, `_safe_float`). A lone
+    surrogate or a NUL in a string can only be written as a `\\u` escape: the text was
+    decoded as strict UTF-8, and json.loads refuses raw control characters in strings.
+    Nesting is at most the count of opening brackets (those inside strings only add).
+    """
+    return "\\u" not in text and text.count("{") + text.count("[") <= max_depth
 
 
 def _short(exc: Exception) -> str:

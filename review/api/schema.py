@@ -103,7 +103,7 @@ def validate(name: str, instance: Any) -> None:
     """
     try:
         quick_check(name)(instance)
-        _whole_numbers(checked_schema(name), instance)
+        _whole_numbers(_integer_branches(name), instance)
         return
     except fastjsonschema.JsonSchemaValueException:
         pass  # jsonschema decides, and says where
@@ -129,7 +129,34 @@ def validate(name: str, instance: Any) -> None:
         details.sort(key=lambda d: d["path"])
         unique = list({(d["path"], d["message"]): d for d in details}.values())
         raise InvalidRequest("request does not match the schema", details=unique[:MAX_DETAILS])
-    _whole_numbers(checked_schema(name), instance)
+    _whole_numbers(_integer_branches(name), instance)
+
+
+@cache
+def _integer_branches(name: str) -> dict[str, Any]:
+    """The named schema cut down to the branches `_whole_numbers` can act on: those that
+    lead to an integer. It walks the request along the schema, and a request's free-form
+    parts (an action's args, before and after) lead to none: the walk skips them."""
+    return _pruned(checked_schema(name)) or {}
+
+
+def _pruned(schema: Any) -> dict[str, Any] | None:
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "integer":
+        return {"type": "integer"}
+    kept: dict[str, Any] = {}
+    properties = {}
+    for key, child in (schema.get("properties") or {}).items():
+        branch = _pruned(child)
+        if branch is not None:
+            properties[key] = branch
+    if properties:
+        kept["properties"] = properties
+    items = _pruned(schema.get("items"))
+    if items is not None:
+        kept["items"] = items
+    return kept or None
 
 
 def _whole_numbers(schema: dict[str, Any], value: Any) -> None:

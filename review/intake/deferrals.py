@@ -27,7 +27,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -171,21 +171,18 @@ def _create_in_one_call(
 ) -> Received:
     """PostgreSQL: countersign_intake (migration 0008) does _create's work in the server.
 
-    One autocommit statement: the chain lock is held for the function and its commit,
-    never across a round trip. The events arrive hashed up to their link; a policy
+    One autocommit statement (`call_intake`): the chain lock is held for the function
+    and its commit, never across a round trip. The events arrive hashed up to their link; a policy
     decision's callback row arrives with them (migration 0013).
     """
-    with svc.db.autocommit() as conn:
-        outcome, slug, reason, undecided = conn.execute(
-            _PG_INTAKE,
-            {
-                "agent": agent.id,
-                "cap": svc.settings.agent_max_pending,
-                "deferral": rows_json(values),
-                "events": rows_json(placed_events(conn, events)),
-                "outbox": rows_json(decision.callback) if decision else None,
-            },
-        ).one()
+    params = {
+        "agent": agent.id,
+        "cap": svc.settings.agent_max_pending,
+        "deferral": rows_json(values),
+        "events": rows_json(placed_events(svc.db.engine, events)),
+        "outbox": rows_json(decision.callback) if decision else None,
+    }
+    outcome, slug, reason, undecided = call_intake(svc, params)
     if outcome == "created":
         if decision:
             policy_decisions.wake_after_commit(svc, decision)
@@ -196,10 +193,17 @@ def _create_in_one_call(
         return _retry_or_refuse(session, agent.id, webhook_id, prepared, refusal)
 
 
+def call_intake(svc: Services, params: dict[str, Any]) -> tuple[str, str, str, int]:
+    """The one call, on the driver (review/db.py `autocommit_driver`): SQLAlchemy's
+    execute cost as much Python as the rest of the write."""
+    with svc.db.autocommit_driver() as conn:
+        return svc.db.execute_on_driver(conn, PG_INTAKE, params)
+
+
 _INSERT_DEFERRAL = insert(Deferral.__table__)
-_PG_INTAKE = text(
-    "SELECT outcome, slug, reason, undecided FROM countersign_intake("
-    ":agent, :cap, CAST(:deferral AS jsonb), CAST(:events AS jsonb), CAST(:outbox AS jsonb))"
+PG_INTAKE = (  # psycopg's parameter style
+    "SELECT outcome, slug, reason, undecided FROM countersign_intake(%(agent)s, %(cap)s,"
+    " CAST(%(deferral)s AS jsonb), CAST(%(events)s AS jsonb), CAST(%(outbox)s AS jsonb))"
 )
 
 
