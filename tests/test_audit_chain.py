@@ -227,3 +227,90 @@ def test_the_hashed_record_is_rfc_8785_for_any_field_text(seq, texts, nullable, 
         fields["shard"], fields["shard_seq"] = place
         record["shard"], record["shard_seq"] = place
     assert event_hash_record(**fields).encode() == canonical_json(record)
+
+
+# Verify writes each record in one quick f-string and falls back to record_text only when
+# that does not hash as stored: these check the quick way against the careful one.
+
+ODD_TEXT = 'quote " backslash \\ newline \n tab \t bell \x07 del \x7f é ✓ \u2028 😀'
+
+
+def _append_odd(svc, n):
+    for i in range(n):
+        with svc.db.write() as session:
+            record_event(
+                session,
+                actor_kind="user",
+                actor_id=f"{ODD_TEXT} {i}",
+                event_type=f"test.{ODD_TEXT}",
+                agent=None,
+                deferral_id=None,
+                payload={"note": ODD_TEXT},
+            )
+
+
+def test_fields_that_json_escapes_verify(svc):
+    _append_odd(svc, 3)
+    with svc.db.read() as session:
+        result = verify_chain(session)
+    assert result.ok and result.count == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("actor_id", f"{ODD_TEXT} 9"),
+        ("actor_kind", "agent"),
+        ("event_type", "test.other"),
+        ("agent", "bot"),
+        ("deferral_id", "dfr_x"),
+        ("payload", '{"note":"forged"}'),
+        ("at", datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+    ],
+)
+def test_an_edit_to_any_hashed_field_is_caught_and_named(svc, field, value):
+    _append_odd(svc, 3)
+    as_an_attacker(svc, update(AuditEvent).where(AuditEvent.seq == 2).values({field: value}))
+    with svc.db.read() as session:
+        result = verify_chain(session)
+    assert not result.ok and result.bad_seq == 2 and "edited" in result.problem
+
+
+def test_an_escaped_character_edited_into_another_is_caught(svc):
+    _append_odd(svc, 2)
+    with svc.db.read() as session:
+        actor = session.get(AuditEvent, 2).actor_id
+    forged = actor.replace("\n", "\r")  # escapes to \r instead of \n, the same length
+    as_an_attacker(svc, update(AuditEvent).where(AuditEvent.seq == 2).values(actor_id=forged))
+    with svc.db.read() as session:
+        result = verify_chain(session)
+    assert not result.ok and result.bad_seq == 2 and "edited" in result.problem
+
+
+def test_a_time_stored_in_another_form_verifies_and_a_moved_time_is_caught(svc):
+    """SQLite: a stored time in another ISO form is read as the model would read it."""
+    if not svc.db.is_sqlite:
+        pytest.skip("PostgreSQL stores a timestamp, not text")
+    _append(svc, 3)
+    with svc.db.read() as session:
+        at = session.get(AuditEvent, 2).at
+    other_form = text("UPDATE audit_events SET at = :at WHERE seq = 2")
+    as_an_attacker(svc, other_form.bindparams(at=at.isoformat()))  # 'T', '+00:00'
+    with svc.db.read() as session:
+        assert verify_chain(session).ok
+    moved = (at.replace(microsecond=(at.microsecond + 1) % 1_000_000)).isoformat()
+    as_an_attacker(svc, other_form.bindparams(at=moved))
+    with svc.db.read() as session:
+        result = verify_chain(session)
+    assert not result.ok and result.bad_seq == 2 and "edited" in result.problem
+
+
+def test_a_field_of_another_type_is_named_as_edited(svc):
+    """SQLite stores whatever it is given: a blob where text was is an edit, not a crash."""
+    if not svc.db.is_sqlite:
+        pytest.skip("PostgreSQL refuses a value of another type")
+    _append(svc, 3)
+    as_an_attacker(svc, text("UPDATE audit_events SET actor_id = X'74657374' WHERE seq = 2"))
+    with svc.db.read() as session:
+        result = verify_chain(session)
+    assert not result.ok and result.bad_seq == 2 and "edited" in result.problem

@@ -67,11 +67,11 @@ def format_time(at: datetime) -> str:
 
 
 # JSON string escaping as json.dumps(ensure_ascii=False) does it (the C function).
-_json_string = json.encoder.encode_basestring
+json_string = json.encoder.encode_basestring
 
 
 def _json_value(value: str | None) -> str:
-    return "null" if value is None else _json_string(value)
+    return "null" if value is None else json_string(value)
 
 
 def event_hash(**fields: Any) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from review.audit.verify import Segment, iter_hash_inputs, verify_segment
+from review.audit.verify import Segment, iter_hash_batches, time_text, verify_segment
 
 MIN_EVENTS_PER_JOB = 100_000
 
@@ -39,8 +39,8 @@ def verify_segments_in_parallel(
     url = session.get_bind().url
     cut = ranges(last, jobs)
     if len(cut) == 1 or url.database in (None, "", ":memory:"):
-        rows = iter_hash_inputs(session, 1, last)
-        return [verify_segment(rows, heads, remember, from_genesis=True)]
+        batches = iter_hash_batches(session, 1, last)
+        return [verify_segment(batches, heads, remember, True, time_text(session))]
     address = url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding connections
     with ProcessPoolExecutor(max_workers=len(cut) - 1, mp_context=context) as pool:
@@ -49,8 +49,8 @@ def verify_segments_in_parallel(
             for first, end in cut[1:]
         ]
         first, end = cut[0]
-        rows = iter_hash_inputs(session, first, end)
-        segments = [verify_segment(rows, heads, remember, from_genesis=True)]
+        batches = iter_hash_batches(session, first, end)
+        segments = [verify_segment(batches, heads, remember, True, time_text(session))]
         segments += [future.result() for future in later]
     return segments
 
@@ -66,7 +66,7 @@ def verify_range(
     engine = create_engine(address, poolclass=NullPool)
     try:
         with Session(engine) as session:
-            rows = iter_hash_inputs(session, first, last)
-            return verify_segment(rows, heads, remember, from_genesis=False)
+            batches = iter_hash_batches(session, first, last)
+            return verify_segment(batches, heads, remember, False, time_text(session))
     finally:
         engine.dispose()
