@@ -1,7 +1,8 @@
 """Every page, walked in Chromium as a new reviewer and as an admin would, on the demo's
 data (review/demo.py, as `make run` seeds it), at 1280x720 and 1440x900: each has one
 `<h1>`, axe-core (tests/accessibility.py) finds nothing serious or critical on it, and
-its screenshot goes to test-artifacts/every-page-*.png.
+its screenshot goes to test-artifacts/every-page-*.png. The 500 page too: the test's app
+has a route that raises (FAILING), and propagates no exceptions, as in production.
 
 The pages with flows of their own are walked there too (the batch, the queue and the
 card in tests/test_reviewer_card.py; /canaries and /reviewers while seeding and deciding
@@ -22,6 +23,7 @@ from tests.browser_support import launch_options, live_server, logged_in_page, w
 
 pytestmark = pytest.mark.browser
 SIZES = ((1280, 720), (1440, 900))
+FAILING = "/test-only/fails"  # registered by demo_site only: an unhandled exception, a 500
 
 # What a reviewer opens, in the order a newcomer finds it (the batch is started between).
 REVIEWER_PAGES = {
@@ -33,6 +35,7 @@ REVIEWER_PAGES = {
     "agent": f"/agents/{DEMO_AGENT}",
     "forbidden": "/canaries",  # an admin's page: 403
     "not-found": "/no-such-page",
+    "server-error": FAILING,
 }
 ADMIN_PAGES = {
     "canaries": "/canaries",
@@ -58,6 +61,8 @@ class Site(NamedTuple):
 @pytest.fixture
 def demo_site(make_app, people) -> Iterator[Site]:
     app = make_app(agent_rate=0)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # TESTING turned it on; production has it off
+    app.add_url_rule(FAILING, "test_only_fails", fails)
     svc = app.extensions["countersign"]
     ensure_demo(svc)
     with app.app_context():
@@ -74,12 +79,18 @@ def demo_site(make_app, people) -> Iterator[Site]:
         chromium.close()
 
 
+def fails():
+    raise RuntimeError("a failure the test asked for: the 500 page is what people see")
+
+
 def walk(site: Site, page: Page, pages: dict[str, str], who: str) -> dict[str, list[str]]:
     """Open each page; what is wrong with each (no or several h1, axe's findings)."""
     wrong: dict[str, list[str]] = {}
     for name, path in pages.items():
-        page.goto(site.url + path.format(item=site.item))
+        response = page.goto(site.url + path.format(item=site.item))
         found = grave_violations(page)
+        if path == FAILING and (response.status != 500 or not page.locator("main h1").count()):
+            found.append(f"not the site's 500 page: {response.status}")
         if page.locator("h1").count() != 1:
             found.append(f"{page.locator('h1').count()} h1 elements")
         if found:
@@ -110,6 +121,6 @@ def test_every_page_has_one_h1_and_passes_axe(demo_site, size):
     wrong.update(walk(demo_site, ada, ADMIN_PAGES, "admin"))
     ada.context.close()
     page = demo_site.chromium.new_page(viewport={"width": size[0], "height": size[1]})
-    wrong.update(walk(demo_site, page, {"login": "/login"}, "anyone"))
+    wrong.update(walk(demo_site, page, {"login": "/login", "server-error": FAILING}, "anyone"))
     page.close()
     assert wrong == {}

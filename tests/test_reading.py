@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from review.agents.killswitch import Actor, kill
 from review.models import Deferral, User, utcnow
+from review.web.request_ids import RequestIdFilter
 from tests.helpers import audit_events, logged_in, refund
 
 
@@ -230,3 +231,22 @@ def test_error_pages_are_pages_of_the_site(app, people):
     assert "POST" in rita.client.get("/batch/start").headers["Allow"]
     api = app.test_client().get("/api/v1/nothing-here")
     assert api.status_code == 404 and api.get_json()["error"]["code"] == "not_found"
+
+
+def test_an_unhandled_error_is_the_sites_500_page_with_its_request_id(make_app, people, caplog):
+    app = make_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production (TESTING turned it on)
+
+    def fails():
+        raise RuntimeError("a failure the test asked for")
+
+    app.add_url_rule("/test-only/fails", "test_only_fails", fails)
+    rita = logged_in(app, "rita")
+    caplog.handler.addFilter(RequestIdFilter())  # as on the app's own log handler
+    response = rita.client.get("/test-only/fails", headers={"X-Request-ID": "req-500-test"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert '<h1 id="error-title">500' in page and "app.css" in page
+    assert "<code>req-500-test</code>" in page and "a failure the test asked" not in page
+    logged = [r for r in caplog.records if r.exc_info and r.request_id == "req-500-test"]
+    assert logged, "the traceback was not logged under the request id the page gives"
