@@ -19,8 +19,9 @@ Adding an event field (a column of `audit_events`) means changing, together:
    and names the columns it inserts: a new migration with `CREATE OR REPLACE FUNCTION
    countersign_append` (never edit 0025, which databases have already run).
 4. The hash, since every stored field is hashed (an unhashed one could be edited
-   unnoticed): `record_text`, `event_hash_record` and `stored_event_hash` here;
-   review/audit/verify.py (`EVENT_COLUMNS`, `_HASH_INPUTS`, `verify_segment`);
+   unnoticed): `record_text` (review/audit/record.py), `event_hash_record` and
+   `stored_event_hash` here; review/audit/verify.py (`EVENT_COLUMNS`);
+   review/audit/walk.py (`_HASH_INPUTS`, `verify_segment`'s f-string, `_record_hash`);
    review/audit/export.py (`records`, `CSV_COLUMNS`,
    the `HASHING` text, `VERSION`); review/audit/verifier.py (`event_hash`, `read_csv`);
    README's "The audit chain". Its key must sort before `prev_hash` (`chain_prefix` and
@@ -35,14 +36,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import rfc8785
 
+from review.audit.record import (  # noqa: F401  (re-exported: the hash's names live here)
+    GENESIS_HASH,
+    _json_value,
+    format_time,
+    json_string,
+    record_text,
+)
 from review.models import utcnow
 
-GENESIS_HASH = "0" * 64
 ACTOR_KINDS = ("user", "agent", "system")
 
 
@@ -59,19 +66,6 @@ def payload_json(value: Any) -> str:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
-
-
-def format_time(at: datetime) -> str:
-    """`2026-11-21T10:00:00.000000Z` (UTC, microseconds), as hashed and exported."""
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-# JSON string escaping as json.dumps(ensure_ascii=False) does it (the C function).
-json_string = json.encoder.encode_basestring
-
-
-def _json_value(value: str | None) -> str:
-    return "null" if value is None else json_string(value)
 
 
 def event_hash(**fields: Any) -> str:
@@ -115,40 +109,6 @@ def event_hash_record(
         shard,
         shard_seq,
     )
-
-
-def record_text(
-    seq: int,
-    at: str,
-    actor_kind: str,
-    actor_id: str,
-    event_type: str,
-    agent: str | None,
-    deferral_id: str | None,
-    payload_sha256: str,
-    prev_hash: str,
-    shard: int = 0,
-    shard_seq: int | None = None,
-) -> str:
-    """The RFC 8785 canonical JSON of an event's hashed record, written out directly.
-
-    For this record (ASCII keys, written here in sorted order; strings, an integer within
-    2^53 and nulls as values) RFC 8785 is byte for byte json.dumps with sorted keys, no
-    spaces and no ASCII escaping, so each string is escaped by json's own C function
-    and the record is one f-string: verifying a million events spends its time here
-    (tests/test_audit_chain.py checks it against rfc8785 with hypothesis). `at` and
-    `payload_sha256` are always ours (format_time, a hex digest) and need no escaping.
-    A sharded event's record ends `,"shard":S,"shard_seq":P}` (both sort after `seq`).
-    """
-    text = (
-        f'{{"actor_id":{_json_value(actor_id)},"actor_kind":{_json_value(actor_kind)},'
-        f'"agent":{_json_value(agent)},"at":"{at}",'
-        f'"deferral_id":{_json_value(deferral_id)},"event_type":{_json_value(event_type)},'
-        f'"payload_sha256":"{payload_sha256}","prev_hash":{_json_value(prev_hash)},"seq":{seq}'
-    )
-    if shard_seq is None:
-        return text + "}"
-    return f'{text},"shard":{int(shard)},"shard_seq":{int(shard_seq)}}}'
 
 
 def chain_prefix(**fields: Any) -> str:
