@@ -139,14 +139,16 @@ def test_without_redis_a_signer_is_kept_for_the_ttl_only(svc, agent, monkeypatch
 
     unreachable = StatusCache(lambda: redis_py.Redis.from_url("redis://127.0.0.1:1/0"))
     cache = SecretCache(svc.box, listener=unreachable)
-    monkeypatch.setattr(SecretCache, "TTL_SECONDS", 0.5)
+    monkeypatch.setattr(SecretCache, "TTL_SECONDS", 2.0)
     try:
         time.sleep(0.3)  # the listener has tried and failed
         with svc.db.read() as session:
             assert cache.signer(session, agent.slug) is not None
+        read_at = time.monotonic()
+        time.sleep(0.8)  # the listener retries every 0.5 s: a failed retry forgets nothing
         assert not unreachable.in_step()
         assert cache.cached(agent.slug) is not None  # the short TTL, as before the messages
-        time.sleep(0.5)
+        time.sleep(max(0.0, read_at + 2.0 - time.monotonic()))
         assert cache.cached(agent.slug) is None
     finally:
         unreachable.close()

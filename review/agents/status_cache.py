@@ -20,8 +20,9 @@ written without the wake-up (by hand, in the database) had before this cache.
 
 The same listener serves the other per-process copies of what an agent is: whatever
 registered with `also_forget` (the signing secrets' SecretCache, review/agents/registry.py)
-forgets an agent whenever its status copy is forgotten here, and everything whenever the
-listener falls out of step, so one subscription keeps them all honest.
+forgets an agent whenever its status copy is forgotten here, and everything when the
+subscription is lost and when a new one is first in step, so one subscription keeps them
+all honest.
 """
 
 from __future__ import annotations
@@ -193,11 +194,13 @@ class StatusCache:
 
     def _out_of_step(self) -> None:
         with self._lock:
+            was_in_step = self._in_step_at != float("-inf")
             self._in_step_at = float("-inf")
             self._generation += 1
             self._copies.clear()
-        for forget in self._also_forget:  # whatever was published meanwhile is lost
-            forget(None)
+        if was_in_step:  # once, not at every failed retry while Redis is down
+            for forget in self._also_forget:  # whatever was published meanwhile is lost
+                forget(None)
 
     def close(self) -> None:
         self._stop.set()
