@@ -91,6 +91,15 @@ def defer_all(app, secret: str, n: int) -> None:
         assert r.status_code == 202, r.get_data(as_text=True)
 
 
+def logged_in(app):
+    """A test client logged in as rita, its CSRF token, and the htmx headers of a decision."""
+    client = app.test_client()
+    token = FIELD.search(client.get("/login").get_data(as_text=True)).group(1)
+    client.post("/login", data={"username": "rita", "password": PASSWORD, "csrf_token": token})
+    csrf = TOKEN.search(client.get("/queue").get_data(as_text=True)).group(1)
+    return client, csrf, {"X-CSRFToken": csrf, "HX-Request": "true"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
@@ -100,11 +109,7 @@ def main() -> None:
     with database(args.db) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
         app, svc, secret = build(url, instance)
         defer_all(app, secret, args.items)
-        client = app.test_client()
-        token = FIELD.search(client.get("/login").get_data(as_text=True)).group(1)
-        client.post("/login", data={"username": "rita", "password": PASSWORD, "csrf_token": token})
-        csrf = TOKEN.search(client.get("/queue").get_data(as_text=True)).group(1)
-        headers = {"X-CSRFToken": csrf, "HX-Request": "true"}
+        client, csrf, headers = logged_in(app)
         counting, statements = [False], []
 
         @event.listens_for(svc.db.engine, "before_cursor_execute")

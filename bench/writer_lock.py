@@ -1,14 +1,21 @@
-"""How long an intake holds SQLite's writer lock: the time every other writer waits.
+"""How long an intake or a decision holds SQLite's writer lock: what every other writer waits.
 
-    .venv/bin/python bench/writer_lock.py [--requests 1000]
+    .venv/bin/python bench/writer_lock.py [--kind intake|decision] [--requests 1000]
 
 In-process and serial, like bench/cpu.py: signed deferrals (bench/intake.py's body)
 handed to the app's WSGI callable one after another, on a fresh SQLite database and
 the real Redis. review/db.py's WriterLock is wrapped to time each hold: the thread's
 CPU while holding it (what moving work out of the lock cuts; the load of other
 processes moves it least) and the wall time (adds the commit's fsync, a checkpoint if
-one runs inside the commit, and whatever the machine's load adds). Medians, p90, p99
-and the longest, and the CPU per request, after 100 requests of warm-up.
+one runs inside the commit, and whatever the machine's load adds), and the COMMIT's own
+wall time (DefaultDialect.do_commit wrapped). Medians, p90, p99 and the longest, and the
+CPU per request, after 100 requests of warm-up.
+
+`--kind decision`: a reviewer's decisions instead, as bench/decision_cost.py makes them
+(POST /batch/<id>/approve as htmx through Flask's test client, Start batch for each five
+cards), `--requests` deferrals of which the first 100 are decided as warm-up; only the
+holds taken inside a decision's request are counted (not Start batch's), and the CPU
+per decision is this process's while deciding. Uses BENCH_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy.engine.default import DefaultDialect  # noqa: E402
 
 from bench.common import REDIS, database  # noqa: E402
 from bench.cpu import PATH, environ, serve  # noqa: E402
@@ -49,6 +58,7 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--kind", choices=("intake", "decision"), default="intake")
     args = parser.parse_args()
     held_cpu: list[float] = []
     held_wall: list[float] = []
@@ -65,6 +75,20 @@ def main() -> None:
                 held_cpu.append((time.thread_time() - cpu) * 1000)
 
     db_module.WriterLock.held = timed
+    commits: list[float] = []
+    do_commit = DefaultDialect.do_commit
+
+    def timed_commit(self, dbapi_connection):
+        start = time.perf_counter()
+        try:
+            do_commit(self, dbapi_connection)
+        finally:
+            commits.append((time.perf_counter() - start) * 1000)
+
+    DefaultDialect.do_commit = timed_commit
+    if args.kind == "decision":
+        decisions(args.requests, held_cpu, held_wall, commits)
+        return
     from review.agents.registry import create_agent
     from review.app_factory import create_app
     from review.migrate import upgrade
@@ -103,6 +127,7 @@ def main() -> None:
         serve(app, environs[:WARM_UP], 202)
         held_cpu.clear()
         held_wall.clear()
+        commits.clear()
         started = time.process_time()
         serve(app, environs[WARM_UP:], 202)
         per_request = (time.process_time() - started) * 1000 / args.requests
@@ -110,6 +135,54 @@ def main() -> None:
     print(f"{args.requests} intakes, SQLite, serial: {per_request:.3f} ms CPU per request")
     print(f"  writer lock held, thread CPU: {spread(held_cpu)}")
     print(f"  writer lock held, wall:       {spread(held_wall)}")
+    print(f"  of which the COMMIT, wall:    {spread(commits)}")
+
+
+def decisions(n: int, held_cpu: list[float], held_wall: list[float], commits: list[float]) -> None:
+    """`n` decisions after WARM_UP more, each hold inside a decision's request counted."""
+    from bench.decision_cost import CARD, build, defer_all, logged_in
+
+    with database("sqlite") as url, tempfile.TemporaryDirectory(prefix="cs-lock-") as folder:
+        app, svc, secret = build(url, folder)
+        defer_all(app, secret, n + WARM_UP)
+        client, csrf, headers = logged_in(app)
+        cpu_per: list[float] = []
+        counted_cpu: list[float] = []
+        counted_wall: list[float] = []
+        counted_commits: list[float] = []
+        done = 0
+        while True:
+            page = client.post("/batch/start", data={"csrf_token": csrf}, follow_redirects=True)
+            ids = list(dict.fromkeys(CARD.findall(page.get_data(as_text=True))))
+            if not ids:
+                break
+            for d_id in ids:
+                held_cpu.clear()
+                held_wall.clear()
+                commits.clear()
+                cpu = time.process_time()
+                r = client.post(
+                    f"/batch/{d_id}/approve",
+                    data={"csrf_token": csrf, "seen_ms": "4000"},
+                    headers=headers,
+                )
+                spent = (time.process_time() - cpu) * 1000
+                assert "Approved." in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
+                done += 1
+                if done > WARM_UP:
+                    cpu_per.append(spent)
+                    counted_cpu.extend(held_cpu)
+                    counted_wall.extend(held_wall)
+                    counted_commits.extend(commits)
+        svc.close()
+    print(
+        f"{len(cpu_per)} decisions, SQLite, serial: {statistics.mean(cpu_per):.3f} ms CPU per "
+        f"decision (mean), {statistics.median(cpu_per):.3f} (p50); "
+        f"{len(counted_cpu) / len(cpu_per):.2f} holds each"
+    )
+    print(f"  writer lock held, thread CPU: {spread(counted_cpu)}")
+    print(f"  writer lock held, wall:       {spread(counted_wall)}")
+    print(f"  of which the COMMIT, wall:    {spread(counted_commits)}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -75,6 +76,35 @@ def _decided(session: Session, deferral: Deferral, now: datetime) -> OutboxEvent
     )
 
 
+def decision_row(deferral: Deferral, now: datetime) -> dict[str, Any] | None:
+    """The `deferral.decided` row add_decision would add for the ended `deferral` (its
+    values as they now are), as column values; None when it owes no callback. For a
+    decision prepared before SQLite's write lock (review/reviewing/prepared_decisions.py),
+    which inserts it under the lock and calls note_deliver."""
+    if deferral.canary or not deferral.agent.callback_url:
+        return None
+    return _row(
+        deferral.agent_id, deferral.id, "deferral.decided", deferral_resource(deferral), now
+    )
+
+
+def _row(
+    agent_id: int, deferral_id: str | None, event_type: str, data: dict, now: datetime
+) -> dict[str, Any]:
+    body = {"type": event_type, "timestamp": rfc3339(now), "data": data}
+    return {
+        "id": new_event_id(),
+        "agent_id": agent_id,
+        "deferral_id": deferral_id,
+        "event_type": event_type,
+        "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 def _add(
     session: Session,
     agent_id: int,
@@ -83,18 +113,7 @@ def _add(
     data: dict,
     now: datetime,
 ) -> OutboxEvent:
-    body = {"type": event_type, "timestamp": rfc3339(now), "data": data}
-    event = OutboxEvent(
-        id=new_event_id(),
-        agent_id=agent_id,
-        deferral_id=deferral_id,
-        event_type=event_type,
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
+    event = OutboxEvent(**_row(agent_id, deferral_id, event_type, data, now))
     session.add(event)
     note_deliver(session, event.id)
     return event

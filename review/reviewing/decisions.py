@@ -26,7 +26,7 @@ from review.agents import breakers
 from review.audit.chain import chained_write
 from review.canaries.deciding import decide_canary
 from review.models import Deferral, utcnow
-from review.reviewing import approvals, undo
+from review.reviewing import approvals, prepared_decisions, undo
 from review.reviewing.claims import Holder
 from review.reviewing.decision_checks import (
     MAX_REASON,
@@ -86,6 +86,11 @@ def decide(
     now = now or utcnow()
     window = svc.settings.undo_seconds if undo_seconds is None else undo_seconds
     reason = checked_reason(verdict, reason)
+    if not window:
+        decided = _prepared_first(svc, holder, deferral_id, verdict, reason, now, seen_ms)
+        if decided is not None:
+            after_decided(svc, decided)
+            return decided
     try:
         # Only this deferral's shard of the chain: decisions on deferrals in other shards
         # go on meanwhile. One reviewer's own decisions still go one at a time, since
@@ -101,6 +106,26 @@ def decide(
         undo.schedule(svc, decided.effective_at, now)
     after_decided(svc, decided)
     return decided
+
+
+def _prepared_first(
+    svc: Services,
+    holder: Holder,
+    deferral_id: str,
+    verdict: str,
+    reason: str | None,
+    now: datetime,
+    seen_ms: int | None,
+) -> Decided | None:
+    """SQLite: the common decision prepared before the write lock and applied under it
+    (review/reviewing/prepared_decisions.py); None when it takes the full path."""
+    prepared = prepared_decisions.prepare(svc, holder, deferral_id, verdict, reason, now, seen_ms)
+    if prepared is None:
+        return None
+    try:
+        return prepared_decisions.apply(svc, holder, prepared, now)
+    except prepared_decisions.TakeTheFullPath:
+        return None
 
 
 def after_decided(svc: Services, decided: Decided) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, literal_column, select, update
+from sqlalchemy import bindparam, exists, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -130,6 +130,52 @@ def end_deferral(
         payload={"reason": reason, "decided_by": decided_by, **(payload or {})},
         at=now,
     )
+
+
+def _ending_by_holder() -> Any:
+    table = Deferral.__table__
+    c = table.c
+    return (
+        update(table)
+        .where(
+            c.id == bindparam("deferral_id"),
+            c.status == "in_review",
+            c.claimed_by == bindparam("holder_id"),
+            c.lease_expires_at >= bindparam("now"),
+            # What the decision was prepared for: an edit meanwhile changes these.
+            c.action_digest == bindparam("action_digest"),
+            c.required_approvals == bindparam("required_approvals"),
+            c.risk_level == bindparam("risk_level"),
+            c.policy_version == bindparam("policy_version"),
+        )
+        .values({name: bindparam(f"set_{name}", type_=c[name].type) for name in _TERMINAL_COLUMNS})
+        .returning(_AAP_RECEIVER, _NOTIFIED)
+    )
+
+
+_TERMINAL_COLUMNS = tuple(terminal_values("expired", utcnow(), None, []))
+ENDING_BY_HOLDER = _ending_by_holder()
+"""SQLite: a reviewer's ending bound before the write lock (review/reviewing/
+prepared_decisions.py, `driver.bind`): end_deferral's conditional UPDATE for a holder
+under a live lease, which also requires the action, quorum, risk level and policy the
+decision was prepared for, and answers what the ending owes besides the callback (the AAP
+instance to tell, whether a notification told of it). No row: it did not end here."""
+
+
+def ending_values(
+    deferral: Deferral, holder_id: int, now: datetime, values: dict[str, Any]
+) -> dict[str, Any]:
+    """ENDING_BY_HOLDER's parameters: `values` (terminal_values) for the `deferral` as read."""
+    return {
+        "deferral_id": deferral.id,
+        "holder_id": holder_id,
+        "now": now,
+        "action_digest": deferral.action_digest,
+        "required_approvals": deferral.required_approvals,
+        "risk_level": deferral.risk_level,
+        "policy_version": deferral.policy_version,
+        **{f"set_{name}": value for name, value in values.items()},
+    }
 
 
 def expire(session: Session, deferral: Deferral, now: datetime) -> None:

@@ -1,0 +1,205 @@
+"""SQLite: a decision prepared before the write lock, so that the lock covers only its writes.
+
+On SQLite every writer waits for the one that holds the lock (review/db.py WriterLock),
+so what a decision does while holding it is what every other decision, batch start and
+intake waits. As intake does (review/intake/deferrals.py), the common decision (undo
+off, one approval ends it, no canary) is prepared first, in a read transaction and
+without one: the deferral read and checked (held by the reviewer under a live lease,
+not expired, separation of duties), the receipt signed, the audit event built and
+hashed up to its link, the callback's body and the ending's UPDATE bound. Under the lock
+are left the lease renewal, the approval's row, the conditional UPDATE, the callback's
+row and the event's append: one transaction, as before.
+
+The conditional UPDATE re-checks everything the preparation relied on that another
+writer may have changed since (status, holder, live lease, and the action, quorum, risk
+level and policy an edit changes), so a race still loses cleanly: when it finds no row,
+or the ending owes more than the agent's callback (an AAP instance or a notification to
+tell), or a second approval slips past, the transaction rolls back and `decide` takes
+the full path (review/reviewing/decisions.py), which says why, or does all of it under
+the lock. Every other decision takes the full path from the start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
+
+from review.agents import breakers
+from review.audit.chain import append_placed, placed_events, take_head
+from review.callbacks.outbox import decision_row
+from review.callbacks.wakeups import note_deliver, note_ended
+from review.db import BoundStatement, driver
+from review.models import Approval, Deferral, OutboxEvent
+from review.observability.metrics import decider, note_decided
+from review.reviewing.claims import Holder
+from review.reviewing.decision_checks import Decided, check_may_approve, renew_lease
+from review.reviewing.decision_writes import (
+    decision_payload,
+    fast_note,
+    reading_payload,
+)
+from review.reviewing.ending import ENDING_BY_HOLDER, ending_values, terminal_values
+from review.reviewing.patches import edit_evidence
+from review.reviewing.reading import Reading, assess
+from review.reviewing.receipts import issue_receipt
+from review.services import Services
+
+
+@dataclass(frozen=True)
+class PreparedDecision:
+    """What the write lock is left to do, all of it bound or built already."""
+
+    deferral: Deferral  # as read, with the ending's values set (detached)
+    outcome: str
+    reading: Reading
+    ending: BoundStatement
+    approval: BoundStatement | None
+    callback: BoundStatement | None
+    callback_id: str | None
+    events: list[dict[str, Any]]  # placed (review/audit/chain.py placed_events)
+    agent_slug: str
+    rejection_limit: int
+
+
+class TakeTheFullPath(Exception):
+    """The prepared decision cannot be applied as prepared: roll back, decide in full."""
+
+
+def prepare(
+    svc: Services,
+    holder: Holder,
+    deferral_id: str,
+    verdict: str,
+    reason: str | None,
+    now: datetime,
+    seen_ms: int | None,
+) -> PreparedDecision | None:
+    """The decision prepared, or None when it is not the common kind (or the checks find
+    something the full path must answer: it reads again under the lock and says what).
+    DecisionRefused for an approval of the reviewer's own deferral."""
+    if not svc.db.is_sqlite:
+        return None
+    with svc.db.read() as session:
+        deferral = session.get(Deferral, deferral_id)
+        if deferral is None or not _plainly_held(deferral, holder, now):
+            return None
+        agent = deferral.agent
+    if verdict == "approve":
+        check_may_approve(deferral, holder)
+    reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
+    outcome = "approved" if verdict == "approve" else "rejected"
+    decided_by = [holder.username]
+    valid_until = receipt = None
+    if outcome == "approved":
+        valid_until = now + timedelta(seconds=svc.settings.approval_ttl)
+        receipt = issue_receipt(svc.settings, deferral, decided_by, now, valid_until)
+    payload = {
+        "reason": reason,
+        "decided_by": decided_by,
+        **decision_payload(deferral, outcome, valid_until, receipt),
+        **edit_evidence(svc.redactor, deferral),  # approved edited args: the patch
+        **reading_payload(reading),
+    }
+    event = {
+        "actor_kind": "user",
+        "actor_id": holder.username,
+        "event_type": f"deferral.{outcome}",
+        "agent": agent.slug,
+        "deferral_id": deferral.id,
+        "payload": payload,
+        "at": now,
+    }
+    engine = svc.db.engine
+    approval = None
+    if outcome == "approved":
+        approval = driver.bind(
+            engine,
+            _INSERT_APPROVAL,
+            {
+                "deferral_id": deferral.id,
+                "username": holder.username,
+                "approved_at": now,
+                "action_digest": deferral.action_digest,
+            },
+        )
+    values = terminal_values(
+        outcome, now, reason, decided_by, valid_until, receipt.token if receipt else None
+    )
+    ending = driver.bind(engine, ENDING_BY_HOLDER, ending_values(deferral, holder.id, now, values))
+    for name, value in values.items():  # the row as the UPDATE leaves it: the answer shows it
+        set_committed_value(deferral, name, value)
+    set_committed_value(deferral, "execution", None)  # reported only once it is approved
+    row = decision_row(deferral, now)
+    callback = None
+    if row is not None:
+        callback = driver.bind(engine, _INSERT_CALLBACK, {**row, **dict.fromkeys(_CALLBACK_UNSET)})
+    return PreparedDecision(
+        deferral=deferral,
+        outcome=outcome,
+        reading=reading,
+        ending=ending,
+        approval=approval,
+        callback=callback,
+        callback_id=row["id"] if row else None,
+        events=placed_events(engine, [event]),
+        agent_slug=agent.slug,
+        rejection_limit=breakers.rejection_limit(svc, agent),
+    )
+
+
+def _plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
+    """Held by `holder` under a live lease, not expired, one approval ends it, no canary:
+    what held_for_decision checks, and the kinds the prepared path decides."""
+    return (
+        deferral.status == "in_review"
+        and deferral.claimed_by == holder.id
+        and deferral.lease_expires_at is not None
+        and deferral.lease_expires_at >= now
+        and deferral.expires_at > now
+        and deferral.required_approvals <= 1
+        and not deferral.canary
+    )
+
+
+def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: datetime) -> Decided:
+    """One transaction under the write lock: lease renewal, the approval, the conditional
+    UPDATE, the callback, the event. TakeTheFullPath (rolled back) when it loses a race."""
+    with svc.db.write() as session:
+        conn = session.connection()
+        renewed = renew_lease(session, svc, holder, now)
+        try:
+            if prepared.approval is not None:
+                driver.execute_bound(conn, prepared.approval)
+        except IntegrityError:  # approved already, past the preparation's checks
+            raise TakeTheFullPath from None
+        owes = driver.execute_bound(conn, prepared.ending).fetchone()
+        if owes is None or owes[0] is not None or owes[1]:  # lost, or owes more: in full
+            raise TakeTheFullPath
+        if prepared.callback is not None:
+            driver.execute_bound(conn, prepared.callback)
+            note_deliver(session, prepared.callback_id)
+        deferral = prepared.deferral
+        note_ended(session, deferral.id)
+        note_decided(session, prepared.outcome, decider("user"), deferral.created_at, now)
+        append_placed(session, take_head(session), prepared.events)
+    word = "Approved" if prepared.outcome == "approved" else "Rejected"
+    return Decided(
+        deferral.id,
+        prepared.outcome,
+        f"{word}.{fast_note(prepared.reading)}",
+        agent_slug=prepared.agent_slug,
+        rejection_limit=prepared.rejection_limit,
+        fast=not prepared.reading.read,
+        deferral=deferral,
+        left=sum(1 for i, waits in renewed.items() if i != deferral.id and not waits),
+    )
+
+
+_INSERT_APPROVAL = insert(Approval.__table__)
+_INSERT_CALLBACK = insert(OutboxEvent.__table__)
+_CALLBACK_UNSET = ("last_status_code", "last_error", "finished_at")

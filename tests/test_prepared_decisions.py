@@ -1,0 +1,129 @@
+"""A decision prepared before SQLite's write lock (review/reviewing/prepared_decisions.py):
+what it writes is what the full path writes, and a change between its preparation and
+its lock sends it down the full path, which says what happened."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select, update
+
+from review.audit.verify import verify_chain
+from review.models import Approval, Deferral
+from review.reviewing import prepared_decisions
+from review.reviewing.claims import claim_batch
+from review.reviewing.decisions import DecisionRefused, decide
+from tests.helpers import audit_events, refund, reviewer
+
+
+@pytest.fixture
+def held(svc, agent):
+    rita = reviewer(svc)
+    d_id = agent.defer(refund()).get_json()["id"]
+    claim_batch(svc, rita)
+    return rita, d_id
+
+
+def _between_preparing_and_applying(monkeypatch, meanwhile):
+    """Run `meanwhile()` once the next decision is prepared, before it takes the lock."""
+    prepare, pending = prepared_decisions.prepare, [meanwhile]
+
+    def prepared_then(*args, **kwargs):
+        prepared = prepare(*args, **kwargs)
+        if pending:
+            pending.pop()()
+        return prepared
+
+    monkeypatch.setattr(prepared_decisions, "prepare", prepared_then)
+
+
+def test_the_common_decision_is_prepared_on_sqlite_only(svc, held):
+    rita, d_id = held
+    prepared = prepared_decisions.prepare(svc, rita, d_id, "approve", None, _now(), 4000)
+    assert (prepared is not None) == svc.db.is_sqlite
+
+
+def test_a_prepared_approval_writes_the_row_the_event_and_the_receipt(svc, held):
+    rita, d_id = held
+    outcome = decide(svc, rita, d_id, "approve", seen_ms=4000)
+    assert outcome.status == "approved" and outcome.left == 0
+    assert outcome.deferral.status == "approved" and outcome.deferral.receipt
+    with svc.db.read() as session:
+        row = session.get(Deferral, d_id)
+        assert row.status == "approved" and row.decided_by == ["rita"]
+        assert row.receipt == outcome.deferral.receipt and row.claimed_by is None
+        assert session.scalars(select(Approval.username)).all() == ["rita"]
+    (event,) = audit_events(svc, "deferral.approved")
+    payload = json.loads(event.payload)
+    assert payload["receipt"]["sub"] == d_id and payload["decided_by"] == ["rita"]
+    assert _chain_holds(svc)
+
+
+def test_a_decision_taken_by_someone_else_meanwhile_is_refused_with_what_won(
+    svc, held, monkeypatch
+):
+    rita, d_id = held
+    _between_preparing_and_applying(
+        monkeypatch,
+        lambda: decide(svc, rita, d_id, "reject", "not now"),
+    )
+    with pytest.raises(DecisionRefused, match="already rejected by rita"):
+        decide(svc, rita, d_id, "approve")
+    with svc.db.read() as session:
+        assert session.get(Deferral, d_id).status == "rejected"
+        assert session.scalars(select(Approval)).all() == []  # the approval rolled back
+    assert audit_events(svc, "deferral.approved") == []
+    assert _chain_holds(svc)
+
+
+def test_an_edit_meanwhile_voids_the_prepared_decision_and_the_full_path_decides(
+    svc, held, monkeypatch
+):
+    rita, d_id = held
+
+    def edited():
+        with svc.db.write() as session:
+            session.execute(
+                update(Deferral)
+                .where(Deferral.id == d_id)
+                .values(action_digest="sha256:" + "0" * 64)
+            )
+
+    _between_preparing_and_applying(monkeypatch, edited)
+    outcome = decide(svc, rita, d_id, "approve")
+    assert outcome.status == "approved"
+    (event,) = audit_events(svc, "deferral.approved")
+    # What was approved is the action as it was at the lock, not as prepared.
+    payload = json.loads(event.payload)
+    assert payload["action_digest"] == "sha256:" + "0" * 64
+    assert payload["receipt"]["action_digest"] == "sha256:" + "0" * 64
+    assert _chain_holds(svc)
+
+
+def test_a_lapsed_claim_meanwhile_is_refused(svc, held, monkeypatch):
+    rita, d_id = held
+
+    def lapsed():
+        with svc.db.write() as session:
+            session.execute(
+                update(Deferral)
+                .where(Deferral.id == d_id)
+                .values(lease_expires_at=_now().replace(year=2000))
+            )
+
+    _between_preparing_and_applying(monkeypatch, lapsed)
+    with pytest.raises(DecisionRefused, match="claim on this item lapsed"):
+        decide(svc, rita, d_id, "approve")
+    assert audit_events(svc, "deferral.approved") == []
+
+
+def _chain_holds(svc) -> bool:
+    with svc.db.read() as session:
+        return verify_chain(session).ok
+
+
+def _now():
+    from review.models import utcnow
+
+    return utcnow()
