@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from review.audit.hashing import link, shard_key, shard_of, unchained
 from review.audit.shards import shard_count
-from review.db import BoundStatement, Database, driver
+from review.db import BoundStatement, Database, connection_of, driver
 from review.models import Agent, AuditEvent, AuditHead
 
 
@@ -121,14 +121,15 @@ class Head:
     agent: GuardedAgent | None = None
 
 
-def take_head(session: Session, *, guard_agent: int | None = None) -> Head:
+def take_head(session: Session | Connection, *, guard_agent: int | None = None) -> Head:
     """SQLite: read the heads (and, with `guard_agent`, that agent's row) for
     `append_events`. PostgreSQL chains in the server (`countersign_append`) instead.
 
     On SQLite the three reads run on the driver (review/db.py `DriverStatements`): they
     are the first statements of a transaction that holds the one write lock, so every
-    microsecond spent on them here is one that every other writer waits."""
-    conn = session.connection()
+    microsecond spent on them here is one that every other writer waits. `session`
+    may be a Core connection in its transaction (review/db.py `write_core`)."""
+    conn = connection_of(session)
     if conn.dialect.name == "sqlite":
         heads = {shard: (seq, hash_) for shard, seq, hash_ in driver.execute(conn, _READ_HEADS, {})}
         last_seq = driver.execute(conn, _LAST_SEQ, {}).fetchone()[0] or 0
@@ -193,7 +194,7 @@ def append_events(
 
 
 def append_placed(
-    session: Session,
+    session: Session | Connection,
     head: Head | None,
     rows: list[dict[str, Any]],
     *,
@@ -201,8 +202,9 @@ def append_placed(
 ) -> list[dict[str, Any]]:
     """`append_events` for events already placed (`placed_events`), so that the work of
     hashing them up to their link can be done before the transaction takes its locks;
-    on SQLite `insert_first` may likewise be bound already (`driver.bind`)."""
-    conn = session.connection()
+    on SQLite `insert_first` may likewise be bound already (`driver.bind`). `session` may
+    be a Core connection in its transaction (review/db.py `write_core`)."""
+    conn = connection_of(session)
     if conn.dialect.name == "postgresql":
         assert not isinstance(insert_first, BoundStatement), "bound for SQLite's driver"
         if insert_first:

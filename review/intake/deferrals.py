@@ -27,7 +27,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,10 +75,14 @@ def create_deferral(
             return _create_in_one_call(svc, agent, webhook_id, prepared, values, decision, events)
         rows = placed_events(svc.db.engine, events)
         row = driver.bind(svc.db.engine, _INSERT_DEFERRAL, values)  # JSON encoded here
-        with svc.db.write() as session:
-            return _create(
-                svc, session, agent.id, webhook_id, prepared, values, decision, rows, row
-            )
+        with svc.db.write_core() as conn:
+            outcome = _create(svc, conn, agent.id, values, decision, rows, row)
+        if isinstance(outcome, DomainError):  # refused under the lock; a retry answers
+            with svc.db.read() as session:
+                return _retry_or_refuse(session, agent.id, webhook_id, prepared, outcome)
+        if outcome.called_back:
+            policy_decisions.wake_after_commit(svc, decision)
+        return outcome.received
     except IntegrityError:
         # Two requests with one webhook-id raced past the lookup; the other one won.
         with svc.db.read() as session:
@@ -133,31 +137,39 @@ def _retry_or_refuse(
     raise refusal
 
 
+@dataclass(frozen=True)
+class _Created:
+    received: Received
+    called_back: bool  # a policy decision's callback was written: wake its delivery
+
+
 def _create(
     svc: Services,
-    session: Session,
+    conn: Connection,
     agent_id: int,
-    webhook_id: str,
-    prepared: Prepared,
     values: dict[str, Any],
     decision: policy_decisions.PolicyDecision | None,
     rows: list[dict[str, Any]],
     row: BoundStatement,
-) -> Received:
-    """SQLite, holding the write lock: read the heads and the agent, refuse or write, commit."""
-    head = take_head(session, guard_agent=agent_id)
+) -> _Created | DomainError:
+    """SQLite, holding the write lock: read the heads and the agent, refuse or write.
+
+    A Core connection, not a session (review/db.py `write_core`): every statement runs
+    on the driver, and the session's bookkeeping was Python spent holding the lock. A
+    refusal is returned, and the retry it may be looked up after the lock is let go."""
+    head = take_head(conn, guard_agent=agent_id)
     agent = head.agent
     refusal = _refusal(svc, agent)
     if refusal is not None:
-        return _retry_or_refuse(session, agent_id, webhook_id, prepared, refusal)
+        return refusal
     # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
-    append_placed(session, head, rows, insert_first=row)
-    if decision:
-        policy_decisions.write_callback(session, decision)
+    append_placed(conn, head, rows, insert_first=row)
+    called_back = policy_decisions.write_callback(conn, decision) if decision else False
     # The new row's values as attributes, to render the resource: building a transient
     # ORM instance (instrumenting every attribute) cost more than the rest of the answer.
-    return Received(policy_decisions.rendered(values), created=True, agent_slug=agent.slug)
+    received = Received(policy_decisions.rendered(values), created=True, agent_slug=agent.slug)
+    return _Created(received, called_back)
 
 
 def _create_in_one_call(
