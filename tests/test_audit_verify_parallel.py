@@ -85,3 +85,17 @@ def test_audit_verify_takes_jobs(svc, runner, three_ranges):
     result = runner.invoke(args=["audit", "verify", "--jobs", "3"])
     assert result.exit_code == 0, result.output
     assert "OK 12 events" in result.output
+
+
+def test_a_worker_that_fails_is_an_error_not_a_verdict(tmp_path):
+    """A range whose worker cannot read is never taken as verified."""
+    job = {"dialect": "sqlite", "connect": ([str(tmp_path / "none" / "x.db")], {})}
+    job.update(first=1, last=10, heads={0: (10, "0" * 64)}, remember=set())
+    worker = parallel_verify._start(job)
+    try:
+        with pytest.raises(RuntimeError, match="a verify worker failed"):
+            parallel_verify._result(worker)
+    finally:
+        worker.wait()
+        worker.stdout.close()
+        worker.stderr.close()
