@@ -13,6 +13,7 @@ import hashlib
 import pickle
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,8 +78,7 @@ def driver_batches(raw: Any, dialect: str, first: int, last: int | None) -> Iter
         try:
             with raw.cursor(name="countersign_audit_verify") as cursor:
                 cursor.execute(query.format(at=_PG_AT))
-                while rows := cursor.fetchmany(_BATCH):
-                    yield rows
+                yield from _read_ahead(cursor)
         finally:
             with raw.cursor() as setting:
                 setting.execute("SELECT set_config('enable_sort', %s, true)", (was,))
@@ -90,6 +90,18 @@ def driver_batches(raw: Any, dialect: str, first: int, last: int | None) -> Iter
             yield rows
     finally:
         cursor.close()
+
+
+def _read_ahead(cursor: Any) -> Iterator[list[tuple]]:
+    """The cursor's batches, each next one fetched in a thread while the caller hashes
+    this one: PostgreSQL reads and formats the rows in its own process, and the driver
+    waits on the socket without the GIL, so the server's part overlaps ours instead of
+    adding to it. The caller stops reading before it touches the connection again."""
+    with ThreadPoolExecutor(1, thread_name_prefix="audit-verify-read") as reader:
+        pending = reader.submit(cursor.fetchmany, _BATCH)
+        while rows := pending.result():
+            pending = reader.submit(cursor.fetchmany, _BATCH)
+            yield rows
 
 
 @dataclass
