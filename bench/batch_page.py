@@ -4,8 +4,9 @@
 
 The app runs in this process (Flask's test client: no HTTP, so the figures are the
 server's own time) on a fresh database and BENCH_REDIS_URL. A reviewer clears
-`--batches` batches of 5: POST /batch/start (and, where it answers with a redirect, as
-before commit 66900de, the GET /batch it leads to), then five htmx approvals. Printed
+`--batches` batches of 5: POST /batch/start with `answer=page`, as static/review.js
+sends it (and, where it answers with a redirect, as before commit 66900de, the GET
+/batch it leads to), then five htmx approvals. Printed
 per step: the median time, the part of it spent rendering templates, and the SQL
 statements sent (a `before_cursor_execute` listener on the engine). `--profile` adds
 cProfile's top functions for Start batch and its page. Run it in another checkout
@@ -122,9 +123,9 @@ def run(app, svc, args) -> None:
     for _ in range(args.batches):
         if profile:
             profile.enable()
-        started = step("POST /batch/start", lambda: rita.post("/batch/start"))
+        started = step("POST /batch/start", lambda: rita.post("/batch/start", {"answer": "page"}))
         page = started
-        if started.status_code == 302:  # the older flow: the page is a second request
+        if started.status_code in (302, 303):  # the older flow: the page is a second request
             page = step("GET /batch", lambda: rita.get("/batch"))
         if profile:
             profile.disable()

@@ -5,7 +5,7 @@
 
 Each reviewer is an HTTP client with its own session: it logs in (GET /login for the
 CSRF token, POST /login), waits until every reviewer has, and then, timed, until the queue
-is empty: POST /batch/start (which
+is empty: POST /batch/start with `answer=page`, as static/review.js sends it (which
 answers with the batch page; older trees redirect to GET /batch, which is followed
 and counted), and for each card the requests a browser sends for it, then the
 decision (POST /batch/<id>/approve as htmx, which answers with the card). N reviewers run at once
@@ -116,7 +116,9 @@ def reviewer(
         if ready is not None:  # everyone logged in: the timed part starts
             ready.wait()
         while True:
-            batch = client.post("/batch/start", data={"csrf_token": csrf})
+            batch = client.post(
+                "/batch/start", data={"csrf_token": csrf, "answer": "page"}
+            )  # what static/review.js sends: the page itself, no redirect
             ids = list(dict.fromkeys(CARD.findall(batch.text)))
             count = 1 + len(batch.history)  # the redirect to GET /batch, where there is one
             if not ids:

@@ -18,6 +18,20 @@
     window.history.replaceState(window.history.state, "", head.dataset.address);
   }
 
+  // Start batch (form.start-batch on the queue and at the end of a batch): ask for the
+  // batch page itself (answer=page) instead of the redirect a browser without JS gets,
+  // which would cost a second request; the address is fixed above once it shows.
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (!form.matches || !form.matches("form.start-batch")) return;
+    if (form.querySelector("input[name=answer]")) return;
+    const field = document.createElement("input");
+    field.type = "hidden";
+    field.name = "answer";
+    field.value = "page";
+    form.appendChild(field);
+  });
+
   const end = document.getElementById("batch-end");
   const root = document.getElementById("batch") || document.getElementById("item") || end;
   const shortcuts = document.body.dataset.shortcuts !== "off";

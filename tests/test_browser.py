@@ -10,9 +10,9 @@ from typing import NamedTuple
 
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from review.models import Deferral, utcnow
+from review.models import AuditEvent, Deferral, utcnow
 from tests.browser_support import (
     ARTIFACTS,
     launch_options,
@@ -92,6 +92,38 @@ def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
     assert "approved" in outcomes or "rejected" in outcomes
     decided = [status(site.agent, i) for i in ids]
     assert sum(d["status"] in ("approved", "rejected") for d in decided) >= 2
+
+
+def test_start_batch_is_one_request_with_js_and_a_reload_reads_the_batch_with_or_without(site, svc):
+    for n in (100, 200):
+        site.agent.defer(refund(summary=f"Refund {n} to customer"))
+    page = login(site, "rita")
+    starts = []
+    page.on("request", lambda r: r.url.endswith("/batch/start") and starts.append(r))
+    with page.expect_response(lambda r: r.url.endswith("/batch/start")) as started:
+        page.get_by_role("button", name="Start batch", exact=True).click()
+    assert started.value.status == 200  # the page itself: no redirect, no second request
+    expect(page).to_have_url(site.url + "/batch")
+    expect(page.locator("article.card")).to_have_count(2)
+    page.get_by_role("button", name="Release batch").click()
+    expect(page).to_have_url(site.url + "/queue")
+
+    plain = site.chromium.new_context(java_script_enabled=False).new_page()
+    plain.goto(site.url + "/login")
+    plain.get_by_label("Username").fill("sam")
+    plain.get_by_label("Password").fill("correct horse battery")
+    plain.get_by_role("button", name="Log in").click()
+    plain.get_by_role("button", name="Start batch", exact=True).click()
+    expect(plain).to_have_url(site.url + "/batch")  # 303 to GET /batch
+    expect(plain.locator("article.card")).to_have_count(2)
+    plain.reload()
+    expect(plain.locator("article.card")).to_have_count(2)
+    assert len(starts) == 1  # rita's one; sam's page is another context
+    with svc.db.read() as session:
+        events = session.scalars(
+            select(AuditEvent.actor_id).where(AuditEvent.event_type == "deferral.claimed")
+        ).all()
+    assert events.count("sam") == 2  # one claim each, none from the reload
 
 
 def test_two_reviewers_share_a_two_person_item(site):

@@ -15,7 +15,7 @@ def held(app, agent, people):
     """A refund that rita holds, and rita at the pages."""
     d_id = agent.defer(refund()).get_json()["id"]
     rita = logged_in(app, "rita")
-    assert rita.post("/batch/start").status_code == 200
+    assert rita.post("/batch/start").status_code == 303  # no JS: on to GET /batch
     return d_id, rita
 
 

@@ -76,7 +76,7 @@ def test_it_takes_a_1_mib_adversarial_body_from_intake_to_decision_in_well_under
     rita = logged_in(app, "rita")
     started = time.process_time()
     created = defer(agent, before, after)
-    assert rita.post("/batch/start").status_code == 200
+    assert rita.post("/batch/start").status_code == 303
     assert rita.get("/batch").status_code == 200
     response = rita.post(f"/batch/{created['id']}/reject", {"reason": "too big"}, htmx=True)
     assert response.status_code == 200

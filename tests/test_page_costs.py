@@ -326,7 +326,7 @@ def test_it_starts_a_batch_of_five_in_as_many_statements_as_a_batch_of_one(app, 
     for n in (1, 5):
         ids = asked_again(svc, agent, sam, n)
         with statements(svc) as seen:
-            started = rita.post("/batch/start")
+            started = rita.post("/batch/start", {"answer": "page"})  # as review.js sends it
         page = started.get_data(as_text=True)
         assert started.status_code == 200  # the batch page itself: no second request
         assert all(f'id="card-{d_id}"' in page for d_id in ids)

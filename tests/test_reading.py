@@ -147,7 +147,7 @@ def test_start_batch_claims_from_the_queue_as_filtered(app, svc, make_agent, peo
     rita = logged_in(app, "rita")
     queue = rita.get("/queue?level=low").get_data(as_text=True)
     assert '<input type="hidden" name="level" value="low">' in queue
-    response = rita.post("/batch/start", {"level": "low"})
+    response = rita.post("/batch/start", {"level": "low", "answer": "page"})  # as JS sends it
     started = response.get_data(as_text=True)  # the batch page itself, at its own address
     assert response.status_code == 200 and 'data-address="/batch?level=low"' in started
     assert f'id="card-{low}"' in started and 'name="level" value="low"' in started
@@ -161,6 +161,24 @@ def test_start_batch_claims_from_the_queue_as_filtered(app, svc, make_agent, peo
     with svc.db.read() as session:
         held = session.scalars(select(Deferral.summary).where(Deferral.status == "in_review")).all()
     assert held == ["other agent"]
+
+
+def test_start_batch_without_js_redirects_to_the_batch_so_a_reload_does_not_claim_again(
+    app, svc, make_agent, people
+):
+    billing = make_agent("billing-bot")
+    low = billing.defer(
+        refund(action={"tool": "notes.add", "args": {}}, risk={"score": 0}, summary="low one")
+    ).get_json()["id"]
+    billing.defer(refund(summary="high one"))
+    rita = logged_in(app, "rita")
+    response = rita.post("/batch/start", {"level": "low"})  # a plain form post
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/batch?level=low"
+    page = rita.get(response.headers["Location"]).get_data(as_text=True)
+    assert f'id="card-{low}"' in page and 'class="inline start-batch"' in page
+    claims = audit_events(svc, "deferral.claimed")
+    assert [e.deferral_id for e in claims] == [low]  # one claim, one event
 
 
 def test_a_row_is_claimed_from_the_queue_and_decided_on_its_page(app, svc, agent, people):

@@ -93,7 +93,7 @@ def test_start_batch_claims_the_top_items_under_a_lease(app, svc, agent, people)
     for i in range(7):
         agent.defer(refund(summary=f"item {i}"))
     rita = logged_in(app, "rita")
-    started = rita.post("/batch/start")
+    started = rita.post("/batch/start", {"answer": "page"})  # as static/review.js sends it
     assert started.status_code == 200 and "Your batch" in started.get_data(as_text=True)
     with svc.db.read() as session:
         held = session.scalars(select(Deferral).where(Deferral.status == "in_review")).all()

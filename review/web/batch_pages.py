@@ -24,6 +24,8 @@ from review.web.auth import DECIDERS, roles_required
 from review.web.reviewer_pages import batch_poll_url, bp, card_context, holder, is_htmx
 
 FILTER_KEYS = ("agent", "level", "label", "q")  # the queue's filters, carried by a batch
+# What static/review.js adds to a Start batch form's post: answer with the page itself.
+START_ANSWER = "page"
 
 
 def _filters(source) -> dict[str, str]:
@@ -37,11 +39,13 @@ def start_batch():
     """Claim a batch from the queue as filtered (PROTOCOL.md section 16): the form of
     the queue page, and Next batch at the end of one, send the filters along.
 
-    The answer is the batch page itself, not a redirect to GET /batch: that second
-    request (session, user, the held ids again) was a third of a batch's page cost.
-    static/review.js puts the page's own address (/batch) in the location bar, so a
-    reload reads the batch instead of claiming again (a repeat claim keeps the batch
-    anyway: a reviewer who holds items is topped up, never given a second batch)."""
+    A browser running static/review.js sends `answer=page` (START_ANSWER) and gets the
+    batch page itself: a redirect to GET /batch would be a second request (session,
+    user, the held ids again), a third of a batch's page cost; the script puts the
+    page's own address (/batch) in the location bar, so a reload reads the batch. A plain
+    form post (no JS) gets 303 to GET /batch, so its reload reads rather than claims
+    again (a repeat claim would keep the batch anyway: a reviewer who holds items is
+    topped up, never given a second batch)."""
     filters = _filters(request.form)
     flt = queue_reads.QueueFilter.parse(filters)
     svc = current_services()
@@ -51,6 +55,8 @@ def start_batch():
         note = claims.withheld_note(svc, holder())
         flash(f"Nothing to review right now: the queue has {what}{note}.", "info")
         return redirect(url_for("review.queue", **filters))
+    if request.form.get("answer") != START_ANSWER:
+        return redirect(url_for("review.batch", **filters), 303)
     return _batch_page(svc, filters, ids)
 
 
