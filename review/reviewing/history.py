@@ -9,10 +9,11 @@ rejected. So each card shows what became of earlier deferrals with the same
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, literal, or_, select, union_all
+from sqlalchemy import CompoundSelect, Select, String, and_, bindparam, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from review.models import TERMINAL_STATUSES, Deferral
@@ -35,16 +36,25 @@ def earlier_decisions(session: Session, items: list[Deferral]) -> dict[str, list
     """For each item, the newest few ended deferrals on its action or its resource.
 
     One statement for the whole batch: a UNION ALL of one small query per item, each
-    served by an index and cut at SHOWN (a batch page paid one round trip per card)."""
+    served by an index and cut at SHOWN (a batch page paid one round trip per card). The
+    statement for N items is built once (`_earlier_statement`) and bound to the items'
+    values: building the union's subqueries anew was a quarter of Start batch's CPU."""
     if not items:
         return {}
-    if len(items) == 1:  # a decided card, an item page: the query alone
-        query = _earlier_query(items[0])
-    else:
-        query = union_all(*(_earlier_query(d).subquery().select() for d in items))
+    values: dict[str, str | None] = {}
+    for n, d in enumerate(items):
+        has_resource = bool(d.resource_type and d.resource_id)
+        values |= {
+            f"card_{n}": d.id,
+            f"self_{n}": d.id,
+            f"digest_{n}": d.action_digest,
+            # No resource: NULL, which equals nothing, so only the action matches.
+            f"rtype_{n}": d.resource_type if has_resource else None,
+            f"rid_{n}": d.resource_id if has_resource else None,
+        }
     out: dict[str, list[Earlier]] = {d.id: [] for d in items}
     digests = {d.id: d.action_digest for d in items}
-    for r in session.execute(query):
+    for r in session.execute(_earlier_statement(len(items)), values):
         out[r.card].append(
             Earlier(
                 r.id,
@@ -61,15 +71,18 @@ def earlier_decisions(session: Session, items: list[Deferral]) -> dict[str, list
     return out
 
 
-def _earlier_query(d: Deferral) -> Select:
-    same = [Deferral.action_digest == d.action_digest]
-    if d.resource_type and d.resource_id:
-        same.append(
-            and_(Deferral.resource_type == d.resource_type, Deferral.resource_id == d.resource_id)
-        )
+@functools.lru_cache(maxsize=64)
+def _earlier_statement(count: int) -> Select | CompoundSelect:
+    """The statement for `count` items, their values as bound parameters (`_n` each)."""
+    if count == 1:  # a decided card, an item page: the query alone
+        return _earlier_query(0)
+    return union_all(*(_earlier_query(n).subquery().select() for n in range(count)))
+
+
+def _earlier_query(n: int) -> Select:
     return (
         select(
-            literal(d.id).label("card"),
+            bindparam(f"card_{n}", type_=String).label("card"),
             Deferral.id,
             Deferral.action_digest,
             Deferral.status,
@@ -79,8 +92,14 @@ def _earlier_query(d: Deferral) -> Select:
             Deferral.summary,
         )
         .where(
-            or_(*same),
-            Deferral.id != d.id,
+            or_(
+                Deferral.action_digest == bindparam(f"digest_{n}"),
+                and_(
+                    Deferral.resource_type == bindparam(f"rtype_{n}"),
+                    Deferral.resource_id == bindparam(f"rid_{n}"),
+                ),
+            ),
+            Deferral.id != bindparam(f"self_{n}"),
             Deferral.status.in_(TERMINAL_STATUSES),
             # A canary's ending would give it away, and it is no agent's history.
             Deferral.canary.is_(None),
