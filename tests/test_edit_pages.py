@@ -25,10 +25,17 @@ def status(agent, d_id):
 
 def test_only_the_holder_gets_the_editor(app, agent, held):
     d_id, rita = held
-    assert 'aria-label="Edit as JSON"' in rita.get("/batch").get_data(as_text=True)
+    batch = rita.get("/batch").get_data(as_text=True)  # the editor comes when opened
+    assert "Edit arguments" in batch and 'aria-label="Edit as JSON"' not in batch
+    assert f'hx-get="/deferrals/{d_id}/edit"' in batch
+    editor = rita.get(f"/deferrals/{d_id}/edit", headers={"HX-Request": "true"})
+    assert 'aria-label="Edit as JSON"' in editor.get_data(as_text=True)
+    assert 'name="next" value="/batch"' in editor.get_data(as_text=True)
     assert 'aria-label="Edit each field"' in rita.get(f"/deferrals/{d_id}").get_data(as_text=True)
     sam = logged_in(app, "sam")
     assert "Edit as JSON" not in sam.get(f"/deferrals/{d_id}").get_data(as_text=True)
+    gone = sam.get(f"/deferrals/{d_id}/edit", headers={"HX-Request": "true"})
+    assert "You no longer hold this item." in gone.get_data(as_text=True)
     refused = sam.post(f"/deferrals/{d_id}/edit/approve", {"source": "json", "args_json": "{}"})
     assert refused.status_code == 302
     assert status(agent, d_id)["status"] == "in_review"

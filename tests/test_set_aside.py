@@ -181,7 +181,15 @@ def test_the_card_snoozes_and_hands_over_through_its_forms(world):
     rita = logged_in(app, "rita")
     rita.post("/batch/start")
     page = rita.get("/batch").get_data(as_text=True)
-    assert "Snooze or hand over" in page and 'value="user:tom"' in page
+    assert "Snooze or hand over" in page and 'value="user:tom"' not in page  # fetched on open
+    assert f'hx-get="/batch/{d_id}/set-aside"' in page
+    panel = rita.client.get(f"/batch/{d_id}/set-aside", headers={"HX-Request": "true"})
+    assert 'aria-label="Snooze"' in panel.get_data(as_text=True)
+    assert 'value="user:tom"' in panel.get_data(as_text=True)
+    no_js = rita.get(f"/batch/{d_id}/set-aside")  # the item page has the forms
+    assert no_js.status_code == 302 and no_js.headers["Location"] == f"/deferrals/{d_id}"
+    item = rita.get(f"/deferrals/{d_id}").get_data(as_text=True)
+    assert 'aria-label="Snooze"' in item and 'value="user:tom"' in item
     answer = rita.post(
         f"/batch/{d_id}/snooze", {"minutes": "60", "reason": "after lunch"}, htmx=True
     ).get_data(as_text=True)

@@ -86,7 +86,7 @@ def _batch_page(svc, filters: dict[str, str], claimed: list[str] | None = None):
             ids = claims.held_ids(db, holder(), utcnow())
     with svc.db.read() as db:
         items = queue_reads.batch_items(db, ids)
-        context = card_context(svc, db, items)
+        context = card_context(svc, db, items, lazy_panels=True)
     return render_template(
         "review/batch.html",
         items=items,

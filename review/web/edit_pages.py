@@ -179,6 +179,21 @@ def approve(deferral_id: str):
         )
 
 
+@bp.get("/deferrals/<deferral_id>/edit")
+@roles_required(*DECIDERS)
+def editor_form(deferral_id: str):
+    """The editor of a card on a batch page, fetched (htmx) when the reviewer opens Edit
+    arguments: a batch page does not render five editors that are seldom opened. Without
+    htmx, the item page, which has the editor."""
+    if not is_htmx():
+        return redirect(url_for("review.deferral", deferral_id=deferral_id))
+    with current_services().db.read() as session:
+        d = _deferral(session, deferral_id)
+        if not _holds(d):
+            return render_template("review/_lazy_gone.html")
+        return render_template("review/_edit_form.html", d=d, in_batch=True)
+
+
 def _left(session) -> int:
     """Items the reviewer holds still to decide (not those in their undo window)."""
     ids = held_ids(session, holder(), utcnow())

@@ -67,9 +67,15 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def card_context(svc: Services, session: Session, items: list[Deferral]) -> dict[str, Any]:
+def card_context(
+    svc: Services, session: Session, items: list[Deferral], *, lazy_panels: bool = False
+) -> dict[str, Any]:
     """What every rendering of review/_card.html needs besides the deferral itself:
-    `held`, the decisions still in their undo window (review/reviewing/undo.py)."""
+    `held`, the decisions still in their undo window (review/reviewing/undo.py).
+
+    `lazy_panels` (the batch page): the editor and the snooze and hand-over forms are
+    fetched when the reviewer opens them (edit_pages.editor_form,
+    set_aside_pages.set_aside_panel), so whom to hand over to is not read here."""
     now = utcnow()
     held = undo.held_decisions(session, [d.id for d in items])
     given = queue_reads.approvals_of(session, items)
@@ -81,9 +87,12 @@ def card_context(svc: Services, session: Session, items: list[Deferral]) -> dict
         # Snooze and hand over, offered on a card its viewer holds (review/_set_aside.html).
         "hand_over_to": (
             set_aside.hand_over_choices(session, holder())
-            if current_user.can_decide and any(d.claimed_by == current_user.id for d in items)
+            if not lazy_panels
+            and current_user.can_decide
+            and any(d.claimed_by == current_user.id for d in items)
             else []
         ),
+        "lazy_panels": lazy_panels,
         "min_read": svc.settings.min_read_seconds,
         "held": {
             d.id: HeldCard(

@@ -5,15 +5,39 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import request
+from flask import abort, redirect, render_template, request, url_for
 
-from review.models import utcnow
+from review.models import Deferral, utcnow
 from review.reviewing import set_aside
 from review.reviewing.decisions import DecisionRefused
 from review.services import current_services
 from review.web.auth import DECIDERS, roles_required
 from review.web.batch_pages import _answer
-from review.web.reviewer_pages import SNOOZE_CHOICES, bp, holder
+from review.web.reviewer_pages import SNOOZE_CHOICES, bp, holder, is_htmx
+
+
+@bp.get("/batch/<deferral_id>/set-aside")
+@roles_required(*DECIDERS)
+def set_aside_panel(deferral_id: str):
+    """The snooze and hand-over forms of a card on a batch page, fetched (htmx) when the
+    reviewer opens the panel: a batch page neither renders them for every card nor reads
+    whom an item could be handed to. Without htmx, the item page, which has them."""
+    if not is_htmx():
+        return redirect(url_for("review.deferral", deferral_id=deferral_id))
+    with current_services().db.read() as session:
+        d = session.get(Deferral, deferral_id)
+        if d is None:
+            abort(404)
+        if not (d.status == "in_review" and d.claimed_by == holder().id):
+            return render_template("review/_lazy_gone.html")
+        choices = set_aside.hand_over_choices(session, holder())
+        return render_template(
+            "review/_set_aside_panel.html",
+            d=d,
+            hand_over_to=choices,
+            snooze_choices=SNOOZE_CHOICES,
+            on_item_page=False,
+        )
 
 
 @bp.post("/batch/<deferral_id>/snooze")
