@@ -11,6 +11,11 @@ one runs inside the commit, and whatever the machine's load adds), and the COMMI
 wall time (DefaultDialect.do_commit wrapped). Medians, p90, p99 and the longest, and the
 CPU per request, after 100 requests of warm-up.
 
+`--busy-threads N` runs N threads of pure Python beside (as a gunicorn gthread worker's
+other requests are while they render): the lock's holder releases the GIL in every
+SQLite call and waits up to the interpreter's switch interval (`--switch-interval MS`,
+Python's default 5 ms) to get it back, while every other writer waits on the lock.
+
 `--kind decision`: a reviewer's decisions instead, as bench/decision_cost.py makes them
 (POST /batch/<id>/approve as htmx through Flask's test client, Start batch for each five
 cards), `--requests` deferrals of which the first 100 are decided as warm-up; only the
@@ -26,6 +31,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -59,7 +65,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--kind", choices=("intake", "decision"), default="intake")
+    parser.add_argument("--busy-threads", type=int, default=0, metavar="N")
+    parser.add_argument("--switch-interval", type=float, default=None, metavar="MS")
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval / 1000)
+    stop = threading.Event()
+    for _ in range(args.busy_threads):
+        threading.Thread(target=_busy, args=(stop,), daemon=True).start()
     held_cpu: list[float] = []
     held_wall: list[float] = []
     original = db_module.WriterLock.held
@@ -136,6 +149,13 @@ def main() -> None:
     print(f"  writer lock held, thread CPU: {spread(held_cpu)}")
     print(f"  writer lock held, wall:       {spread(held_wall)}")
     print(f"  of which the COMMIT, wall:    {spread(commits)}")
+
+
+def _busy(stop: threading.Event) -> None:
+    """Pure Python, as a gthread worker's other threads are while they render a page:
+    it holds the GIL until the interpreter's switch interval makes it let go."""
+    while not stop.is_set():
+        sum(i * i for i in range(2000))
 
 
 def decisions(n: int, held_cpu: list[float], held_wall: list[float], commits: list[float]) -> None:

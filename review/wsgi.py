@@ -20,3 +20,13 @@ except SettingsError as exc:  # a wrong setting stops start-up with its name, no
 # that triggered it by 40-190 ms (docs/SCALING.md, "Where a request's time goes").
 gc.collect()
 gc.freeze()
+
+# A worker's threads share one GIL. SQLite releases it in every call, and the thread that
+# holds SQLite's writer lock (review/db.py WriterLock) then waits for a thread running
+# Python (rendering a page) to let go of it: up to the switch interval, Python's 5 ms, per
+# statement, while every other writer of every process waits on the lock. At 0.5 ms the
+# lock's holder is back sooner (bench/writer_lock.py --kind decision --busy-threads 3:
+# the hold's wall p50 78 -> 20 ms under load 13; docs/REVIEWING.md). The cost: a CPU-bound
+# thread is asked to hand over more often, a few microseconds each time.
+SWITCH_INTERVAL_SECONDS = 0.0005
+sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
