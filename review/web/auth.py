@@ -35,7 +35,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from werkzeug.urls import iri_to_uri
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
@@ -110,13 +110,28 @@ def load_user(user_id: str) -> Reviewer | None:
     if not user_id.isdigit() or not isinstance(token, str) or not token:
         return None
     svc = current_services()
-    with svc.db.read() as db:
-        user = db.get(User, int(user_id))
-        if user is None or not user.is_active or not user.session_token:
-            return None
-        if not hmac.compare_digest(user.session_token.encode(), token.encode()):
-            return None  # ended: logged out, new password, or disabled since
-        return Reviewer(user.id, user.username, user.role, user.email, user.keyboard_shortcuts)
+    # Read on every request, so it stays honest (a user disabled, logged out or given
+    # another role counts from their next request): Core, the six columns it needs, not
+    # the ORM's whole User (about a tenth of a decision request's CPU went to loading it).
+    with svc.db.engine.connect() as conn:
+        user = conn.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
+    if user is None or not user.is_active or not user.session_token:
+        return None
+    if not hmac.compare_digest(user.session_token.encode(), token.encode()):
+        return None  # ended: logged out, new password, or disabled since
+    return Reviewer(user.id, user.username, user.role, user.email, user.keyboard_shortcuts)
+
+
+_users = User.__table__
+_SESSION_USER = select(
+    _users.c.id,
+    _users.c.username,
+    _users.c.role,
+    _users.c.email,
+    _users.c.keyboard_shortcuts,
+    _users.c.is_active,
+    _users.c.session_token,
+).where(_users.c.id == bindparam("user_id"))
 
 
 def roles_required(*roles: str):
