@@ -13,6 +13,7 @@ domain do the rest.
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import os
 import threading
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from review import wal_checkpoints
@@ -40,7 +41,36 @@ def make_engine(url: str) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+    _ping_on_checkout(engine)
+    return engine
+
+
+# Set by a caller that retries on a dropped connection itself (intake's one call).
+_unpinged = contextvars.ContextVar("countersign_unpinged", default=False)
+
+
+def _ping_on_checkout(engine: Engine) -> None:
+    """`pool_pre_ping`, as a checkout event that `autocommit_driver(ping=False)` skips.
+
+    A connection the server dropped while it sat in the pool (a restart, a failover,
+    `pg_terminate_backend`) is found before it is handed out, and the pool's older
+    connections with it, as pre-ping does (InvalidatePoolError). Through gunicorn the
+    ping was a fifth of a PostgreSQL intake's time in its thread (py-spy): one more
+    round trip, after which the thread queues for the GIL again.
+    """
+
+    @event.listens_for(engine, "checkout")
+    def ping(dbapi_connection, _record, _proxy):
+        if _unpinged.get():
+            return
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise InvalidatePoolError() from error
+            raise
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -167,24 +197,37 @@ class Database:
             yield conn
 
     @contextmanager
-    def autocommit_driver(self) -> Iterator[Any]:
+    def autocommit_driver(self, *, ping: bool = True) -> Iterator[Any]:
         """`autocommit()` on the driver: the pooled DBAPI connection itself (psycopg's),
         switched to autocommit for the block and back before it returns to the pool.
 
         For intake's one call (review/intake/deferrals.py): a statement through
         SQLAlchemy's `execute` (its context, events, result and the connection's begin
         and rollback bookkeeping) cost intake as much Python as the rest of its write.
-        The checkout is the pool's own, pre-ping included. Run statements with
-        `execute_on_driver`, which raises what `conn.execute` would (IntegrityError and
-        the rest) and invalidates a connection the server dropped.
+        The checkout is the pool's own; `ping=False` skips its ping (`_ping_on_checkout`),
+        for a caller that runs the block again when the connection turns out dropped
+        (`DBAPIError.connection_invalidated`). Run statements with `execute_on_driver`,
+        which raises what `conn.execute` would (IntegrityError and the rest).
         """
-        fairy = self.engine.raw_connection()
+        skipped = _unpinged.set(not ping)
+        try:
+            fairy = self.engine.raw_connection()
+        finally:
+            _unpinged.reset(skipped)
         dbapi_connection = fairy.driver_connection
+        dropped = False
         try:
             dbapi_connection.autocommit = True
             yield dbapi_connection
+        except DBAPIError as error:
+            dropped = error.connection_invalidated
+            raise
         finally:
-            if dbapi_connection.closed or dbapi_connection.info.transaction_status != IDLE:
+            if (
+                dropped
+                or dbapi_connection.closed
+                or dbapi_connection.info.transaction_status != IDLE
+            ):
                 fairy.invalidate()  # dropped, or midway: never back into the pool
             else:  # a refused statement (a unique key) leaves it idle and usable
                 dbapi_connection.autocommit = False
@@ -192,11 +235,15 @@ class Database:
 
     def execute_on_driver(self, dbapi_connection: Any, sql: str, params: dict[str, Any]) -> Any:
         """One statement on a connection from `autocommit_driver`: its first row."""
-        dbapi = self.engine.dialect.loaded_dbapi
+        dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
         try:
             return dbapi_connection.execute(sql, params).fetchone()
         except dbapi.Error as error:  # as conn.execute raises it
-            raise DBAPIError.instance(sql, params, error, dbapi.Error) from error
+            dropped = dialect.is_disconnect(error, dbapi_connection, None)
+            raise DBAPIError.instance(
+                sql, params, error, dbapi.Error, connection_invalidated=dropped
+            ) from error
 
     @contextmanager
     def read(self) -> Iterator[Session]:

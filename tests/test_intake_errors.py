@@ -5,11 +5,15 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import create_engine, delete, func, select, text, update
+from sqlalchemy.pool import NullPool
 
 from review.agents.killswitch import Actor, kill
+from review.agents.registry import signers
 from review.audit.chain import chained_write
 from review.audit.verify import verify_chain
+from review.intake.deferrals import create_deferral
+from review.intake.preparation import prepare
 from review.models import PENDING_STATUSES, Agent, AuditEvent, Deferral
 from tests.helpers import count_rows, refund, wait_for
 
@@ -281,3 +285,35 @@ def wait_until_a_writer_waits_for_the_lock(svc) -> None:
             timeout=10,
             message="the request to wait for the chain lock",
         )
+
+
+def _drop_every_connection_but_this_one(url):
+    outside = create_engine(url, poolclass=NullPool)
+    with outside.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        conn.commit()
+    outside.dispose()
+
+
+def test_an_intake_on_a_connection_the_server_dropped_is_stored_once(agent, svc):
+    """Intake takes its connection without the pool's ping (review/db.py): when the
+    server has dropped the pooled ones (a restart, a failover), the call runs again on
+    a pinged connection; every other path still pings."""
+    if svc.db.is_sqlite:
+        pytest.skip("SQLite has no server to drop a connection")
+    assert agent.defer(refund(summary="before")).status_code == 202
+    with svc.db.read() as session:
+        signer = signers(session, slug=agent.slug)[0]
+    prepared = prepare(svc, refund(summary="after"))
+    _drop_every_connection_but_this_one(svc.db.url)
+    received = create_deferral(svc, signer, "msg_after_the_drop", prepared)
+    assert received.created
+    _drop_every_connection_but_this_one(svc.db.url)
+    assert count_rows(svc, Deferral) == 2  # a read: pinged, so it finds a live connection
+    with svc.db.read() as session:
+        assert verify_chain(session).ok
