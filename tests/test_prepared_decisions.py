@@ -5,9 +5,10 @@ its lock sends it down the full path, which says what happened."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from review.audit.verify import verify_chain
 from review.models import Approval, Deferral
@@ -127,3 +128,26 @@ def _now():
     from review.models import utcnow
 
     return utcnow()
+
+
+def test_a_prepared_decision_renews_the_lease_on_the_rest_of_the_batch(svc, agent):
+    rita = reviewer(svc)
+    first, second = (agent.defer(refund()).get_json()["id"] for _ in range(2))
+    claim_batch(svc, rita)
+    soon = _now() + timedelta(seconds=60)
+    with svc.db.write() as session:
+        session.execute(update(Deferral).where(Deferral.id == second).values(lease_expires_at=soon))
+    outcome = decide(svc, rita, first, "approve", seen_ms=4000)
+    assert outcome.left == 1
+    with svc.db.read() as session:
+        after = session.get(Deferral, second).lease_expires_at
+        if svc.db.is_sqlite:  # stored in the column type's own format, as claimed_at is
+            lengths = session.execute(
+                text(
+                    "SELECT length(lease_expires_at), length(claimed_at) FROM deferrals"
+                    " WHERE id = :id"
+                ),
+                {"id": second},
+            ).one()
+            assert lengths[0] == lengths[1]
+    assert after - soon >= timedelta(seconds=svc.settings.lease_seconds - 120)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, literal_column, text, update
+from sqlalchemy import bindparam, exists, literal_column, text, update
 from sqlalchemy.orm import Session
 
 from review.errors import DomainError
@@ -171,3 +171,25 @@ def renew_lease(session: Session, svc: Services, holder: Holder, now: datetime) 
         .returning(_table.c.id, _held_for_undo)
     )
     return {deferral_id: bool(held) for deferral_id, held in rows}
+
+
+RENEWAL = (
+    update(_table)
+    .where(
+        _table.c.claimed_by == bindparam("holder_id"),
+        _table.c.status == "in_review",
+        _table.c.lease_expires_at >= bindparam("now"),
+    )
+    .values(lease_expires_at=bindparam("lease_until", type_=_table.c.lease_expires_at.type))
+    .returning(_table.c.id, _held_for_undo)
+)
+"""renew_lease's UPDATE with its values as parameters, for a decision that binds it before
+SQLite's write lock (review/reviewing/prepared_decisions.py): `renewal_values`."""
+
+
+def renewal_values(svc: Services, holder: Holder, now: datetime) -> dict[str, object]:
+    return {
+        "holder_id": holder.id,
+        "now": now,
+        "lease_until": now + timedelta(seconds=svc.settings.lease_seconds),
+    }

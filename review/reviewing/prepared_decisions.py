@@ -37,7 +37,12 @@ from review.db import BoundStatement, driver
 from review.models import Approval, Deferral, OutboxEvent
 from review.observability.metrics import decider, note_decided
 from review.reviewing.claims import Holder
-from review.reviewing.decision_checks import Decided, check_may_approve, renew_lease
+from review.reviewing.decision_checks import (
+    RENEWAL,
+    Decided,
+    check_may_approve,
+    renewal_values,
+)
 from review.reviewing.decision_writes import (
     decision_payload,
     fast_note,
@@ -57,6 +62,7 @@ class PreparedDecision:
     deferral: Deferral  # as read, with the ending's values set (detached)
     outcome: str
     reading: Reading
+    renewal: BoundStatement  # the lease on the reviewer's batch (renew_lease's)
     ending: BoundStatement
     approval: BoundStatement | None
     callback: BoundStatement | None
@@ -139,6 +145,7 @@ def prepare(
     if row is not None:
         callback = driver.bind(engine, _INSERT_CALLBACK, {**row, **dict.fromkeys(_CALLBACK_UNSET)})
     return PreparedDecision(
+        renewal=driver.bind(engine, RENEWAL, renewal_values(svc, holder, now)),
         deferral=deferral,
         outcome=outcome,
         reading=reading,
@@ -167,11 +174,11 @@ def _plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
 
 
 def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: datetime) -> Decided:
-    """One transaction under the write lock: lease renewal, the approval, the conditional
+    """One transaction under the write lock: the lease renewal, the approval, the conditional
     UPDATE, the callback, the event. TakeTheFullPath (rolled back) when it loses a race."""
     with svc.db.write() as session:
         conn = session.connection()
-        renewed = renew_lease(session, svc, holder, now)
+        renewed = {i: bool(w) for i, w in driver.execute_bound(conn, prepared.renewal)}
         try:
             if prepared.approval is not None:
                 driver.execute_bound(conn, prepared.approval)
