@@ -52,9 +52,13 @@ def lock_chain(session: Session, deferrals: Sequence[str] = ()) -> None:
     see review/intake/deferrals.py.) A transaction narrowed to `deferrals` must write
     events only for them; an event for another shard is locked when appended, after
     the rows it holds, which is safe only for inserts. On SQLite the IMMEDIATE
-    transaction already holds the one write lock.
+    transaction already holds the one write lock (review/db.py: BEGIN IMMEDIATE, which
+    `session.connection()` issues here, after the WriterLock), so no statement is sent:
+    a SELECT there locks nothing and only lengthens the lock's hold.
     """
     conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        return
     if not deferrals:
         conn.execute(_LOCK_ALL)
         return
