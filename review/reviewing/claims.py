@@ -76,14 +76,9 @@ def return_lapsed_claims(session: Session, now: datetime) -> int:
     Not a claim with a decision held for its undo window (review/reviewing/undo.py): that
     decision takes effect on the claim, lease or not, so a closed tab does not lose it."""
     table = Deferral.__table__
-    held = PendingDecision.__table__
     lapsed = session.execute(
         select(table.c.id, table.c.claimed_by, table.c.agent_id)
-        .where(
-            table.c.status == "in_review",
-            table.c.lease_expires_at < now,
-            ~exists().where(held.c.deferral_id == table.c.id),
-        )
+        .where(*_lapsed(table, now))
         .with_for_update(of=table, skip_locked=True)
     ).all()
     if not lapsed:
@@ -111,6 +106,28 @@ def return_lapsed_claims(session: Session, now: datetime) -> int:
         ],
     )
     return len(lapsed)
+
+
+def _lapsed(table, now: datetime):
+    held = PendingDecision.__table__
+    return (
+        table.c.status == "in_review",
+        table.c.lease_expires_at < now,
+        ~exists().where(held.c.deferral_id == table.c.id),
+    )
+
+
+def _return_lapsed_first(svc: Services, now: datetime) -> None:
+    """Before a claim: lapsed claims go back to the queue in a write of their own, and
+    only when a read (outside the writer lock) finds one, so the claim's own transaction,
+    which holds SQLite's writer lock (PostgreSQL: every chain shard's), does not carry the
+    search. A lease that lapses between the two is returned by the next claim."""
+    table = Deferral.__table__
+    with svc.db.read() as session:
+        found = session.execute(select(table.c.id).where(*_lapsed(table, now)).limit(1)).first()
+    if found is not None:
+        with chained_write(svc.db) as session:
+            return_lapsed_claims(session, now)
 
 
 def _agent_slugs(session: Session, ids: set[int]) -> dict[int, str]:
@@ -164,14 +181,38 @@ def standing(session: Session, holder: Holder) -> Standing:
     return Standing(role == "admin", tuple(r.group_name for r in rows if r.group_name))
 
 
-def _takeable(table, holder: Holder, who: Standing, now: datetime, *, batch: bool) -> list:
-    """What a reviewer may claim (see the module doc); `batch`: for Start batch, which
-    takes nothing snoozed or handed to someone else, even for an admin."""
-    conditions = [
+def _pending_and_not_theirs(table, holder: Holder) -> list:
+    """Pending, not asked on their own behalf, not one they approved already."""
+    return [
         table.c.status == "pending",
         table.c.principal_key.not_in(sorted(holder.identity_keys)),
         ~exists().where(Approval.deferral_id == table.c.id, Approval.username == holder.username),
     ]
+
+
+def _batch_takeable(table, holder: Holder, now: datetime) -> list:
+    """What Start batch may take (see the module doc): nothing snoozed or handed to
+    someone else, even for an admin; a routed deferral only for a member of its group or
+    an admin, which the statement reads itself (users, group_members: in the claim's
+    transaction, as `standing` would, without a statement of its own)."""
+    admin = exists().where(User.id == holder.id, User.role == "admin")
+    groups = (
+        select(GroupMember.group_name)
+        .join(User, User.username == GroupMember.username)
+        .where(User.id == holder.id)
+    )
+    return [
+        *_pending_and_not_theirs(table, holder),
+        or_(table.c.not_before.is_(None), table.c.not_before <= now),
+        or_(table.c.handed_to.is_(None), table.c.handed_to == holder.username),
+        or_(table.c.route_group.is_(None), admin, table.c.route_group.in_(groups)),
+    ]
+
+
+def _takeable(table, holder: Holder, who: Standing, now: datetime, *, batch: bool) -> list:
+    """What a reviewer may claim (see the module doc); `batch`: for Start batch, which
+    takes nothing snoozed or handed to someone else, even for an admin."""
+    conditions = _pending_and_not_theirs(table, holder)
     awake = or_(table.c.not_before.is_(None), table.c.not_before <= now)
     for_me = or_(table.c.handed_to.is_(None), table.c.handed_to == holder.username)
     if batch:
@@ -196,32 +237,13 @@ def claim_batch(
     size = svc.settings.batch_size
     lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
     table = Deferral.__table__
+    _return_lapsed_first(svc, now)
     with chained_write(svc.db) as session:
-        return_lapsed_claims(session, now)
         held = _held(session, holder, now)
         wanted = size - len(held)
         taken = []
         if wanted > 0:
-            who = standing(session, holder)
-            handed_to_me = case((table.c.handed_to == holder.username, 1), else_=0)
-            candidates = session.execute(
-                select(
-                    table.c.id,
-                    table.c.agent_id,
-                    table.c.handed_to,
-                    table.c.rank,
-                    # The slug for the audit events, read with the pick.
-                    select(Agent.slug)
-                    .where(Agent.id == table.c.agent_id)
-                    .scalar_subquery()
-                    .label("agent_slug"),
-                )
-                .where(*_takeable(table, holder, who, now, batch=True), *where)
-                .order_by(handed_to_me.desc(), table.c.rank.desc())
-                .limit(wanted)
-                .with_for_update(skip_locked=True)
-            ).all()
-            taken = _claim(session, candidates, holder, now, lease_until)
+            taken = _pick_and_claim(session, holder, now, lease_until, wanted, where)
         if held:
             session.execute(
                 update(table)
@@ -230,6 +252,52 @@ def claim_batch(
             )
         # What they held (its lease renewed above) and what they took: no second read.
         return _batch_order(holder, [*held, *taken])
+
+
+def _pick_and_claim(
+    session: Session,
+    holder: Holder,
+    now: datetime,
+    lease_until: datetime,
+    wanted: int,
+    where: Sequence,
+) -> list:
+    """Start batch's pick and claim as one statement, the conditional UPDATE whose
+    RETURNING says what it took (with each agent's slug for the audit events):
+    `WITH pick AS MATERIALIZED (...) UPDATE deferrals ... FROM pick WHERE id = pick.id
+    AND status = 'pending'`. The pick is the most urgent `wanted` the reviewer may take
+    (`_batch_takeable`), FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the writer lock
+    serialises claims. Each row taken gets its claim event in this transaction."""
+    table = Deferral.__table__
+    handed_to_me = case((table.c.handed_to == holder.username, 1), else_=0)
+    pick = (
+        select(table.c.id)
+        .where(*_batch_takeable(table, holder, now), *where)
+        .order_by(handed_to_me.desc(), table.c.rank.desc())
+        .limit(wanted)
+        .with_for_update(skip_locked=True)
+        # Once, before the UPDATE: PostgreSQL may otherwise run an IN (...) subquery
+        # with FOR UPDATE SKIP LOCKED more than once and take more than `wanted`.
+        .cte("pick")
+        .prefix_with("MATERIALIZED")
+    )
+    # (SQLite writes RETURNING unqualified: "id = agent_id" there is agents.id against the
+    # row's agent_id, as agents has no agent_id column.)
+    slug = select(Agent.slug).where(Agent.id == table.c.agent_id).scalar_subquery()
+    rows = session.execute(
+        update(table)
+        .where(table.c.id == pick.c.id, table.c.status == "pending")
+        .values(
+            status="in_review", claimed_by=holder.id, claimed_at=now, lease_expires_at=lease_until
+        )
+        .returning(
+            table.c.id, table.c.agent_id, table.c.handed_to, table.c.rank, slug.label("agent_slug")
+        )
+    ).all()
+    rows = sorted(rows, key=lambda r: (r.handed_to == holder.username, r.rank), reverse=True)
+    if rows:  # their events in batch order (RETURNING keeps none)
+        _record_claims(session, rows, holder, now, lease_until)
+    return rows
 
 
 def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: datetime) -> list:
@@ -255,6 +323,12 @@ def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: d
     rows = [r for r in rows if r.id in taken]
     if not rows:
         return []
+    _record_claims(session, rows, holder, now, lease_until)
+    return list(rows)
+
+
+def _record_claims(session: Session, rows, holder: Holder, now: datetime, lease_until) -> None:
+    """Each claimed row's audit event (and the live pages told, after the commit)."""
     note_changed(session, *[r.id for r in rows])
     if all(hasattr(r, "agent_slug") for r in rows):
         slugs = {r.agent_id: r.agent_slug for r in rows}
@@ -274,7 +348,6 @@ def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: d
             for r in rows
         ],
     )
-    return list(rows)
 
 
 class NotTakeable(InvalidState):
@@ -287,8 +360,8 @@ def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | N
     now = now or utcnow()
     lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
     table = Deferral.__table__
+    _return_lapsed_first(svc, now)
     with chained_write(svc.db) as session:
-        return_lapsed_claims(session, now)
         who = standing(session, holder)
         row = session.execute(
             select(table.c.id, table.c.agent_id)
