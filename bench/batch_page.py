@@ -62,15 +62,17 @@ from tests.helpers import AgentClient, logged_in, refund  # noqa: E402
 
 CARD = re.compile(r'id="card-(dfr_[0-9A-Z]+)"')
 BATCH = 5
-COLUMNS = ("wall", "cpu", "render_cpu", "write_wall", "write_cpu", "statements")
+COLUMNS = ("wall", "cpu", "render_cpu", "write_wall", "write_cpu", "statements", "in_writes")
 
 
 class Meter:
-    """Since the last `reset`: statements sent, CPU spent rendering, and the time (wall
-    and CPU) inside write transactions (`Database.write`: on SQLite, the writer lock)."""
+    """Since the last `reset`: statements sent (and how many of them inside write
+    transactions), CPU spent rendering, and the time (wall and CPU) inside write
+    transactions (`Database.write`: on SQLite, the writer lock)."""
 
     def __init__(self, db) -> None:
         self.reset()
+        self.writing = False
         event.listen(db.engine, "before_cursor_execute", self._statement)
         render = flask.templating._render
 
@@ -88,10 +90,12 @@ class Meter:
         def timed_write(*args, **kwargs):
             with write(*args, **kwargs) as session:
                 wall, cpu = time.perf_counter(), time.thread_time()
+                self.writing = True
                 try:
                     yield session
                 finally:  # the commit is on the way out of `write`: counted below
                     self._open = (wall, cpu)
+            self.writing = False
             self.write_wall += (time.perf_counter() - self._open[0]) * 1000
             self.write_cpu += (time.thread_time() - self._open[1]) * 1000
 
@@ -99,9 +103,11 @@ class Meter:
 
     def _statement(self, *_args) -> None:
         self.statements += 1
+        self.in_writes += self.writing
 
     def reset(self) -> None:
-        self.statements, self.render_cpu, self.write_wall, self.write_cpu = 0, 0.0, 0.0, 0.0
+        self.statements, self.in_writes = 0, 0
+        self.render_cpu, self.write_wall, self.write_cpu = 0.0, 0.0, 0.0
 
 
 def main() -> None:
@@ -151,7 +157,8 @@ def _print(now: dict, before: dict | None) -> None:
         return (
             f"{name:<18} {m['wall']:7.2f} ms wall  {m['cpu']:6.2f} ms CPU "
             f"(rendering {m['render_cpu']:5.2f})  writes {m['write_wall']:5.2f} ms wall "
-            f"{m['write_cpu']:5.2f} CPU  {m['statements']:3d} statements"
+            f"{m['write_cpu']:5.2f} CPU  {m['statements']:3d} statements "
+            f"({m.get('in_writes', '?')} in writes)"
         )
 
     for name, m in now.items():
@@ -220,6 +227,7 @@ def run(app, svc, args) -> dict:
                 "write_wall": meter.write_wall,
                 "write_cpu": meter.write_cpu,
                 "statements": meter.statements,
+                "in_writes": meter.in_writes,
             }
         )
         return answer
@@ -248,6 +256,7 @@ def run(app, svc, args) -> dict:
         rows = rows[3:] or rows
         medians[name] = {c: statistics.median(r[c] for r in rows) for c in COLUMNS}
         medians[name]["statements"] = rows[-1]["statements"]
+        medians[name]["in_writes"] = rows[-1]["in_writes"]
     return medians
 
 
