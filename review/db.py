@@ -148,6 +148,13 @@ class Database:
         """
         self._after_commit.append(hook)
 
+    def run_after_commit(self, info: dict[str, Any]) -> None:
+        """The `after_commit` hooks, for a write that committed through `write_core`: `info`
+        holds its notes as a session's `info` would (review/reviewing/prepared_decisions.py)."""
+        if info:
+            for hook in self._after_commit:
+                hook(info)
+
     def session(self) -> Session:
         """A session for reading (and for writes that will call `write()` to begin)."""
         return self._reader()
