@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from review.audit.verify import verify_chain
-from review.models import Approval, Deferral
+from review.models import Agent, Approval, Deferral, OutboxEvent
 from review.reviewing import prepared_decisions
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import DecisionRefused, decide
@@ -151,3 +151,27 @@ def test_a_prepared_decision_renews_the_lease_on_the_rest_of_the_batch(svc, agen
             ).one()
             assert lengths[0] == lengths[1]
     assert after - soon >= timedelta(seconds=svc.settings.lease_seconds - 120)
+
+
+def test_a_callback_url_set_meanwhile_still_gets_its_callback(svc, held, monkeypatch):
+    rita, d_id = held
+    with svc.db.read() as session:
+        agent_id = session.get(Deferral, d_id).agent_id
+        assert not session.get(Agent, agent_id).callback_url  # prepared without a callback
+
+    def callbacks_on():
+        with svc.db.write() as session:
+            session.execute(
+                update(Agent)
+                .where(Agent.id == agent_id)
+                .values(callback_url="https://agent.example/callback")
+            )
+
+    _between_preparing_and_applying(monkeypatch, callbacks_on)
+    assert decide(svc, rita, d_id, "reject", "not now").status == "rejected"
+    with svc.db.read() as session:
+        owed = session.scalars(
+            select(OutboxEvent.event_type).where(OutboxEvent.deferral_id == d_id)
+        )
+        assert owed.all() == ["deferral.decided"]
+    assert _chain_holds(svc)

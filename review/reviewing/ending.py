@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, literal_column, select, update
+from sqlalchemy import bindparam, case, exists, func, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -23,7 +23,7 @@ from review.callbacks import outbox
 from review.callbacks.wakeups import note_ended
 from review.doors.aap.tables import AapInstance, AapRequest
 from review.errors import InvalidState, NotFound
-from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Deferral, utcnow
+from review.models import PENDING_STATUSES, TERMINAL_STATUSES, Agent, Deferral, utcnow
 from review.notifications.models import NotificationItem
 from review.observability.metrics import decider, note_decided
 from review.resources import deferral_resource
@@ -147,6 +147,13 @@ def _ending_by_holder() -> Any:
             c.required_approvals == bindparam("required_approvals"),
             c.risk_level == bindparam("risk_level"),
             c.policy_version == bindparam("policy_version"),
+            # Whether the agent takes callbacks: the callback's row was prepared (or not)
+            # for what was read, and a callback URL set meanwhile must not go without one.
+            exists().where(
+                Agent.id == c.agent_id,
+                case((func.coalesce(Agent.callback_url, "") == "", 0), else_=1)
+                == bindparam("has_callback"),
+            ),
         )
         .values({name: bindparam(f"set_{name}", type_=c[name].type) for name in _TERMINAL_COLUMNS})
         .returning(_AAP_RECEIVER, _NOTIFIED)
@@ -158,8 +165,9 @@ ENDING_BY_HOLDER = _ending_by_holder()
 """SQLite: a reviewer's ending bound before the write lock (review/reviewing/
 prepared_decisions.py, `driver.bind`): end_deferral's conditional UPDATE for a holder
 under a live lease, which also requires the action, quorum, risk level and policy the
-decision was prepared for, and answers what the ending owes besides the callback (the AAP
-instance to tell, whether a notification told of it). No row: it did not end here."""
+decision was prepared for and the agent still taking callbacks as it did, and answers
+what the ending owes besides the callback (the AAP instance to tell, whether a
+notification told of it). No row: it did not end here."""
 
 
 def ending_values(
@@ -174,6 +182,7 @@ def ending_values(
         "required_approvals": deferral.required_approvals,
         "risk_level": deferral.risk_level,
         "policy_version": deferral.policy_version,
+        "has_callback": 1 if deferral.agent.callback_url else 0,
         **{f"set_{name}": value for name, value in values.items()},
     }
 
