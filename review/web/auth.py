@@ -111,7 +111,7 @@ def load_user(user_id: str) -> Reviewer | None:
         return None
     svc = current_services()
     # Read on every request, so it stays honest (a user disabled, logged out or given
-    # another role counts from their next request): Core, the six columns it needs, not
+    # another role counts from their next request): Core, the seven columns it needs, not
     # the ORM's whole User (about a tenth of a decision request's CPU went to loading it).
     with svc.db.engine.connect() as conn:
         user = conn.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
