@@ -203,25 +203,32 @@ def _batch_takeable(table, holder: Holder, now: datetime) -> list:
     )
     return [
         *_pending_and_not_theirs(table, holder),
-        or_(table.c.not_before.is_(None), table.c.not_before <= now),
-        or_(table.c.handed_to.is_(None), table.c.handed_to == holder.username),
+        _awake(table, now),
+        _for_them(table, holder),
         or_(table.c.route_group.is_(None), admin, table.c.route_group.in_(groups)),
     ]
 
 
-def _takeable(table, holder: Holder, who: Standing, now: datetime, *, batch: bool) -> list:
-    """What a reviewer may claim (see the module doc); `batch`: for Start batch, which
-    takes nothing snoozed or handed to someone else, even for an admin."""
+def _awake(table, now: datetime):
+    return or_(table.c.not_before.is_(None), table.c.not_before <= now)
+
+
+def _for_them(table, holder: Holder):
+    return or_(table.c.handed_to.is_(None), table.c.handed_to == holder.username)
+
+
+def _takeable(table, holder: Holder, who: Standing, now: datetime) -> list:
+    """What a reviewer may claim one at a time (see the module doc): an admin anything
+    pending and not theirs; others nothing snoozed by someone else, handed to someone
+    else or routed to a group they are not in. (Start batch: `_batch_takeable`.)"""
     conditions = _pending_and_not_theirs(table, holder)
-    awake = or_(table.c.not_before.is_(None), table.c.not_before <= now)
-    for_me = or_(table.c.handed_to.is_(None), table.c.handed_to == holder.username)
-    if batch:
-        conditions += [awake, for_me]
-    elif not who.admin:
-        snoozed_by_me = Deferral.set_aside["by"].as_string() == holder.username
-        conditions += [or_(awake, snoozed_by_me), for_me]
     if not who.admin:
-        conditions.append(or_(table.c.route_group.is_(None), table.c.route_group.in_(who.groups)))
+        snoozed_by_me = Deferral.set_aside["by"].as_string() == holder.username
+        conditions += [
+            or_(_awake(table, now), snoozed_by_me),
+            _for_them(table, holder),
+            or_(table.c.route_group.is_(None), table.c.route_group.in_(who.groups)),
+        ]
     return conditions
 
 
@@ -365,7 +372,7 @@ def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | N
         who = standing(session, holder)
         row = session.execute(
             select(table.c.id, table.c.agent_id)
-            .where(table.c.id == deferral_id, *_takeable(table, holder, who, now, batch=False))
+            .where(table.c.id == deferral_id, *_takeable(table, holder, who, now))
             .with_for_update(skip_locked=True)
         ).first()
         if row is None:
