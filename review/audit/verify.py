@@ -96,12 +96,6 @@ def iter_hash_batches(
     yield from driver_batches(raw, session.get_bind().dialect.name, first, last)
 
 
-def iter_hash_inputs(session: Session, first: int = 1, last: int | None = None) -> Iterator[tuple]:
-    """`iter_hash_batches`, one row at a time."""
-    for rows in iter_hash_batches(session, first, last):
-        yield from rows
-
-
 def read_heads(session: Session) -> dict[int, tuple[int, str]]:
     """Every shard's head: shard -> (its last shard_seq, its last hash)."""
     heads = AuditHead.__table__

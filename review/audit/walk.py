@@ -153,7 +153,7 @@ def verify_segment(
     verify. Every hash is recomputed from the stored fields.
 
     Each record is first written out in one f-string, as record_text would write it for
-    a sharded event whose fields are all text (its `prev_hash` is the hex hash its link
+    an event whose fields are all text (its `prev_hash` is the hex hash its link
     was just checked against: the join checks a range's first one). Only when that does
     not hash to the stored hash is it recomputed the careful way (`_record_hash`:
     record_text, `time_text` for a stored time in another form, a wrong type as edited)
@@ -219,7 +219,8 @@ def verify_segment(
                     f'"deferral_id":{"null" if deferral_id is None else quote(deferral_id)},'
                     f'"event_type":{quote(event_type)},'
                     f'"payload_sha256":"{sha256(payload.encode()).hexdigest()}",'
-                    f'"prev_hash":"{prev}","seq":{seq},"shard":{shard},"shard_seq":{shard_seq}}}'
+                    f'"prev_hash":"{prev}","seq":{seq}'
+                    + ("}" if shard_seq is None else f',"shard":{shard},"shard_seq":{shard_seq}}}')
                 )
                 quick = sha256(record.encode()).hexdigest() == stored
             except (TypeError, AttributeError):  # a field that is not text: the careful way
