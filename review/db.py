@@ -149,8 +149,9 @@ class Database:
         self._after_commit.append(hook)
 
     def run_after_commit(self, info: dict[str, Any]) -> None:
-        """The `after_commit` hooks, for a write that committed through `write_core`: `info`
-        holds its notes as a session's `info` would (review/reviewing/prepared_decisions.py)."""
+        """The `after_commit` hooks on a committed write's notes: `write()`'s session's
+        `info`, or what a write through `write_core` noted in a dict of its own
+        (review/reviewing/prepared_decisions.py). No notes, nothing to call."""
         if info:
             for hook in self._after_commit:
                 hook(info)
@@ -173,9 +174,7 @@ class Database:
             with self._writer_lock.held(), self._writer() as session, session.begin():
                 yield session
             self.checkpointer.committed()  # type: ignore[union-attr]  (set with the lock)
-        if session.info:
-            for hook in self._after_commit:
-                hook(session.info)
+        self.run_after_commit(session.info)
 
     @contextmanager
     def write_core(self) -> Iterator[Connection]:

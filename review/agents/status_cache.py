@@ -100,6 +100,10 @@ class StatusCache:
         """Call `forget(slug)` whenever an agent's copy is dropped, `forget(None)` for all."""
         self._also_forget.append(forget)
 
+    def _others_forget(self, slug: str | None) -> None:
+        for forget in self._also_forget:
+            forget(slug)
+
     def ensure_listening(self) -> None:
         """Start the listener in this process if it is not running (reads do it too)."""
         self._ensure_listener()
@@ -112,8 +116,7 @@ class StatusCache:
                 self._copies.clear()
             else:
                 self._copies.pop(slug, None)
-        for forget in self._also_forget:
-            forget(slug)
+        self._others_forget(slug)
 
     def after_commit(self, info: dict[str, Any]) -> None:
         """The writing process forgets at once what its transaction flipped."""
@@ -130,8 +133,7 @@ class StatusCache:
                 if self._pid != os.getpid():  # a forked child starts with nothing it trusts
                     self._copies.clear()
                     self._in_step_at = float("-inf")
-                    for forget in self._also_forget:
-                        forget(None)
+                    self._others_forget(None)
                 self._pid = os.getpid()
                 self._stop.clear()
                 self._thread = threading.Thread(
@@ -188,8 +190,7 @@ class StatusCache:
                 if self._in_step_at == float("-inf"):
                     # Newly subscribed: what the others kept before may have missed a message
                     # (the status copies were never kept out of step; they need not).
-                    for forget in self._also_forget:
-                        forget(None)
+                    self._others_forget(None)
                 self._in_step_at = answered_at
 
     def _out_of_step(self) -> None:
@@ -199,8 +200,7 @@ class StatusCache:
             self._generation += 1
             self._copies.clear()
         if was_in_step:  # once, not at every failed retry while Redis is down
-            for forget in self._also_forget:  # whatever was published meanwhile is lost
-                forget(None)
+            self._others_forget(None)  # whatever was published meanwhile is lost
 
     def close(self) -> None:
         self._stop.set()
