@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -50,15 +52,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SHIPPED_CONFIG = "python:review.gunicorn_conf"
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """`--shipped-config`: serve both apps under review/gunicorn_conf.py (see `gunicorn`)."""
+    parser.add_argument(
+        "--shipped-config",
+        action="store_true",
+        help="both servers under review/gunicorn_conf.py: its threads (32) and access log",
+    )
+
+
+def use_server_options(args: argparse.Namespace) -> None:
+    if args.shipped_config:
+        os.environ["BENCH_GUNICORN_CONF"] = SHIPPED_CONFIG
+
+
+def server_settings() -> str:
+    """What the servers run with, for a bench's first line."""
+    workers = os.environ.get("BENCH_WORKERS", "2")
+    conf = os.environ.get("BENCH_GUNICORN_CONF")
+    threads = os.environ.get("BENCH_THREADS", None if conf else "4")
+    if conf:
+        return f"gunicorn {workers} gthread worker(s) x {threads or 'its'} threads, --config {conf}"
+    return f"gunicorn {workers} gthread worker(s) x {threads} threads"
+
+
+def _config_env(conf: str | None) -> dict[str, str]:
+    """What a server under a config file needs besides its own environment: review.* on
+    the path (the bare app runs from bench/) and an instance folder of its own for the
+    shipped file's control socket (Countersign's own environment names its own)."""
+    if not conf:
+        return {}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "COUNTERSIGN_INSTANCE_DIR": tempfile.mkdtemp(prefix="cs-conf-")}
+
+
 @contextlib.contextmanager
 def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str]:
     """Serve `app` with gunicorn (gthread) on a free port until the block ends.
 
     BENCH_WORKERS (2) and BENCH_THREADS (4) set the workers and threads of both servers.
+    With BENCH_GUNICORN_CONF (`--shipped-config` sets it to review/gunicorn_conf.py) both
+    run under that file: its threads unless BENCH_THREADS is given, its access log (to
+    /dev/null here, written all the same), its worker class; the workers still
+    BENCH_WORKERS's, so the two CPUs are shared as in the bench's own settings.
     """
     workers = int(os.environ.get("BENCH_WORKERS", 2))
-    threads = int(os.environ.get("BENCH_THREADS", 4))
+    conf = os.environ.get("BENCH_GUNICORN_CONF")
+    threads = os.environ.get("BENCH_THREADS", None if conf else "4")
     port = free_port()
+    extra = _config_env(conf)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -67,23 +112,16 @@ def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str
             app,
             "--bind",
             f"127.0.0.1:{port}",
-            *(
-                ["--config", os.environ["BENCH_GUNICORN_CONF"]]
-                if "BENCH_GUNICORN_CONF" in os.environ
-                else []
-            ),
+            *(["--config", conf] if conf else ["--worker-class", "gthread"]),
+            *([] if conf else ["--log-level", "warning"]),
             "--workers",
             str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(threads),
-            "--log-level",
-            "warning",
+            *(["--threads", threads] if threads else []),
         ],
         cwd=cwd,
-        env={**os.environ, **env},
-    )
+        env={**os.environ, **extra, **env},
+        stdout=subprocess.DEVNULL if conf else None,  # the access log
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         # BENCH_START_SECONDS: a machine under load may take longer than a minute to boot it.
@@ -100,6 +138,8 @@ def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str
     finally:
         proc.terminate()
         proc.wait(20)
+        if "COUNTERSIGN_INSTANCE_DIR" in extra:
+            shutil.rmtree(extra["COUNTERSIGN_INSTANCE_DIR"], ignore_errors=True)
 
 
 def flask_cmd(env: dict[str, str], *args: str, stdin: str = "") -> str:

@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/intake.py [--db sqlite|postgres|both] [--requests 2000]
                                      [--concurrency 8] [--rounds 3] [--policy N]
+                                     [--shipped-config]
 
-Both servers run with the same gunicorn settings (2 gthread workers, 4 threads) on the
-same kind of database, in the same run, alternating rounds (intake, then the baseline,
+Both servers run with the same gunicorn settings (2 gthread workers, 4 threads; with
+`--shipped-config`, review/gunicorn_conf.py's 32 threads and access log) on the same
+kind of database, in the same run, alternating rounds (intake, then the baseline,
 back to back). The ratio reported is the median of the rounds' own ratios, so a machine
 that slows down between rounds moves both sides of a ratio together; the p99 is the
 median of the rounds' p99s; the lines shown are the median rounds. Countersign's
@@ -33,7 +35,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS, ROOT, Result, database, drive, flask_cmd, gunicorn  # noqa: E402
+from bench.common import (  # noqa: E402
+    REDIS,
+    ROOT,
+    Result,
+    add_server_options,
+    database,
+    drive,
+    flask_cmd,
+    gunicorn,
+    server_settings,
+    use_server_options,
+)
 from review.signing import sign_headers  # noqa: E402
 
 BODY = {
@@ -171,12 +184,13 @@ def main() -> None:
         "--policy", type=int, default=0, metavar="N",
         help="compare intake with N policy rules against the default policy",
     )  # fmt: skip
+    add_server_options(parser)
     args = parser.parse_args()
+    use_server_options(args)
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
-    workers, threads = os.environ.get("BENCH_WORKERS", 2), os.environ.get("BENCH_THREADS", 4)
     print(
         f"{args.requests} requests x {args.rounds} rounds, {args.concurrency} clients, "
-        f"gunicorn {workers} gthread workers x {threads} threads, {os.cpu_count()} CPUs"
+        f"{server_settings()}, {os.cpu_count()} CPUs"
     )
     for kind in kinds:
         cs_rounds, bare_rounds = bench(

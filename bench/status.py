@@ -1,9 +1,10 @@
 """The kill-switch status agents poll: GET /api/v1/agents/{agent}/status under gunicorn.
 
     .venv/bin/python bench/status.py [--db sqlite|postgres|both] [--requests 5000]
-                                     [--concurrency 8] [--rounds 3]
+                                     [--concurrency 8] [--rounds 3] [--shipped-config]
 
-One gunicorn gthread worker (4 threads) serves signed status reads from one agent;
+One gunicorn gthread worker (4 threads; with `--shipped-config`, review/gunicorn_conf.py's
+32 threads and access log) serves signed status reads from one agent;
 in the same run, the same gunicorn settings serve a bare Flask endpoint answering the
 same small JSON (`bench/bare_app.py`, /status), alternating rounds, median round of
 each, and the median of the rounds' own ratios (each round's pair runs back to back, so
@@ -24,12 +25,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS, ROOT, Result, database, drive, flask_cmd, gunicorn  # noqa: E402
+from bench.common import (  # noqa: E402
+    REDIS,
+    ROOT,
+    Result,
+    add_server_options,
+    database,
+    drive,
+    flask_cmd,
+    gunicorn,
+    server_settings,
+    use_server_options,
+)
 from review.signing import sign_headers  # noqa: E402
 
 
 def bench(kind: str, n: int, concurrency: int, rounds: int) -> tuple[list[Result], list[Result]]:
-    os.environ["BENCH_WORKERS"] = "1"
     with (
         database(kind) as cs_url,
         database(kind) as bare_url,
@@ -67,12 +78,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    add_server_options(parser)
     args = parser.parse_args()
+    use_server_options(args)
+    os.environ["BENCH_WORKERS"] = "1"
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     print(
         f"{args.requests} requests x {args.rounds} rounds, {args.concurrency} clients, "
-        f"gunicorn 1 gthread worker x {os.environ.get('BENCH_THREADS', 4)} threads, "
-        f"{os.cpu_count()} CPUs"
+        f"{server_settings()}, {os.cpu_count()} CPUs"
     )
     for kind in kinds:
         cs_rounds, bare_rounds = bench(kind, args.requests, args.concurrency, args.rounds)
