@@ -123,6 +123,17 @@ class WriterLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
+class Notes:
+    """What a `write_core()` transaction notes for the `after_commit` hooks: an `info`
+    dict, as `write()`'s session carries, so the `note_*` functions
+    (review/callbacks/wakeups.py, review/observability/metrics.py) take either."""
+
+    __slots__ = ("info",)
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+
+
 class Database:
     """The engine and the two kinds of session the app uses."""
 
@@ -141,17 +152,17 @@ class Database:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def after_commit(self, hook: Callable[[dict[str, Any]], None]) -> None:
-        """Call `hook(session.info)` after each write commits and its locks are released.
+        """Call `hook(info)` after each write commits and its locks are released.
 
-        Domain code leaves notes in `session.info` (which deferrals ended, which callbacks
-        were queued); the hook turns them into wake-ups. A rolled-back write calls nothing.
+        Domain code leaves notes in `info` (which deferrals ended, which callbacks were
+        queued): `write()`'s session's, or the `Notes` of a `write_core()`; the hook turns
+        them into wake-ups. A rolled-back write calls nothing.
         """
         self._after_commit.append(hook)
 
     def run_after_commit(self, info: dict[str, Any]) -> None:
         """The `after_commit` hooks on a committed write's notes: `write()`'s session's
-        `info`, or what a write through `write_core` noted in a dict of its own
-        (review/reviewing/prepared_decisions.py). No notes, nothing to call."""
+        `info`, or `write_core()`'s `Notes`. No notes, nothing to call."""
         if info:
             for hook in self._after_commit:
                 hook(info)
@@ -177,20 +188,24 @@ class Database:
         self.run_after_commit(session.info)
 
     @contextmanager
-    def write_core(self) -> Iterator[Connection]:
+    def write_core(self) -> Iterator[tuple[Connection, Notes]]:
         """`write()` without the ORM session, for a write of Core statements only (SQLite's
-        intake): a connection in one transaction, IMMEDIATE on SQLite, after the writer
-        lock. The session's begin, commit and close were a third of the Python an intake
-        spent holding SQLite's write lock. No `after_commit` hooks: the caller wakes what
-        its write needs (it has no `session.info` to note it in).
+        intake and prepared decision): a connection in one transaction, IMMEDIATE on
+        SQLite, after the writer lock. The session's begin, commit and close were a third
+        of the Python an intake spent holding SQLite's write lock. The write notes in the
+        `Notes` it is given with the connection, as in a session's `info`; once it commits,
+        the `after_commit` hooks run on them, as after `write()`. A rolled-back write
+        calls nothing.
         """
+        notes = Notes()
         if self._writer_lock is None:
             with self._core_writer.connect() as conn, conn.begin():
-                yield conn
-            return
-        with self._writer_lock.held(), self._core_writer.connect() as conn, conn.begin():
-            yield conn
-        self.checkpointer.committed()  # type: ignore[union-attr]  (set with the lock)
+                yield conn, notes
+        else:
+            with self._writer_lock.held(), self._core_writer.connect() as conn, conn.begin():
+                yield conn, notes
+            self.checkpointer.committed()  # type: ignore[union-attr]  (set with the lock)
+        self.run_after_commit(notes.info)
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:

@@ -1,11 +1,11 @@
 """Wake-ups after a write commits: ended deferrals wake their long-polls, new callbacks
 are queued for delivery at once.
 
-Domain code only leaves notes in the session (`note_ended`, `note_callback`); after
-the transaction commits, `after_commit` publishes them on Redis. Nothing here is
-needed for correctness: a lost wake-up costs latency (the long-poll re-reads the
-database every few seconds, the worker's relay finds callbacks nobody queued), never
-a decision or a callback.
+Domain code only leaves notes in the session's `info` (`note_ended`, `note_deliver`), or
+in a `write_core()`'s `Notes` (review/db.py); after the transaction commits,
+`after_commit` publishes them on Redis. Nothing here is needed for correctness: a lost
+wake-up costs latency (the long-poll re-reads the database every few seconds, the
+worker's relay finds callbacks nobody queued), never a decision or a callback.
 """
 
 from __future__ import annotations
@@ -19,23 +19,24 @@ from sqlalchemy.orm import Session
 from approval_queue import names
 from approval_queue.jobs import enqueue
 from review import redis_keys
+from review.db import Notes
 
 log = logging.getLogger(__name__)
 FLUSH_JOB = "approval_queue.delivery.flush"
 FLUSH_KEY_SECONDS = 60
 
 
-def note_ended(session: Session, deferral_id: str) -> None:
+def note_ended(session: Session | Notes, deferral_id: str) -> None:
     session.info.setdefault("ended", []).append(deferral_id)
 
 
-def note_deliver(session: Session, event_id: str) -> None:
+def note_deliver(session: Session | Notes, event_id: str) -> None:
     """Attempt this callback right after the commit (the worker's tick is the safety net)."""
     session.info.setdefault("deliver", []).append(event_id)
 
 
 def note_agent_status(
-    session: Session, slug: str, status_json: str, *, reset_breakers: bool = False
+    session: Session | Notes, slug: str, status_json: str, *, reset_breakers: bool = False
 ) -> None:
     """The agent's switch flipped: rewrite its cached status (and breakers) after the commit,
     and have every process's status cache forget its copy (review/agents/status_cache.py)."""
@@ -43,7 +44,7 @@ def note_agent_status(
     session.info.setdefault("agent_status_changed", []).append(slug)
 
 
-def note_agent_changed(session: Session, slug: str) -> None:
+def note_agent_changed(session: Session | Notes, slug: str) -> None:
     """The agent's signing secrets or settings changed (a rotation, a deactivation, a new
     breaker override): after the commit, every process forgets its cached signer (and its
     status copy) at once, on the status cache's channel (review/agents/status_cache.py)."""

@@ -39,7 +39,7 @@ from review.audit.chain import (
     rows_json,
     take_head,
 )
-from review.db import BoundStatement, driver
+from review.db import BoundStatement, Notes, driver
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
 from review.intake import policy_decisions
 from review.intake.deferral_rows import deferral_values, intake_events
@@ -75,14 +75,12 @@ def create_deferral(
             return _create_in_one_call(svc, agent, webhook_id, prepared, values, decision, events)
         rows = placed_events(svc.db.engine, events)
         row = driver.bind(svc.db.engine, _INSERT_DEFERRAL, values)  # JSON encoded here
-        with svc.db.write_core() as conn:
-            outcome = _create(svc, conn, agent.id, values, decision, rows, row)
+        with svc.db.write_core() as (conn, notes):
+            outcome = _create(svc, conn, notes, agent.id, values, decision, rows, row)
         if isinstance(outcome, DomainError):  # refused under the lock; a retry answers
             with svc.db.read() as session:
                 return _retry_or_refuse(session, agent.id, webhook_id, prepared, outcome)
-        if outcome.called_back:
-            policy_decisions.wake_after_commit(svc, decision)
-        return outcome.received
+        return outcome
     except IntegrityError:
         # Two requests with one webhook-id raced past the lookup; the other one won.
         with svc.db.read() as session:
@@ -137,26 +135,22 @@ def _retry_or_refuse(
     raise refusal
 
 
-@dataclass(frozen=True)
-class _Created:
-    received: Received
-    called_back: bool  # a policy decision's callback was written: wake its delivery
-
-
 def _create(
     svc: Services,
     conn: Connection,
+    notes: Notes,
     agent_id: int,
     values: dict[str, Any],
     decision: policy_decisions.PolicyDecision | None,
     rows: list[dict[str, Any]],
     row: BoundStatement,
-) -> _Created | DomainError:
+) -> Received | DomainError:
     """SQLite, holding the write lock: read the heads and the agent, refuse or write.
 
     A Core connection, not a session (review/db.py `write_core`): every statement runs
     on the driver, and the session's bookkeeping was Python spent holding the lock. A
-    refusal is returned, and the retry it may be looked up after the lock is let go."""
+    refusal is returned, and the retry it may be looked up after the lock is let go. A
+    policy decision's callback is noted in `notes`: its delivery is woken after the commit."""
     head = take_head(conn, guard_agent=agent_id)
     agent = head.agent
     refusal = _refusal(svc, agent)
@@ -165,11 +159,11 @@ def _create(
     # A duplicate webhook-id fails the insert on the unique constraint: create_deferral
     # then answers with the deferral that won (a retry) or 409 (a different body).
     append_placed(conn, head, rows, insert_first=row)
-    called_back = policy_decisions.write_callback(conn, decision) if decision else False
+    if decision:
+        policy_decisions.write_callback(conn, notes, decision)
     # The new row's values as attributes, to render the resource: building a transient
     # ORM instance (instrumenting every attribute) cost more than the rest of the answer.
-    received = Received(policy_decisions.rendered(values), created=True, agent_slug=agent.slug)
-    return _Created(received, called_back)
+    return Received(policy_decisions.rendered(values), created=True, agent_slug=agent.slug)
 
 
 def _create_in_one_call(

@@ -20,10 +20,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, exists, insert, select
-from sqlalchemy.orm import Session
 
 from review.callbacks.wakeups import after_commit, note_deliver
-from review.db import connection_of, driver
+from review.db import Notes, driver
 from review.ids import new_event_id
 from review.intake.policy import Evaluation
 from review.models import Agent, OutboxEvent
@@ -127,20 +126,17 @@ def _callback_row(values: dict[str, Any], slug: str, now: datetime) -> dict[str,
 # (`note_ended`), but nobody can be waiting on one that did not exist before this answer.
 
 
-def write_callback(session: Session | Connection, decision: PolicyDecision) -> bool:
-    """SQLite: the callback in intake's transaction if the agent has a callback URL (one
-    statement, as the PostgreSQL function does); whether it was written. In a session,
-    its delivery is queued after the commit; on a bare connection (review/db.py
-    `write_core`) the caller calls `wake_after_commit` once committed."""
-    inserted = driver.execute(connection_of(session), _INSERT_CALLBACK, decision.callback)
-    if inserted.rowcount and isinstance(session, Session):
-        note_deliver(session, decision.callback["id"])
-    return bool(inserted.rowcount)
+def write_callback(conn: Connection, notes: Notes, decision: PolicyDecision) -> None:
+    """SQLite: the callback in intake's transaction (review/db.py `write_core`) if the agent
+    has a callback URL (one statement, as the PostgreSQL function does); when it was
+    written, its delivery is noted, to be queued after the commit."""
+    inserted = driver.execute(conn, _INSERT_CALLBACK, decision.callback)
+    if inserted.rowcount:
+        note_deliver(notes, decision.callback["id"])
 
 
 def wake_after_commit(svc: Services, decision: PolicyDecision) -> None:
-    """The write committed (PostgreSQL's function, or SQLite's intake on a bare
-    connection); queue the delivery a session would have.
+    """PostgreSQL's intake function committed; queue the delivery a session would have.
 
     The function wrote the callback only if the agent has a URL; when it has none, the
     flush finds nothing to deliver."""

@@ -34,6 +34,8 @@ from prometheus_client import (
 )
 from sqlalchemy.orm import Session
 
+from review.db import Notes
+
 log = logging.getLogger(__name__)
 # `*_created` series (a timestamp per series) are not written in multiprocess mode; leave
 # them out in one process too, so that both answer the same names.
@@ -146,7 +148,7 @@ _start_at_zero()
 
 
 def note_decided(
-    session: Session, outcome: str, by: str, created_at: datetime, decided_at: datetime
+    session: Session | Notes, outcome: str, by: str, created_at: datetime, decided_at: datetime
 ) -> None:
     """Count this ending once its transaction commits (a rolled-back one counts nothing)."""
     seconds = (decided_at - created_at).total_seconds()

@@ -176,8 +176,7 @@ def _plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
 def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: datetime) -> Decided:
     """One transaction under the write lock: the lease renewal, the approval, the conditional
     UPDATE, the callback, the event. TakeTheFullPath (rolled back) when it loses a race."""
-    notes = _Notes()
-    with svc.db.write_core() as conn:  # no ORM session: its begin, commit and close cost
+    with svc.db.write_core() as (conn, notes):  # no ORM session: its begin, commit and close cost
         renewed = {i: bool(w) for i, w in driver.execute_bound(conn, prepared.renewal)}
         try:
             if prepared.approval is not None:
@@ -194,7 +193,6 @@ def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: dateti
         note_ended(notes, deferral.id)
         note_decided(notes, prepared.outcome, decider("user"), deferral.created_at, now)
         append_placed(conn, take_head(conn), prepared.events)
-    svc.db.run_after_commit(notes.info)  # the wake-ups, the metrics: as after a session's
     word = "Approved" if prepared.outcome == "approved" else "Rejected"
     return Decided(
         deferral.id,
@@ -206,13 +204,6 @@ def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: dateti
         deferral=deferral,
         left=sum(1 for i, waits in renewed.items() if i != deferral.id and not waits),
     )
-
-
-class _Notes:
-    """What the wake-ups' and metrics' `note_*` functions write to, as a session's `info`."""
-
-    def __init__(self) -> None:
-        self.info: dict[str, Any] = {}
 
 
 _INSERT_APPROVAL = insert(Approval.__table__)
