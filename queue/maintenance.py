@@ -28,8 +28,8 @@ from review.models import utcnow
 from review.notifications.delivery import send_due
 from review.notifications.planning import plan_due
 from review.observability import heartbeat
-from review.reviewing.claims import return_lapsed_claims
 from review.reviewing.expiry import expire_due
+from review.reviewing.lapsed_claims import return_lapsed_claims
 from review.reviewing.taking_effect import take_effect_due
 from review.services import Services, current_services
 

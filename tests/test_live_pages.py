@@ -16,8 +16,9 @@ from review.agents import killswitch
 from review.audit.chain import chained_write
 from review.models import utcnow
 from review.reviewing import live
-from review.reviewing.claims import claim_batch, return_lapsed_claims
+from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
+from review.reviewing.lapsed_claims import return_lapsed_claims
 from tests.helpers import logged_in, refund, reviewer
 
 

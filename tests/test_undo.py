@@ -19,9 +19,10 @@ from review.audit.verify import verify_chain
 from review.models import Deferral, OutboxEvent, PendingDecision, utcnow
 from review.reviewing import undo
 from review.reviewing.bulk import decide_many
-from review.reviewing.claims import claim_batch, return_lapsed_claims
+from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import DecisionRefused, decide
 from review.reviewing.edits import edit_and_approve
+from review.reviewing.lapsed_claims import return_lapsed_claims
 from review.reviewing.taking_effect import take_effect, take_effect_due
 from tests.helpers import audit_events, count_rows, refund, reviewer, work_until
 

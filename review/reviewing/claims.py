@@ -5,7 +5,9 @@ PostgreSQL the pick is `FOR UPDATE SKIP LOCKED`, so concurrent reviewers take
 different rows without waiting; on SQLite the IMMEDIATE transaction serialises the
 claims. Either way a deferral is held by one reviewer at a time. A lease lapses after
 COUNTERSIGN_LEASE_SECONDS without activity; lapsed claims go back to the queue the
-next time anyone claims, and any action in the batch renews the lease.
+next time anyone claims (review/reviewing/lapsed_claims.py), and any action in the batch
+renews the lease. Start batch's pick and claim is one statement
+(review/reviewing/batch_pick.py).
 
 What a reviewer may take (`_takeable`): pending, not asked on their own behalf, not one
 they approved already (its next approval must come from someone else), and, when a
@@ -31,8 +33,10 @@ from review.errors import InvalidState
 from review.groups import GroupMember
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
-from review.models import Agent, Approval, Deferral, PendingDecision, User, utcnow
+from review.models import Approval, Deferral, User, utcnow
+from review.reviewing.batch_pick import claim_most_urgent
 from review.reviewing.claim_barriers import claim_barrier
+from review.reviewing.lapsed_claims import agent_slugs, return_lapsed_first
 from review.reviewing.live import note_changed
 from review.services import Services
 
@@ -68,70 +72,6 @@ def _event(d_id: str, agent: str, holder: Holder, kind: str, now: datetime, **pa
         "payload": payload,
         "at": now,
     }
-
-
-def return_lapsed_claims(session: Session, now: datetime) -> int:
-    """Claims whose lease ran out go back to the queue (audited as the system's doing).
-
-    Not a claim with a decision held for its undo window (review/reviewing/undo.py): that
-    decision takes effect on the claim, lease or not, so a closed tab does not lose it."""
-    table = Deferral.__table__
-    lapsed = session.execute(
-        select(table.c.id, table.c.claimed_by, table.c.agent_id)
-        .where(*_lapsed(table, now))
-        .with_for_update(of=table, skip_locked=True)
-    ).all()
-    if not lapsed:
-        return 0
-    session.execute(
-        update(table)
-        .where(table.c.id.in_([r.id for r in lapsed]), table.c.status == "in_review")
-        .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
-    )
-    note_changed(session, *[r.id for r in lapsed])
-    slugs = _agent_slugs(session, {r.agent_id for r in lapsed})
-    record_events(
-        session,
-        [
-            {
-                "actor_kind": "system",
-                "actor_id": "lease",
-                "event_type": "deferral.lease_lapsed",
-                "agent": slugs[r.agent_id],
-                "deferral_id": r.id,
-                "payload": {"claimed_by_user_id": r.claimed_by},
-                "at": now,
-            }
-            for r in lapsed
-        ],
-    )
-    return len(lapsed)
-
-
-def _lapsed(table, now: datetime):
-    held = PendingDecision.__table__
-    return (
-        table.c.status == "in_review",
-        table.c.lease_expires_at < now,
-        ~exists().where(held.c.deferral_id == table.c.id),
-    )
-
-
-def _return_lapsed_first(svc: Services, now: datetime) -> None:
-    """Before a claim: lapsed claims go back to the queue in a write of their own, and
-    only when a read (outside the writer lock) finds one, so the claim's own transaction,
-    which holds SQLite's writer lock (PostgreSQL: every chain shard's), does not carry the
-    search. A lease that lapses between the two is returned by the next claim."""
-    table = Deferral.__table__
-    with svc.db.read() as session:
-        found = session.execute(select(table.c.id).where(*_lapsed(table, now)).limit(1)).first()
-    if found is not None:
-        with chained_write(svc.db) as session:
-            return_lapsed_claims(session, now)
-
-
-def _agent_slugs(session: Session, ids: set[int]) -> dict[int, str]:
-    return dict(session.execute(select(Agent.id, Agent.slug).where(Agent.id.in_(ids))).all())
 
 
 def held_ids(session: Session, holder: Holder, now: datetime) -> list[str]:
@@ -244,13 +184,16 @@ def claim_batch(
     size = svc.settings.batch_size
     lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
     table = Deferral.__table__
-    _return_lapsed_first(svc, now)
+    return_lapsed_first(svc, now)
     with chained_write(svc.db) as session:
         held = _held(session, holder, now)
         wanted = size - len(held)
         taken = []
         if wanted > 0:
-            taken = _pick_and_claim(session, holder, now, lease_until, wanted, where)
+            takeable = [*_batch_takeable(table, holder, now), *where]
+            taken = claim_most_urgent(session, holder, takeable, now, lease_until, wanted)
+            if taken:  # their events in batch order
+                _record_claims(session, taken, holder, now, lease_until)
         if held:
             session.execute(
                 update(table)
@@ -259,52 +202,6 @@ def claim_batch(
             )
         # What they held (its lease renewed above) and what they took: no second read.
         return _batch_order(holder, [*held, *taken])
-
-
-def _pick_and_claim(
-    session: Session,
-    holder: Holder,
-    now: datetime,
-    lease_until: datetime,
-    wanted: int,
-    where: Sequence,
-) -> list:
-    """Start batch's pick and claim as one statement, the conditional UPDATE whose
-    RETURNING says what it took (with each agent's slug for the audit events):
-    `WITH pick AS MATERIALIZED (...) UPDATE deferrals ... FROM pick WHERE id = pick.id
-    AND status = 'pending'`. The pick is the most urgent `wanted` the reviewer may take
-    (`_batch_takeable`), FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the writer lock
-    serialises claims. Each row taken gets its claim event in this transaction."""
-    table = Deferral.__table__
-    handed_to_me = case((table.c.handed_to == holder.username, 1), else_=0)
-    pick = (
-        select(table.c.id)
-        .where(*_batch_takeable(table, holder, now), *where)
-        .order_by(handed_to_me.desc(), table.c.rank.desc())
-        .limit(wanted)
-        .with_for_update(skip_locked=True)
-        # Once, before the UPDATE: PostgreSQL may otherwise run an IN (...) subquery
-        # with FOR UPDATE SKIP LOCKED more than once and take more than `wanted`.
-        .cte("pick")
-        .prefix_with("MATERIALIZED")
-    )
-    # (SQLite writes RETURNING unqualified: "id = agent_id" there is agents.id against the
-    # row's agent_id, as agents has no agent_id column.)
-    slug = select(Agent.slug).where(Agent.id == table.c.agent_id).scalar_subquery()
-    rows = session.execute(
-        update(table)
-        .where(table.c.id == pick.c.id, table.c.status == "pending")
-        .values(
-            status="in_review", claimed_by=holder.id, claimed_at=now, lease_expires_at=lease_until
-        )
-        .returning(
-            table.c.id, table.c.agent_id, table.c.handed_to, table.c.rank, slug.label("agent_slug")
-        )
-    ).all()
-    rows = sorted(rows, key=lambda r: (r.handed_to == holder.username, r.rank), reverse=True)
-    if rows:  # their events in batch order (RETURNING keeps none)
-        _record_claims(session, rows, holder, now, lease_until)
-    return rows
 
 
 def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: datetime) -> list:
@@ -340,7 +237,7 @@ def _record_claims(session: Session, rows, holder: Holder, now: datetime, lease_
     if all(hasattr(r, "agent_slug") for r in rows):
         slugs = {r.agent_id: r.agent_slug for r in rows}
     else:
-        slugs = _agent_slugs(session, {r.agent_id for r in rows})
+        slugs = agent_slugs(session, {r.agent_id for r in rows})
     record_events(
         session,
         [
@@ -367,7 +264,7 @@ def claim_one(svc: Services, holder: Holder, deferral_id: str, now: datetime | N
     now = now or utcnow()
     lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
     table = Deferral.__table__
-    _return_lapsed_first(svc, now)
+    return_lapsed_first(svc, now)
     with chained_write(svc.db) as session:
         who = standing(session, holder)
         row = session.execute(
@@ -458,7 +355,7 @@ def release_batch(svc: Services, holder: Holder, now: datetime | None = None) ->
             .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
         )
         note_changed(session, *[h.id for h in held])
-        slugs = _agent_slugs(session, {h.agent_id for h in held})
+        slugs = agent_slugs(session, {h.agent_id for h in held})
         record_events(
             session,
             [_event(h.id, slugs[h.agent_id], holder, "deferral.released", now) for h in held],
