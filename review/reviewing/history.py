@@ -45,8 +45,7 @@ def earlier_decisions(session: Session, items: list[Deferral]) -> dict[str, list
     for n, d in enumerate(items):
         has_resource = bool(d.resource_type and d.resource_id)
         values |= {
-            f"card_{n}": d.id,
-            f"self_{n}": d.id,
+            f"card_{n}": d.id,  # the card's row is left out of its own history
             f"digest_{n}": d.action_digest,
             # No resource: NULL, which equals nothing, so only the action matches.
             f"rtype_{n}": d.resource_type if has_resource else None,
@@ -80,9 +79,10 @@ def _earlier_statement(count: int) -> Select | CompoundSelect:
 
 
 def _earlier_query(n: int) -> Select:
+    card = bindparam(f"card_{n}", type_=String)  # bound once: the answer's key, and not itself
     return (
         select(
-            bindparam(f"card_{n}", type_=String).label("card"),
+            card.label("card"),
             Deferral.id,
             Deferral.action_digest,
             Deferral.status,
@@ -99,7 +99,7 @@ def _earlier_query(n: int) -> Select:
                     Deferral.resource_id == bindparam(f"rid_{n}"),
                 ),
             ),
-            Deferral.id != bindparam(f"self_{n}"),
+            Deferral.id != card,
             Deferral.status.in_(TERMINAL_STATUSES),
             # A canary's ending would give it away, and it is no agent's history.
             Deferral.canary.is_(None),
