@@ -14,6 +14,16 @@ try:
 except SettingsError as exc:  # a wrong setting stops start-up with its name, not a traceback
     sys.exit(f"countersign: bad setting: {exc}")
 
+# The reviewer pages' templates compiled now, not by the first requests that need them:
+# after a start, reviewers open their batches at once, and a worker's threads each
+# compiled the same templates (a miss in Jinja's cache takes no lock), about 0.13 s of
+# CPU a thread for the batch page's 18 (tests/test_wsgi_startup.py; docs/REVIEWING.md).
+# The other pages (admin, audit) are opened one at a time and compile on first use, as
+# before: all 54 would double what this adds to every start, CLI commands included.
+WARM_TEMPLATES = ("base.html", "review/")
+for name in app.jinja_env.list_templates(filter_func=lambda n: n.startswith(WARM_TEMPLATES)):
+    app.jinja_env.get_template(name)
+
 # What start-up built (modules, the app, its policy, SQLAlchemy's compiled statements)
 # lives as long as the process. Frozen, it leaves the collector's generations, so a full
 # collection walks only what requests made: a gen-2 pass over it all stalled the request
