@@ -79,7 +79,8 @@ def _earlier_statement(count: int) -> Select | CompoundSelect:
 
 
 def _earlier_query(n: int) -> Select:
-    card = bindparam(f"card_{n}", type_=String)  # bound once: the answer's key, and not itself
+    # One parameter for the card's id: the answer's key, and the row left out (the card).
+    card = bindparam(f"card_{n}", type_=String)
     return (
         select(
             card.label("card"),

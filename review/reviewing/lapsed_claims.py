@@ -79,5 +79,6 @@ def return_lapsed_first(svc: Services, now: datetime) -> None:
 
 
 def agent_slugs(session: Session, ids: set[int]) -> dict[int, str]:
-    """Each agent's slug by id, for the audit events of claims returned or released."""
+    """Each agent's slug by id, for the audit events of claims returned here and of
+    claims taken or released (review/reviewing/claims.py)."""
     return dict(session.execute(select(Agent.id, Agent.slug).where(Agent.id.in_(ids))).all())
