@@ -11,7 +11,11 @@ the decision's p50 and mean (wall time around the request), the p50 of this proc
 CPU time for it (time.process_time: what other processes on a busy machine do not
 inflate much; SQLite runs in-process, PostgreSQL and Redis do not), the SQL statements one
 decision sends (a `before_cursor_execute` listener; statements run straight on the
-SQLite driver, the audit chain's inserts, are not counted), each listed once, and with
+SQLite driver, the audit chain's inserts, are not counted), each listed once; on PostgreSQL
+also what psycopg sends, whichever layer sends it (statements through SQLAlchemy or on
+the driver, the pool's ping, BEGIN, COMMIT and ROLLBACK), and its round trips: the
+times it waits to read the server's answer (`Wait.R`, one per answer as small as a
+decision's), counted by a wrapper on `psycopg.Connection.wait`. With
 `--profile N` the N costliest functions by cumulative time under cProfile (which
 inflates Python-heavy parts; read it for proportions). Uses BENCH_REDIS_URL.
 docs/REVIEWING.md ("Where a decision's time goes") has the figures.
@@ -31,6 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -100,6 +105,57 @@ def logged_in(app):
     return client, csrf, {"X-CSRFToken": csrf, "HX-Request": "true"}
 
 
+class WireCount:
+    """PostgreSQL: what psycopg sends and how often it waits for the server, while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.sent: list[str] = []
+        self.round_trips = 0
+        count = self
+        wait, execute, command = (
+            psycopg.Connection.wait,
+            psycopg.Cursor.execute,
+            psycopg.Connection._exec_command,
+        )
+
+        def counted_wait(conn, gen, *args, **kwargs):
+            if not count.on:
+                return wait(conn, gen, *args, **kwargs)
+            return wait(conn, count._watched(gen), *args, **kwargs)
+
+        def counted_execute(cursor, query, *args, **kwargs):
+            try:
+                return execute(cursor, query, *args, **kwargs)
+            finally:  # after it: a BEGIN it sends first is listed first
+                if count.on:
+                    count.sent.append(" ".join(str(query).split()))
+
+        def counted_command(conn, command_, *args, **kwargs):
+            if count.on:
+                count.sent.append(
+                    bytes(command_).decode() if isinstance(command_, bytes) else str(command_)
+                )
+            return command(conn, command_, *args, **kwargs)
+
+        psycopg.Connection.wait = counted_wait
+        psycopg.Cursor.execute = counted_execute
+        psycopg.Connection._exec_command = counted_command
+
+    def _watched(self, gen):
+        try:
+            ready = gen.send(None)
+            while True:
+                if ready == psycopg.waiting.Wait.R:
+                    self.round_trips += 1
+                ready = gen.send((yield ready))
+        except StopIteration as stop:
+            return stop.value
+
+    def reset(self) -> None:
+        self.sent, self.round_trips = [], 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
@@ -117,6 +173,8 @@ def main() -> None:
             if counting[0]:
                 statements.append(" ".join(statement.split()))
 
+        wire = WireCount() if args.db == "postgres" else None
+        wires: list[tuple[int, list[str]]] = []
         profile = cProfile.Profile() if args.profile else None
         times, cpus, per_decision, starts = [], [], [], []
         while True:
@@ -131,6 +189,9 @@ def main() -> None:
             for d_id in ids:
                 statements.clear()
                 counting[0] = True
+                if wire:
+                    wire.reset()
+                    wire.on = True
                 if profile:
                     profile.enable()
                 start, cpu = time.perf_counter(), time.process_time()
@@ -144,6 +205,9 @@ def main() -> None:
                 if profile:
                     profile.disable()
                 counting[0] = False
+                if wire:
+                    wire.on = False
+                    wires.append((wire.round_trips, wire.sent))
                 assert "Approved." in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
                 per_decision.append(list(statements))
         print(
@@ -155,6 +219,15 @@ def main() -> None:
         print(f"  (Start batch, five cards: p50 {statistics.median(starts):.1f} ms)")
         for statement in per_decision[len(per_decision) // 2]:
             print("  ", statement[:150])
+        if wires:
+            trips = statistics.median(t for t, _ in wires)
+            sent = wires[len(wires) // 2][1]
+            print(
+                f"  psycopg: {trips:.0f} round trips per decision (p50),"
+                f" {statistics.median(len(s) for _, s in wires):.0f} statements and commands sent:"
+            )
+            for statement in sent:
+                print("  ", statement[:150])
         if profile:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
         svc.close()
