@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
@@ -31,6 +31,7 @@ from review import wal_checkpoints
 IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no transaction open
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+T = TypeVar("T")
 
 
 def make_engine(url: str) -> Engine:
@@ -150,6 +151,7 @@ class Database:
         self.checkpointer = wal_checkpoints.WalCheckpointer(path) if on_file else None
         self._after_commit: list[Callable[[dict[str, Any]], None]] = []
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._one_statement_reader = sessionmaker(self._autocommit, expire_on_commit=False)
 
     def after_commit(self, hook: Callable[[dict[str, Any]], None]) -> None:
         """Call `hook(info)` after each write commits and its locks are released.
@@ -270,6 +272,30 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self._reader() as session, session.begin():
             yield session
+
+    def read_unpinged(self, reading: Callable[[Session], T]) -> T:
+        """`reading(session)` for a read of ONE statement: on PostgreSQL without the
+        round trips a transaction costs (autocommit: no BEGIN, no COMMIT) and without the
+        pool's ping; a connection the server dropped fails the read, which runs again on
+        a pinged one (a read is safe to repeat). SQLite: `read()`.
+
+        One statement is its own snapshot, so nothing is lost by the missing BEGIN; a
+        read of several statements wants `read()`, whose statements share a transaction.
+        For the prepared decision's read (review/reviewing/prepared_decisions.py)."""
+        if self.is_sqlite:
+            with self.read() as session:
+                return reading(session)
+        skipped = _unpinged.set(True)
+        try:
+            with self._one_statement_reader() as session:
+                return reading(session)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        finally:
+            _unpinged.reset(skipped)
+        with self._one_statement_reader() as session:
+            return reading(session)
 
     def dispose(self) -> None:
         if self.checkpointer is not None:

@@ -1,6 +1,7 @@
-"""A decision prepared before SQLite's write lock (review/reviewing/prepared_decisions.py):
-what it writes is what the full path writes, and a change between its preparation and
-its lock sends it down the full path, which says what happened."""
+"""A decision prepared before its write (review/reviewing/prepared_decisions.py; on
+PostgreSQL written by one call, tests/test_decision_call.py): what it writes is what the
+full path writes, and a change between its preparation and its write sends it down the
+full path, which says what happened."""
 
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ def _between_preparing_and_applying(monkeypatch, meanwhile):
     monkeypatch.setattr(prepared_decisions, "prepare", prepared_then)
 
 
-def test_the_common_decision_is_prepared_on_sqlite_only(svc, held):
+def test_the_common_decision_is_prepared_on_both_databases(svc, held):
     rita, d_id = held
     prepared = prepared_decisions.prepare(svc, rita, d_id, "approve", None, _now(), 4000)
-    assert (prepared is not None) == svc.db.is_sqlite
+    assert prepared is not None
+    assert (prepared.call is None) == svc.db.is_sqlite  # PostgreSQL: one call's parameters
 
 
 def test_a_prepared_approval_writes_the_row_the_event_and_the_receipt(svc, held):

@@ -117,8 +117,9 @@ def _prepared_first(
     now: datetime,
     seen_ms: int | None,
 ) -> Decided | None:
-    """SQLite: the common decision prepared before the write lock and applied under it
-    (review/reviewing/prepared_decisions.py); None when it takes the full path."""
+    """The common decision prepared before its write and written after: under SQLite's
+    write lock, or in one call on PostgreSQL (review/reviewing/prepared_decisions.py);
+    None when it takes the full path."""
     prepared = prepared_decisions.prepare(svc, holder, deferral_id, verdict, reason, now, seen_ms)
     if prepared is None:
         return None

@@ -1,22 +1,24 @@
-"""SQLite: a decision prepared before the write lock, so that the lock covers only its writes.
+"""A decision prepared before its write, so that the write is left only its writes.
 
 On SQLite every writer waits for the one that holds the lock (review/db.py WriterLock),
 so what a decision does while holding it is what every other decision, batch start and
 intake waits. As intake does (review/intake/deferrals.py), the common decision (undo
-off, one approval ends it, no canary) is prepared first, in a read transaction and
-without one: the deferral read and checked (held by the reviewer under a live lease,
-not expired, separation of duties), the receipt signed, the audit event built and
-hashed up to its link, the callback's body and the ending's UPDATE bound. Under the lock
-are left the lease renewal, the approval's row, the conditional UPDATE, the callback's
-row and the event's append: one transaction, as before.
+off, one approval ends it, no canary) is prepared first, without a transaction: the
+deferral read and checked (held by the reviewer under a live lease, not expired,
+separation of duties), the receipt signed, the audit event built and hashed up to its
+link, the callback's body and the ending's UPDATE bound. Under the lock are left the
+lease renewal, the approval's row, the conditional UPDATE, the callback's row and the
+event's append: one transaction, as before. On PostgreSQL the same writes are one call
+of a function in the server (review/reviewing/decision_call.py, migration 0027), and
+the read one statement without a transaction or the pool's ping.
 
 The conditional UPDATE re-checks everything the preparation relied on that another
 writer may have changed since (status, holder, live lease, and the action, quorum, risk
 level and policy an edit changes), so a race still loses cleanly: when it finds no row,
 or the ending owes more than the agent's callback (an AAP instance or a notification to
-tell), or a second approval slips past, the transaction rolls back and `decide` takes
-the full path (review/reviewing/decisions.py), which says why, or does all of it under
-the lock. Every other decision takes the full path from the start.
+tell), or a second approval slips past, nothing is written (rolled back) and `decide`
+takes the full path (review/reviewing/decisions.py), which says why, or does all of it
+in one transaction. Every other decision takes the full path from the start.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from review.agents import breakers
 from review.audit.chain import append_placed, placed_events, take_head
 from review.callbacks.outbox import decision_row
 from review.callbacks.wakeups import note_deliver, note_ended
-from review.db import BoundStatement, driver
+from review.db import BoundStatement, Notes, driver
 from review.models import Approval, Deferral, OutboxEvent
 from review.observability.metrics import decider, note_decided
+from review.reviewing import decision_call
 from review.reviewing.claims import Holder
 from review.reviewing.decision_checks import (
     RENEWAL,
@@ -57,19 +60,23 @@ from review.services import Services
 
 @dataclass(frozen=True)
 class PreparedDecision:
-    """What the write lock is left to do, all of it bound or built already."""
+    """What the write is left to do, all of it bound or built already: on SQLite the
+    statements for the write lock, on PostgreSQL the one call's parameters."""
 
     deferral: Deferral  # as read, with the ending's values set (detached)
     outcome: str
     reading: Reading
-    renewal: BoundStatement  # the lease on the reviewer's batch (renew_lease's)
-    ending: BoundStatement
-    approval: BoundStatement | None
-    callback: BoundStatement | None
     callback_id: str | None
-    events: list[dict[str, Any]]  # placed (review/audit/chain.py placed_events)
     agent_slug: str
     rejection_limit: int
+    # SQLite:
+    renewal: BoundStatement | None = None  # the lease on the reviewer's batch (renew_lease's)
+    ending: BoundStatement | None = None
+    approval: BoundStatement | None = None
+    callback: BoundStatement | None = None
+    events: list[dict[str, Any]] | None = None  # placed (review/audit/chain.py placed_events)
+    # PostgreSQL: countersign_decide's parameters (review/reviewing/decision_call.py)
+    call: dict[str, Any] | None = None
 
 
 class TakeTheFullPath(Exception):
@@ -88,13 +95,11 @@ def prepare(
     """The decision prepared, or None when it is not the common kind (or the checks find
     something the full path must answer: it reads again under the lock and says what).
     DecisionRefused for an approval of the reviewer's own deferral."""
-    if not svc.db.is_sqlite:
+    # One SELECT (the agent joined): on PostgreSQL without a transaction or the pool's ping.
+    deferral = svc.db.read_unpinged(lambda session: session.get(Deferral, deferral_id))
+    if deferral is None or not _plainly_held(deferral, holder, now):
         return None
-    with svc.db.read() as session:
-        deferral = session.get(Deferral, deferral_id)
-        if deferral is None or not _plainly_held(deferral, holder, now):
-            return None
-        agent = deferral.agent
+    agent = deferral.agent
     if verdict == "approve":
         check_may_approve(deferral, holder)
     reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
@@ -120,43 +125,67 @@ def prepare(
         "payload": payload,
         "at": now,
     }
-    engine = svc.db.engine
     approval = None
     if outcome == "approved":
-        approval = driver.bind(
-            engine,
-            _INSERT_APPROVAL,
-            {
-                "deferral_id": deferral.id,
-                "username": holder.username,
-                "approved_at": now,
-                "action_digest": deferral.action_digest,
-            },
-        )
+        approval = {
+            "deferral_id": deferral.id,
+            "username": holder.username,
+            "approved_at": now,
+            "action_digest": deferral.action_digest,
+        }
     values = terminal_values(
         outcome, now, reason, decided_by, valid_until, receipt.token if receipt else None
     )
-    ending = driver.bind(engine, ENDING_BY_HOLDER, ending_values(deferral, holder.id, now, values))
+    ending = ending_values(deferral, holder.id, now, values)
     for name, value in values.items():  # the row as the UPDATE leaves it: the answer shows it
         set_committed_value(deferral, name, value)
     set_committed_value(deferral, "execution", None)  # reported only once it is approved
     row = decision_row(deferral, now)
+    engine = svc.db.engine
+    events = placed_events(engine, [event])
+    renewal = renewal_values(svc, holder, now)
+    common = {
+        "deferral": deferral,
+        "outcome": outcome,
+        "reading": reading,
+        "callback_id": row["id"] if row else None,
+        "agent_slug": agent.slug,
+        "rejection_limit": breakers.rejection_limit(svc, agent),
+    }
+    if not svc.db.is_sqlite:  # PostgreSQL: one call (review/reviewing/decision_call.py)
+        call = decision_call.call_params(
+            holder_id=holder.id,
+            now=now,
+            lease_until=renewal["lease_until"],
+            has_callback=bool(ending["has_callback"]),
+            ending={**_prepared_for(deferral), **values},
+            approval=approval,
+            callback=row,
+            events=events,
+        )
+        return PreparedDecision(**common, call=call)
     callback = None
     if row is not None:
         callback = driver.bind(engine, _INSERT_CALLBACK, {**row, **dict.fromkeys(_CALLBACK_UNSET)})
     return PreparedDecision(
-        renewal=driver.bind(engine, RENEWAL, renewal_values(svc, holder, now)),
-        deferral=deferral,
-        outcome=outcome,
-        reading=reading,
-        ending=ending,
-        approval=approval,
+        **common,
+        renewal=driver.bind(engine, RENEWAL, renewal),
+        ending=driver.bind(engine, ENDING_BY_HOLDER, ending),
+        approval=driver.bind(engine, _INSERT_APPROVAL, approval) if approval else None,
         callback=callback,
-        callback_id=row["id"] if row else None,
-        events=placed_events(engine, [event]),
-        agent_slug=agent.slug,
-        rejection_limit=breakers.rejection_limit(svc, agent),
+        events=events,
     )
+
+
+def _prepared_for(deferral: Deferral) -> dict[str, Any]:
+    """The deferral's id and what an edit meanwhile changes, as the decision read them."""
+    return {
+        "id": deferral.id,
+        "action_digest": deferral.action_digest,
+        "required_approvals": deferral.required_approvals,
+        "risk_level": deferral.risk_level,
+        "policy_version": deferral.policy_version,
+    }
 
 
 def _plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
@@ -175,7 +204,10 @@ def _plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
 
 def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: datetime) -> Decided:
     """One transaction under the write lock: the lease renewal, the approval, the conditional
-    UPDATE, the callback, the event. TakeTheFullPath (rolled back) when it loses a race."""
+    UPDATE, the callback, the event. TakeTheFullPath (rolled back) when it loses a race.
+    On PostgreSQL, one call of a function in the server does all of it."""
+    if prepared.call is not None:
+        return _applied_in_one_call(svc, prepared, now)
     with svc.db.write_core() as (conn, notes):  # no ORM session: its begin, commit and close cost
         renewed = {i: bool(w) for i, w in driver.execute_bound(conn, prepared.renewal)}
         try:
@@ -193,16 +225,38 @@ def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: dateti
         note_ended(notes, deferral.id)
         note_decided(notes, prepared.outcome, decider("user"), deferral.created_at, now)
         append_placed(conn, take_head(conn), prepared.events)
+    return _decided(prepared, sum(1 for i, w in renewed.items() if i != deferral.id and not w))
+
+
+def _applied_in_one_call(svc: Services, prepared: PreparedDecision, now: datetime) -> Decided:
+    """PostgreSQL: countersign_decide writes it all (review/reviewing/decision_call.py);
+    TakeTheFullPath when it wrote nothing. Then the after-commit hooks, as write_core's."""
+    try:
+        left = decision_call.write(svc, prepared.call)
+    except (decision_call.LostRace, IntegrityError):
+        raise TakeTheFullPath from None
+    notes = Notes()
+    if prepared.callback_id is not None:
+        note_deliver(notes, prepared.callback_id)
+    deferral = prepared.deferral
+    note_ended(notes, deferral.id)
+    note_decided(notes, prepared.outcome, decider("user"), deferral.created_at, now)
+    svc.db.run_after_commit(notes.info)
+    return _decided(prepared, left)
+
+
+def _decided(prepared: PreparedDecision, left: int) -> Decided:
+    """The answer: the decision taken, and the items of the batch left to decide."""
     word = "Approved" if prepared.outcome == "approved" else "Rejected"
     return Decided(
-        deferral.id,
+        prepared.deferral.id,
         prepared.outcome,
         f"{word}.{fast_note(prepared.reading)}",
         agent_slug=prepared.agent_slug,
         rejection_limit=prepared.rejection_limit,
         fast=not prepared.reading.read,
-        deferral=deferral,
-        left=sum(1 for i, waits in renewed.items() if i != deferral.id and not waits),
+        deferral=prepared.deferral,
+        left=left,
     )
 
 

@@ -1,0 +1,279 @@
+"""PostgreSQL: a prepared decision is written by one call of `countersign_decide`
+(migration 0027, review/reviewing/decision_call.py). It wins, or it writes nothing and
+says why, and the full path then tells the reviewer what won."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.pool import NullPool
+
+from review.agents.killswitch import Actor, kill
+from review.audit.verify import verify_chain
+from review.migrate import downgrade, upgrade
+from review.models import Approval, Deferral, utcnow
+from review.reviewing import decision_call, prepared_decisions
+from review.reviewing.claims import claim_batch
+from review.reviewing.decision_checks import _DECISIONS_OF
+from review.reviewing.decisions import DecisionRefused, decide
+from tests.helpers import audit_events, refund, reviewer
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(svc):
+    if svc.db.is_sqlite:
+        pytest.skip("SQLite writes a prepared decision under its write lock instead")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """What each call of the function answered, in order."""
+    answered = []
+    call = decision_call.call_decide
+
+    def recorded(svc, params):
+        answer = call(svc, params)
+        answered.append(answer[0])
+        return answer
+
+    monkeypatch.setattr(decision_call, "call_decide", recorded)
+    return answered
+
+
+@pytest.fixture
+def held(svc, agent):
+    rita = reviewer(svc)
+    d_id = agent.defer(refund()).get_json()["id"]
+    claim_batch(svc, rita)
+    return rita, d_id
+
+
+def _meanwhile(monkeypatch, change):
+    """Run `change()` once the next decision is prepared, before its call."""
+    prepare, pending = prepared_decisions.prepare, [change]
+
+    def prepared_then(*args, **kwargs):
+        prepared = prepare(*args, **kwargs)
+        if pending:
+            pending.pop()()
+        return prepared
+
+    monkeypatch.setattr(prepared_decisions, "prepare", prepared_then)
+
+
+def _set(svc, d_id, **values):
+    with svc.db.write() as session:
+        session.execute(update(Deferral).where(Deferral.id == d_id).values(**values))
+
+
+def _chain_holds(svc) -> bool:
+    with svc.db.read() as session:
+        return verify_chain(session).ok
+
+
+def test_a_decision_is_written_by_one_call_that_wins(svc, agent, calls):
+    rita = reviewer(svc)
+    first, second = (agent.defer(refund()).get_json()["id"] for _ in range(2))
+    claim_batch(svc, rita)
+    outcome = decide(svc, rita, first, "approve", seen_ms=4000)
+    assert calls == ["decided"]
+    assert outcome.status == "approved" and outcome.left == 1
+    with svc.db.read() as session:
+        row = session.get(Deferral, first)
+        assert row.status == "approved" and row.decided_by == ["rita"]
+        assert row.receipt == outcome.deferral.receipt and row.claimed_by is None
+        assert session.scalars(select(Approval.username)).all() == ["rita"]
+        rest = session.get(Deferral, second)
+        assert rest.lease_expires_at > utcnow() + timedelta(seconds=svc.settings.lease_seconds - 60)
+    (event,) = audit_events(svc, "deferral.approved")
+    payload = json.loads(event.payload)
+    assert payload["receipt"]["sub"] == first and payload["fast"] is outcome.fast
+    assert _chain_holds(svc)
+
+
+def test_a_rejection_is_written_by_one_call_without_an_approval(svc, held, calls):
+    rita, d_id = held
+    outcome = decide(svc, rita, d_id, "reject", "not now")
+    assert calls == ["decided"] and outcome.status == "rejected" and outcome.left == 0
+    with svc.db.read() as session:
+        assert session.get(Deferral, d_id).decision_reason == "not now"
+        assert session.scalars(select(Approval)).all() == []
+    assert _chain_holds(svc)
+
+
+def test_it_loses_to_another_reviewer_who_decided_meanwhile(svc, held, calls, monkeypatch):
+    rita, d_id = held
+    sam = reviewer(svc, "sam")
+
+    def sam_rejects():
+        _set(svc, d_id, claimed_by=sam.id)
+        decide(svc, sam, d_id, "reject", "too big")
+
+    _meanwhile(monkeypatch, sam_rejects)
+    with pytest.raises(DecisionRefused, match="already rejected by sam: too big"):
+        decide(svc, rita, d_id, "approve")
+    assert calls == ["decided", "ended"]  # sam's call, then rita's
+    with svc.db.read() as session:
+        assert session.scalars(select(Approval)).all() == []  # rita's was never written
+    assert audit_events(svc, "deferral.approved") == []
+    assert _chain_holds(svc)
+
+
+def test_it_loses_to_another_reviewer_who_holds_it_now(svc, held, calls, monkeypatch):
+    rita, d_id = held
+    sam = reviewer(svc, "sam")
+    _meanwhile(monkeypatch, lambda: _set(svc, d_id, claimed_by=sam.id))
+    with pytest.raises(DecisionRefused, match="another reviewer holds it now"):
+        decide(svc, rita, d_id, "approve")
+    assert calls == ["not_held"]
+    with svc.db.read() as session:
+        assert session.get(Deferral, d_id).status == "in_review"
+
+
+def test_it_loses_to_a_kill(svc, agent, held, calls, monkeypatch):
+    rita, d_id = held
+    _meanwhile(monkeypatch, lambda: kill(svc, agent.slug, Actor("user", "olivia"), "runaway"))
+    with pytest.raises(DecisionRefused, match="already killed by olivia: runaway"):
+        decide(svc, rita, d_id, "approve")
+    assert calls == ["ended"]
+    with svc.db.read() as session:
+        assert session.get(Deferral, d_id).status == "killed"
+        assert session.scalars(select(Approval)).all() == []
+    assert _chain_holds(svc)
+
+
+def test_it_loses_when_the_lease_lapsed(svc, held, calls, monkeypatch):
+    rita, d_id = held
+    _meanwhile(monkeypatch, lambda: _set(svc, d_id, lease_expires_at=utcnow().replace(year=2000)))
+    with pytest.raises(DecisionRefused, match="claim on this item lapsed"):
+        decide(svc, rita, d_id, "approve")
+    assert calls == ["not_held"]
+    assert audit_events(svc, "deferral.approved") == []
+
+
+def test_an_edit_meanwhile_loses_the_call_and_the_full_path_decides_the_new_action(
+    svc, held, calls, monkeypatch
+):
+    rita, d_id = held
+    digest = "sha256:" + "0" * 64
+    _meanwhile(monkeypatch, lambda: _set(svc, d_id, action_digest=digest))
+    outcome = decide(svc, rita, d_id, "approve")
+    assert calls == ["changed"] and outcome.status == "approved"
+    (event,) = audit_events(svc, "deferral.approved")
+    payload = json.loads(event.payload)
+    assert payload["action_digest"] == digest and payload["receipt"]["action_digest"] == digest
+    assert _chain_holds(svc)
+
+
+def test_a_callback_url_set_meanwhile_loses_the_call(svc, agent, held, calls, monkeypatch):
+    rita, d_id = held
+
+    def callback_set():
+        with svc.db.write() as session:
+            session.execute(
+                text("UPDATE agents SET callback_url = 'https://example.com/cb' WHERE slug = :s"),
+                {"s": agent.slug},
+            )
+
+    _meanwhile(monkeypatch, callback_set)
+    assert decide(svc, rita, d_id, "approve").status == "approved"
+    assert calls == ["changed"]  # the full path wrote the callback the prepared call had not
+    with svc.db.read() as session:
+        n = session.execute(
+            text("SELECT count(*) FROM outbox_events WHERE deferral_id = :d"), {"d": d_id}
+        )
+        assert n.scalar() == 1
+
+
+def test_a_burst_of_concurrent_decisions_keeps_the_chain_whole(svc, agent, calls):
+    names = ["rita", "sam", "tess"]  # five each: 15 deferrals, under the agent's rate
+    holders = [reviewer(svc, name) for name in names]
+    for _ in range(len(holders) * 5):
+        assert agent.defer(refund()).status_code == 202
+    batches = {h.username: claim_batch(svc, h) for h in holders}
+    assert sum(len(b) for b in batches.values()) == len(holders) * 5
+    failures: list[BaseException] = []
+
+    def decide_all(holder):
+        try:
+            for i, d_id in enumerate(batches[holder.username]):
+                verdict = "approve" if i % 2 == 0 else "reject"
+                decide(svc, holder, d_id, verdict, None if i % 2 == 0 else "no", seen_ms=4000)
+        except BaseException as error:  # noqa: BLE001  reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=decide_all, args=(h,)) for h in holders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert failures == []
+    assert calls == ["decided"] * len(holders) * 5
+    with svc.db.read() as session:
+        statuses = session.scalars(select(Deferral.status)).all()
+        assert sorted(set(statuses)) == ["approved", "rejected"]
+        assert verify_chain(session).ok
+    assert len(audit_events(svc, "deferral.approved")) == len(holders) * 3
+
+
+def test_a_decision_on_connections_the_server_dropped_is_written_once(svc, agent, calls):
+    """The read and the call take their connections without the pool's ping: when the
+    server has dropped the pooled ones (a restart, a failover), each runs again on a
+    pinged connection."""
+    rita = reviewer(svc)
+    first, second = (agent.defer(refund()).get_json()["id"] for _ in range(2))
+    claim_batch(svc, rita)
+    _drop_every_connection(svc.db.url)
+    assert decide(svc, rita, first, "approve").status == "approved"
+    prepared = prepared_decisions.prepare(svc, rita, second, "reject", "no", utcnow(), None)
+    _drop_every_connection(svc.db.url)
+    assert prepared_decisions.apply(svc, rita, prepared, utcnow()).status == "rejected"
+    assert calls == ["decided", "decided"]
+    assert len(audit_events(svc, "deferral.approved")) == 1
+    assert len(audit_events(svc, "deferral.rejected")) == 1
+    assert _chain_holds(svc)
+
+
+def _drop_every_connection(url):
+    outside = create_engine(url, poolclass=NullPool)
+    with outside.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        conn.commit()
+    outside.dispose()
+
+
+def test_the_function_takes_the_reviewers_decision_lock_of_the_full_path(svc):
+    """The key space of one_reviewer_at_a_time's advisory lock is written into the
+    function (migration 0027): the two must name the same lock."""
+    with svc.db.engine.connect() as conn:
+        source = conn.execute(
+            text("SELECT prosrc FROM pg_proc WHERE proname = 'countersign_decide'")
+        ).scalar_one()
+    assert f"pg_advisory_xact_lock({_DECISIONS_OF}, p_holder)" in source
+
+
+def test_the_migration_goes_down_and_up_again(svc, held, calls):
+    def defined() -> bool:
+        with svc.db.engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT count(*) FROM pg_proc WHERE proname = :n"), {"n": "countersign_decide"}
+            )
+            return found.scalar() == 1
+
+    assert defined()
+    downgrade(svc.db, "0026")
+    assert not defined()
+    upgrade(svc.db)
+    assert defined()
+    rita, d_id = held
+    assert decide(svc, rita, d_id, "approve").status == "approved"
+    assert calls == ["decided"]
