@@ -89,6 +89,26 @@ def _config_env(conf: str | None) -> dict[str, str]:
     return {"PYTHONPATH": path, "COUNTERSIGN_INSTANCE_DIR": tempfile.mkdtemp(prefix="cs-conf-")}
 
 
+SERVERS: dict[str, int] = {}  # base URL -> pid of the gunicorn arbiter serving it
+
+
+def server_cpu_seconds(base: str) -> float:
+    """CPU time (user + system) used so far by the gunicorn at `base`, its arbiter and its
+    workers (Linux /proc): a server's own cost, which the load driver's share and the
+    machine's other work do not add to, as a request rate's wall clock does."""
+    pids = [SERVERS[base]]
+    for task in Path(f"/proc/{pids[0]}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    total = 0
+    for pid in pids:
+        try:  # after the name in parentheses: state is field 3, utime 14, stime 15
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a worker that has just exited
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str]:
     """Serve `app` with gunicorn (gthread) on a free port until the block ends.
@@ -123,6 +143,7 @@ def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str
         stdout=subprocess.DEVNULL if conf else None,  # the access log
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    SERVERS[base] = proc.pid
     try:
         # BENCH_START_SECONDS: a machine under load may take longer than a minute to boot it.
         deadline = time.monotonic() + float(os.environ.get("BENCH_START_SECONDS", 60))
@@ -136,6 +157,7 @@ def gunicorn(app: str, env: dict[str, str], *, cwd: Path = ROOT) -> Iterator[str
             raise RuntimeError(f"{app} did not start")
         yield base
     finally:
+        SERVERS.pop(base, None)
         proc.terminate()
         proc.wait(20)
         if "COUNTERSIGN_INSTANCE_DIR" in extra:

@@ -21,7 +21,10 @@ The clock starts once every reviewer is logged in: a login is once a working day
 password hash (argon2, ~0.5 s for four at once here) would otherwise weigh as much as a
 hundred decisions in a short round. Printed: decisions per second (median round), the
 decision request's p50 and p99 as the client saw them, and one reviewer alone (p50 of a
-decision with nothing else running: the server's time plus a loopback round trip).
+decision with nothing else running: the server's time plus a loopback round trip), and
+the server's CPU per decision over the timed part (its arbiter's and workers' user and
+system time, Start batch's share included), which a busy machine inflates far less than
+it does the rates.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS, ROOT, database, gunicorn  # noqa: E402
+from bench.common import REDIS, ROOT, database, gunicorn, server_cpu_seconds  # noqa: E402
 from review.signing import sign_headers  # noqa: E402
 
 PASSWORD = "bench-password"
@@ -142,8 +145,11 @@ def reviewer(
                 tally.requests += count
 
 
-def run_once(tree: Path, kind: str, reviewers: int, items: int) -> tuple[float, Tally, float]:
-    """One round on a fresh database: decisions per second, the tally, one reviewer's p50."""
+def run_once(
+    tree: Path, kind: str, reviewers: int, items: int
+) -> tuple[float, Tally, float, float]:
+    """One round on a fresh database: decisions per second, the tally, one reviewer's p50,
+    the server's CPU milliseconds per decision."""
     old_flow = tree != ROOT
     with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
         env = {
@@ -180,14 +186,16 @@ def run_once(tree: Path, kind: str, reviewers: int, items: int) -> tuple[float, 
             for t in threads:
                 t.start()
             ready.wait()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), server_cpu_seconds(base)
             for t in threads:
                 t.join()
             seconds = time.perf_counter() - start
+            cpu = server_cpu_seconds(base) - cpu
             alone = Tally()
             defer_all(base, secret, 40)
             reviewer(base, names[0], old_flow, alone)
-        return tally.decisions / seconds, tally, statistics.median(alone.latencies_ms)
+        cpu_ms = cpu * 1000 / max(tally.decisions, 1)
+        return tally.decisions / seconds, tally, statistics.median(alone.latencies_ms), cpu_ms
 
 
 def pct(values: list[float], p: float) -> float:
@@ -206,26 +214,28 @@ def main() -> None:
     trees = {"now": ROOT}
     if args.before_tree:
         trees = {"before": args.before_tree.resolve(), **trees}
-    results: dict[str, list[tuple[float, Tally, float]]] = {name: [] for name in trees}
+    results: dict[str, list[tuple[float, Tally, float, float]]] = {name: [] for name in trees}
     for n in range(args.rounds):
         for name, tree in trees.items():
-            rate, tally, alone = run_once(tree, args.db, args.reviewers, args.items)
-            results[name].append((rate, tally, alone))
+            rate, tally, alone, cpu = run_once(tree, args.db, args.reviewers, args.items)
+            results[name].append((rate, tally, alone, cpu))
             print(
                 f"round {n + 1} {name:<6} {rate:7.1f} decisions/s  ({tally.decisions} decisions, "
                 f"{tally.requests} requests)  decision p50 {pct(tally.latencies_ms, 50):.1f} ms  "
-                f"alone p50 {alone:.1f} ms",
+                f"alone p50 {alone:.1f} ms  server CPU {cpu:.2f} ms/decision  "
+                f"load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     print(f"\n{args.db}, {args.reviewers} reviewers, {args.items} items, median of {args.rounds}:")
     for name, rounds in results.items():
         rounds.sort(key=lambda r: r[0])
-        rate, tally, _ = rounds[len(rounds) // 2]
+        rate, tally, _, _ = rounds[len(rounds) // 2]
         alone = statistics.median(r[2] for r in rounds)
+        cpu = statistics.median(r[3] for r in rounds)
         p50, p99 = pct(tally.latencies_ms, 50), pct(tally.latencies_ms, 99)
         print(
             f"  {name:<6} {rate:7.1f} decisions/s   decision p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
-            f"   one reviewer alone: p50 {alone:.1f} ms"
+            f"   one reviewer alone: p50 {alone:.1f} ms   server CPU {cpu:.2f} ms/decision"
         )
 
 
