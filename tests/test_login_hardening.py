@@ -266,3 +266,29 @@ def test_a_guesser_cannot_escape_its_count_by_forging_forwarded_addresses(make_a
     ]
     assert codes == [401] * 5 + [429] * 2  # one address: the per-account-and-address limit
     assert log_in(client_at(app, forwarded="10.9.8.99, 198.51.100.7")).status_code == 302
+
+
+def test_a_page_after_the_database_dropped_its_connections_still_knows_its_user(app, svc, rita):
+    """PostgreSQL reads the session's user without the pool's ping (one statement, no
+    transaction: review/web/auth.py load_user); a connection the server has dropped (a
+    restart, a failover) is found by the read itself, which runs again on a pinged one."""
+    if svc.db.is_sqlite:
+        pytest.skip("PostgreSQL: connections that the server drops")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    browser = Browser(app.test_client(), "rita")
+    assert browser.get("/settings").status_code == 200
+    outside = create_engine(svc.db.url, poolclass=NullPool)
+    with outside.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        conn.commit()
+    outside.dispose()
+    page = browser.get("/settings")
+    assert page.status_code == 200
+    assert "rita" in page.get_data(as_text=True)
