@@ -1,7 +1,7 @@
 """What one reviewer's decision costs the server, in-process: SQL statements and time.
 
     .venv/bin/python bench/decision_cost.py [--db sqlite|postgres] [--items 40]
-        [--profile N]
+        [--profile N] [--undo-seconds S]
 
 A fresh database of `--items` low-risk deferrals (as bench/reviewer_flow.py posts them),
 one reviewer who starts batches and decides every card the way the batch page does
@@ -18,6 +18,13 @@ times it waits to read the server's answer (`Wait.R`, one per answer as small as
 decision's), counted by a wrapper on `psycopg.Connection.wait`. With
 `--profile N` the N costliest functions by cumulative time under cProfile (which
 inflates Python-heavy parts; read it for proportions). Uses BENCH_REDIS_URL.
+
+`--undo-seconds S` (default 0: the decision takes effect at once): each decision is held
+for its undo window (review/reviewing/undo.py), and its answer says so ("Undo (key u)
+until it takes effect"); the figures above are then the held decision's. Once a batch is
+decided, its held decisions are taken into effect in-process as the worker's job does
+(review/reviewing/taking_effect.py take_effect_due, with a clock S + 1 s ahead), and
+that is measured apart: CPU and statements per decision taken into effect.
 docs/REVIEWING.md ("Where a decision's time goes") has the figures.
 """
 
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -45,6 +53,8 @@ from review.agents.registry import create_agent  # noqa: E402
 from review.app_factory import create_app  # noqa: E402
 from review.db import Database  # noqa: E402
 from review.migrate import upgrade  # noqa: E402
+from review.models import utcnow  # noqa: E402
+from review.reviewing.taking_effect import take_effect_due  # noqa: E402
 from review.signing import sign_headers  # noqa: E402
 from review.users import create_user  # noqa: E402
 
@@ -54,7 +64,10 @@ TOKEN = re.compile(r'"X-CSRFToken": "([^"]+)"')
 FIELD = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
 
 
-def build(url: str, instance: str):
+HELD = "Undo (key u) until it takes effect"
+
+
+def build(url: str, instance: str, undo_seconds: int = 0):
     db = Database(url)
     upgrade(db)
     db.dispose()
@@ -64,7 +77,7 @@ def build(url: str, instance: str):
             "redis_url": REDIS,
             "instance_dir": instance,
             "secret_key": "bench-secret-key-" + "x" * 32,
-            "undo_seconds": 0,
+            "undo_seconds": undo_seconds,
             "agent_rate": 0,
             "agent_max_pending": 0,
             "batch_size": 5,
@@ -161,9 +174,11 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument("--undo-seconds", type=int, default=0, metavar="S")
     args = parser.parse_args()
+    answer = HELD if args.undo_seconds else "Approved."
     with database(args.db) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
-        app, svc, secret = build(url, instance)
+        app, svc, secret = build(url, instance, args.undo_seconds)
         defer_all(app, secret, args.items)
         client, csrf, headers = logged_in(app)
         counting, statements = [False], []
@@ -177,6 +192,7 @@ def main() -> None:
         wires: list[tuple[int, list[str]]] = []
         profile = cProfile.Profile() if args.profile else None
         times, cpus, per_decision, starts = [], [], [], []
+        effect_cpus, effect_statements, taken = [], [], 0
         while True:
             start = time.perf_counter()
             page = client.post(
@@ -208,8 +224,19 @@ def main() -> None:
                 if wire:
                     wire.on = False
                     wires.append((wire.round_trips, wire.sent))
-                assert "Approved." in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
+                assert answer in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
                 per_decision.append(list(statements))
+            if args.undo_seconds:  # the batch's held decisions, taken into effect
+                statements.clear()
+                counting[0] = True
+                cpu = time.process_time()
+                with app.app_context():
+                    later = utcnow() + timedelta(seconds=args.undo_seconds + 1)
+                    done = take_effect_due(svc, later)
+                effect_cpus.append((time.process_time() - cpu) * 1000 / max(done, 1))
+                counting[0] = False
+                effect_statements.append(len(statements) / max(done, 1))
+                taken += done
         print(
             f"{args.db}: {len(times)} decisions, p50 {statistics.median(times):.1f} ms, "
             f"mean {statistics.mean(times):.1f} ms, this process's CPU p50 "
@@ -217,6 +244,12 @@ def main() -> None:
             f"{statistics.median(len(s) for s in per_decision):.0f} SQL statements each:"
         )
         print(f"  (Start batch, five cards: p50 {statistics.median(starts):.1f} ms)")
+        if args.undo_seconds:
+            print(
+                f"  held for {args.undo_seconds} s, then {taken} taken into effect"
+                f" (take_effect_due per batch): CPU p50 {statistics.median(effect_cpus):.1f} ms"
+                f" and {statistics.median(effect_statements):.0f} SQL statements each"
+            )
         for statement in per_decision[len(per_decision) // 2]:
             print("  ", statement[:150])
         if wires:

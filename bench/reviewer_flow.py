@@ -1,7 +1,7 @@
 """Reviewers through the browser-facing endpoints: decisions per second under gunicorn.
 
     .venv/bin/python bench/reviewer_flow.py [--db sqlite|postgres] [--reviewers 4]
-        [--items 200] [--rounds 3] [--before-tree DIR]
+        [--items 200] [--rounds 3] [--before-tree DIR] [--undo-seconds S]
 
 Each reviewer is an HTTP client with its own session: it logs in (GET /login for the
 CSRF token, POST /login), waits until every reviewer has, and then, timed, until the queue
@@ -14,9 +14,25 @@ database holding `--items` low-risk deferrals posted through the signed API.
 
 `--before-tree DIR` runs, in the same run and alternating rounds, the same flow against
 another checkout of the project (e.g. `git archive 42e3859 | tar -x -C DIR`, the commit
-before issue 15; its queue/ is put first on PYTHONPATH as `approval_queue`): there a
-card cost a POST /batch/<id>/open when it took the focus, and then its decision. Here
-the time in view goes with the decision (`seen_ms`): there is no request for "opened".
+before issue 15; its queue/ is put first on PYTHONPATH as `approval_queue`). A tree
+whose pages have the route POST /batch/<id>/open (42e3859 and older) is driven as its
+browser drove it: a card cost that request when it took the focus, and then its
+decision. A tree without it (e.g. `git archive main` before a change) is driven as this
+one: the time in view goes with the decision (`seen_ms`), no request for "opened".
+Which flow each tree gets is printed at the start.
+
+`--undo-seconds S` (default 0) sets COUNTERSIGN_UNDO_SECONDS: with 0 each decision takes
+effect at once; with S > 0 (the product's default is 5) each decision is held for its
+undo window and answers so ("Undo (key u) until it takes effect"), and those answers
+are what is counted: held decisions per second. A reviewer holding undecided items
+cannot be given more (a held decision keeps its claim until it takes effect), so the
+batch size is raised to each reviewer's share of `--items` (one Start batch each); a
+reviewer stops when its batch page shows no card left to decide. No worker runs in the
+timed part (a Start batch page that meets a due decision takes it into effect, as in
+the product; with S = 5 and a round of a few seconds, few are). After it, once the
+last window has closed, a real rq worker (`flask worker --burst`, rq's scheduler on)
+takes them all into effect, timed apart (wall and CPU, its start-up included), and the
+bench checks that every counted decision has ended the deferral as approved.
 The clock starts once every reviewer is logged in: a login is once a working day, and its
 password hash (argon2, ~0.5 s for four at once here) would otherwise weigh as much as a
 hundred decisions in a short round. Printed: decisions per second (median round), the
@@ -33,6 +49,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,6 +70,8 @@ from review.signing import sign_headers  # noqa: E402
 
 PASSWORD = "bench-password"
 CARD = re.compile(r'id="card-(dfr_[0-9A-Z]+)"')
+LIVE_CARD = re.compile(r'id="card-(dfr_[0-9A-Z]+)"[^>]*\bdata-live\b')  # not decided yet
+HELD = "Undo (key u) until it takes effect"  # a decision's answer when held for undo
 TOKEN = re.compile(r'"X-CSRFToken": "([^"]+)"')
 
 
@@ -64,6 +84,13 @@ def before_packages(tree: Path) -> str:
     if not link.exists():
         link.symlink_to(tree / "queue")
     return str(folder)
+
+
+def opens_cards(tree: Path) -> bool:
+    """Whether the tree's pages take a POST /batch/<id>/open when a card takes the focus
+    (42e3859 and older): how its browser is driven."""
+    route = '"/batch/<deferral_id>/open"'
+    return any(route in f.read_text() for f in (tree / "review" / "web").glob("*.py"))
 
 
 def flask(cwd: Path, env: dict[str, str], *args: str, stdin: str = "") -> str:
@@ -105,7 +132,12 @@ def defer_all(base: str, secret: str, n: int) -> None:
 
 
 def reviewer(
-    base: str, name: str, old_flow: bool, tally: Tally, ready: threading.Barrier | None = None
+    base: str,
+    name: str,
+    old_flow: bool,
+    tally: Tally,
+    ready: threading.Barrier | None = None,
+    held: bool = False,
 ) -> None:
     with httpx.Client(base_url=base, timeout=60, follow_redirects=True) as client:
         page = client.get("/login").text
@@ -122,7 +154,8 @@ def reviewer(
             batch = client.post(
                 "/batch/start", data={"csrf_token": csrf, "answer": "page"}
             )  # what static/review.js sends: the page itself, no redirect
-            ids = list(dict.fromkeys(CARD.findall(batch.text)))
+            # Held for undo: the batch keeps its decided cards until they take effect.
+            ids = list(dict.fromkeys((LIVE_CARD if held else CARD).findall(batch.text)))
             count = 1 + len(batch.history)  # the redirect to GET /batch, where there is one
             if not ids:
                 break
@@ -140,17 +173,27 @@ def reviewer(
                 count += 1
                 with tally.lock:
                     tally.latencies_ms.append(elapsed)
-                    tally.decisions += "Approved." in r.text
+                    tally.decisions += (HELD if held else "Approved.") in r.text
             with tally.lock:
                 tally.requests += count
 
 
+@dataclass
+class TakingEffect:
+    """The held decisions of a round taken into effect by a real worker after it."""
+
+    taken: int = 0  # deferrals approved at the end
+    wall: float = 0.0  # seconds, the worker's start-up included
+    cpu: float = 0.0  # the worker process's CPU seconds, start-up included
+
+
 def run_once(
-    tree: Path, kind: str, reviewers: int, items: int
-) -> tuple[float, Tally, float, float]:
+    tree: Path, kind: str, reviewers: int, items: int, undo: int = 0
+) -> tuple[float, Tally, float, float, TakingEffect]:
     """One round on a fresh database: decisions per second, the tally, one reviewer's p50,
-    the server's CPU milliseconds per decision."""
-    old_flow = tree != ROOT
+    the server's CPU milliseconds per decision, and (held for undo) how the worker took
+    them into effect."""
+    old_flow = opens_cards(tree)
     with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
         env = {
             "DATABASE_URL": url,
@@ -158,16 +201,16 @@ def run_once(
             "COUNTERSIGN_INSTANCE_DIR": instance,
             "COUNTERSIGN_AGENT_RATE": "0",
             "COUNTERSIGN_AGENT_MAX_PENDING": "0",
-            "COUNTERSIGN_BATCH_SIZE": "5",
+            # Held for undo, a reviewer is given no more until their decisions take effect.
+            "COUNTERSIGN_BATCH_SIZE": str(max(5, -(-items // reviewers)) if undo else 5),
             # Rounds share one Redis, where the flood breaker counts an agent's intake:
             # two trees' rounds post more than its default 200 a minute as bench-bot.
             "COUNTERSIGN_BREAKER_FLOOD": "0",
-            # The decision itself, not a hold for the undo window: with undo on, nothing
-            # ends until the worker (not run here) takes it into effect. Older trees
-            # ignore the setting.
-            "COUNTERSIGN_UNDO_SECONDS": "0",
+            # 0: the decision itself, not a hold for the undo window (older trees ignore
+            # the setting); S: held, and taken into effect by a worker after the round.
+            "COUNTERSIGN_UNDO_SECONDS": str(undo),
         }
-        if old_flow:  # its own worker package too (queue/ is installed as approval_queue)
+        if tree != ROOT:  # its own worker package too (queue/ is installed as approval_queue)
             env["PYTHONPATH"] = before_packages(tree)
         flask(tree, env, "db", "upgrade")
         names = [f"reviewer{i}" for i in range(reviewers)]
@@ -180,7 +223,9 @@ def run_once(
             tally = Tally()
             ready = threading.Barrier(len(names) + 1)
             threads = [
-                threading.Thread(target=reviewer, args=(base, n, old_flow, tally, ready))
+                threading.Thread(
+                    target=reviewer, args=(base, n, old_flow, tally, ready, bool(undo))
+                )
                 for n in names
             ]
             for t in threads:
@@ -191,11 +236,37 @@ def run_once(
                 t.join()
             seconds = time.perf_counter() - start
             cpu = server_cpu_seconds(base) - cpu
+            effect = TakingEffect()
+            if undo:  # every window closed, then a real worker takes them into effect
+                time.sleep(undo + 0.5)
+                effect = take_effect_by_worker(tree, env, url)
+                assert effect.taken == tally.decisions, (effect.taken, tally.decisions)
             alone = Tally()
             defer_all(base, secret, 40)
-            reviewer(base, names[0], old_flow, alone)
+            reviewer(base, names[0], old_flow, alone, held=bool(undo))
         cpu_ms = cpu * 1000 / max(tally.decisions, 1)
-        return tally.decisions / seconds, tally, statistics.median(alone.latencies_ms), cpu_ms
+        alone_p50 = statistics.median(alone.latencies_ms)
+        return tally.decisions / seconds, tally, alone_p50, cpu_ms, effect
+
+
+def take_effect_by_worker(tree: Path, env: dict[str, str], url: str) -> TakingEffect:
+    """`flask worker --burst` in `tree`: its wall and CPU time, and how many deferrals
+    are approved afterwards."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    flask(tree, env, "worker", "--burst")
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            taken = conn.execute(
+                text("SELECT count(*) FROM deferrals WHERE status = 'approved'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return TakingEffect(taken, wall, cpu)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -210,20 +281,33 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before-tree", type=Path)
+    parser.add_argument("--undo-seconds", type=int, default=0, metavar="S")
     args = parser.parse_args()
     trees = {"now": ROOT}
     if args.before_tree:
         trees = {"before": args.before_tree.resolve(), **trees}
+    for name, tree in trees.items():
+        flow = "POST /batch/<id>/open per card" if opens_cards(tree) else "seen_ms"
+        print(f"{name}: {tree} ({flow})", flush=True)
+    what = f"held decisions ({args.undo_seconds} s undo)" if args.undo_seconds else "decisions"
     results: dict[str, list[tuple[float, Tally, float, float]]] = {name: [] for name in trees}
     for n in range(args.rounds):
         for name, tree in trees.items():
-            rate, tally, alone, cpu = run_once(tree, args.db, args.reviewers, args.items)
+            rate, tally, alone, cpu, effect = run_once(
+                tree, args.db, args.reviewers, args.items, args.undo_seconds
+            )
             results[name].append((rate, tally, alone, cpu))
+            taken = ""
+            if args.undo_seconds:
+                taken = (
+                    f"  worker: {effect.taken} into effect in {effect.wall:.1f} s, "
+                    f"CPU {effect.cpu:.1f} s"
+                )
             print(
-                f"round {n + 1} {name:<6} {rate:7.1f} decisions/s  ({tally.decisions} decisions, "
+                f"round {n + 1} {name:<6} {rate:7.1f} {what}/s  ({tally.decisions}, "
                 f"{tally.requests} requests)  decision p50 {pct(tally.latencies_ms, 50):.1f} ms  "
                 f"alone p50 {alone:.1f} ms  server CPU {cpu:.2f} ms/decision  "
-                f"load {os.getloadavg()[0]:.1f}",
+                f"load {os.getloadavg()[0]:.1f}{taken}",
                 flush=True,
             )
     print(f"\n{args.db}, {args.reviewers} reviewers, {args.items} items, median of {args.rounds}:")
@@ -234,7 +318,7 @@ def main() -> None:
         cpu = statistics.median(r[3] for r in rounds)
         p50, p99 = pct(tally.latencies_ms, 50), pct(tally.latencies_ms, 99)
         print(
-            f"  {name:<6} {rate:7.1f} decisions/s   decision p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+            f"  {name:<6} {rate:7.1f} {what}/s   decision p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
             f"   one reviewer alone: p50 {alone:.1f} ms   server CPU {cpu:.2f} ms/decision"
         )
 

@@ -1,6 +1,7 @@
 """How long an intake or a decision holds SQLite's writer lock: what every other writer waits.
 
     .venv/bin/python bench/writer_lock.py [--kind intake|decision] [--requests 1000]
+        [--undo-seconds S]
 
 In-process and serial, like bench/cpu.py: signed deferrals (bench/intake.py's body)
 handed to the app's WSGI callable one after another, on a fresh SQLite database and
@@ -21,6 +22,12 @@ Python's default 5 ms) to get it back, while every other writer waits on the loc
 cards), `--requests` deferrals of which the first 100 are decided as warm-up; only the
 holds taken inside a decision's request are counted (not Start batch's), and the CPU
 per decision is this process's while deciding. Uses BENCH_REDIS_URL.
+
+`--undo-seconds S` (with `--kind decision`): each decision is held for its undo window
+(the product's default, COUNTERSIGN_UNDO_SECONDS=5); once a batch is decided, its held
+decisions are taken into effect in-process as the worker's job does (taking_effect.py
+take_effect_due with a clock S + 1 s ahead), and the holds taken then are printed apart:
+what the worker holds the lock for, per decision taken into effect.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=("intake", "decision"), default="intake")
     parser.add_argument("--busy-threads", type=int, default=0, metavar="N")
     parser.add_argument("--switch-interval", type=float, default=None, metavar="MS")
+    parser.add_argument("--undo-seconds", type=int, default=0, metavar="S")
     args = parser.parse_args()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval / 1000)
@@ -100,7 +108,7 @@ def main() -> None:
 
     DefaultDialect.do_commit = timed_commit
     if args.kind == "decision":
-        decisions(args.requests, held_cpu, held_wall, commits)
+        decisions(args.requests, held_cpu, held_wall, commits, args.undo_seconds)
         return
     from review.agents.registry import create_agent
     from review.app_factory import create_app
@@ -158,12 +166,23 @@ def _busy(stop: threading.Event) -> None:
         sum(i * i for i in range(2000))
 
 
-def decisions(n: int, held_cpu: list[float], held_wall: list[float], commits: list[float]) -> None:
-    """`n` decisions after WARM_UP more, each hold inside a decision's request counted."""
-    from bench.decision_cost import CARD, build, defer_all, logged_in
+def decisions(
+    n: int, held_cpu: list[float], held_wall: list[float], commits: list[float], undo: int = 0
+) -> None:
+    """`n` decisions after WARM_UP more, each hold inside a decision's request counted;
+    with `undo`, held for the window, and the holds of taking them into effect apart."""
+    from datetime import timedelta
 
+    from bench.decision_cost import CARD, HELD, build, defer_all, logged_in
+    from review.models import utcnow
+    from review.reviewing.taking_effect import take_effect_due
+
+    answer = HELD if undo else "Approved."
+    effect_cpu: list[float] = []
+    effect_wall: list[float] = []
+    effect_commits: list[float] = []
     with database("sqlite") as url, tempfile.TemporaryDirectory(prefix="cs-lock-") as folder:
-        app, svc, secret = build(url, folder)
+        app, svc, secret = build(url, folder, undo)
         defer_all(app, secret, n + WARM_UP)
         client, csrf, headers = logged_in(app)
         cpu_per: list[float] = []
@@ -187,13 +206,23 @@ def decisions(n: int, held_cpu: list[float], held_wall: list[float], commits: li
                     headers=headers,
                 )
                 spent = (time.process_time() - cpu) * 1000
-                assert "Approved." in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
+                assert answer in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
                 done += 1
                 if done > WARM_UP:
                     cpu_per.append(spent)
                     counted_cpu.extend(held_cpu)
                     counted_wall.extend(held_wall)
                     counted_commits.extend(commits)
+            if undo:  # the batch's held decisions taken into effect, as the worker would
+                held_cpu.clear()
+                held_wall.clear()
+                commits.clear()
+                with app.app_context():
+                    take_effect_due(svc, utcnow() + timedelta(seconds=undo + 1))
+                if done > WARM_UP:
+                    effect_cpu.extend(held_cpu)
+                    effect_wall.extend(held_wall)
+                    effect_commits.extend(commits)
         svc.close()
     print(
         f"{len(cpu_per)} decisions, SQLite, serial: {statistics.mean(cpu_per):.3f} ms CPU per "
@@ -203,6 +232,11 @@ def decisions(n: int, held_cpu: list[float], held_wall: list[float], commits: li
     print(f"  writer lock held, thread CPU: {spread(counted_cpu)}")
     print(f"  writer lock held, wall:       {spread(counted_wall)}")
     print(f"  of which the COMMIT, wall:    {spread(counted_commits)}")
+    if undo:
+        print(f"held for {undo} s, then taken into effect ({len(effect_cpu)} holds):")
+        print(f"  writer lock held, thread CPU: {spread(effect_cpu)}")
+        print(f"  writer lock held, wall:       {spread(effect_wall)}")
+        print(f"  of which the COMMIT, wall:    {spread(effect_commits)}")
 
 
 if __name__ == "__main__":
