@@ -99,6 +99,21 @@ def reading_payload(reading: Reading) -> dict[str, object]:
     return {**reading.audit(), "fast": not reading.read}
 
 
+def held_answer(deferral_id: str, outcome: str, reading: Reading, until: datetime) -> Decided:
+    """The answer to a decision held for its undo window (nothing has changed yet):
+    `outcome`, what it will make of the deferral (approved, rejected, or pending: short
+    of its quorum)."""
+    word = {"approved": "Approved", "rejected": "Rejected", "pending": "Approved"}[outcome]
+    then = " (short of its quorum, it then goes back to the queue)" if outcome == "pending" else ""
+    return Decided(
+        deferral_id,
+        outcome,
+        f"{word}: Undo (key u) until it takes effect{then}.{fast_note(reading)}",
+        fast=not reading.read,
+        effective_at=until,
+    )
+
+
 def fast_note(reading: Reading) -> str:
     if reading.read:
         return ""

@@ -26,7 +26,7 @@ from review.agents import breakers
 from review.audit.chain import chained_write
 from review.canaries.deciding import decide_canary
 from review.models import Deferral, utcnow
-from review.reviewing import approvals, prepared_decisions, undo
+from review.reviewing import approvals, prepared_decisions, prepared_holds, undo
 from review.reviewing.claims import Holder
 from review.reviewing.decision_checks import (
     MAX_REASON,
@@ -39,7 +39,12 @@ from review.reviewing.decision_checks import (
     one_reviewer_at_a_time,
     renew_lease,
 )
-from review.reviewing.decision_writes import end_decided, fast_note, short_of_quorum
+from review.reviewing.decision_writes import (
+    end_decided,
+    fast_note,
+    held_answer,
+    short_of_quorum,
+)
 from review.reviewing.ending import AlreadyDecided
 from review.reviewing.reading import Reading, assess
 from review.services import Services
@@ -88,9 +93,13 @@ def decide(
     reason = checked_reason(verdict, reason)
     if not window:
         decided = _prepared_first(svc, holder, deferral_id, verdict, reason, now, seen_ms)
-        if decided is not None:
-            after_decided(svc, decided)
-            return decided
+    else:
+        decided = _held_first(svc, holder, deferral_id, verdict, reason, now, seen_ms, window)
+    if decided is not None:
+        if decided.effective_at is not None:
+            undo.schedule(svc, decided.effective_at, now)
+        after_decided(svc, decided)
+        return decided
     try:
         # Only this deferral's shard of the chain: decisions on deferrals in other shards
         # go on meanwhile. One reviewer's own decisions still go one at a time, since
@@ -126,6 +135,29 @@ def _prepared_first(
     try:
         return prepared_decisions.apply(svc, holder, prepared, now)
     except prepared_decisions.TakeTheFullPath:
+        return None
+
+
+def _held_first(
+    svc: Services,
+    holder: Holder,
+    deferral_id: str,
+    verdict: str,
+    reason: str | None,
+    now: datetime,
+    seen_ms: int | None,
+    window: int,
+) -> Decided | None:
+    """SQLite: the common decision held for its undo window, prepared before the write
+    lock (review/reviewing/prepared_holds.py); None when it takes the full path."""
+    prepared = prepared_holds.prepare(
+        svc, holder, deferral_id, verdict, reason, now, seen_ms, window
+    )
+    if prepared is None:
+        return None
+    try:
+        return prepared_holds.apply(svc, prepared)
+    except prepared_holds.HeldElsewhere:
         return None
 
 
@@ -188,7 +220,7 @@ def _decided_in(
     if window:
         outcome = "rejected" if verdict == "reject" else _approval_outcome(session, held, holder)
         undo.hold(session, held, holder, verdict, reason, reading.reported_ms, now, window)
-        return _held(held, outcome, reading, now + timedelta(seconds=window))
+        return held_answer(held.id, outcome, reading, now + timedelta(seconds=window))
     if verdict == "reject":
         return end_decided(
             svc,
@@ -223,19 +255,6 @@ def _approval_outcome(session: Session, deferral: Deferral, holder: Holder) -> s
             "You approved it already: the next approval must come from another reviewer."
         )
     return "approved" if len(given) + 1 >= deferral.required_approvals else "pending"
-
-
-def _held(deferral: Deferral, outcome: str, reading: Reading, until: datetime) -> Decided:
-    """The answer to a decision held for its undo window (nothing has changed yet)."""
-    word = {"approved": "Approved", "rejected": "Rejected", "pending": "Approved"}[outcome]
-    then = " (short of its quorum, it then goes back to the queue)" if outcome == "pending" else ""
-    return Decided(
-        deferral.id,
-        outcome,
-        f"{word}: Undo (key u) until it takes effect{then}.{fast_note(reading)}",
-        fast=not reading.read,
-        effective_at=until,
-    )
 
 
 def approve(
