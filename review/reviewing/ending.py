@@ -132,16 +132,17 @@ def end_deferral(
     )
 
 
-def _ending_by_holder() -> Any:
+def _ending_by_holder(lease_required: bool = True) -> Any:
     table = Deferral.__table__
     c = table.c
+    lease = [c.lease_expires_at >= bindparam("now")] if lease_required else []
     return (
         update(table)
         .where(
             c.id == bindparam("deferral_id"),
             c.status == "in_review",
             c.claimed_by == bindparam("holder_id"),
-            c.lease_expires_at >= bindparam("now"),
+            *lease,
             # What the decision was prepared for: an edit meanwhile changes these.
             c.action_digest == bindparam("action_digest"),
             c.required_approvals == bindparam("required_approvals"),
@@ -168,6 +169,10 @@ under a live lease, which also requires the action, quorum, risk level and polic
 decision was prepared for and the agent still taking callbacks as it did, and answers
 what the ending owes besides the callback (the AAP instance to tell, whether a
 notification told of it). No row: it did not end here."""
+ENDING_ON_CLAIM = _ending_by_holder(lease_required=False)
+"""ENDING_BY_HOLDER on the claim alone, lease or not: a decision held for its undo window
+taking effect (review/reviewing/prepared_effects.py; a claim with a held decision does
+not lapse)."""
 
 
 def ending_values(

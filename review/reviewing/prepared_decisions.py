@@ -36,7 +36,7 @@ from review.audit.chain import append_placed, placed_events, take_head
 from review.callbacks.outbox import decision_row
 from review.callbacks.wakeups import note_deliver, note_ended
 from review.db import BoundStatement, Notes, driver
-from review.models import Approval, Deferral, OutboxEvent
+from review.models import Agent, Approval, Deferral, OutboxEvent
 from review.observability.metrics import decider, note_decided
 from review.reviewing import decision_call
 from review.reviewing.claims import Holder
@@ -103,6 +103,25 @@ def prepare(
     if verdict == "approve":
         check_may_approve(deferral, holder)
     reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
+    return built(svc, holder, deferral, agent, verdict, reason, now, reading)
+
+
+def built(
+    svc: Services,
+    holder: Holder,
+    deferral: Deferral,
+    agent: Agent,
+    verdict: str,
+    reason: str | None,
+    now: datetime,
+    reading: Reading,
+    *,
+    renews: bool = True,
+    ending_statement: Any = ENDING_BY_HOLDER,
+) -> PreparedDecision:
+    """The decision on the checked `deferral` (as read, detached), signed, built and bound.
+    Also for a held decision taking effect on SQLite (review/reviewing/prepared_effects.py),
+    which renews no lease (`renews=False`) and ends on the claim alone (ENDING_ON_CLAIM)."""
     outcome = "approved" if verdict == "approve" else "rejected"
     decided_by = [holder.username]
     valid_until = receipt = None
@@ -169,8 +188,8 @@ def prepare(
         callback = driver.bind(engine, _INSERT_CALLBACK, {**row, **dict.fromkeys(_CALLBACK_UNSET)})
     return PreparedDecision(
         **common,
-        renewal=driver.bind(engine, RENEWAL, renewal),
-        ending=driver.bind(engine, ENDING_BY_HOLDER, ending),
+        renewal=driver.bind(engine, RENEWAL, renewal) if renews else None,
+        ending=driver.bind(engine, ending_statement, ending),
         approval=driver.bind(engine, _INSERT_APPROVAL, approval) if approval else None,
         callback=callback,
         events=events,

@@ -10,7 +10,9 @@ it: the agent's kill switch, the agent's cancel, the expiry (a deadline the agen
 is not stretched by an undo window). Nothing of a dropped decision had left the server.
 
 The reviewer's lease is not needed (a claim with a held decision does not lapse), so a
-decision whose window closes with its tab gone still takes effect.
+decision whose window closes with its tab gone still takes effect. On SQLite the common
+one is prepared before the writer lock (review/reviewing/prepared_effects.py), and comes
+here in full only when it is not that kind or something changed meanwhile.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from sqlalchemy import select
 
 from review.audit.chain import chained_write
 from review.models import PendingDecision, User, utcnow
-from review.reviewing import decisions, undo
+from review.reviewing import decisions, prepared_effects, undo
 from review.reviewing.claims import Holder
 from review.reviewing.decisions import Decided, DecisionRefused
+from review.reviewing.prepared_decisions import TakeTheFullPath
 from review.services import Services
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,10 @@ def take_effect(svc: Services, deferral_id: str, now: datetime | None = None) ->
     None when there is none due (not held, undone, not due yet, taken already) or when
     it was dropped because something else ended the deferral first."""
     now = now or utcnow()
-    decided = None
+    decided = _prepared_first(svc, deferral_id, now)
+    if decided is not None:
+        decisions.after_decided(svc, decided)
+        return decided
     with chained_write(svc.db) as session:
         held = undo.take_due(session, deferral_id, now)
         if held is None:
@@ -48,6 +54,18 @@ def take_effect(svc: Services, deferral_id: str, now: datetime | None = None) ->
     if decided is not None:
         decisions.after_decided(svc, decided)
     return decided
+
+
+def _prepared_first(svc: Services, deferral_id: str, now: datetime) -> Decided | None:
+    """SQLite: the common held decision prepared before the write lock and taken into
+    effect under it (review/reviewing/prepared_effects.py); None: the full path."""
+    prepared = prepared_effects.prepare(svc, deferral_id, now)
+    if prepared is None:
+        return None
+    try:
+        return prepared_effects.apply(svc, *prepared, now)
+    except TakeTheFullPath:
+        return None
 
 
 def _decide(svc: Services, session, held: PendingDecision, now: datetime) -> Decided:

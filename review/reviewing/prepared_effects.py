@@ -1,0 +1,155 @@
+"""SQLite: a held decision taking effect, prepared before the writer lock.
+
+When a decision's undo window closes, the worker (or a read that meets it due) takes it
+into effect (review/reviewing/taking_effect.py): the held row deleted and the decision
+taken then, with its receipt, audit event and callback. Under the lock that was every
+read and check, the receipt's signature and the event's hash. As for a decision taken at
+once (review/reviewing/prepared_decisions.py, whose `built` this shares), the common
+one (a verdict, not an edit; one approval ends it; no canary) is prepared first: the held
+row, its reviewer and the deferral read and checked, the decision built as of now with
+the time in view the reviewer reported when they decided. Under the lock are left the
+conditional DELETE of the held row (the same row as read: not undone, not taken by
+another worker meanwhile), the approval's row, the ending's conditional UPDATE on the
+claim alone (ENDING_ON_CLAIM: a claim with a held decision does not lapse), the
+callback's row and the event's append: one transaction, as before.
+
+Anything else, or a race lost (the row gone or decided again, the deferral killed,
+cancelled, expired or edited meanwhile): the transaction rolls back and `take_effect`
+takes the full path, which reads it all again under the lock and drops or decides it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete
+from sqlalchemy.exc import IntegrityError
+
+from review.audit.chain import append_placed, take_head
+from review.callbacks.wakeups import note_deliver, note_ended
+from review.db import BoundStatement, driver
+from review.models import Deferral, PendingDecision, User
+from review.observability.metrics import decider, note_decided
+from review.reviewing.claims import Holder
+from review.reviewing.decision_checks import Decided, DecisionRefused, check_may_approve
+from review.reviewing.decision_writes import fast_note
+from review.reviewing.ending import ENDING_ON_CLAIM
+from review.reviewing.prepared_decisions import PreparedDecision, TakeTheFullPath, built
+from review.reviewing.reading import assess
+from review.services import Services
+
+
+def prepare(
+    svc: Services, deferral_id: str, now: datetime
+) -> tuple[PreparedDecision, BoundStatement] | None:
+    """The held decision on `deferral_id` built to take effect at `now`, with the DELETE
+    of its held row; None when it is not due or not the common kind, or the checks find
+    something the full path must answer (it drops the decision, or ends it as expired)."""
+    if not svc.db.is_sqlite:
+        return None
+    with svc.db.read() as session:
+        held = session.get(PendingDecision, deferral_id)
+        if held is None or held.effective_at > now or held.edited_args is not None:
+            return None
+        deferral = session.get(Deferral, deferral_id)
+        if deferral is None or not _plainly_claimed(deferral, held.user_id, now):
+            return None
+        user = session.get(User, held.user_id)
+        agent = deferral.agent
+    identities = {i.lower() for i in (user.username, user.email) if i}
+    holder = Holder(user.id, user.username, frozenset(identities))
+    if held.verdict == "approve":
+        try:
+            check_may_approve(deferral, holder)
+        except DecisionRefused:  # the full path drops it and says why in its log
+            return None
+    minimum = svc.settings.min_read_seconds  # in view until they decided, as the full path
+    reading = assess(held.seen_ms, deferral.claimed_at, held.decided_at, minimum)
+    prepared = built(
+        svc,
+        holder,
+        deferral,
+        agent,
+        held.verdict,
+        held.reason,
+        now,
+        reading,
+        renews=False,
+        ending_statement=ENDING_ON_CLAIM,
+    )
+    taking = driver.bind(
+        svc.db.engine,
+        _TAKE_DUE,
+        {
+            "deferral_id": held.deferral_id,
+            "user_id": held.user_id,
+            "verdict": held.verdict,
+            "decided_at": held.decided_at,
+            "now": now,
+        },
+    )
+    return prepared, taking
+
+
+def _plainly_claimed(deferral: Deferral, user_id: int, now: datetime) -> bool:
+    """Claimed by the reviewer who decided, not expired, one approval ends it, no canary:
+    what held_for_decision checks of a decision taking effect, and the kinds prepared."""
+    return (
+        deferral.status == "in_review"
+        and deferral.claimed_by == user_id
+        and deferral.expires_at > now
+        and deferral.required_approvals <= 1
+        and not deferral.canary
+    )
+
+
+def apply(
+    svc: Services, prepared: PreparedDecision, taking: BoundStatement, now: datetime
+) -> Decided:
+    """One transaction under the write lock: the held row taken, the approval, the
+    conditional UPDATE, the callback, the event. TakeTheFullPath (rolled back) when the
+    held row or the deferral is no longer as prepared."""
+    with svc.db.write_core() as (conn, notes):  # the hooks run on `notes` once committed
+        if driver.execute_bound(conn, taking).rowcount != 1:  # undone, taken, decided again
+            raise TakeTheFullPath
+        try:
+            if prepared.approval is not None:
+                driver.execute_bound(conn, prepared.approval)
+        except IntegrityError:
+            raise TakeTheFullPath from None
+        owes = driver.execute_bound(conn, prepared.ending).fetchone()
+        if owes is None or owes[0] is not None or owes[1]:  # lost, or owes more: in full
+            raise TakeTheFullPath
+        if prepared.callback is not None:
+            driver.execute_bound(conn, prepared.callback)
+            note_deliver(notes, prepared.callback_id)
+        deferral = prepared.deferral
+        note_ended(notes, deferral.id)
+        note_decided(notes, prepared.outcome, decider("user"), deferral.created_at, now)
+        append_placed(conn, take_head(conn), prepared.events)
+    word = "Approved" if prepared.outcome == "approved" else "Rejected"
+    return Decided(
+        deferral.id,
+        prepared.outcome,
+        f"{word}.{fast_note(prepared.reading)}",
+        agent_slug=prepared.agent_slug,
+        rejection_limit=prepared.rejection_limit,
+        fast=not prepared.reading.read,
+        deferral=deferral,
+    )
+
+
+def _take_due():
+    c = PendingDecision.__table__.c
+    at = c.effective_at.type
+    return delete(PendingDecision.__table__).where(
+        c.deferral_id == bindparam("deferral_id"),
+        c.user_id == bindparam("user_id"),
+        c.verdict == bindparam("verdict"),
+        c.decided_at == bindparam("decided_at", type_=at),
+        c.effective_at <= bindparam("now", type_=at),
+    )
+
+
+_TAKE_DUE = _take_due()
+"""undo.take_due's DELETE, of the held row as it was read (not undone and decided again)."""

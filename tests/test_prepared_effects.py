@@ -1,0 +1,200 @@
+"""A held decision taking effect, prepared before SQLite's write lock
+(review/reviewing/prepared_effects.py): it writes what the full path writes, and a change
+between its preparation and its lock sends it down the full path, which drops or takes it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from review.agents import killswitch
+from review.audit.verify import verify_chain
+from review.models import Deferral, OutboxEvent, PendingDecision, utcnow
+from review.reviewing import prepared_effects, undo
+from review.reviewing.claims import claim_batch
+from review.reviewing.decisions import decide
+from review.reviewing.taking_effect import take_effect
+from tests.helpers import audit_events, count_rows, refund, reviewer
+
+WINDOW = 5
+
+
+@pytest.fixture
+def world(callback_world):
+    return callback_world(undo_seconds=WINDOW, min_read_seconds=3)
+
+
+def held(world, rita, verdict="approve", n=1) -> tuple[list[str], object]:
+    """`n` deferrals rita claims and decides at `clicked` (held for the window)."""
+    ids = [world.agent.defer(refund(summary=f"Refund {i}")).get_json()["id"] for i in range(n)]
+    clicked = utcnow()
+    claim_batch(world.svc, rita, now=clicked - timedelta(seconds=10))
+    for d_id in ids:
+        reason = None if verdict == "approve" else "not now"
+        decide(world.svc, rita, d_id, verdict, reason, now=clicked, seen_ms=4200)
+    return ids, clicked
+
+
+def _between_preparing_and_applying(monkeypatch, meanwhile):
+    """Run `meanwhile()` once the next taking effect is prepared, before it takes the lock."""
+    prepare, pending = prepared_effects.prepare, [meanwhile]
+
+    def prepared_then(*args, **kwargs):
+        prepared = prepare(*args, **kwargs)
+        if pending:
+            pending.pop()()
+        return prepared
+
+    monkeypatch.setattr(prepared_effects, "prepare", prepared_then)
+
+
+def _chain_holds(world) -> bool:
+    with world.svc.db.read() as session:
+        return verify_chain(session).ok
+
+
+def _status(world, d_id: str) -> str:
+    with world.svc.db.read() as session:
+        return session.get(Deferral, d_id).status
+
+
+def test_taking_effect_is_prepared_on_sqlite_only(world):
+    rita = reviewer(world.svc)
+    [d_id], clicked = held(world, rita)
+    effect = clicked + timedelta(seconds=WINDOW)
+    assert (prepared_effects.prepare(world.svc, d_id, effect) is not None) == world.svc.db.is_sqlite
+    assert prepared_effects.prepare(world.svc, d_id, clicked) is None  # not due yet
+
+
+def test_a_prepared_taking_effect_writes_what_the_full_path_writes(world, monkeypatch):
+    rita = reviewer(world.svc)
+    (fast, full), clicked = held(world, rita, n=2)
+    effect = clicked + timedelta(seconds=WINDOW, milliseconds=300)
+    applied = []
+    apply = prepared_effects.apply
+    monkeypatch.setattr(prepared_effects, "apply", lambda *a: applied.append(a) or apply(*a))
+    first = take_effect(world.svc, fast, now=effect)
+    monkeypatch.setattr(prepared_effects, "prepare", lambda *args: None)
+    second = take_effect(world.svc, full, now=effect)
+    assert len(applied) == int(world.svc.db.is_sqlite)
+    assert (
+        (first.status, first.message)
+        == (second.status, second.message)
+        == ("approved", "Approved.")
+    )
+    with world.svc.db.read() as session:
+        rows = {d.id: d for d in session.scalars(select(Deferral))}
+        for d in rows.values():
+            assert d.decided_at == effect and d.valid_until == effect + timedelta(seconds=3600)
+            assert d.decided_by == ["rita"] and d.receipt and d.claimed_by is None
+        outbox = session.scalars(select(OutboxEvent).order_by(OutboxEvent.deferral_id)).all()
+        assert {e.deferral_id for e in outbox} == {fast, full}
+        assert all(e.created_at == effect for e in outbox)
+    events = {e.deferral_id: e for e in audit_events(world.svc, "deferral.approved")}
+    payloads = [json.loads(events[i].payload) for i in (fast, full)]
+    for p in payloads:
+        del p["receipt"]  # its own id, digest and signature
+    assert payloads[0] == payloads[1]
+    assert payloads[0]["reported_ms"] == 4200 and payloads[0]["seconds_in_view"] == 4.2
+    assert {events[i].at for i in (fast, full)} == {effect}
+    assert count_rows(world.svc, PendingDecision) == 0
+    assert _chain_holds(world)
+
+
+def test_undo_meanwhile_leaves_nothing_to_take(world, monkeypatch):
+    rita = reviewer(world.svc)
+    [d_id], clicked = held(world, rita)
+    _between_preparing_and_applying(
+        monkeypatch, lambda: undo.undo(world.svc, rita, d_id, now=clicked + timedelta(seconds=1))
+    )
+    assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
+    assert _status(world, d_id) == "in_review"
+    assert audit_events(world.svc, "deferral.approved") == []
+    assert count_rows(world.svc, PendingDecision) == 0
+
+
+def test_undone_and_decided_again_meanwhile_takes_the_new_decision_in_its_own_window(
+    world, monkeypatch
+):
+    rita = reviewer(world.svc)
+    [d_id], clicked = held(world, rita)
+    again = clicked + timedelta(seconds=1)
+
+    def undone_and_rejected():
+        undo.undo(world.svc, rita, d_id, now=again)
+        decide(world.svc, rita, d_id, "reject", "wrong invoice", now=again)
+
+    _between_preparing_and_applying(monkeypatch, undone_and_rejected)
+    assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
+    assert audit_events(world.svc, "deferral.approved") == []
+    decided = take_effect(world.svc, d_id, now=again + timedelta(seconds=WINDOW))
+    assert decided.status == "rejected" and _status(world, d_id) == "rejected"
+
+
+def test_a_kill_meanwhile_drops_the_decision(world, monkeypatch):
+    rita = reviewer(world.svc)
+    [d_id], clicked = held(world, rita)
+    actor = killswitch.Actor("user", "olivia")
+    _between_preparing_and_applying(
+        monkeypatch, lambda: killswitch.kill(world.svc, "billing-bot", actor, "loop")
+    )
+    assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
+    assert _status(world, d_id) == "killed"
+    assert audit_events(world.svc, "deferral.approved") == []
+    assert count_rows(world.svc, PendingDecision) == 0
+    assert _chain_holds(world)
+
+
+def test_a_lease_lapsing_meanwhile_does_not_stop_it(world, monkeypatch):
+    rita = reviewer(world.svc)
+    [d_id], clicked = held(world, rita)
+
+    def lapsed():
+        with world.svc.db.write() as session:
+            session.execute(
+                update(Deferral)
+                .where(Deferral.id == d_id)
+                .values(lease_expires_at=clicked - timedelta(seconds=1))
+            )
+
+    _between_preparing_and_applying(monkeypatch, lapsed)
+    decided = take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW))
+    assert decided.status == "approved" and _status(world, d_id) == "approved"
+
+
+def test_another_worker_taking_it_meanwhile_takes_it_once(world, monkeypatch):
+    rita = reviewer(world.svc)
+    [d_id], clicked = held(world, rita, verdict="reject")
+    effect = clicked + timedelta(seconds=WINDOW)
+    _between_preparing_and_applying(monkeypatch, lambda: take_effect(world.svc, d_id, now=effect))
+    assert take_effect(world.svc, d_id, now=effect) is None
+    assert len(audit_events(world.svc, "deferral.rejected")) == 1
+    with world.svc.db.read() as session:
+        owed = session.scalars(select(OutboxEvent).where(OutboxEvent.deferral_id == d_id))
+        assert len(owed.all()) == 1
+    assert _chain_holds(world)
+
+
+def test_an_edit_meanwhile_is_approved_as_it_is_at_the_lock(world, monkeypatch):
+    rita = reviewer(world.svc)
+    [d_id], clicked = held(world, rita)
+
+    def edited():
+        with world.svc.db.write() as session:
+            session.execute(
+                update(Deferral)
+                .where(Deferral.id == d_id)
+                .values(action_digest="sha256:" + "0" * 64)
+            )
+
+    _between_preparing_and_applying(monkeypatch, edited)
+    assert (
+        take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)).status == "approved"
+    )
+    (event,) = audit_events(world.svc, "deferral.approved")
+    payload = json.loads(event.payload)
+    assert payload["action_digest"] == payload["receipt"]["action_digest"] == "sha256:" + "0" * 64
+    assert _chain_holds(world)
