@@ -16,6 +16,7 @@ from review.agents.killswitch import Actor, kill
 from review.audit.verify import verify_chain
 from review.migrate import downgrade, upgrade
 from review.models import Approval, Deferral, utcnow
+from review.notifications.models import Notification, NotificationItem
 from review.reviewing import decision_call, prepared_decisions
 from review.reviewing.claims import claim_batch
 from review.reviewing.decision_checks import _DECISIONS_OF
@@ -187,6 +188,31 @@ def test_a_callback_url_set_meanwhile_loses_the_call(svc, agent, held, calls, mo
             text("SELECT count(*) FROM outbox_events WHERE deferral_id = :d"), {"d": d_id}
         )
         assert n.scalar() == 1
+
+
+def test_a_deferral_a_notification_told_of_meanwhile_loses_the_call_to_the_full_path(
+    svc, held, calls, monkeypatch
+):
+    rita, d_id = held
+
+    def told():
+        with svc.db.write() as session:
+            message = Notification(
+                id="ntf_meanwhile",
+                kind="deferral.waiting",
+                channel="email",
+                next_attempt_at=utcnow(),
+            )
+            session.add(message)
+            session.flush()
+            session.add(NotificationItem(notification_id=message.id, deferral_id=d_id))
+
+    _meanwhile(monkeypatch, told)
+    assert decide(svc, rita, d_id, "approve").status == "approved"
+    assert calls == ["owes_more"]  # the full path ended it, with what it owes the message
+    with svc.db.read() as session:
+        assert session.get(Deferral, d_id).decided_by == ["rita"]
+    assert _chain_holds(svc)
 
 
 def test_a_burst_of_concurrent_decisions_keeps_the_chain_whole(svc, agent, calls):

@@ -25,7 +25,6 @@ from review.audit.chain import rows_json
 from review.services import Services
 
 WON = "decided"
-LOST = ("gone", "ended", "not_held", "changed", "owes_more")
 
 
 class LostRace(Exception):
