@@ -172,6 +172,8 @@ def built(
         "rejection_limit": breakers.rejection_limit(svc, agent),
     }
     if not svc.db.is_sqlite:  # PostgreSQL: one call (review/reviewing/decision_call.py)
+        # countersign_decide renews the lease and ends on the holder's live lease only.
+        assert renews and ending_statement is ENDING_BY_HOLDER, "no one call for this kind"
         call = decision_call.call_params(
             holder_id=holder.id,
             now=now,
