@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -97,7 +97,7 @@ def prepare(
     DecisionRefused for an approval of the reviewer's own deferral."""
     # One SELECT (the agent joined): on PostgreSQL without a transaction or the pool's ping.
     deferral = svc.db.read_unpinged(lambda session: session.get(Deferral, deferral_id))
-    if deferral is None or not _plainly_held(deferral, holder, now):
+    if deferral is None or not plainly_held(deferral, holder, now):
         return None
     agent = deferral.agent
     if verdict == "approve":
@@ -209,9 +209,10 @@ def _prepared_for(deferral: Deferral) -> dict[str, Any]:
     }
 
 
-def _plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
+def plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
     """Held by `holder` under a live lease, not expired, one approval ends it, no canary:
-    what held_for_decision checks, and the kinds the prepared path decides."""
+    what held_for_decision checks, and the kinds prepared, whether taken at once or held
+    for the undo window (review/reviewing/prepared_holds.py)."""
     return (
         deferral.status == "in_review"
         and deferral.claimed_by == holder.id
@@ -231,22 +232,39 @@ def apply(svc: Services, holder: Holder, prepared: PreparedDecision, now: dateti
         return _applied_in_one_call(svc, prepared, now)
     with svc.db.write_core() as (conn, notes):  # no ORM session: its begin, commit and close cost
         renewed = {i: bool(w) for i, w in driver.execute_bound(conn, prepared.renewal)}
-        try:
-            if prepared.approval is not None:
-                driver.execute_bound(conn, prepared.approval)
-        except IntegrityError:  # approved already, past the preparation's checks
-            raise TakeTheFullPath from None
-        owes = driver.execute_bound(conn, prepared.ending).fetchone()
-        if owes is None or owes[0] is not None or owes[1]:  # lost, or owes more: in full
-            raise TakeTheFullPath
-        if prepared.callback is not None:
-            driver.execute_bound(conn, prepared.callback)
-            note_deliver(notes, prepared.callback_id)
-        deferral = prepared.deferral
-        note_ended(notes, deferral.id)
-        note_decided(notes, prepared.outcome, decider("user"), deferral.created_at, now)
-        append_placed(conn, take_head(conn), prepared.events)
-    return _decided(prepared, sum(1 for i, w in renewed.items() if i != deferral.id and not w))
+        write_decision(conn, notes, prepared, now)
+    d_id = prepared.deferral.id
+    return decided_answer(prepared, sum(1 for i, w in renewed.items() if i != d_id and not w))
+
+
+def write_decision(
+    conn: Connection, notes: Notes, prepared: PreparedDecision, now: datetime
+) -> None:
+    """SQLite, under the write lock: the approval, the conditional UPDATE, the callback and
+    the event, and their after-commit notes. TakeTheFullPath when the UPDATE finds the
+    deferral no longer as prepared, or the ending owes more than the agent's callback (the
+    caller's transaction then rolls back). Also for a held decision taking effect
+    (review/reviewing/prepared_effects.py)."""
+    try:
+        if prepared.approval is not None:
+            driver.execute_bound(conn, prepared.approval)
+    except IntegrityError:  # approved already, past the preparation's checks
+        raise TakeTheFullPath from None
+    owes = driver.execute_bound(conn, prepared.ending).fetchone()
+    if owes is None or owes[0] is not None or owes[1]:  # lost, or owes more: in full
+        raise TakeTheFullPath
+    if prepared.callback is not None:
+        driver.execute_bound(conn, prepared.callback)
+    _note(notes, prepared, now)
+    append_placed(conn, take_head(conn), prepared.events)
+
+
+def _note(notes: Notes, prepared: PreparedDecision, now: datetime) -> None:
+    """For the after-commit hooks: the callback to deliver, the deferral ended, the metric."""
+    if prepared.callback_id is not None:
+        note_deliver(notes, prepared.callback_id)
+    note_ended(notes, prepared.deferral.id)
+    note_decided(notes, prepared.outcome, decider("user"), prepared.deferral.created_at, now)
 
 
 def _applied_in_one_call(svc: Services, prepared: PreparedDecision, now: datetime) -> Decided:
@@ -257,17 +275,14 @@ def _applied_in_one_call(svc: Services, prepared: PreparedDecision, now: datetim
     except (decision_call.LostRace, IntegrityError):
         raise TakeTheFullPath from None
     notes = Notes()
-    if prepared.callback_id is not None:
-        note_deliver(notes, prepared.callback_id)
-    deferral = prepared.deferral
-    note_ended(notes, deferral.id)
-    note_decided(notes, prepared.outcome, decider("user"), deferral.created_at, now)
+    _note(notes, prepared, now)
     svc.db.run_after_commit(notes.info)
-    return _decided(prepared, left)
+    return decided_answer(prepared, left)
 
 
-def _decided(prepared: PreparedDecision, left: int) -> Decided:
-    """The answer: the decision taken, and the items of the batch left to decide."""
+def decided_answer(prepared: PreparedDecision, left: int | None = None) -> Decided:
+    """The answer: the decision taken, and the items of the batch left to decide (None: a
+    held decision taking effect, which answers no batch)."""
     word = "Approved" if prepared.outcome == "approved" else "Rejected"
     return Decided(
         prepared.deferral.id,

@@ -23,18 +23,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete
-from sqlalchemy.exc import IntegrityError
 
-from review.audit.chain import append_placed, take_head
-from review.callbacks.wakeups import note_deliver, note_ended
 from review.db import BoundStatement, driver
 from review.models import Deferral, PendingDecision, User
-from review.observability.metrics import decider, note_decided
 from review.reviewing.claims import Holder
 from review.reviewing.decision_checks import Decided, DecisionRefused, check_may_approve
-from review.reviewing.decision_writes import fast_note
 from review.reviewing.ending import ENDING_ON_CLAIM
-from review.reviewing.prepared_decisions import PreparedDecision, TakeTheFullPath, built
+from review.reviewing.prepared_decisions import (
+    PreparedDecision,
+    TakeTheFullPath,
+    built,
+    decided_answer,
+    write_decision,
+)
 from review.reviewing.reading import assess
 from review.services import Services
 
@@ -112,31 +113,8 @@ def apply(
     with svc.db.write_core() as (conn, notes):  # the hooks run on `notes` once committed
         if driver.execute_bound(conn, taking).rowcount != 1:  # undone, taken, decided again
             raise TakeTheFullPath
-        try:
-            if prepared.approval is not None:
-                driver.execute_bound(conn, prepared.approval)
-        except IntegrityError:
-            raise TakeTheFullPath from None
-        owes = driver.execute_bound(conn, prepared.ending).fetchone()
-        if owes is None or owes[0] is not None or owes[1]:  # lost, or owes more: in full
-            raise TakeTheFullPath
-        if prepared.callback is not None:
-            driver.execute_bound(conn, prepared.callback)
-            note_deliver(notes, prepared.callback_id)
-        deferral = prepared.deferral
-        note_ended(notes, deferral.id)
-        note_decided(notes, prepared.outcome, decider("user"), deferral.created_at, now)
-        append_placed(conn, take_head(conn), prepared.events)
-    word = "Approved" if prepared.outcome == "approved" else "Rejected"
-    return Decided(
-        deferral.id,
-        prepared.outcome,
-        f"{word}.{fast_note(prepared.reading)}",
-        agent_slug=prepared.agent_slug,
-        rejection_limit=prepared.rejection_limit,
-        fast=not prepared.reading.read,
-        deferral=deferral,
-    )
+        write_decision(conn, notes, prepared, now)
+    return decided_answer(prepared)
 
 
 def _take_due():

@@ -35,6 +35,7 @@ from review.reviewing.decision_checks import (
     renewal_values,
 )
 from review.reviewing.decision_writes import held_answer
+from review.reviewing.prepared_decisions import plainly_held
 from review.reviewing.reading import Reading, assess
 from review.services import Services
 
@@ -72,7 +73,7 @@ def prepare(
         return None
     with svc.db.read() as session:
         deferral = session.get(Deferral, deferral_id)
-        if deferral is None or not _plainly_held(deferral, holder, now):
+        if deferral is None or not plainly_held(deferral, holder, now):
             return None
     if verdict == "approve":
         check_may_approve(deferral, holder)
@@ -103,20 +104,6 @@ def prepare(
         effective_at=effective_at,
         renewal=driver.bind(engine, RENEWAL, renewal_values(svc, holder, now)),
         hold=hold,
-    )
-
-
-def _plainly_held(deferral: Deferral, holder: Holder, now: datetime) -> bool:
-    """Held by `holder` under a live lease, not expired, one approval ends it, no canary:
-    what held_for_decision checks, and the kinds a prepared hold takes."""
-    return (
-        deferral.status == "in_review"
-        and deferral.claimed_by == holder.id
-        and deferral.lease_expires_at is not None
-        and deferral.lease_expires_at >= now
-        and deferral.expires_at > now
-        and deferral.required_approvals <= 1
-        and not deferral.canary
     )
 
 
