@@ -256,6 +256,22 @@ class Database:
                 dbapi_connection.autocommit = False
             fairy.close()
 
+    def call_unpinged(self, sql: str, params: dict[str, Any]) -> Any:
+        """One statement in its own transaction (a server function's call: intake's, a
+        decision's) on the driver: its first row. On a pooled connection taken without the
+        pool's ping; one the server dropped fails the call, which runs again on a pinged
+        connection. The caller's statement must be safe to run again when its first run
+        committed and the answer was lost (intake: the webhook-id's unique key; a
+        decision: the deferral found ended)."""
+        try:
+            with self.autocommit_driver(ping=False) as conn:
+                return self.execute_on_driver(conn, sql, params)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        with self.autocommit_driver() as conn:
+            return self.execute_on_driver(conn, sql, params)
+
     def execute_on_driver(self, dbapi_connection: Any, sql: str, params: dict[str, Any]) -> Any:
         """One statement on a connection from `autocommit_driver`: its first row."""
         dialect = self.engine.dialect

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from review.agents.registry import Signer
@@ -200,22 +200,15 @@ def _create_in_one_call(
 
 
 def call_intake(svc: Services, params: dict[str, Any]) -> tuple[str, str, str, int]:
-    """The one call, on the driver (review/db.py `autocommit_driver`): SQLAlchemy's
-    execute cost as much Python as the rest of the write.
+    """The one call, on the driver (review/db.py `call_unpinged`): SQLAlchemy's execute
+    cost as much Python as the rest of the write.
 
     On a pooled connection taken without the pool's ping (a round trip, and a wait for
     the GIL after it); one the server dropped fails the call, which runs again on a
     pinged connection. That is safe: the call is one statement in its own transaction,
     and if the first one committed before its answer was lost, the second fails on the
     webhook-id's unique key and create_deferral answers with the stored deferral."""
-    try:
-        with svc.db.autocommit_driver(ping=False) as conn:
-            return svc.db.execute_on_driver(conn, PG_INTAKE, params)
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-    with svc.db.autocommit_driver() as conn:
-        return svc.db.execute_on_driver(conn, PG_INTAKE, params)
+    return svc.db.call_unpinged(PG_INTAKE, params)
 
 
 _INSERT_DEFERRAL = insert(Deferral.__table__)

@@ -19,8 +19,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from review.audit.chain import rows_json
 from review.services import Services
 
@@ -74,7 +72,7 @@ def write(svc: Services, params: dict[str, Any]) -> int:
 
 
 def call_decide(svc: Services, params: dict[str, Any]) -> tuple[str, int | None]:
-    """The one call, on the driver (review/db.py `autocommit_driver`), on a pooled
+    """The one call, on the driver (review/db.py `call_unpinged`), on a pooled
     connection taken without the pool's ping; one the server dropped fails the call,
     which runs again on a pinged connection.
 
@@ -83,14 +81,7 @@ def call_decide(svc: Services, params: dict[str, Any]) -> tuple[str, int | None]
     committed and its answer was lost, the second finds the deferral ended (`ended`):
     the full path then answers that it was already decided, by this reviewer, and
     nothing is written twice."""
-    try:
-        with svc.db.autocommit_driver(ping=False) as conn:
-            return svc.db.execute_on_driver(conn, PG_DECIDE, params)
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-    with svc.db.autocommit_driver() as conn:
-        return svc.db.execute_on_driver(conn, PG_DECIDE, params)
+    return svc.db.call_unpinged(PG_DECIDE, params)
 
 
 PG_DECIDE = (  # psycopg's parameter style
