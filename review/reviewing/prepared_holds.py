@@ -50,6 +50,7 @@ class PreparedHold:
     effective_at: datetime
     renewal: BoundStatement  # the lease on the reviewer's batch (renew_lease's)
     hold: BoundStatement  # HOLD_ON_CLAIM
+    deferral: Deferral  # as read for the checks (agent joined): the answer's card shows it
 
 
 class HeldElsewhere(Exception):
@@ -104,6 +105,7 @@ def prepare(
         effective_at=effective_at,
         renewal=driver.bind(engine, RENEWAL, renewal_values(svc, holder, now)),
         hold=hold,
+        deferral=deferral,
     )
 
 
@@ -120,7 +122,8 @@ def apply(svc: Services, prepared: PreparedHold) -> Decided:
             raise HeldElsewhere
     d_id = prepared.deferral_id
     answer = held_answer(d_id, prepared.outcome, prepared.reading, prepared.effective_at)
-    return replace(answer, left=sum(1 for i, w in renewed.items() if i != d_id and not w))
+    left = sum(1 for i, w in renewed.items() if i != d_id and not w)
+    return replace(answer, left=left, deferral=prepared.deferral)
 
 
 def _hold_on_claim():

@@ -21,7 +21,14 @@ from review.reviewing.reading import parse_ms
 from review.reviewing.taking_effect import take_effect_if_due
 from review.services import current_services
 from review.web.auth import DECIDERS, roles_required
-from review.web.reviewer_pages import batch_poll_url, bp, card_context, holder, is_htmx
+from review.web.reviewer_pages import (
+    HeldCard,
+    batch_poll_url,
+    bp,
+    card_context,
+    holder,
+    is_htmx,
+)
 
 FILTER_KEYS = ("agent", "level", "label", "q")  # the queue's filters, carried by a batch
 # What static/review.js adds to a Start batch form's post: answer with the page itself.
@@ -150,6 +157,8 @@ def decide_item(deferral_id: str, verdict: str):
         kind = "canary" if outcome.canary == "missed" else kind
         return _answer(deferral_id, message, kind, headline=headline)
     if outcome.deferral is not None and outcome.left is not None and _in_batch_htmx():
+        if outcome.effective_at is not None:
+            return _held_card(outcome, kind)
         return _ended_card(outcome, kind)
     return _answer(deferral_id, message, kind)
 
@@ -165,6 +174,21 @@ def _ended_card(outcome: Decided, kind: str):
     return render_template(
         "review/_decided_card.html",
         d=outcome.deferral,
+        notice=outcome.message,
+        notice_kind=kind,
+        left=outcome.left,
+    )
+
+
+def _held_card(outcome: Decided, kind: str):
+    """The answer to a decision held for its undo window, in a batch (htmx): the card as
+    a held one shows there (head, facts, Undo with its countdown), from the deferral its
+    checks read and the count its lease renewal made: no read after the commit."""
+    ms_left = (outcome.effective_at - utcnow()).total_seconds() * 1000
+    return render_template(
+        "review/_held_card.html",
+        d=outcome.deferral,
+        waiting=HeldCard(outcome.status, max(int(ms_left), 0)),
         notice=outcome.message,
         notice_kind=kind,
         left=outcome.left,
