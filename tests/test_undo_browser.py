@@ -11,6 +11,7 @@ from typing import NamedTuple
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.accessibility import grave_violations
 from tests.browser_support import (
     launch_options,
     live_server,
@@ -69,6 +70,7 @@ def test_u_takes_an_approval_back_and_the_card_returns_with_its_controls(site, s
     expect(card.get_by_role("button", name="Undo", exact=True)).to_be_visible()
     expect(card.locator(".countdown")).to_have_text("(3)")
     expect(page.locator("#batch-left")).to_have_text("1")
+    assert grave_violations(page) == []  # the held card, answered light (_held_card.html)
     shot(page, "held")
     assert status(site, first) == "in_review"  # nothing has left the server
     page.keyboard.press("u")
