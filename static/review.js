@@ -86,6 +86,24 @@
     const card = event.detail.elt.closest && event.detail.elt.closest("article.card");
     if (card) event.detail.parameters["seen_ms"] = String(seenMs(card.dataset.id));
   });
+  // A poll sent while a card was still to decide can answer after this page decided it:
+  // its folded card ("approved by you") would replace the decision's own answer (what the
+  // reviewer just did, its receipt or undo bar), and its status line would speak of it.
+  // The page's card is the truer one: the poll's news of a card that is no longer live or
+  // watched here is dropped (the poll only asks after those, so nothing else is lost).
+  const answeredHere = new Set();
+  document.body.addEventListener("htmx:oobBeforeSwap", function (event) {
+    const target = event.detail.target;
+    if (target.matches("article.card[data-id]")) {
+      if (!target.hasAttribute("data-live") && !target.hasAttribute("data-watch")) {
+        answeredHere.add(target.dataset.id);
+        event.detail.shouldSwap = false;
+      }
+    } else if (target.id === "decision-status") {
+      const about = event.detail.fragment.querySelector("[data-about]");
+      if (about && answeredHere.has(about.dataset.about)) event.detail.shouldSwap = false;
+    }
+  });
   const bulk = document.getElementById("bulk");
   if (bulk) {
     bulk.addEventListener("submit", function () {

@@ -98,6 +98,36 @@ def test_a_batch_learns_of_a_lease_taken_over_a_decision_elsewhere_and_a_kill(si
     assert site.errors == []
 
 
+def test_a_poll_answering_after_the_pages_own_decision_leaves_its_answer(site):
+    """A poll sent while the card was still to decide, answered after the page decided it
+    (a race the edit browser test met): the decision's own answer stays on the card and in
+    the status line; the poll's folded card ("approved by rita") is not swapped over it."""
+    ids = [site.agent.defer(refund(summary=f"Refund {n}")).get_json()["id"] for n in range(2)]
+    a = login(site, "rita")
+    a.get_by_role("button", name="Start batch", exact=True).click()
+    first = a.locator(f"#card-{ids[0]}")
+    expect(first).to_be_focused()
+    a.keyboard.press("a")
+    expect(first).to_contain_text("Approved.")
+    expect(a.locator("#decision-status")).to_contain_text("Approved.")
+    # The late answer, replayed: the poll as it was sent (the card still live, any number).
+    late = a.evaluate(
+        """async (id) => {
+          const r = await fetch("/live/batch?v=-1&ids=" + id, {headers: {"HX-Request": "true"}});
+          return await r.text();
+        }""",
+        ids[0],
+    )
+    assert "approved by rita" in late.lower()  # the news the page must not take
+    a.evaluate("(html) => htmx.swap('#live', html, {swapStyle: 'outerHTML'})", late)
+    expect(a.locator("#live")).to_have_count(1)  # the poll itself went on
+    expect(first).to_contain_text("Approved.")
+    expect(first).not_to_contain_text("approved by rita", ignore_case=True)
+    expect(a.locator("#decision-status")).not_to_contain_text("by rita")
+    expect(a.locator(f"#card-{ids[1]}")).to_have_attribute("data-live", "")
+    assert site.errors == []
+
+
 def test_the_queue_learns_of_a_claim_elsewhere(site):
     site.agent.defer(refund(summary="A refund to watch"))
     a = login(site, "rita")
