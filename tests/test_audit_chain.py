@@ -154,11 +154,11 @@ def test_the_prefix_postgresql_finishes_gives_the_same_hash(
 
 
 def test_sqlite_driver_statements_store_what_sqlalchemy_stores(svc):
-    """review/db.py runs SQLite's chain statements on the driver with SQLAlchemy's own
-    SQL and bind processors: rows written both ways read back the same."""
+    """review/driver_statements.py runs SQLite's chain statements on the driver with
+    SQLAlchemy's own SQL and bind processors: rows written both ways read back the same."""
     from sqlalchemy import insert
 
-    from review.db import driver
+    from review.driver_statements import driver
     from review.models import AuditHead
 
     if not svc.db.is_sqlite:

@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from review.audit.hashing import link, shard_key, shard_of, unchained
 from review.audit.shards import shard_count
-from review.db import BoundStatement, Database, connection_of, driver
+from review.db import Database
+from review.driver_statements import BoundStatement, connection_of, driver
 from review.models import Agent, AuditEvent, AuditHead
 
 
@@ -129,7 +130,7 @@ def take_head(session: Session | Connection, *, guard_agent: int | None = None) 
     """SQLite: read the heads (and, with `guard_agent`, that agent's row) for
     `append_events`. PostgreSQL chains in the server (`countersign_append`) instead.
 
-    On SQLite the three reads run on the driver (review/db.py `DriverStatements`): they
+    On SQLite the three reads run on the driver (review/driver_statements.py): they
     are the first statements of a transaction that holds the one write lock, so every
     microsecond spent on them here is one that every other writer waits. `session`
     may be a Core connection in its transaction (review/db.py `write_core`)."""

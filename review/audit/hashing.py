@@ -13,7 +13,7 @@ Adding an event field (a column of `audit_events`) means changing, together:
 1. review/models/audit.py `AuditEvent`, and a new migration that adds the column.
 2. `unchained` here: the row every writer stores. `record_event` (review/audit/chain.py)
    names its fields as parameters. SQLite's append refuses a row without the column
-   (review/db.py `DriverStatements`); PostgreSQL's (`_PG_APPEND`, jsonb_populate_recordset)
+   (review/driver_statements.py); PostgreSQL's (`_PG_APPEND`, jsonb_populate_recordset)
    stores NULL, silently if the column is nullable.
 3. PostgreSQL's `countersign_append`, which reads each field by name (`event->>'...'`)
    and names the columns it inserts: a new migration with `CREATE OR REPLACE FUNCTION

@@ -39,7 +39,8 @@ from review.audit.chain import (
     rows_json,
     take_head,
 )
-from review.db import BoundStatement, Notes, driver
+from review.db import Notes
+from review.driver_statements import BoundStatement, driver
 from review.errors import AgentKilled, DomainError, IdempotencyConflict, RateLimited
 from review.intake import policy_decisions
 from review.intake.deferral_rows import deferral_values, intake_events

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, exists, insert, select
 
 from review.callbacks.wakeups import after_commit, note_deliver
-from review.db import Notes, driver
+from review.db import Notes
+from review.driver_statements import driver
 from review.ids import new_event_id
 from review.intake.policy import Evaluation
 from review.models import Agent, OutboxEvent

@@ -35,7 +35,8 @@ from review.agents import breakers
 from review.audit.chain import append_placed, placed_events, take_head
 from review.callbacks.outbox import decision_row
 from review.callbacks.wakeups import note_deliver, note_ended
-from review.db import BoundStatement, Notes, driver
+from review.db import Notes
+from review.driver_statements import BoundStatement, driver
 from review.models import Agent, Approval, Deferral, OutboxEvent
 from review.observability.metrics import decider, note_decided
 from review.reviewing import decision_call

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, delete
 
-from review.db import BoundStatement, driver
+from review.driver_statements import BoundStatement, driver
 from review.models import Deferral, PendingDecision, User
 from review.reviewing.claims import Holder
 from review.reviewing.decision_checks import Decided, DecisionRefused, check_may_approve

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from review.db import BoundStatement, driver
+from review.driver_statements import BoundStatement, driver
 from review.models import Deferral, PendingDecision
 from review.reviewing.claims import Holder
 from review.reviewing.decision_checks import (
