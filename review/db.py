@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from review import wal_checkpoints
+from review.commit_groups import CommitGroups
 
 IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no transaction open
 
@@ -148,6 +149,11 @@ class Database:
         on_file = bool(path and path != ":memory:")
         self._writer_lock = WriterLock(path + "-writer.lock") if on_file else None
         self.checkpointer = wal_checkpoints.WalCheckpointer(path) if on_file else None
+        self.commit_groups = (
+            CommitGroups(self._writer_lock.held, self._immediate_transaction, Notes)
+            if self._writer_lock is not None
+            else None
+        )
         self._after_commit: list[Callable[[dict[str, Any]], None]] = []
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._one_statement_reader = sessionmaker(self._autocommit, expire_on_commit=False)
@@ -207,6 +213,32 @@ class Database:
                 yield conn, notes
             self.checkpointer.committed()  # type: ignore[union-attr]  (set with the lock)
         self.run_after_commit(notes.info)
+
+    @contextmanager
+    def _immediate_transaction(self) -> Iterator[Connection]:
+        with self._core_writer.connect() as conn, conn.begin():
+            yield conn
+
+    def write_grouped(self, work: Callable[[Connection, Notes], T]) -> T:
+        """`work(conn, notes)` as one write, as in `write_core()`, whose commit on a SQLite
+        file is shared with the writes of this process queued behind the writer lock at
+        the same moment (review/commit_groups.py): each in a savepoint of its own, all
+        committed by one fsync. Returns what `work` returned, once it is committed, and
+        raises what it raised (rolled back to its savepoint), or the group's commit's
+        error. The after-commit hooks run on its notes here, in the caller's thread.
+        `work` may run in another caller's thread: it must use only what it is given.
+        """
+        if self.commit_groups is None:
+            with self.write_core() as (conn, notes):
+                result = work(conn, notes)
+            return result
+        write, committed = self.commit_groups.write(work)
+        if committed:
+            self.checkpointer.committed(committed)  # type: ignore[union-attr]
+        if write.error is not None:
+            raise write.error
+        self.run_after_commit(write.notes.info)
+        return write.result  # type: ignore[return-value]
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:

@@ -47,10 +47,12 @@ class WalCheckpointer:
         self._pid = 0
         self._start_lock = threading.Lock()
 
-    def committed(self) -> None:
-        """A write of this process committed (called after its locks are released)."""
-        self._commits += 1  # unlocked: a lost increment only delays a checkpoint by one
-        if self._commits % EVERY_COMMITS == 0:
+    def committed(self, writes: int = 1) -> None:
+        """`writes` writes of this process committed (called after its locks are
+        released; several when they shared a commit, review/commit_groups.py)."""
+        before = self._commits
+        self._commits += writes  # unlocked: a lost increment only delays a checkpoint
+        if self._commits // EVERY_COMMITS != before // EVERY_COMMITS:
             self.request()
 
     def request(self) -> None:

@@ -76,8 +76,11 @@ def create_deferral(
             return _create_in_one_call(svc, agent, webhook_id, prepared, values, decision, events)
         rows = placed_events(svc.db.engine, events)
         row = driver.bind(svc.db.engine, _INSERT_DEFERRAL, values)  # JSON encoded here
-        with svc.db.write_core() as (conn, notes):
-            outcome = _create(svc, conn, notes, agent.id, values, decision, rows, row)
+        # Its commit shared with the other intakes queued on the writer lock
+        # (review/commit_groups.py): one fsync for the group, each in its own savepoint.
+        outcome = svc.db.write_grouped(
+            lambda conn, notes: _create(svc, conn, notes, agent.id, values, decision, rows, row)
+        )
         if isinstance(outcome, DomainError):  # refused under the lock; a retry answers
             with svc.db.read() as session:
                 return _retry_or_refuse(session, agent.id, webhook_id, prepared, outcome)
