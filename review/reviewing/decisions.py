@@ -148,8 +148,9 @@ def _held_first(
     seen_ms: int | None,
     window: int,
 ) -> Decided | None:
-    """SQLite: the common decision held for its undo window, prepared before the write
-    lock (review/reviewing/prepared_holds.py); None when it takes the full path."""
+    """The common decision held for its undo window, prepared before its write: under
+    SQLite's write lock, or in one call on PostgreSQL (review/reviewing/prepared_holds.py);
+    None when it takes the full path."""
     prepared = prepared_holds.prepare(
         svc, holder, deferral_id, verdict, reason, now, seen_ms, window
     )

@@ -15,19 +15,26 @@ an edit raising the quorum meanwhile leave it nothing to insert. A decision alre
 on the deferral (another tab; an undo just before the lock frees it) is the table's
 primary key. Either way the transaction rolls back and `decide` takes the full path
 (review/reviewing/decisions.py), which decides under the lock what wins and says so.
+
+On PostgreSQL the same two writes are one call of a function in the server
+(review/reviewing/hold_call.py, migration 0028), with the same conditions, and the read
+one statement without a transaction or the pool's ping.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from review.driver_statements import BoundStatement, driver
 from review.models import Deferral, PendingDecision
+from review.reviewing import hold_call
 from review.reviewing.claims import Holder
+from review.reviewing.decision_call import LostRace
 from review.reviewing.decision_checks import (
     RENEWAL,
     Decided,
@@ -42,15 +49,19 @@ from review.services import Services
 
 @dataclass(frozen=True)
 class PreparedHold:
-    """What the write lock is left to do for a held decision, bound already."""
+    """What the write is left to do for a held decision, bound already: on SQLite the
+    statements for the write lock, on PostgreSQL the one call's parameters."""
 
     deferral_id: str
     outcome: str  # what it will make of the deferral: approved or rejected
     reading: Reading
     effective_at: datetime
-    renewal: BoundStatement  # the lease on the reviewer's batch (renew_lease's)
-    hold: BoundStatement  # HOLD_ON_CLAIM
     deferral: Deferral  # as read for the checks (agent joined): the answer's card shows it
+    # SQLite:
+    renewal: BoundStatement | None = None  # the lease on the reviewer's batch (renew_lease's)
+    hold: BoundStatement | None = None  # HOLD_ON_CLAIM
+    # PostgreSQL: countersign_hold's parameters (review/reviewing/hold_call.py)
+    call: dict[str, Any] | None = None
 
 
 class HeldElsewhere(Exception):
@@ -70,16 +81,37 @@ def prepare(
     """The held decision prepared, or None when it is not the common kind (or the checks
     find something the full path must answer: it reads again under the lock and says
     what). DecisionRefused for an approval of the reviewer's own deferral."""
-    if not svc.db.is_sqlite:
+    # One SELECT (the agent joined): on PostgreSQL without a transaction or the pool's ping.
+    deferral = svc.db.read_unpinged(lambda session: session.get(Deferral, deferral_id))
+    if deferral is None or not plainly_held(deferral, holder, now):
         return None
-    with svc.db.read() as session:
-        deferral = session.get(Deferral, deferral_id)
-        if deferral is None or not plainly_held(deferral, holder, now):
-            return None
     if verdict == "approve":
         check_may_approve(deferral, holder)
     reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
     effective_at = now + timedelta(seconds=window)
+    common = {
+        "deferral_id": deferral.id,
+        "outcome": "approved" if verdict == "approve" else "rejected",
+        "reading": reading,
+        "effective_at": effective_at,
+        "deferral": deferral,
+    }
+    renewal = renewal_values(svc, holder, now)
+    if not svc.db.is_sqlite:  # PostgreSQL: one call (review/reviewing/hold_call.py)
+        call = hold_call.call_params(
+            svc,
+            holder_id=holder.id,
+            deferral_id=deferral.id,
+            claimed_at=deferral.claimed_at,
+            now=now,
+            lease_until=renewal["lease_until"],
+            username=holder.username,
+            verdict=verdict,
+            reason=reason,
+            seen_ms=reading.reported_ms,
+            effective_at=effective_at,
+        )
+        return PreparedHold(**common, call=call)
     engine = svc.db.engine
     hold = driver.bind(
         engine,
@@ -98,20 +130,20 @@ def prepare(
             "effective_at": effective_at,
         },
     )
-    return PreparedHold(
-        deferral_id=deferral.id,
-        outcome="approved" if verdict == "approve" else "rejected",
-        reading=reading,
-        effective_at=effective_at,
-        renewal=driver.bind(engine, RENEWAL, renewal_values(svc, holder, now)),
-        hold=hold,
-        deferral=deferral,
-    )
+    return PreparedHold(**common, renewal=driver.bind(engine, RENEWAL, renewal), hold=hold)
 
 
 def apply(svc: Services, prepared: PreparedHold) -> Decided:
     """One transaction under the write lock: the lease renewal and the held row.
-    HeldElsewhere (rolled back) when the deferral is no longer as prepared."""
+    HeldElsewhere (rolled back) when the deferral is no longer as prepared. On
+    PostgreSQL, one call of a function in the server does both (nothing written when it
+    loses)."""
+    if prepared.call is not None:
+        try:
+            left = hold_call.write(svc, prepared.call)
+        except LostRace:
+            raise HeldElsewhere from None
+        return _answer(prepared, left)
     with svc.db.write_core() as (conn, _notes):  # no ORM session: its begin, commit and close cost
         renewed = {i: bool(w) for i, w in driver.execute_bound(conn, prepared.renewal)}
         try:
@@ -121,9 +153,15 @@ def apply(svc: Services, prepared: PreparedHold) -> Decided:
         if held != 1:  # killed, expired, lapsed, edited meanwhile: the full path says
             raise HeldElsewhere
     d_id = prepared.deferral_id
-    answer = held_answer(d_id, prepared.outcome, prepared.reading, prepared.effective_at)
-    left = sum(1 for i, w in renewed.items() if i != d_id and not w)
-    return replace(answer, left=left, deferral=prepared.deferral)
+    return _answer(prepared, sum(1 for i, w in renewed.items() if i != d_id and not w))
+
+
+def _answer(prepared: PreparedHold, left: int) -> Decided:
+    """The held answer, with the batch's count and the deferral its checks read (the
+    light held card shows them: review/web/batch_pages.py `_held_card`)."""
+    p = prepared
+    answer = held_answer(p.deferral_id, p.outcome, p.reading, p.effective_at)
+    return replace(answer, left=left, deferral=p.deferral)
 
 
 def _hold_on_claim():
