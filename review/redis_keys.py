@@ -163,3 +163,12 @@ LIVE_VERSION = "countersign:live:version"
 def live_deferral(deferral_id: str) -> str:
     """The number of the deferral's latest change, for the pages that show it."""
     return f"countersign:live:deferral:{deferral_id}"
+
+
+# --- undo (review/reviewing/undo.py) --------------------------------------------------------
+
+
+def take_effect_job_at(second: int) -> str:
+    """Set while a take-effect job is scheduled for this second (epoch, UTC): one job takes
+    every held decision whose window has closed by then, so the others need none."""
+    return f"countersign:undo:job-at:{second}"

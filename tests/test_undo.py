@@ -128,6 +128,22 @@ def test_the_scheduled_job_takes_it_into_effect_when_the_window_closes(callback_
     work_until(world.app, world.svc, lambda: resource(world, d_id)["status"] == "approved")
 
 
+def test_decisions_closing_in_the_same_second_share_one_job_run_after_it(world, redis_client):
+    rita = reviewer(world.svc)
+    first, second = claimed(world, rita), claimed(world, rita)
+    now = utcnow().replace(microsecond=100_000)  # both windows close in this second + 5
+    decide(world.svc, rita, first, "approve", now=now)
+    decide(world.svc, rita, second, "approve", now=now + timedelta(milliseconds=700))
+    registry = undo.queue(redis_client).scheduled_job_registry
+    [job_id] = registry.get_job_ids()  # one job takes both (take_effect_due)
+    run_at = registry.get_scheduled_time(job_id)  # rq keeps whole seconds
+    assert run_at >= now + timedelta(seconds=WINDOW, milliseconds=700)  # never before
+    assert run_at < now + timedelta(seconds=WINDOW + 1)
+    later = claimed(world, rita)
+    decide(world.svc, rita, later, "approve", now=now + timedelta(seconds=1))
+    assert len(registry.get_job_ids()) == 2  # the next second's window: a job of its own
+
+
 def test_the_decision_is_stamped_with_the_moment_it_takes_effect(world):
     rita = reviewer(world.svc)
     clicked = utcnow()

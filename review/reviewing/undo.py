@@ -20,14 +20,16 @@ the batch page, the agent's GET).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from approval_queue.jobs import enqueue
+from approval_queue.jobs import queue
+from review import redis_keys
 from review.audit.chain import chained_write
 from review.errors import DomainError
 from review.models import Deferral, PendingDecision, utcnow
@@ -37,6 +39,7 @@ from review.services import Services
 log = logging.getLogger(__name__)
 TAKE_EFFECT_JOB = "approval_queue.maintenance.take_effect_job"
 JOB_MARGIN_SECONDS = 0.05  # the job runs just after the window, never just before
+JOB_KEY_SECONDS = 60  # how long a scheduled second's key outlives the second itself
 
 
 class UndoRefused(DomainError):
@@ -156,9 +159,39 @@ def take_due(session: Session, deferral_id: str, now: datetime) -> PendingDecisi
 
 
 def schedule(svc: Services, effective_at: datetime, now: datetime) -> None:
-    """A job for the moment the window closes (the worker's tick is the safety net)."""
-    delay = max((effective_at - now).total_seconds(), 0) + JOB_MARGIN_SECONDS
+    """A job for the first whole second after the window closes (the worker's tick is the
+    safety net), unless one is scheduled for that second already.
+
+    rq's scheduler keeps a job's time in whole seconds (it drops the fraction) and runs it
+    once that second has come: a job for 12.7 s was run from 12.0 s, before the window
+    closed, and the decision then waited for the tick. A job for the second after the
+    window (13 s) runs after it. And since a job takes every due decision
+    (`take_effect_due`), the decisions whose windows close within the same second share
+    one: the first to schedule it sets the second's key (SET NX), the others find it set
+    and send nothing more (about a tenth of a held decision's CPU was rq making and storing
+    a job of its own for each; docs/REVIEWING.md)."""
+    second = math.ceil(_epoch(effective_at) + JOB_MARGIN_SECONDS)
+    ttl = max(math.ceil(second - _epoch(now)), 0) + JOB_KEY_SECONDS
+    key = redis_keys.take_effect_job_at(second)
+    client = svc.redis.client()
     try:
-        enqueue(svc.redis.client(), TAKE_EFFECT_JOB, delay=delay)
+        if not client.set(key, "1", nx=True, ex=ttl):
+            return  # a job for this second is scheduled: it takes this one too
+        try:
+            queue(client).enqueue_at(
+                datetime.fromtimestamp(second, UTC),
+                TAKE_EFFECT_JOB,
+                job_id=f"take-effect-{second}",
+                result_ttl=600,
+                failure_ttl=86400,
+            )
+        except redis.RedisError:
+            client.delete(key)  # no job after all: the next decision of this second tries
+            raise
     except redis.RedisError as exc:
         log.warning("no job for a held decision (%s): the worker's tick will take it", exc)
+
+
+def _epoch(moment: datetime) -> float:
+    """Seconds since the epoch; a naive datetime is UTC, as the database's are."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
