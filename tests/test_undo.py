@@ -24,7 +24,7 @@ from review.reviewing.decisions import DecisionRefused, decide
 from review.reviewing.edits import edit_and_approve
 from review.reviewing.lapsed_claims import return_lapsed_claims
 from review.reviewing.taking_effect import take_effect, take_effect_due
-from tests.helpers import audit_events, count_rows, refund, reviewer, work_until
+from tests.helpers import Browser, audit_events, count_rows, refund, reviewer, work_until
 
 WINDOW = 5
 
@@ -142,6 +142,20 @@ def test_decisions_closing_in_the_same_second_share_one_job_run_after_it(world, 
     later = claimed(world, rita)
     decide(world.svc, rita, later, "approve", now=now + timedelta(seconds=1))
     assert len(registry.get_job_ids()) == 2  # the next second's window: a job of its own
+
+
+def test_the_batch_page_takes_a_closed_window_into_effect_before_it_shows_the_batch(world):
+    rita = reviewer(world.svc)
+    browser = Browser(world.app.test_client(), "rita")
+    closed, still_held, open_ = claimed(world, rita), claimed(world, rita), claimed(world, rita)
+    decide(world.svc, rita, closed, "approve", now=utcnow() - timedelta(seconds=WINDOW + 1))
+    decide(world.svc, rita, still_held, "reject", "no")
+    page = browser.get("/batch").get_data(as_text=True)
+    assert resource(world, closed)["status"] == "approved"  # taken into effect first
+    assert f'id="card-{closed}"' not in page  # no longer held: not in the batch
+    assert f'id="card-{still_held}"' in page and f'id="card-{open_}"' in page
+    assert resource(world, still_held)["status"] == "in_review"  # its window is open
+    assert 'data-undo-ms="' in page and page.count("data-live") == 1
 
 
 def test_the_decision_is_stamped_with_the_moment_it_takes_effect(world):

@@ -82,18 +82,19 @@ def batch():
 
 
 def _batch_page(svc, filters: dict[str, str], claimed: list[str] | None = None):
-    """The batch page: `claimed`, the ids a claim has just returned (read afresh if None)."""
+    """The batch page: `claimed`, the ids a claim has just returned (read afresh if None).
+
+    One read for the page: the held ids (unless claimed), the cards and their decisions
+    held for undo, which also say whether one's window has closed meanwhile. Only then
+    are those taken into effect and the page read again (it was a read of its own before
+    every page, for what is almost never there)."""
     version = live.version(svc.redis.client())  # before the reads: no change falls between
-    ids = claimed
-    if ids is None:
-        with svc.db.read() as db:
-            ids = claims.held_ids(db, holder(), utcnow())
-    if take_effect_if_due(svc, ids):  # decisions whose undo window closed meanwhile
-        with svc.db.read() as db:
-            ids = claims.held_ids(db, holder(), utcnow())
+    now = utcnow()
     with svc.db.read() as db:
-        items = queue_reads.batch_items(db, ids)
-        context = card_context(svc, db, items, lazy_panels=True)
+        items, context, due = _batch_cards(svc, db, claimed, now)
+    if due and take_effect_if_due(svc, due, now):  # decisions whose undo window closed
+        with svc.db.read() as db:
+            items, context, _ = _batch_cards(svc, db, None, utcnow())
     return render_template(
         "review/batch.html",
         items=items,
@@ -103,6 +104,15 @@ def _batch_page(svc, filters: dict[str, str], claimed: list[str] | None = None):
         address=url_for("review.batch", **filters),
         **context,
     )
+
+
+def _batch_cards(svc, db, claimed: list[str] | None, now):
+    """The batch's cards and their context, and the ids whose undo window has closed."""
+    ids = claims.held_ids(db, holder(), now) if claimed is None else claimed
+    held = undo.held_decisions(db, ids)
+    items = queue_reads.batch_items(db, ids)
+    context = card_context(svc, db, items, lazy_panels=True, held=held)
+    return items, context, [i for i, h in held.items() if h.effective_at <= now]
 
 
 @bp.post("/batch/selected/<verdict>")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from review.agents.executions import VIOLATION
 from review.callbacks import deliveries
 from review.canaries.disguise import chain_as_seen
-from review.models import Deferral, utcnow
+from review.models import Deferral, PendingDecision, utcnow
 from review.reviewing import claims, history, live, queue_reads, set_aside, undo
 from review.reviewing.claim_barriers import Barrier, barriers_for
 from review.reviewing.claims import Holder
@@ -68,16 +68,23 @@ def is_htmx() -> bool:
 
 
 def card_context(
-    svc: Services, session: Session, items: list[Deferral], *, lazy_panels: bool = False
+    svc: Services,
+    session: Session,
+    items: list[Deferral],
+    *,
+    lazy_panels: bool = False,
+    held: dict[str, PendingDecision] | None = None,
 ) -> dict[str, Any]:
     """What every rendering of review/_card.html needs besides the deferral itself:
     `held`, the decisions still in their undo window (review/reviewing/undo.py).
 
     `lazy_panels` (the batch page): the editor and the snooze and hand-over forms are
     fetched when the reviewer opens them (edit_pages.editor_form,
-    set_aside_pages.set_aside_panel), so whom to hand over to is not read here."""
+    set_aside_pages.set_aside_panel), so whom to hand over to is not read here. `held`:
+    the items' decisions held for undo, when the caller has read them already."""
     now = utcnow()
-    held = undo.held_decisions(session, [d.id for d in items])
+    if held is None:
+        held = undo.held_decisions(session, [d.id for d in items])
     given = queue_reads.approvals_of(session, items)
     return {
         "reasons": REJECT_REASONS,
