@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from review import redis_keys
 from review.reviewing.ending import cancel_deferral
 from review.signing import sign_headers
 from tests.helpers import ROOT, app_environment, approved, free_port, reviewer, wait_for
@@ -62,18 +63,32 @@ def test_waiting_requests_hold_no_database_connection(app, svc, agent):
     answers = []
 
     def poll(d_id):
-        answers.append(agent.on(app).get(f"/api/v1/deferrals/{d_id}?wait=3").get_json()["status"])
+        answers.append(agent.on(app).get(f"/api/v1/deferrals/{d_id}?wait=30").get_json()["status"])
 
     threads = [threading.Thread(target=poll, args=(i,)) for i in ids]
     for t in threads:
         t.start()
-    # A sleep, not a wait: the moment to look is in the middle of the six waits (a second
-    # into three), and nothing outside the requests shows that each has begun its wait.
-    time.sleep(1.0)
-    assert svc.db.engine.pool.checkedout() == 0
+    # Each request takes its long-poll place after its first read; with all six waiting,
+    # a moment comes when no connection is checked out. A request holding one through its
+    # wait would never give that moment. (A second's sleep was not enough on a loaded
+    # machine: some requests were still on their first read.)
+    places = svc.redis.client()
+    wait_for(
+        lambda: (
+            places.zcard(redis_keys.long_polls(agent.slug)) == 6
+            and svc.db.engine.pool.checkedout() == 0
+        ),
+        timeout=20,
+        interval=0.01,
+        message=lambda: f"{svc.db.engine.pool.checkedout()} connections held while waiting",
+    )
+    with svc.db.read() as session:
+        me = svc.secrets.signer(session, agent.slug)
+    for d_id in ids:  # the waits end now, not at their 30 s
+        cancel_deferral(svc, d_id, me, "no longer needed")
     for t in threads:
-        t.join()
-    assert answers == ["pending"] * 6
+        t.join(timeout=25)
+    assert answers == ["cancelled"] * 6
 
 
 def test_a_lost_wake_up_costs_seconds_not_the_answer(app, svc, agent, monkeypatch):
