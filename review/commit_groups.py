@@ -20,6 +20,8 @@ first, each in a savepoint of its own, and committed once:
 
 What it costs: a write waits for the group it joined, at most the writes queued ahead
 of it in this process, which it waited for already when each committed on its own.
+Only intake's write is grouped (review/intake/deferrals.py); every other write takes
+the writer lock as before.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class GroupedWrite(Generic[T]):
     """One caller's write in a group: its work, and once the group is done, its result
     or its error and the notes it left for the after-commit hooks."""
 
-    __slots__ = ("work", "notes", "result", "error", "done")
+    __slots__ = ("work", "notes", "result", "error", "done", "leads", "woken")
 
     def __init__(self, work: Callable[[Connection, Any], T], notes: Any):
         self.work = work
@@ -46,11 +48,21 @@ class GroupedWrite(Generic[T]):
         self.result: T | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.leads = False  # handed the lead: take the lock and commit what is queued
+        self.woken = threading.Event()  # done, or handed the lead
 
 
 class CommitGroups:
     """The writes of this process waiting for the writer lock, and the one that commits
-    them: whichever caller takes the lock first takes every write queued by then."""
+    them.
+
+    One write at a time leads: it alone queues on the writer lock, and once it has the
+    lock it takes every write queued by then into its group. The others wait on an event
+    of their own, set when their group has committed, all at once: had they queued on
+    the lock too, each would have had to be woken in turn only to find its write done,
+    and on a loaded machine each of those wake-ups held the lock for a scheduler's delay.
+    A leader that is done hands the lead to the first write queued meanwhile.
+    """
 
     def __init__(
         self,
@@ -63,6 +75,7 @@ class CommitGroups:
         self._new_notes = new_notes
         self._queue_lock = threading.Lock()
         self._queued: list[GroupedWrite[Any]] = []
+        self._led = False  # a write leads (waits for the lock, or commits)
         self.groups = 0  # commits made, for tests and curiosity
         self.writes = 0  # writes committed in them
 
@@ -73,16 +86,30 @@ class CommitGroups:
         mine = GroupedWrite(work, self._new_notes())
         with self._queue_lock:
             self._queued.append(mine)
-        with self._writer_lock():
-            if mine.done:  # a caller ahead of this one took it into its group
+            if not self._led:
+                self._led = mine.leads = True
+        if not mine.leads:
+            mine.woken.wait()
+            if mine.done:
                 return mine, 0
-            with self._queue_lock:
-                group, self._queued = self._queued, []
-            try:
+        group: list[GroupedWrite[Any]] = []
+        try:
+            with self._writer_lock():
+                with self._queue_lock:
+                    group, self._queued = self._queued, []
                 self._commit(group)
-            finally:
-                for write in group:
-                    write.done = True
+        finally:
+            for write in group:
+                write.done = True
+                write.woken.set()
+            with self._queue_lock:
+                if not mine.done and mine in self._queued:  # failed before its group
+                    self._queued.remove(mine)
+                if self._queued:  # queued while this group committed: the first leads
+                    self._queued[0].leads = True
+                    self._queued[0].woken.set()
+                else:
+                    self._led = False
         return mine, len(group)
 
     def _commit(self, group: list[GroupedWrite[Any]]) -> None:

@@ -111,3 +111,23 @@ def test_a_commit_that_fails_fails_every_write_in_its_group_and_writes_nothing(d
     assert seen == []
     assert db.write_grouped(_note("after")) == "after"  # the lock and the connection are fine
     assert _bodies(db) == ["after"]
+
+
+def test_a_write_queued_while_a_group_commits_leads_the_next_group(db):
+    late: dict = {}
+
+    def queue_another(conn):  # runs inside the first group, before its commit
+        def run():
+            late["outcome"] = db.write_grouped(_note("late"))
+
+        late["thread"] = threading.Thread(target=run)
+        late["thread"].start()
+        deadline = time.monotonic() + 10
+        while not db.commit_groups._queued and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    assert db.write_grouped(_note("first", then=queue_another)) == "first"
+    late["thread"].join(10)
+    assert late["outcome"] == "late"
+    assert (db.commit_groups.groups, db.commit_groups.writes) == (2, 2)
+    assert _bodies(db) == ["first", "late"]
