@@ -68,6 +68,17 @@ def live_server(app, port: int = 0) -> Iterator[str]:
         thread.join(10)
 
 
+@contextmanager
+def own_windows(chromium: Browser) -> Iterator[Browser]:
+    """`chromium` (the module's, shared by its tests) for one test: the windows the test
+    opens (its browser contexts) are closed when it ends, before its live server is."""
+    try:
+        yield chromium
+    finally:
+        for context in chromium.contexts:
+            context.close()
+
+
 def launch_options() -> dict:
     options: dict = {"headless": True, "args": CHROMIUM_ARGS}
     if os.path.exists(CHROMIUM):

@@ -280,6 +280,23 @@ def agent(make_agent) -> AgentClient:
     return make_agent()
 
 
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for a browser test module: starting one took 2.5-3.4 s of wall on the
+    loaded machine, for each test. A test's windows are browser contexts of its own
+    (isolated cookies, storage and cache), closed when it ends
+    (tests/browser_support.py own_windows). Module, not session: a running Playwright
+    holds an event loop open in the thread, and other modules' tests call asyncio.run."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import launch_options
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(**launch_options())
+        yield browser
+        browser.close()
+
+
 @pytest.fixture
 def receiver_factory():
     """Local HTTP receivers for callbacks, each answering from its script."""

@@ -9,15 +9,15 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select, update
 
 from review.models import AuditEvent, Deferral, utcnow
 from tests.browser_support import (
     ARTIFACTS,
-    launch_options,
     live_server,
     logged_in_page,
+    own_windows,
 )
 from tests.helpers import AgentClient, refund
 
@@ -34,14 +34,12 @@ class Site(NamedTuple):
 
 
 @pytest.fixture
-def site(make_app, make_agent, people) -> Iterator[Site]:
+def site(chromium, make_app, make_agent, people) -> Iterator[Site]:
     app = make_app(agent_rate=0)
     agent = make_agent().on(app)
     CONSOLE_ERRORS.clear()
-    with live_server(app) as url, sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app) as url, own_windows(chromium):
         yield Site(url, agent, chromium)
-        chromium.close()
 
 
 def login(site, name):

@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from review.canaries.seeding import seed_canaries
 from tests.accessibility import grave_violations
 from tests.browser_support import (
     ARTIFACTS,
     PASSWORD,
-    launch_options,
     live_server,
     logged_in_page,
+    own_windows,
 )
 from tests.helpers import refund
 
@@ -28,7 +28,7 @@ SIZES = ((1280, 720), (1440, 900))
 
 
 @pytest.fixture
-def site(make_app, make_agent, people) -> Iterator[tuple[str, Browser, object]]:
+def site(chromium, make_app, make_agent, people) -> Iterator[tuple[str, Browser, object]]:
     app = make_app(undo_seconds=5)  # the real default: decisions wait out a window
     svc = app.extensions["countersign"]
     from review.users import create_user
@@ -37,10 +37,8 @@ def site(make_app, make_agent, people) -> Iterator[tuple[str, Browser, object]]:
     with svc.db.write() as session:
         create_user(session, "tess", "reviewer", PASSWORD)
     agent.defer(refund())
-    with live_server(app) as url, sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app) as url, own_windows(chromium):
         yield url, chromium, svc
-        chromium.close()
 
 
 def login(url: str, chromium: Browser, name: str, size=(1280, 720)) -> Page:

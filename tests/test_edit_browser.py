@@ -7,13 +7,13 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.browser_support import (
     ARTIFACTS,
-    launch_options,
     live_server,
     logged_in_page,
+    own_windows,
 )
 from tests.helpers import refund
 from tests.test_browser import CONSOLE_ERRORS, Site, status
@@ -23,16 +23,14 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def site(make_app, make_agent, people, tmp_path) -> Iterator[Site]:
+def site(chromium, make_app, make_agent, people, tmp_path) -> Iterator[Site]:
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)  # refunds over 5000 are critical; money "offshore" is denied
     app = make_app(agent_rate=0, policy_file=str(policy))
     agent = make_agent().on(app)
     CONSOLE_ERRORS.clear()
-    with live_server(app) as url, sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app) as url, own_windows(chromium):
         yield Site(url, agent, chromium)
-        chromium.close()
 
 
 def login(site, name):

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import update
 
 from review.agents import killswitch
@@ -20,9 +20,9 @@ from review.models import Deferral, utcnow
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
 from tests.browser_support import (
-    launch_options,
     live_server,
     logged_in_page,
+    own_windows,
     window_shot,
 )
 from tests.helpers import AgentClient, refund, reviewer
@@ -40,14 +40,12 @@ class Site(NamedTuple):
 
 
 @pytest.fixture
-def site(make_app, make_agent, people) -> Iterator[Site]:
+def site(chromium, make_app, make_agent, people) -> Iterator[Site]:
     app = make_app(agent_rate=0)
     agent = make_agent().on(app)
     errors: list[str] = []
-    with live_server(app) as url, sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app) as url, own_windows(chromium):
         yield Site(url, app.extensions["countersign"], agent, chromium, errors)
-        chromium.close()
 
 
 def login(site: Site, name: str, size=(1280, 720)) -> Page:

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from review.demo import ensure_demo
 from tests.accessibility import grave_violations
 from tests.browser_support import (
-    launch_options,
     live_server,
     logged_in_page,
+    own_windows,
     window_shot,
 )
 from tests.helpers import AgentClient, refund
@@ -37,18 +37,16 @@ class Site(NamedTuple):
 
 
 @pytest.fixture
-def site(make_app, make_agent, people) -> Iterator[Site]:
+def site(chromium, make_app, make_agent, people) -> Iterator[Site]:
     app = make_app(agent_rate=0)
     agent = make_agent().on(app)
     errors: list[str] = []
-    with live_server(app) as url, sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app) as url, own_windows(chromium):
         yield Site(url, agent, chromium, errors)
-        chromium.close()
 
 
 @pytest.fixture
-def demo_site(make_app, people) -> Iterator[Site]:
+def demo_site(chromium, make_app, people) -> Iterator[Site]:
     """The app with the demo agent's first six samples, as `make run` seeds them."""
     app = make_app(agent_rate=0)
     svc = app.extensions["countersign"]
@@ -58,10 +56,8 @@ def demo_site(make_app, people) -> Iterator[Site]:
 
         assert seed() == 6
     errors: list[str] = []
-    with live_server(app) as url, sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app) as url, own_windows(chromium):
         yield Site(url, None, chromium, errors)
-        chromium.close()
 
 
 def login(site: Site, name: str, size=(1280, 720)) -> Page:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from review.groups import add_member, create_group
 from review.users import create_user
-from tests.browser_support import ARTIFACTS, PASSWORD, launch_options, live_server
+from tests.browser_support import ARTIFACTS, PASSWORD, live_server, own_windows
 from tests.helpers import refund
 from tests.test_browser import CONSOLE_ERRORS, Site, status
 from tests.test_edit_browser import login
@@ -38,7 +38,7 @@ detail = "{key} {value} > {threshold}"
 
 
 @pytest.fixture
-def site(make_app, make_agent, people, tmp_path) -> Iterator[Site]:
+def site(chromium, make_app, make_agent, people, tmp_path) -> Iterator[Site]:
     """rita and sam review (not in finance); fred, fay and flo are finance."""
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
@@ -52,10 +52,8 @@ def site(make_app, make_agent, people, tmp_path) -> Iterator[Site]:
             add_member(session, "finance", name)
     agent = make_agent().on(app)
     CONSOLE_ERRORS.clear()
-    with live_server(app) as url, sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app) as url, own_windows(chromium):
         yield Site(url, agent, chromium)
-        chromium.close()
 
 
 def shots(page, name: str) -> None:

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from review.groups import groups_of
 from review.models import User
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import ARTIFACTS, live_server, own_windows
 from tests.helpers import audit_events, csrf_token, free_port
 
 pytest_plugins = ["tests.oidc_provider"]
@@ -39,7 +39,7 @@ class Site(NamedTuple):
 
 
 @pytest.fixture
-def site(make_app, oidc_provider, people) -> Iterator[Site]:
+def site(chromium, make_app, oidc_provider, people) -> Iterator[Site]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     provider = oidc_provider(url + "/login/sso/callback", ACCOUNTS)
@@ -50,10 +50,8 @@ def site(make_app, oidc_provider, people) -> Iterator[Site]:
         oidc_client_secret=provider.client_secret,
         oidc_scopes="openid email profile groups",
     )
-    with live_server(app, port), sync_playwright() as pw:
-        chromium = pw.chromium.launch(**launch_options())
+    with live_server(app, port), own_windows(chromium):
         yield Site(url, app, chromium)
-        chromium.close()
 
 
 def sso_login(site: Site, login: str, screenshots: str = "", meddle=None) -> Page:
