@@ -5,7 +5,8 @@ Instrumentation for a bench, never for the service: the steps of intake are wrap
 each request's wall time per step, its thread's CPU and the garbage collector's passes
 are kept per request and appended as JSON lines to `$SPLIT_OUT.<pid>.jsonl` (GET
 /_split_flush writes what is held). A step that runs in another request's thread (a
-write in a group commit, review/commit_groups.py) is counted in that request's.
+write in a group commit, review/commit_groups.py) is counted in that request's; a
+write waiting for its group shows only in `create_deferral`.
 """
 
 from __future__ import annotations
