@@ -24,7 +24,8 @@ for its undo window (review/reviewing/undo.py), and its answer says so ("Undo (k
 until it takes effect"); the figures above are then the held decision's. Once a batch is
 decided, its held decisions are taken into effect in-process as the worker's job does
 (review/reviewing/taking_effect.py take_effect_due, with a clock S + 1 s ahead), and
-that is measured apart: CPU and statements per decision taken into effect.
+that is measured apart: CPU and statements per decision taken into effect (and on
+PostgreSQL psycopg's round trips, the sweep's read of the due ones shared among them).
 docs/REVIEWING.md ("Where a decision's time goes") has the figures.
 """
 
@@ -192,7 +193,7 @@ def main() -> None:
         wires: list[tuple[int, list[str]]] = []
         profile = cProfile.Profile() if args.profile else None
         times, cpus, per_decision, starts = [], [], [], []
-        effect_cpus, effect_statements, taken = [], [], 0
+        effect_cpus, effect_statements, effect_trips, taken = [], [], [], 0
         while True:
             start = time.perf_counter()
             page = client.post(
@@ -229,6 +230,9 @@ def main() -> None:
             if args.undo_seconds:  # the batch's held decisions, taken into effect
                 statements.clear()
                 counting[0] = True
+                if wire:
+                    wire.reset()
+                    wire.on = True
                 cpu = time.process_time()
                 with app.app_context():
                     later = utcnow() + timedelta(seconds=args.undo_seconds + 1)
@@ -236,6 +240,9 @@ def main() -> None:
                 effect_cpus.append((time.process_time() - cpu) * 1000 / max(done, 1))
                 counting[0] = False
                 effect_statements.append(len(statements) / max(done, 1))
+                if wire:
+                    wire.on = False
+                    effect_trips.append(wire.round_trips / max(done, 1))
                 taken += done
         print(
             f"{args.db}: {len(times)} decisions, p50 {statistics.median(times):.1f} ms, "
@@ -250,6 +257,11 @@ def main() -> None:
                 f" (take_effect_due per batch): CPU p50 {statistics.median(effect_cpus):.1f} ms"
                 f" and {statistics.median(effect_statements):.0f} SQL statements each"
             )
+            if effect_trips:  # the sweep's read of the due ones shared among them
+                print(
+                    f"  psycopg: {statistics.median(effect_trips):.1f} round trips per"
+                    " decision taken into effect (p50 over the batches)"
+                )
         for statement in per_decision[len(per_decision) // 2]:
             print("  ", statement[:150])
         if wires:

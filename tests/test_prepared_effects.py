@@ -1,6 +1,7 @@
-"""A held decision taking effect, prepared before SQLite's write lock
-(review/reviewing/prepared_effects.py): it writes what the full path writes, and a change
-between its preparation and its lock sends it down the full path, which drops or takes it."""
+"""A held decision taking effect, prepared before SQLite's write lock or PostgreSQL's one
+call (review/reviewing/prepared_effects.py): it writes what the full path writes, and a
+change between its preparation and its write sends it down the full path, which drops or
+takes it."""
 
 from __future__ import annotations
 
@@ -61,11 +62,13 @@ def _status(world, d_id: str) -> str:
         return session.get(Deferral, d_id).status
 
 
-def test_taking_effect_is_prepared_on_sqlite_only(world):
+def test_taking_effect_is_prepared_on_both_databases(world):
     rita = reviewer(world.svc)
     [d_id], clicked = held(world, rita)
     effect = clicked + timedelta(seconds=WINDOW)
-    assert (prepared_effects.prepare(world.svc, d_id, effect) is not None) == world.svc.db.is_sqlite
+    prepared, taking = prepared_effects.prepare(world.svc, d_id, effect)
+    # SQLite: the held row's DELETE bound for the lock; PostgreSQL: the one call's parameters.
+    assert (taking is not None, prepared.call is None) == (world.svc.db.is_sqlite,) * 2
     assert prepared_effects.prepare(world.svc, d_id, clicked) is None  # not due yet
 
 
@@ -79,7 +82,7 @@ def test_a_prepared_taking_effect_writes_what_the_full_path_writes(world, monkey
     first = take_effect(world.svc, fast, now=effect)
     monkeypatch.setattr(prepared_effects, "prepare", lambda *args: None)
     second = take_effect(world.svc, full, now=effect)
-    assert len(applied) == int(world.svc.db.is_sqlite)
+    assert len(applied) == 1
     assert (
         (first.status, first.message)
         == (second.status, second.message)

@@ -23,6 +23,7 @@ in one transaction. Every other decision takes the full path from the start.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -173,8 +174,10 @@ def built(
         "rejection_limit": breakers.rejection_limit(svc, agent),
     }
     if not svc.db.is_sqlite:  # PostgreSQL: one call (review/reviewing/decision_call.py)
-        # countersign_decide renews the lease and ends on the holder's live lease only.
-        assert renews and ending_statement is ENDING_BY_HOLDER, "no one call for this kind"
+        # countersign_decide renews the lease and ends on the holder's live lease; a held
+        # decision taking effect (no renewal, on the claim) is countersign_take_effect's,
+        # from the same parameters (review/reviewing/effect_call.py).
+        assert renews == (ending_statement is ENDING_BY_HOLDER), "no one call for this kind"
         call = decision_call.call_params(
             holder_id=holder.id,
             now=now,
@@ -271,14 +274,27 @@ def _note(notes: Notes, prepared: PreparedDecision, now: datetime) -> None:
 def _applied_in_one_call(svc: Services, prepared: PreparedDecision, now: datetime) -> Decided:
     """PostgreSQL: countersign_decide writes it all (review/reviewing/decision_call.py);
     TakeTheFullPath when it wrote nothing. Then the after-commit hooks, as write_core's."""
+    return decided_answer(prepared, written_in_one_call(svc, prepared, now, decision_call.write))
+
+
+def written_in_one_call(
+    svc: Services,
+    prepared: PreparedDecision,
+    now: datetime,
+    call: Callable[[Services, dict[str, Any]], int | None],
+) -> int | None:
+    """PostgreSQL: `call(svc, params)` writes the prepared decision in one server call
+    (countersign_decide's, or countersign_take_effect's: review/reviewing/effect_call.py);
+    then the after-commit hooks, as write_core's. What the call answered; TakeTheFullPath
+    when it wrote nothing."""
     try:
-        left = decision_call.write(svc, prepared.call)
+        answered = call(svc, prepared.call)
     except (decision_call.LostRace, IntegrityError):
         raise TakeTheFullPath from None
     notes = Notes()
     _note(notes, prepared, now)
     svc.db.run_after_commit(notes.info)
-    return decided_answer(prepared, left)
+    return answered
 
 
 def decided_answer(prepared: PreparedDecision, left: int | None = None) -> Decided:

@@ -1,4 +1,4 @@
-"""SQLite: a held decision taking effect, prepared before the writer lock.
+"""A held decision taking effect, prepared before its write (SQLite's lock, PostgreSQL's call).
 
 When a decision's undo window closes, the worker (or a read that meets it due) takes it
 into effect (review/reviewing/taking_effect.py): the held row deleted and the decision
@@ -16,16 +16,21 @@ callback's row and the event's append: one transaction, as before.
 Anything else, or a race lost (the row gone or decided again, the deferral killed,
 cancelled, expired or edited meanwhile): the transaction rolls back and `take_effect`
 takes the full path, which reads it all again under the lock and drops or decides it.
+
+On PostgreSQL the same writes are one call of a function in the server
+(review/reviewing/effect_call.py, migration 0029), with the same conditions.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import bindparam, delete, select
 
 from review.driver_statements import BoundStatement, driver
 from review.models import Deferral, PendingDecision, User
+from review.reviewing import effect_call
 from review.reviewing.claims import Holder
 from review.reviewing.decision_checks import Decided, DecisionRefused, check_may_approve
 from review.reviewing.ending import ENDING_ON_CLAIM
@@ -35,6 +40,7 @@ from review.reviewing.prepared_decisions import (
     built,
     decided_answer,
     write_decision,
+    written_in_one_call,
 )
 from review.reviewing.reading import assess
 from review.services import Services
@@ -42,21 +48,22 @@ from review.services import Services
 
 def prepare(
     svc: Services, deferral_id: str, now: datetime
-) -> tuple[PreparedDecision, BoundStatement] | None:
+) -> tuple[PreparedDecision, BoundStatement | None] | None:
     """The held decision on `deferral_id` built to take effect at `now`, with the DELETE
-    of its held row; None when it is not due or not the common kind, or the checks find
-    something the full path must answer (it drops the decision, or ends it as expired)."""
-    if not svc.db.is_sqlite:
+    of its held row (on PostgreSQL in the one call's parameters: None); None when it is
+    not due or not the common kind, or the checks find something the full path must
+    answer (it drops the decision, or ends it as expired)."""
+    # One SELECT (the deferral, its agent and the reviewer joined): on PostgreSQL without
+    # a transaction or the pool's ping.
+    found = svc.db.read_unpinged(lambda db: db.execute(_READ, {"id": deferral_id}).first())
+    if found is None:
         return None
-    with svc.db.read() as session:
-        held = session.get(PendingDecision, deferral_id)
-        if held is None or held.effective_at > now or held.edited_args is not None:
-            return None
-        deferral = session.get(Deferral, deferral_id)
-        if deferral is None or not _plainly_claimed(deferral, held.user_id, now):
-            return None
-        user = session.get(User, held.user_id)
-        agent = deferral.agent
+    held, deferral, user = found
+    if held.effective_at > now or held.edited_args is not None:
+        return None
+    if not _plainly_claimed(deferral, held.user_id, now):
+        return None
+    agent = deferral.agent
     identities = {i.lower() for i in (user.username, user.email) if i}
     holder = Holder(user.id, user.username, frozenset(identities))
     if held.verdict == "approve":
@@ -78,6 +85,9 @@ def prepare(
         renews=False,
         ending_statement=ENDING_ON_CLAIM,
     )
+    if prepared.call is not None:  # PostgreSQL: countersign_take_effect's parameters
+        call = effect_call.call_params(prepared.call, held.verdict, held.decided_at)
+        return replace(prepared, call=call), None
     taking = driver.bind(
         svc.db.engine,
         _TAKE_DUE,
@@ -105,16 +115,29 @@ def _plainly_claimed(deferral: Deferral, user_id: int, now: datetime) -> bool:
 
 
 def apply(
-    svc: Services, prepared: PreparedDecision, taking: BoundStatement, now: datetime
+    svc: Services, prepared: PreparedDecision, taking: BoundStatement | None, now: datetime
 ) -> Decided:
     """One transaction under the write lock: the held row taken, the approval, the
     conditional UPDATE, the callback, the event. TakeTheFullPath (rolled back) when the
-    held row or the deferral is no longer as prepared."""
+    held row or the deferral is no longer as prepared. On PostgreSQL, one call of a
+    function in the server does all of it (nothing written when it loses)."""
+    if prepared.call is not None:
+        written_in_one_call(svc, prepared, now, effect_call.write)
+        return decided_answer(prepared)
     with svc.db.write_core() as (conn, notes):  # the hooks run on `notes` once committed
         if driver.execute_bound(conn, taking).rowcount != 1:  # undone, taken, decided again
             raise TakeTheFullPath
         write_decision(conn, notes, prepared, now)
     return decided_answer(prepared)
+
+
+_READ = (
+    select(PendingDecision, Deferral, User)
+    .join(Deferral, Deferral.id == PendingDecision.deferral_id)
+    .join(User, User.id == PendingDecision.user_id)
+    .where(PendingDecision.deferral_id == bindparam("id"))
+)
+"""The held row, its deferral (agent joined) and the reviewer who decided, in one read."""
 
 
 def _take_due():

@@ -1,4 +1,4 @@
-"""SQLite: a decision held for its undo window, prepared before the writer lock.
+"""A decision held for its undo window, prepared before its write (SQLite's lock or one call).
 
 With COUNTERSIGN_UNDO_SECONDS > 0 (the default) a reviewer's decision is checked now and
 held as a row of `pending_decisions` (review/reviewing/undo.py) until its window closes.

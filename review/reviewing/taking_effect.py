@@ -10,9 +10,10 @@ it: the agent's kill switch, the agent's cancel, the expiry (a deadline the agen
 is not stretched by an undo window). Nothing of a dropped decision had left the server.
 
 The reviewer's lease is not needed (a claim with a held decision does not lapse), so a
-decision whose window closes with its tab gone still takes effect. On SQLite the common
-one is prepared before the writer lock (review/reviewing/prepared_effects.py), and comes
-here in full only when it is not that kind or something changed meanwhile.
+decision whose window closes with its tab gone still takes effect. The common one is
+prepared before its write (review/reviewing/prepared_effects.py: under SQLite's writer
+lock, or in one call on PostgreSQL), and comes here in full only when it is not that
+kind or something changed meanwhile.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def take_effect(svc: Services, deferral_id: str, now: datetime | None = None) ->
 
 
 def _prepared_first(svc: Services, deferral_id: str, now: datetime) -> Decided | None:
-    """SQLite: the common held decision prepared before the write lock and taken into
-    effect under it (review/reviewing/prepared_effects.py); None: the full path."""
+    """The common held decision prepared before its write and taken into effect under
+    SQLite's write lock or in one call on PostgreSQL (review/reviewing/prepared_effects.py);
+    None: the full path."""
     prepared = prepared_effects.prepare(svc, deferral_id, now)
     if prepared is None:
         return None
