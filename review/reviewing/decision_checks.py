@@ -43,7 +43,7 @@ class Decided:
     canary: str | None = None  # a canary's outcome, "caught" or "missed" (review/canaries/)
     # The ended deferral as the decision left it (its row's values, agent loaded), for an
     # answer that shows it without reading it again; for a decision held for its undo
-    # window (effective_at set, SQLite's prepared hold), the deferral as its checks read it;
+    # window (effective_at set, a prepared hold), the deferral as its checks read it;
     # None otherwise.
     deferral: Deferral | None = field(default=None, compare=False, repr=False)
     # How many items of the reviewer's batch are still to decide afterwards (live lease,
