@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -111,6 +111,19 @@ def logged_in_page(
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(url + "/queue")
     return page
+
+
+def settled(locator: Locator) -> Locator:
+    """`locator` once it is on screen and htmx has settled what it swapped in.
+
+    htmx shows swapped-in elements at once but binds their hx-triggers only when it
+    settles them (20 ms later, when it takes their `htmx-added` class off). Playwright can
+    type in between, and the input then asks for nothing: a lazily fetched editor's first
+    fill never got its preview (CI, test_edit_browser, once).
+    """
+    expect(locator).to_be_visible()
+    locator.page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling')")
+    return locator
 
 
 def window_shot(page: Page, prefix: str, name: str) -> None:

@@ -14,6 +14,7 @@ from tests.browser_support import (
     live_server,
     logged_in_page,
     own_windows,
+    settled,
 )
 from tests.helpers import refund
 from tests.test_browser import CONSOLE_ERRORS, Site, status
@@ -52,7 +53,7 @@ def test_a_reviewer_edits_one_field_sees_the_new_diff_and_accepts_it(site):
     card = page.locator(f"#card-{d_id}")
     card.get_by_text("Edit arguments").click()
     fields = card.get_by_role("form", name="Edit each field")
-    amount = fields.get_by_label("amount")
+    amount = settled(fields.get_by_label("amount"))
     expect(amount).to_have_value("740")
     amount.fill("500")
     # The JSON editor follows the field, and the new diff arrives without a click. (Key
@@ -82,7 +83,7 @@ def test_the_json_editor_says_what_is_wrong_and_keeps_the_text(site):
     page.get_by_role("button", name="Start batch", exact=True).click()
     card = page.locator(f"#card-{d_id}")
     card.get_by_text("Edit arguments").click()
-    editor = card.get_by_label("Arguments (JSON)")
+    editor = settled(card.get_by_label("Arguments (JSON)"))
     editor.fill('{"invoice": "INV-1", "amount": 300,}')
     expect(card.locator(".json-error")).to_contain_text("Not valid JSON")
     # The server's strict reading says so too, in the preview.
@@ -110,7 +111,7 @@ def test_an_edit_to_a_critical_amount_waits_for_a_second_reviewer_who_sees_the_e
     rita.get_by_role("button", name="Start batch", exact=True).click()
     card = rita.locator(f"#card-{d_id}")
     card.get_by_text("Edit arguments").click()
-    editor = card.get_by_label("Arguments (JSON)")
+    editor = settled(card.get_by_label("Arguments (JSON)"))
     preview = rita.locator(f"#edit-preview-{d_id}")
     editor.fill('{"invoice": "INV-1", "amount": 74000, "to": "offshore"}')
     expect(preview.get_by_role("alert")).to_contain_text("policy denies the edited action")

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from review.groups import add_member, create_group
 from review.users import create_user
-from tests.browser_support import ARTIFACTS, PASSWORD, live_server, own_windows
+from tests.browser_support import ARTIFACTS, PASSWORD, live_server, own_windows, settled
 from tests.helpers import refund
 from tests.test_browser import CONSOLE_ERRORS, Site, status
 from tests.test_edit_browser import login
@@ -134,7 +134,7 @@ def test_a_reviewer_snoozes_one_item_and_hands_another_to_a_colleague(site):
     fred.get_by_role("button", name="Start batch", exact=True).click()
     card = fred.locator(f"#card-{later}")
     card.get_by_text("Snooze or hand over").click()
-    snooze = card.get_by_role("form", name="Snooze")
+    snooze = settled(card.get_by_role("form", name="Snooze"))
     snooze.get_by_label("Not before").select_option("60")
     snooze.get_by_label("Why").fill("waiting for the customer's reply")
     shots(fred, "route-snooze-form")
@@ -142,7 +142,7 @@ def test_a_reviewer_snoozes_one_item_and_hands_another_to_a_colleague(site):
     expect(fred.locator(f"#card-{later}")).to_contain_text("Snoozed until")
     card = fred.locator(f"#card-{handed}")
     card.get_by_text("Snooze or hand over").click()
-    over = card.get_by_role("form", name="Hand over")
+    over = settled(card.get_by_role("form", name="Hand over"))
     over.get_by_label("Hand to").select_option("user:fay")
     over.get_by_label("Note").fill("you spoke to this customer")
     over.get_by_role("button", name="Hand over").click()
