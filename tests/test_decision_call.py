@@ -9,8 +9,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select, text
 
 from review.agents.killswitch import Actor, kill
 from review.audit.verify import verify_chain
@@ -22,6 +21,13 @@ from review.reviewing.claims import claim_batch
 from review.reviewing.decision_checks import _DECISIONS_OF
 from review.reviewing.decisions import DecisionRefused, decide
 from tests.helpers import audit_events, refund, reviewer
+from tests.prepared_races import (
+    chain_holds,
+    drop_every_connection,
+    record_calls,
+    run_once_prepared,
+    set_deferral,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,16 +39,7 @@ def _postgres_only(svc):
 @pytest.fixture
 def calls(monkeypatch):
     """What each call of the function answered, in order."""
-    answered = []
-    call = decision_call.call_decide
-
-    def recorded(svc, params):
-        answer = call(svc, params)
-        answered.append(answer[0])
-        return answer
-
-    monkeypatch.setattr(decision_call, "call_decide", recorded)
-    return answered
+    return record_calls(monkeypatch, decision_call, "call_decide", keep=lambda answer: answer[0])
 
 
 @pytest.fixture
@@ -51,29 +48,6 @@ def held(svc, agent):
     d_id = agent.defer(refund()).get_json()["id"]
     claim_batch(svc, rita)
     return rita, d_id
-
-
-def _meanwhile(monkeypatch, change):
-    """Run `change()` once the next decision is prepared, before its call."""
-    prepare, pending = prepared_decisions.prepare, [change]
-
-    def prepared_then(*args, **kwargs):
-        prepared = prepare(*args, **kwargs)
-        if pending:
-            pending.pop()()
-        return prepared
-
-    monkeypatch.setattr(prepared_decisions, "prepare", prepared_then)
-
-
-def _set(svc, d_id, **values):
-    with svc.db.write() as session:
-        session.execute(update(Deferral).where(Deferral.id == d_id).values(**values))
-
-
-def _chain_holds(svc) -> bool:
-    with svc.db.read() as session:
-        return verify_chain(session).ok
 
 
 def test_a_decision_is_written_by_one_call_that_wins(svc, agent, calls):
@@ -93,7 +67,7 @@ def test_a_decision_is_written_by_one_call_that_wins(svc, agent, calls):
     (event,) = audit_events(svc, "deferral.approved")
     payload = json.loads(event.payload)
     assert payload["receipt"]["sub"] == first and payload["fast"] is outcome.fast
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_a_rejection_is_written_by_one_call_without_an_approval(svc, held, calls):
@@ -103,7 +77,7 @@ def test_a_rejection_is_written_by_one_call_without_an_approval(svc, held, calls
     with svc.db.read() as session:
         assert session.get(Deferral, d_id).decision_reason == "not now"
         assert session.scalars(select(Approval)).all() == []
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_it_loses_to_another_reviewer_who_decided_meanwhile(svc, held, calls, monkeypatch):
@@ -111,23 +85,25 @@ def test_it_loses_to_another_reviewer_who_decided_meanwhile(svc, held, calls, mo
     sam = reviewer(svc, "sam")
 
     def sam_rejects():
-        _set(svc, d_id, claimed_by=sam.id)
+        set_deferral(svc, d_id, claimed_by=sam.id)
         decide(svc, sam, d_id, "reject", "too big")
 
-    _meanwhile(monkeypatch, sam_rejects)
+    run_once_prepared(monkeypatch, prepared_decisions, sam_rejects)
     with pytest.raises(DecisionRefused, match="already rejected by sam: too big"):
         decide(svc, rita, d_id, "approve")
     assert calls == ["decided", "ended"]  # sam's call, then rita's
     with svc.db.read() as session:
         assert session.scalars(select(Approval)).all() == []  # rita's was never written
     assert audit_events(svc, "deferral.approved") == []
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_it_loses_to_another_reviewer_who_holds_it_now(svc, held, calls, monkeypatch):
     rita, d_id = held
     sam = reviewer(svc, "sam")
-    _meanwhile(monkeypatch, lambda: _set(svc, d_id, claimed_by=sam.id))
+    run_once_prepared(
+        monkeypatch, prepared_decisions, lambda: set_deferral(svc, d_id, claimed_by=sam.id)
+    )
     with pytest.raises(DecisionRefused, match="another reviewer holds it now"):
         decide(svc, rita, d_id, "approve")
     assert calls == ["not_held"]
@@ -137,19 +113,27 @@ def test_it_loses_to_another_reviewer_who_holds_it_now(svc, held, calls, monkeyp
 
 def test_it_loses_to_a_kill(svc, agent, held, calls, monkeypatch):
     rita, d_id = held
-    _meanwhile(monkeypatch, lambda: kill(svc, agent.slug, Actor("user", "olivia"), "runaway"))
+    run_once_prepared(
+        monkeypatch,
+        prepared_decisions,
+        lambda: kill(svc, agent.slug, Actor("user", "olivia"), "runaway"),
+    )
     with pytest.raises(DecisionRefused, match="already killed by olivia: runaway"):
         decide(svc, rita, d_id, "approve")
     assert calls == ["ended"]
     with svc.db.read() as session:
         assert session.get(Deferral, d_id).status == "killed"
         assert session.scalars(select(Approval)).all() == []
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_it_loses_when_the_lease_lapsed(svc, held, calls, monkeypatch):
     rita, d_id = held
-    _meanwhile(monkeypatch, lambda: _set(svc, d_id, lease_expires_at=utcnow().replace(year=2000)))
+    run_once_prepared(
+        monkeypatch,
+        prepared_decisions,
+        lambda: set_deferral(svc, d_id, lease_expires_at=utcnow().replace(year=2000)),
+    )
     with pytest.raises(DecisionRefused, match="claim on this item lapsed"):
         decide(svc, rita, d_id, "approve")
     assert calls == ["not_held"]
@@ -161,13 +145,15 @@ def test_an_edit_meanwhile_loses_the_call_and_the_full_path_decides_the_new_acti
 ):
     rita, d_id = held
     digest = "sha256:" + "0" * 64
-    _meanwhile(monkeypatch, lambda: _set(svc, d_id, action_digest=digest))
+    run_once_prepared(
+        monkeypatch, prepared_decisions, lambda: set_deferral(svc, d_id, action_digest=digest)
+    )
     outcome = decide(svc, rita, d_id, "approve")
     assert calls == ["changed"] and outcome.status == "approved"
     (event,) = audit_events(svc, "deferral.approved")
     payload = json.loads(event.payload)
     assert payload["action_digest"] == digest and payload["receipt"]["action_digest"] == digest
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_a_callback_url_set_meanwhile_loses_the_call(svc, agent, held, calls, monkeypatch):
@@ -180,7 +166,7 @@ def test_a_callback_url_set_meanwhile_loses_the_call(svc, agent, held, calls, mo
                 {"s": agent.slug},
             )
 
-    _meanwhile(monkeypatch, callback_set)
+    run_once_prepared(monkeypatch, prepared_decisions, callback_set)
     assert decide(svc, rita, d_id, "approve").status == "approved"
     assert calls == ["changed"]  # the full path wrote the callback the prepared call had not
     with svc.db.read() as session:
@@ -207,12 +193,12 @@ def test_a_deferral_a_notification_told_of_meanwhile_loses_the_call_to_the_full_
             session.flush()
             session.add(NotificationItem(notification_id=message.id, deferral_id=d_id))
 
-    _meanwhile(monkeypatch, told)
+    run_once_prepared(monkeypatch, prepared_decisions, told)
     assert decide(svc, rita, d_id, "approve").status == "approved"
     assert calls == ["owes_more"]  # the full path ended it, with what it owes the message
     with svc.db.read() as session:
         assert session.get(Deferral, d_id).decided_by == ["rita"]
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_a_burst_of_concurrent_decisions_keeps_the_chain_whole(svc, agent, calls):
@@ -253,28 +239,15 @@ def test_a_decision_on_connections_the_server_dropped_is_written_once(svc, agent
     rita = reviewer(svc)
     first, second = (agent.defer(refund()).get_json()["id"] for _ in range(2))
     claim_batch(svc, rita)
-    _drop_every_connection(svc.db.url)
+    drop_every_connection(svc.db.url)
     assert decide(svc, rita, first, "approve").status == "approved"
     prepared = prepared_decisions.prepare(svc, rita, second, "reject", "no", utcnow(), None)
-    _drop_every_connection(svc.db.url)
+    drop_every_connection(svc.db.url)
     assert prepared_decisions.apply(svc, rita, prepared, utcnow()).status == "rejected"
     assert calls == ["decided", "decided"]
     assert len(audit_events(svc, "deferral.approved")) == 1
     assert len(audit_events(svc, "deferral.rejected")) == 1
-    assert _chain_holds(svc)
-
-
-def _drop_every_connection(url):
-    outside = create_engine(url, poolclass=NullPool)
-    with outside.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
-        conn.commit()
-    outside.dispose()
+    assert chain_holds(svc)
 
 
 def test_the_function_takes_the_reviewers_decision_lock_of_the_full_path(svc):

@@ -8,11 +8,9 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select, text, update
 
 from review.agents.killswitch import Actor, kill
-from review.audit.verify import verify_chain
 from review.migrate import downgrade, upgrade
 from review.models import Deferral, OutboxEvent, PendingDecision, utcnow
 from review.notifications.models import Notification, NotificationItem
@@ -21,6 +19,7 @@ from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
 from review.reviewing.taking_effect import take_effect, take_effect_due
 from tests.helpers import audit_events, count_rows, refund, reviewer
+from tests.prepared_races import chain_holds, drop_every_connection, record_calls, run_once_prepared
 
 WINDOW = 5
 
@@ -36,16 +35,7 @@ def world(callback_world):
 @pytest.fixture
 def calls(monkeypatch):
     """What each call of the function answered, in order."""
-    answered = []
-    call = effect_call.call_take_effect
-
-    def recorded(svc, params):
-        answer = call(svc, params)
-        answered.append(answer)
-        return answer
-
-    monkeypatch.setattr(effect_call, "call_take_effect", recorded)
-    return answered
+    return record_calls(monkeypatch, effect_call, "call_take_effect")
 
 
 def held(world, rita, verdict="approve", n=1):
@@ -58,27 +48,9 @@ def held(world, rita, verdict="approve", n=1):
     return ids, clicked + timedelta(seconds=WINDOW)
 
 
-def _meanwhile(monkeypatch, change):
-    """Run `change()` once the next taking effect is prepared, before its call."""
-    prepare, pending = prepared_effects.prepare, [change]
-
-    def prepared_then(*args, **kwargs):
-        prepared = prepare(*args, **kwargs)
-        if pending:
-            pending.pop()()
-        return prepared
-
-    monkeypatch.setattr(prepared_effects, "prepare", prepared_then)
-
-
 def _status(world, d_id):
     with world.svc.db.read() as session:
         return session.get(Deferral, d_id).status
-
-
-def _chain_holds(world) -> bool:
-    with world.svc.db.read() as session:
-        return verify_chain(session).ok
 
 
 def test_a_held_approval_takes_effect_in_one_call(world, calls):
@@ -94,13 +66,17 @@ def test_a_held_approval_takes_effect_in_one_call(world, calls):
         assert owed.deferral_id == d_id and owed.created_at == effect
     assert count_rows(world.svc, PendingDecision) == 0
     assert [e.at for e in audit_events(world.svc, "deferral.approved")] == [effect]
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_undo_meanwhile_loses_the_call_and_nothing_is_taken(world, calls, monkeypatch):
     rita = reviewer(world.svc)
     [d_id], effect = held(world, rita)
-    _meanwhile(monkeypatch, lambda: undo.undo(world.svc, rita, d_id, now=effect - timedelta(1e-3)))
+    run_once_prepared(
+        monkeypatch,
+        prepared_effects,
+        lambda: undo.undo(world.svc, rita, d_id, now=effect - timedelta(1e-3)),
+    )
     assert take_effect(world.svc, d_id, now=effect) is None
     assert calls == ["taken"] and _status(world, d_id) == "in_review"
     assert audit_events(world.svc, "deferral.approved") == []
@@ -109,22 +85,28 @@ def test_undo_meanwhile_loses_the_call_and_nothing_is_taken(world, calls, monkey
 def test_a_kill_meanwhile_loses_the_call_and_drops_the_decision(world, calls, monkeypatch):
     rita = reviewer(world.svc)
     [d_id], effect = held(world, rita)
-    _meanwhile(monkeypatch, lambda: kill(world.svc, "billing-bot", Actor("user", "o"), "loop"))
+    run_once_prepared(
+        monkeypatch,
+        prepared_effects,
+        lambda: kill(world.svc, "billing-bot", Actor("user", "o"), "loop"),
+    )
     assert take_effect(world.svc, d_id, now=effect) is None
     assert calls == ["ended"] and _status(world, d_id) == "killed"
     assert count_rows(world.svc, PendingDecision) == 0  # the full path dropped it
     assert audit_events(world.svc, "deferral.approved") == []
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_another_worker_meanwhile_takes_it_once(world, calls, monkeypatch):
     rita = reviewer(world.svc)
     [d_id], effect = held(world, rita, verdict="reject")
-    _meanwhile(monkeypatch, lambda: take_effect(world.svc, d_id, now=effect))
+    run_once_prepared(
+        monkeypatch, prepared_effects, lambda: take_effect(world.svc, d_id, now=effect)
+    )
     assert take_effect(world.svc, d_id, now=effect) is None
     assert calls == ["decided", "ended"]
     assert len(audit_events(world.svc, "deferral.rejected")) == 1
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_an_edit_meanwhile_loses_the_call_and_the_full_path_approves_the_new_action(
@@ -140,12 +122,12 @@ def test_an_edit_meanwhile_loses_the_call_and_the_full_path_approves_the_new_act
                 update(Deferral).where(Deferral.id == d_id).values(action_digest=digest)
             )
 
-    _meanwhile(monkeypatch, edited)
+    run_once_prepared(monkeypatch, prepared_effects, edited)
     assert take_effect(world.svc, d_id, now=effect).status == "approved"
     assert calls == ["changed"]
     (event,) = audit_events(world.svc, "deferral.approved")
     assert digest in event.payload
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_a_notification_told_of_it_meanwhile_loses_the_call_to_the_full_path(
@@ -163,10 +145,10 @@ def test_a_notification_told_of_it_meanwhile_loses_the_call_to_the_full_path(
             session.flush()
             session.add(NotificationItem(notification_id=message.id, deferral_id=d_id))
 
-    _meanwhile(monkeypatch, told)
+    run_once_prepared(monkeypatch, prepared_effects, told)
     assert take_effect(world.svc, d_id, now=effect).status == "approved"
     assert calls == ["owes_more"]
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_sweeps_racing_on_a_burst_take_each_decision_once(world, calls):
@@ -199,33 +181,20 @@ def test_sweeps_racing_on_a_burst_take_each_decision_once(world, calls):
     assert count_rows(world.svc, PendingDecision) == 0
     assert len(audit_events(world.svc, "deferral.approved")) == len(holders) * 3
     assert len(audit_events(world.svc, "deferral.rejected")) == len(holders) * 2
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_taking_effect_on_connections_the_server_dropped_is_written_once(world, calls):
     rita = reviewer(world.svc)
     (first, second), effect = held(world, rita, n=2)
-    _drop_every_connection(world.svc.db.url)
+    drop_every_connection(world.svc.db.url)
     assert take_effect(world.svc, first, now=effect).status == "approved"
     prepared, taking = prepared_effects.prepare(world.svc, second, effect)
-    _drop_every_connection(world.svc.db.url)
+    drop_every_connection(world.svc.db.url)
     assert prepared_effects.apply(world.svc, prepared, taking, effect).status == "approved"
     assert calls == ["decided", "decided"]
     assert len(audit_events(world.svc, "deferral.approved")) == 2
-    assert _chain_holds(world)
-
-
-def _drop_every_connection(url):
-    outside = create_engine(url, poolclass=NullPool)
-    with outside.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
-        conn.commit()
-    outside.dispose()
+    assert chain_holds(world.svc)
 
 
 def test_the_migration_goes_down_and_up_again(world, calls):

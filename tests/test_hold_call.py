@@ -8,8 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select, text
 
 from review.agents.killswitch import Actor, kill
 from review.audit.verify import verify_chain
@@ -21,6 +20,13 @@ from review.reviewing.decision_checks import _DECISIONS_OF
 from review.reviewing.decisions import DecisionRefused, decide
 from review.reviewing.taking_effect import take_effect_due
 from tests.helpers import audit_events, count_rows, refund, reviewer
+from tests.prepared_races import (
+    chain_holds,
+    drop_every_connection,
+    record_calls,
+    run_once_prepared,
+    set_deferral,
+)
 
 WINDOW = 5
 
@@ -36,40 +42,13 @@ def world(callback_world):
 @pytest.fixture
 def calls(monkeypatch):
     """What each call of the function answered, in order."""
-    answered = []
-    call = hold_call.call_hold
-
-    def recorded(svc, params):
-        answer = call(svc, params)
-        answered.append(answer[0])
-        return answer
-
-    monkeypatch.setattr(hold_call, "call_hold", recorded)
-    return answered
+    return record_calls(monkeypatch, hold_call, "call_hold", keep=lambda answer: answer[0])
 
 
 def claimed(world, holder, n: int = 1) -> list[str]:
     ids = [world.agent.defer(refund(summary=f"Refund {i}")).get_json()["id"] for i in range(n)]
     assert sorted(claim_batch(world.svc, holder)) == sorted(ids)
     return ids
-
-
-def _meanwhile(monkeypatch, change):
-    """Run `change()` once the next held decision is prepared, before its call."""
-    prepare, pending = prepared_holds.prepare, [change]
-
-    def prepared_then(*args, **kwargs):
-        prepared = prepare(*args, **kwargs)
-        if pending:
-            pending.pop()()
-        return prepared
-
-    monkeypatch.setattr(prepared_holds, "prepare", prepared_then)
-
-
-def _set(svc, d_id, **values):
-    with svc.db.write() as session:
-        session.execute(update(Deferral).where(Deferral.id == d_id).values(**values))
 
 
 def _held_rows(svc) -> dict[str, tuple]:
@@ -86,11 +65,6 @@ def _held_rows(svc) -> dict[str, tuple]:
 
 def _later():
     return utcnow() + timedelta(seconds=WINDOW + 1)
-
-
-def _chain_holds(svc) -> bool:
-    with svc.db.read() as session:
-        return verify_chain(session).ok
 
 
 def test_a_held_decision_is_written_by_one_call_as_the_full_path_writes_it(
@@ -116,7 +90,7 @@ def test_a_held_decision_is_written_by_one_call_as_the_full_path_writes_it(
     assert audit_events(world.svc, "deferral.rejected") == []  # nothing until it takes effect
     assert take_effect_due(world.svc, _later()) == 2
     assert len(audit_events(world.svc, "deferral.rejected")) == 2
-    assert _chain_holds(world.svc)
+    assert chain_holds(world.svc)
 
 
 def test_an_approval_held_by_one_call_takes_effect_with_its_receipt(world, calls):
@@ -128,13 +102,13 @@ def test_an_approval_held_by_one_call_takes_effect_with_its_receipt(world, calls
     with world.svc.db.read() as session:
         row = session.get(Deferral, d_id)
         assert row.status == "approved" and row.receipt and row.decided_by == ["rita"]
-    assert _chain_holds(world.svc)
+    assert chain_holds(world.svc)
 
 
 def test_a_decision_held_from_another_tab_meanwhile_loses_the_call(world, calls, monkeypatch):
     rita = reviewer(world.svc)
     [d_id] = claimed(world, rita)
-    _meanwhile(monkeypatch, lambda: decide(world.svc, rita, d_id, "approve"))
+    run_once_prepared(monkeypatch, prepared_holds, lambda: decide(world.svc, rita, d_id, "approve"))
     with pytest.raises(DecisionRefused, match="decided it already"):
         decide(world.svc, rita, d_id, "reject", "no")
     assert calls == ["held", "held_already"]  # the other tab's call, then this one's
@@ -147,7 +121,7 @@ def test_undo_pressed_between_preparing_and_the_call_lets_the_new_decision_stand
     rita = reviewer(world.svc)
     [d_id] = claimed(world, rita)
     decide(world.svc, rita, d_id, "approve")
-    _meanwhile(monkeypatch, lambda: undo.undo(world.svc, rita, d_id))
+    run_once_prepared(monkeypatch, prepared_holds, lambda: undo.undo(world.svc, rita, d_id))
     decided = decide(world.svc, rita, d_id, "reject", "wrong invoice")
     assert calls == ["held", "held"] and decided.status == "rejected"
     assert _held_rows(world.svc)[d_id][2:4] == ("reject", "wrong invoice")
@@ -159,12 +133,14 @@ def test_a_kill_meanwhile_beats_the_call(world, calls, monkeypatch):
     rita = reviewer(world.svc)
     [d_id] = claimed(world, rita)
     actor = Actor("user", "olivia")
-    _meanwhile(monkeypatch, lambda: kill(world.svc, "billing-bot", actor, "loop"))
+    run_once_prepared(
+        monkeypatch, prepared_holds, lambda: kill(world.svc, "billing-bot", actor, "loop")
+    )
     with pytest.raises(DecisionRefused, match="already killed by olivia: loop"):
         decide(world.svc, rita, d_id, "approve")
     assert calls == ["changed"]
     assert count_rows(world.svc, PendingDecision) == 0
-    assert _chain_holds(world.svc)
+    assert chain_holds(world.svc)
 
 
 def test_a_lapsed_claim_meanwhile_loses_the_call_and_renews_nothing(world, calls, monkeypatch):
@@ -173,7 +149,9 @@ def test_a_lapsed_claim_meanwhile_loses_the_call_and_renews_nothing(world, calls
     lapsed = utcnow() - timedelta(seconds=1)
     with world.svc.db.read() as session:
         other_lease = session.get(Deferral, other).lease_expires_at
-    _meanwhile(monkeypatch, lambda: _set(world.svc, d_id, lease_expires_at=lapsed))
+    run_once_prepared(
+        monkeypatch, prepared_holds, lambda: set_deferral(world.svc, d_id, lease_expires_at=lapsed)
+    )
     with pytest.raises(DecisionRefused, match="claim on this item lapsed"):
         decide(world.svc, rita, d_id, "approve")
     assert calls == ["changed"]
@@ -185,7 +163,9 @@ def test_a_lapsed_claim_meanwhile_loses_the_call_and_renews_nothing(world, calls
 def test_another_reviewer_holding_it_now_loses_the_call(world, calls, monkeypatch):
     rita, sam = reviewer(world.svc), reviewer(world.svc, "sam")
     [d_id] = claimed(world, rita)
-    _meanwhile(monkeypatch, lambda: _set(world.svc, d_id, claimed_by=sam.id))
+    run_once_prepared(
+        monkeypatch, prepared_holds, lambda: set_deferral(world.svc, d_id, claimed_by=sam.id)
+    )
     with pytest.raises(DecisionRefused, match="another reviewer holds it now"):
         decide(world.svc, rita, d_id, "approve")
     assert calls == ["changed"] and count_rows(world.svc, PendingDecision) == 0
@@ -194,16 +174,22 @@ def test_another_reviewer_holding_it_now_loses_the_call(world, calls, monkeypatc
 def test_an_expiry_meanwhile_wins(world, calls, monkeypatch):
     rita = reviewer(world.svc)
     [d_id] = claimed(world, rita)
-    _meanwhile(monkeypatch, lambda: _set(world.svc, d_id, expires_at=utcnow() - timedelta(1)))
+    run_once_prepared(
+        monkeypatch,
+        prepared_holds,
+        lambda: set_deferral(world.svc, d_id, expires_at=utcnow() - timedelta(1)),
+    )
     assert decide(world.svc, rita, d_id, "approve").status == "expired"
     assert calls == ["changed"] and count_rows(world.svc, PendingDecision) == 0
-    assert _chain_holds(world.svc)
+    assert chain_holds(world.svc)
 
 
 def test_an_edit_raising_the_quorum_meanwhile_holds_the_first_of_two(world, calls, monkeypatch):
     rita = reviewer(world.svc)
     [d_id] = claimed(world, rita)
-    _meanwhile(monkeypatch, lambda: _set(world.svc, d_id, required_approvals=2))
+    run_once_prepared(
+        monkeypatch, prepared_holds, lambda: set_deferral(world.svc, d_id, required_approvals=2)
+    )
     decided = decide(world.svc, rita, d_id, "approve")
     assert calls == ["changed"] and decided.status == "pending"
     assert take_effect_due(world.svc, _later()) == 1
@@ -250,26 +236,13 @@ def test_a_held_decision_on_connections_the_server_dropped_is_written_once(world
     server has dropped the pooled ones, each runs again on a pinged connection."""
     rita = reviewer(world.svc)
     first, second = claimed(world, rita, 2)
-    _drop_every_connection(world.svc.db.url)
+    drop_every_connection(world.svc.db.url)
     assert decide(world.svc, rita, first, "approve").effective_at is not None
     prepared = prepared_holds.prepare(world.svc, rita, second, "reject", "no", utcnow(), None, 5)
-    _drop_every_connection(world.svc.db.url)
+    drop_every_connection(world.svc.db.url)
     assert prepared_holds.apply(world.svc, prepared).status == "rejected"
     assert calls == ["held", "held"]
     assert count_rows(world.svc, PendingDecision) == 2
-
-
-def _drop_every_connection(url):
-    outside = create_engine(url, poolclass=NullPool)
-    with outside.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
-        conn.commit()
-    outside.dispose()
 
 
 def test_the_function_takes_the_reviewers_decision_lock_of_the_full_path(world):

@@ -5,8 +5,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import create_engine, delete, func, select, text, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import delete, func, select, text, update
 
 from review.agents.killswitch import Actor, kill
 from review.agents.registry import signers
@@ -16,6 +15,7 @@ from review.intake.deferrals import create_deferral
 from review.intake.preparation import prepare
 from review.models import PENDING_STATUSES, Agent, AuditEvent, Deferral
 from tests.helpers import count_rows, refund, wait_for
+from tests.prepared_races import drop_every_connection
 
 
 def _last_refusal(svc):
@@ -287,19 +287,6 @@ def wait_until_a_writer_waits_for_the_lock(svc) -> None:
         )
 
 
-def _drop_every_connection_but_this_one(url):
-    outside = create_engine(url, poolclass=NullPool)
-    with outside.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
-        conn.commit()
-    outside.dispose()
-
-
 def test_an_intake_on_a_connection_the_server_dropped_is_stored_once(agent, svc):
     """Intake takes its connection without the pool's ping (review/db.py): when the
     server has dropped the pooled ones (a restart, a failover), the call runs again on
@@ -310,10 +297,10 @@ def test_an_intake_on_a_connection_the_server_dropped_is_stored_once(agent, svc)
     with svc.db.read() as session:
         signer = signers(session, slug=agent.slug)[0]
     prepared = prepare(svc, refund(summary="after"))
-    _drop_every_connection_but_this_one(svc.db.url)
+    drop_every_connection(svc.db.url)
     received = create_deferral(svc, signer, "msg_after_the_drop", prepared)
     assert received.created
-    _drop_every_connection_but_this_one(svc.db.url)
+    drop_every_connection(svc.db.url)
     assert count_rows(svc, Deferral) == 2  # a read: pinged, so it finds a live connection
     with svc.db.read() as session:
         assert verify_chain(session).ok

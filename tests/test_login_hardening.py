@@ -11,6 +11,7 @@ from review.models import AuditEvent, User
 from review.users import create_user, disable_user, set_password
 from review.web.auth import local_path
 from tests.helpers import Browser, csrf_token
+from tests.prepared_races import drop_every_connection
 
 PASSWORD = "correct horse battery"
 COOKIE = "countersign_session"
@@ -274,21 +275,9 @@ def test_a_page_after_the_database_dropped_its_connections_still_knows_its_user(
     restart, a failover) is found by the read itself, which runs again on a pinged one."""
     if svc.db.is_sqlite:
         pytest.skip("PostgreSQL: connections that the server drops")
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
     browser = Browser(app.test_client(), "rita")
     assert browser.get("/settings").status_code == 200
-    outside = create_engine(svc.db.url, poolclass=NullPool)
-    with outside.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
-        conn.commit()
-    outside.dispose()
+    drop_every_connection(svc.db.url)
     page = browser.get("/settings")
     assert page.status_code == 200
     assert "rita" in page.get_data(as_text=True)

@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text, update
 
-from review.audit.verify import verify_chain
 from review.models import Agent, Approval, Deferral, OutboxEvent
 from review.reviewing import prepared_decisions
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import DecisionRefused, decide
 from tests.helpers import audit_events, refund, reviewer
+from tests.prepared_races import chain_holds
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_a_prepared_approval_writes_the_row_the_event_and_the_receipt(svc, held)
     (event,) = audit_events(svc, "deferral.approved")
     payload = json.loads(event.payload)
     assert payload["receipt"]["sub"] == d_id and payload["decided_by"] == ["rita"]
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_a_decision_taken_by_someone_else_meanwhile_is_refused_with_what_won(
@@ -77,7 +77,7 @@ def test_a_decision_taken_by_someone_else_meanwhile_is_refused_with_what_won(
         assert session.get(Deferral, d_id).status == "rejected"
         assert session.scalars(select(Approval)).all() == []  # the approval rolled back
     assert audit_events(svc, "deferral.approved") == []
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_an_edit_meanwhile_voids_the_prepared_decision_and_the_full_path_decides(
@@ -101,7 +101,7 @@ def test_an_edit_meanwhile_voids_the_prepared_decision_and_the_full_path_decides
     payload = json.loads(event.payload)
     assert payload["action_digest"] == "sha256:" + "0" * 64
     assert payload["receipt"]["action_digest"] == "sha256:" + "0" * 64
-    assert _chain_holds(svc)
+    assert chain_holds(svc)
 
 
 def test_a_lapsed_claim_meanwhile_is_refused(svc, held, monkeypatch):
@@ -119,11 +119,6 @@ def test_a_lapsed_claim_meanwhile_is_refused(svc, held, monkeypatch):
     with pytest.raises(DecisionRefused, match="claim on this item lapsed"):
         decide(svc, rita, d_id, "approve")
     assert audit_events(svc, "deferral.approved") == []
-
-
-def _chain_holds(svc) -> bool:
-    with svc.db.read() as session:
-        return verify_chain(session).ok
 
 
 def _now():
@@ -176,4 +171,4 @@ def test_a_callback_url_set_meanwhile_still_gets_its_callback(svc, held, monkeyp
             select(OutboxEvent.event_type).where(OutboxEvent.deferral_id == d_id)
         )
         assert owed.all() == ["deferral.decided"]
-    assert _chain_holds(svc)
+    assert chain_holds(svc)

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import select, update
 
 from review.agents import killswitch
-from review.audit.verify import verify_chain
 from review.models import Deferral, OutboxEvent, PendingDecision, utcnow
 from review.reviewing import prepared_effects, undo
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
 from review.reviewing.taking_effect import take_effect
 from tests.helpers import audit_events, count_rows, refund, reviewer
+from tests.prepared_races import chain_holds, run_once_prepared
 
 WINDOW = 5
 
@@ -37,24 +37,6 @@ def held(world, rita, verdict="approve", n=1) -> tuple[list[str], object]:
         reason = None if verdict == "approve" else "not now"
         decide(world.svc, rita, d_id, verdict, reason, now=clicked, seen_ms=4200)
     return ids, clicked
-
-
-def _between_preparing_and_applying(monkeypatch, meanwhile):
-    """Run `meanwhile()` once the next taking effect is prepared, before it takes the lock."""
-    prepare, pending = prepared_effects.prepare, [meanwhile]
-
-    def prepared_then(*args, **kwargs):
-        prepared = prepare(*args, **kwargs)
-        if pending:
-            pending.pop()()
-        return prepared
-
-    monkeypatch.setattr(prepared_effects, "prepare", prepared_then)
-
-
-def _chain_holds(world) -> bool:
-    with world.svc.db.read() as session:
-        return verify_chain(session).ok
 
 
 def _status(world, d_id: str) -> str:
@@ -104,14 +86,15 @@ def test_a_prepared_taking_effect_writes_what_the_full_path_writes(world, monkey
     assert payloads[0]["reported_ms"] == 4200 and payloads[0]["seconds_in_view"] == 4.2
     assert {events[i].at for i in (fast, full)} == {effect}
     assert count_rows(world.svc, PendingDecision) == 0
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_undo_meanwhile_leaves_nothing_to_take(world, monkeypatch):
     rita = reviewer(world.svc)
     [d_id], clicked = held(world, rita)
-    _between_preparing_and_applying(
-        monkeypatch, lambda: undo.undo(world.svc, rita, d_id, now=clicked + timedelta(seconds=1))
+    undone = clicked + timedelta(seconds=1)
+    run_once_prepared(
+        monkeypatch, prepared_effects, lambda: undo.undo(world.svc, rita, d_id, now=undone)
     )
     assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
     assert _status(world, d_id) == "in_review"
@@ -130,7 +113,7 @@ def test_undone_and_decided_again_meanwhile_takes_the_new_decision_in_its_own_wi
         undo.undo(world.svc, rita, d_id, now=again)
         decide(world.svc, rita, d_id, "reject", "wrong invoice", now=again)
 
-    _between_preparing_and_applying(monkeypatch, undone_and_rejected)
+    run_once_prepared(monkeypatch, prepared_effects, undone_and_rejected)
     assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
     assert audit_events(world.svc, "deferral.approved") == []
     decided = take_effect(world.svc, d_id, now=again + timedelta(seconds=WINDOW))
@@ -141,14 +124,16 @@ def test_a_kill_meanwhile_drops_the_decision(world, monkeypatch):
     rita = reviewer(world.svc)
     [d_id], clicked = held(world, rita)
     actor = killswitch.Actor("user", "olivia")
-    _between_preparing_and_applying(
-        monkeypatch, lambda: killswitch.kill(world.svc, "billing-bot", actor, "loop")
-    )
+
+    def killed():
+        killswitch.kill(world.svc, "billing-bot", actor, "loop")
+
+    run_once_prepared(monkeypatch, prepared_effects, killed)
     assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
     assert _status(world, d_id) == "killed"
     assert audit_events(world.svc, "deferral.approved") == []
     assert count_rows(world.svc, PendingDecision) == 0
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_a_lease_lapsing_meanwhile_does_not_stop_it(world, monkeypatch):
@@ -163,7 +148,7 @@ def test_a_lease_lapsing_meanwhile_does_not_stop_it(world, monkeypatch):
                 .values(lease_expires_at=clicked - timedelta(seconds=1))
             )
 
-    _between_preparing_and_applying(monkeypatch, lapsed)
+    run_once_prepared(monkeypatch, prepared_effects, lapsed)
     decided = take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW))
     assert decided.status == "approved" and _status(world, d_id) == "approved"
 
@@ -172,13 +157,15 @@ def test_another_worker_taking_it_meanwhile_takes_it_once(world, monkeypatch):
     rita = reviewer(world.svc)
     [d_id], clicked = held(world, rita, verdict="reject")
     effect = clicked + timedelta(seconds=WINDOW)
-    _between_preparing_and_applying(monkeypatch, lambda: take_effect(world.svc, d_id, now=effect))
+    run_once_prepared(
+        monkeypatch, prepared_effects, lambda: take_effect(world.svc, d_id, now=effect)
+    )
     assert take_effect(world.svc, d_id, now=effect) is None
     assert len(audit_events(world.svc, "deferral.rejected")) == 1
     with world.svc.db.read() as session:
         owed = session.scalars(select(OutboxEvent).where(OutboxEvent.deferral_id == d_id))
         assert len(owed.all()) == 1
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
 
 
 def test_an_edit_meanwhile_is_approved_as_it_is_at_the_lock(world, monkeypatch):
@@ -193,11 +180,11 @@ def test_an_edit_meanwhile_is_approved_as_it_is_at_the_lock(world, monkeypatch):
                 .values(action_digest="sha256:" + "0" * 64)
             )
 
-    _between_preparing_and_applying(monkeypatch, edited)
+    run_once_prepared(monkeypatch, prepared_effects, edited)
     assert (
         take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)).status == "approved"
     )
     (event,) = audit_events(world.svc, "deferral.approved")
     payload = json.loads(event.payload)
     assert payload["action_digest"] == payload["receipt"]["action_digest"] == "sha256:" + "0" * 64
-    assert _chain_holds(world)
+    assert chain_holds(world.svc)
