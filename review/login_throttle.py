@@ -64,19 +64,19 @@ def refusal(svc: Services, username: str, address: str) -> Refusal | None:
         pipe = svc.redis.client().pipeline(transaction=False)
         for _reason, key, _limit in checks:
             pipe.get(key)
-            pipe.ttl(key)
-        pipe.ttl(redis_keys.login_wait(username, address))
+            pipe.pttl(key)
+        pipe.pttl(redis_keys.login_wait(username, address))
         answers = pipe.execute()
     except redis.RedisError as exc:
         log.warning("login throttle unavailable: %s", exc)
         return None
     for i, (reason, _key, limit) in enumerate(checks):
-        count, ttl = answers[2 * i], answers[2 * i + 1]
+        count, left_ms = answers[2 * i], answers[2 * i + 1]
         if int(count or 0) >= limit:
-            return Refusal(reason, _seconds(ttl, WINDOW))
-    wait = answers[-1]
-    if wait is not None and wait > 0:
-        return Refusal("wait", wait)
+            return Refusal(reason, _seconds(left_ms, WINDOW))
+    wait_ms = answers[-1]
+    if wait_ms is not None and wait_ms > 0:
+        return Refusal("wait", _seconds(wait_ms, 1))
     return None
 
 
@@ -124,8 +124,11 @@ def forget_failures(svc: Services, username: str, address: str) -> None:
         log.warning("login failures not forgotten: %s", exc)
 
 
-def _seconds(ttl: int | None, default: int) -> int:
-    return ttl if ttl is not None and ttl > 0 else default
+def _seconds(left_ms: int | None, default: int) -> int:
+    """Whole seconds left, rounded up, from PTTL (-1: no expiry, -2: no key). Redis's TTL
+    rounds to the nearest second, so a 1 s wait read as 0 once half of it had gone: the
+    address was let through early, and a count about to end said "wait 15 minutes"."""
+    return -(-left_ms // 1000) if left_ms is not None and left_ms > 0 else default
 
 
 def _spoken(seconds: int) -> str:

@@ -240,6 +240,19 @@ def test_an_account_under_attack_slows_the_addresses_that_fail_on_it(app, rita):
     assert log_in(fifth).status_code == 302  # slowed, not locked out
 
 
+def test_a_wait_holds_to_its_last_millisecond_and_says_so_in_whole_seconds(svc):
+    """Read with PTTL, rounded up: TTL's rounding let an address through half-way into its
+    1 s wait (and a flaky test behind it, when the machine was slow)."""
+    from review import login_throttle, redis_keys
+
+    client = svc.redis.client()
+    client.set(redis_keys.login_wait("rita", "203.0.113.9"), "1", px=300)
+    assert login_throttle.refusal(svc, "rita", "203.0.113.9") == login_throttle.Refusal("wait", 1)
+    client.set(redis_keys.login_failures_from_address("203.0.113.9"), 99, px=1200)
+    refused = login_throttle.refusal(svc, "rita", "203.0.113.9")
+    assert refused == login_throttle.Refusal("address", 2)
+
+
 def test_the_per_address_limit_covers_every_account_the_address_tries(app, rita):
     attacker = client_at(app, "203.0.113.66")
     for i in range(20):
