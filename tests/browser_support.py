@@ -126,6 +126,21 @@ def settled(locator: Locator) -> Locator:
     return locator
 
 
+def start_batch(page: Page) -> None:
+    """Start batch from the queue, once the queue's scripts have bound its form, and
+    return once the batch page's have bound its own.
+
+    Start batch is a plain form post that loads a new page, and htmx and review.js are
+    deferred scripts: Playwright can click a card's button while the page is still being
+    parsed, before htmx has bound its forms, and the click then posts natively (the
+    page without JS: a redirect and a flash instead of the card's answer). CI failed
+    test_reject_without_a_reason_keeps_the_card_and_puts_focus_on_the_reason so, once.
+    """
+    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Start batch", exact=True).click()
+
+
 def window_shot(page: Page, prefix: str, name: str) -> None:
     """The window as test-artifacts/PREFIX-NAME-WxH.png."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -18,6 +18,7 @@ from tests.browser_support import (
     live_server,
     logged_in_page,
     own_windows,
+    start_batch,
 )
 from tests.helpers import AgentClient, refund
 
@@ -67,7 +68,7 @@ def test_a_reviewer_clears_a_batch_by_mouse_and_by_keyboard(site):
     expect(page.get_by_role("button", name="Start batch", exact=True)).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     expect(page).to_have_url(site.url + "/batch")
     cards = page.locator("article.card")
     expect(cards).to_have_count(4)
@@ -99,7 +100,7 @@ def test_start_batch_is_one_request_with_js_and_a_reload_reads_the_batch_with_or
     starts = []
     page.on("request", lambda r: r.url.endswith("/batch/start") and starts.append(r))
     with page.expect_response(lambda r: r.url.endswith("/batch/start")) as started:
-        page.get_by_role("button", name="Start batch", exact=True).click()
+        start_batch(page)
     assert started.value.status == 200  # the page itself: no redirect, no second request
     expect(page).to_have_url(site.url + "/batch")
     expect(page.locator("article.card")).to_have_count(2)
@@ -111,7 +112,7 @@ def test_start_batch_is_one_request_with_js_and_a_reload_reads_the_batch_with_or
     plain.get_by_label("Username").fill("sam")
     plain.get_by_label("Password").fill("correct horse battery")
     plain.get_by_role("button", name="Log in").click()
-    plain.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(plain)
     expect(plain).to_have_url(site.url + "/batch")  # 303 to GET /batch
     expect(plain.locator("article.card")).to_have_count(2)
     plain.reload()
@@ -128,12 +129,12 @@ def test_two_reviewers_share_a_two_person_item(site):
     payout = refund(summary="Pay out EUR 12,500", risk={"score": 95})
     d_id = site.agent.defer(payout).get_json()["id"]
     rita = login(site, "rita")
-    rita.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(rita)
     rita.get_by_role("button", name="Approve", exact=True).click()
     expect(rita.locator("article.card")).to_contain_text("1 of 2 approvals")
     sam = login(site, "sam")
     expect(sam.get_by_text("1 of 2 approvals")).to_be_visible()
-    sam.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(sam)
     sam.get_by_role("button", name="Approve", exact=True).click()
     expect(sam.locator("article.card")).to_contain_text("Approved.")
     assert status(site.agent, d_id)["decision"]["decided_by"] == ["rita", "sam"]
@@ -142,7 +143,7 @@ def test_two_reviewers_share_a_two_person_item(site):
 def test_a_stale_lease_is_explained_in_the_page(site, svc):
     d_id = site.agent.defer().get_json()["id"]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     with svc.db.write() as session:
         session.execute(update(Deferral).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
     page.get_by_role("button", name="Approve", exact=True).click()
@@ -167,7 +168,7 @@ def test_a_hostile_payload_renders_inert(site):
     bad = site.agent.defer(refund(trace={"url": "javascript:alert(1)"}))
     assert bad.status_code == 422
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     card = page.locator("article.card")
     expect(card).to_be_visible()
     expect(card.get_by_role("heading", level=2)).to_contain_text('<script>alert("x")</script>')

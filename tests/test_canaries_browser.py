@@ -20,6 +20,7 @@ from tests.browser_support import (
     live_server,
     logged_in_page,
     own_windows,
+    start_batch,
 )
 from tests.helpers import refund
 
@@ -50,7 +51,7 @@ def test_approving_a_canary_tells_the_reviewer_at_once(site, size):
     url, chromium, svc = site
     (canary,) = seed_canaries(svc, ("user", "ada"), agent_slug="billing-bot", kind="delete-backups")
     rita = login(url, chromium, "rita", size)
-    rita.get_by_role("button", name="Start batch").click()
+    start_batch(rita)
     card = rita.locator(f"#card-{canary.deferral_id}")
     expect(card).to_contain_text(canary.summary)
     expect(card).to_contain_text("billing-bot")
@@ -73,7 +74,7 @@ def test_rejecting_a_canary_says_it_was_caught(site):
     url, chromium, svc = site
     (canary,) = seed_canaries(svc, ("user", "ada"), agent_slug="billing-bot")
     sam = login(url, chromium, "sam")
-    sam.get_by_role("button", name="Start batch").click()
+    start_batch(sam)
     card = sam.locator(f"#card-{canary.deferral_id}")
     card.get_by_label("Reason").fill("Against policy")
     card.get_by_role("button", name="Reject").click()

@@ -34,7 +34,7 @@ from review.models import Deferral as DeferralRow
 from review.models import utcnow
 from review.reviewing.expiry import expire_due
 from tests.client_support import decide_now, deferral_ids, next_deferral
-from tests.helpers import reviewer
+from tests.helpers import reviewer, wait_for
 
 pytest_plugins = ["tests.client_server"]
 
@@ -191,14 +191,18 @@ def test_an_ending_other_than_approval_raises_before_the_body(
 
 def test_a_killed_agent_is_refused_before_anything_is_deferred(cs, svc, background):
     kill(svc, "billing-bot", Actor("user", "olivia"), "stop everything")
-    assert cs.status().killed and cs.status().reason == "stop everything"
+    # The server's status copy hears of a flip made here by pub/sub, within its in-step
+    # bound (review/agents/status_cache.py): wait for it rather than race it.
+    wait_for(lambda: cs.status().killed, timeout=5, message="the status never said killed")
+    assert cs.status().reason == "stop everything"
     ran: list = []
     with pytest.raises(AgentKilled) as caught:
         gated(cs, ran)
     assert isinstance(caught.value, Killed) and caught.value.status == 423
     assert ran == [] and deferral_ids(svc) == set()
     revive(svc, "billing-bot", Actor("user", "olivia"), "fixed")
-    assert cs.status().state == "active" and cs.status().changed_by == "olivia"
+    wait_for(lambda: cs.status().state == "active", timeout=5, message="never active again")
+    assert cs.status().changed_by == "olivia"
 
 
 def test_an_approval_that_does_not_match_its_digest_runs_nothing(cs, svc, rita, background):

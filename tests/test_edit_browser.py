@@ -15,6 +15,7 @@ from tests.browser_support import (
     logged_in_page,
     own_windows,
     settled,
+    start_batch,
 )
 from tests.helpers import refund
 from tests.test_browser import CONSOLE_ERRORS, Site, status
@@ -49,7 +50,7 @@ def shot(page, name: str, element=None) -> None:
 def test_a_reviewer_edits_one_field_sees_the_new_diff_and_accepts_it(site):
     d_id = site.agent.defer(refund()).get_json()["id"]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     card = page.locator(f"#card-{d_id}")
     card.get_by_text("Edit arguments").click()
     fields = card.get_by_role("form", name="Edit each field")
@@ -80,7 +81,7 @@ def test_a_reviewer_edits_one_field_sees_the_new_diff_and_accepts_it(site):
 def test_the_json_editor_says_what_is_wrong_and_keeps_the_text(site):
     d_id = site.agent.defer(refund()).get_json()["id"]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     card = page.locator(f"#card-{d_id}")
     card.get_by_text("Edit arguments").click()
     editor = settled(card.get_by_label("Arguments (JSON)"))
@@ -108,7 +109,7 @@ def test_the_json_editor_says_what_is_wrong_and_keeps_the_text(site):
 def test_an_edit_to_a_critical_amount_waits_for_a_second_reviewer_who_sees_the_edit(site):
     d_id = site.agent.defer(refund()).get_json()["id"]
     rita = login(site, "rita")
-    rita.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(rita)
     card = rita.locator(f"#card-{d_id}")
     card.get_by_text("Edit arguments").click()
     editor = settled(card.get_by_label("Arguments (JSON)"))
@@ -123,7 +124,7 @@ def test_an_edit_to_a_critical_amount_waits_for_a_second_reviewer_who_sees_the_e
     ).click()
     expect(rita.locator(f"#card-{d_id}")).to_contain_text("1 of 2")
     sam = login(site, "sam")
-    sam.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(sam)
     edited = sam.locator(f"#card-{d_id}").get_by_role("region", name="Edited arguments")
     expect(edited).to_contain_text("/args/amount")
     expect(edited).to_contain_text("74000")
@@ -138,7 +139,7 @@ def test_an_edit_to_a_critical_amount_waits_for_a_second_reviewer_who_sees_the_e
 def test_the_item_page_offers_the_editor_to_the_holder(site):
     d_id = site.agent.defer(refund()).get_json()["id"]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     page.goto(f"{site.url}/deferrals/{d_id}")
     page.get_by_text("Edit arguments").click()
     page.get_by_role("form", name="Edit each field").get_by_label("amount").fill("20")

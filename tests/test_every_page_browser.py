@@ -19,7 +19,13 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from review.demo import DEMO_AGENT, ensure_demo
 from tests.accessibility import grave_violations
-from tests.browser_support import launch_options, live_server, logged_in_page, window_shot
+from tests.browser_support import (
+    launch_options,
+    live_server,
+    logged_in_page,
+    start_batch,
+    window_shot,
+)
 
 pytestmark = pytest.mark.browser
 SIZES = ((1280, 720), (1440, 900))
@@ -109,7 +115,7 @@ def test_every_page_has_one_h1_and_passes_axe(demo_site, size):
     for n in range(claims.count()):  # one line each: "Claim" once wrapped to "Clai / m"
         assert claims.nth(n).bounding_box()["height"] < 32, "a Claim button wraps"
     rita.goto(demo_site.url + "/queue")
-    rita.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(rita)
     expect(rita.locator("article.card[data-live]").first).to_be_visible()
     held = rita.locator("article.card[data-live]").first.get_attribute("data-id")
     wrong.update(walk(demo_site, rita, {"batch": "/batch"}, "reviewer"))

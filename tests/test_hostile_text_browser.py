@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from review.users import create_user
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import ARTIFACTS, launch_options, live_server, start_batch
 from tests.helpers import AgentClient, refund
 
 pytestmark = pytest.mark.browser
@@ -41,7 +41,7 @@ def test_a_right_to_left_override_is_shown_marked_and_not_obeyed_on_the_card(
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Log in").click()
         expect(page).to_have_url(url + "/queue")
-        page.get_by_role("button", name="Start batch", exact=True).click()
+        start_batch(page)
         expect(page).to_have_url(url + "/batch")
         card = page.locator("article.card")
         expect(card).to_have_count(1)

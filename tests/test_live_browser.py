@@ -23,6 +23,7 @@ from tests.browser_support import (
     live_server,
     logged_in_page,
     own_windows,
+    start_batch,
     window_shot,
 )
 from tests.helpers import AgentClient, refund, reviewer
@@ -61,7 +62,7 @@ def shot(page: Page, name: str) -> None:
 def test_a_batch_learns_of_a_lease_taken_over_a_decision_elsewhere_and_a_kill(site):
     ids = [site.agent.defer(refund(summary=f"Refund {n}")).get_json()["id"] for n in range(3)]
     a = login(site, "rita")
-    a.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(a)
     expect(a.locator("article.card[data-live]")).to_have_count(3)
     expect(a.locator("#batch-left")).to_have_text("3")
 
@@ -102,7 +103,7 @@ def test_a_poll_answering_after_the_pages_own_decision_leaves_its_answer(site):
     the status line; the poll's folded card ("approved by rita") is not swapped over it."""
     ids = [site.agent.defer(refund(summary=f"Refund {n}")).get_json()["id"] for n in range(2)]
     a = login(site, "rita")
-    a.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(a)
     first = a.locator(f"#card-{ids[0]}")
     expect(first).to_be_focused()
     a.keyboard.press("a")
@@ -152,7 +153,7 @@ def test_the_queue_learns_of_a_new_deferral(site):
 def test_back_to_a_batch_is_never_a_stale_page(site):
     site.agent.defer()
     a = login(site, "rita")
-    a.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(a)
     expect(a.locator("article.card[data-live]")).to_have_count(1)
     answer = a.request.get(site.url + "/batch")
     assert answer.headers["cache-control"] == "no-store"

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.browser_support import ARTIFACTS, launch_options, live_server
+from tests.browser_support import ARTIFACTS, launch_options, live_server, start_batch
 from tests.helpers import refund
 from tests.principal_issuer import AUDIENCE, Issuer
 
@@ -41,7 +41,7 @@ def test_a_card_shows_a_verified_principal_with_groups_and_a_claimed_one(
         page.get_by_label("Username").fill("rita")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Log in").click()
-        page.get_by_role("button", name="Start batch", exact=True).click()
+        start_batch(page)
         cards = page.locator("article.card")
         expect(cards).to_have_count(2)
         card = page.locator("article.card", has_text="Refund $740")

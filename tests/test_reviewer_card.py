@@ -21,6 +21,7 @@ from tests.browser_support import (
     live_server,
     logged_in_page,
     own_windows,
+    start_batch,
     window_shot,
 )
 from tests.helpers import AgentClient, refund
@@ -84,7 +85,7 @@ def status(agent: AgentClient, d_id: str) -> str:
 def test_every_demo_card_has_its_risk_and_controls_on_screen(demo_site):
     for size in SIZES:
         page = login(demo_site, "ada", size)
-        page.get_by_role("button", name="Start batch", exact=True).click()
+        start_batch(page)
         cards = page.locator("article.card")
         expect(cards).to_have_count(5)
         for n in range(5):
@@ -115,7 +116,7 @@ def test_every_demo_card_has_its_risk_and_controls_on_screen(demo_site):
 
 def test_the_demo_batch_clears_with_seven_keys_and_the_next_one_with_n(demo_site):
     page = login(demo_site, "ada")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     expect(page.locator("article.card")).to_have_count(5)
     expect(page.locator("#batch-left")).to_have_text("5")
     live = page.locator("article.card[data-live]")
@@ -149,7 +150,7 @@ def test_the_demo_batch_clears_with_seven_keys_and_the_next_one_with_n(demo_site
 def test_reject_without_a_reason_keeps_the_card_and_puts_focus_on_the_reason(site):
     d_id = site.agent.defer().get_json()["id"]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     card = page.locator(f"#card-{d_id}")
     card.get_by_role("button", name="Reject", exact=True).click()
     expect(card.get_by_role("alert")).to_contain_text("Say why you reject it")
@@ -167,7 +168,7 @@ def test_reject_without_a_reason_keeps_the_card_and_puts_focus_on_the_reason(sit
 def test_approving_selected_refuses_what_was_not_read(site):
     ids = [site.agent.defer(refund(summary=f"Refund {n} to C-1")).get_json()["id"] for n in (1, 2)]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     for box in page.get_by_role("checkbox", name="Select").all():
         box.check()  # ticked at once: neither card was in view for 3 s
     page.get_by_role("button", name="Approve selected").click()
@@ -188,7 +189,7 @@ def test_approving_selected_refuses_what_was_not_read(site):
 def test_a_row_is_claimed_and_decided_on_its_page_and_history_shows(site):
     first = site.agent.defer(refund(summary="Refund $740, first ask")).get_json()["id"]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     page.get_by_label("Reason", exact=True).fill("customer already refunded")
     page.get_by_role("button", name="Reject", exact=True).click()
     expect(page.get_by_role("button", name="Next batch")).to_be_focused()
@@ -222,7 +223,7 @@ def test_shortcuts_can_be_turned_off(site):
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Keyboard shortcuts are off")
     page.get_by_role("link", name="Queue").click()
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     page.locator(f"#card-{d_id}").focus()
     page.keyboard.press("a")
     page.wait_for_timeout(500)
@@ -252,7 +253,7 @@ def test_every_reviewer_page_passes_axe(site, size):
         assert grave_violations(ada) == [], path
         shot(ada, f"axe-{name}")
     ada.goto(site.url + "/queue")
-    ada.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(ada)
     assert ada.locator("h1").count() == 1
     assert grave_violations(ada) == [], "/batch"
     shot(ada, "axe-batch")

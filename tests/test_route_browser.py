@@ -10,7 +10,14 @@ from playwright.sync_api import expect
 
 from review.groups import add_member, create_group
 from review.users import create_user
-from tests.browser_support import ARTIFACTS, PASSWORD, live_server, own_windows, settled
+from tests.browser_support import (
+    ARTIFACTS,
+    PASSWORD,
+    live_server,
+    own_windows,
+    settled,
+    start_batch,
+)
 from tests.helpers import refund
 from tests.test_browser import CONSOLE_ERRORS, Site, status
 from tests.test_edit_browser import login
@@ -76,7 +83,7 @@ def test_a_non_member_cannot_claim_a_routed_item_and_a_member_can(site):
     rita = login(site, "rita")
     row = rita.locator("tr", has_text="Refund $740 (finance only)")
     expect(row).to_contain_text("group finance")
-    rita.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(rita)
     expect(rita.get_by_text("routed to groups you are not in: finance")).to_be_visible()
     row = rita.locator("tr", has_text="Refund $740 (finance only)")
     expect(row).to_contain_text("Routed to group finance: you are not a member")
@@ -99,24 +106,24 @@ def test_a_non_member_cannot_claim_a_routed_item_and_a_member_can(site):
 def test_three_distinct_approvers_decide_a_quorum_of_three(site):
     d_id = site.agent.defer(refund_of(5000, "Refund $5,000 (three approvers)")).get_json()["id"]
     fred = login(site, "fred")
-    fred.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(fred)
     card = fred.locator(f"#card-{d_id}")
     expect(card).to_contain_text("needs 3 approvers")
     card.get_by_role("button", name="Approve", exact=True).click()
     expect(fred.locator(f"#card-{d_id}")).to_contain_text("1 of 3 approvals")
     fay = login(site, "fay")
     expect(fay.locator("tr", has_text="three approvers")).to_contain_text("1 of 3 approvals")
-    fay.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(fay)
     expect(fay.locator(f"#card-{d_id}")).to_contain_text("1 of 3 approvals (by fred)")
     shots(fay, "route-quorum-1-of-3")
     fay.locator(f"#card-{d_id}").get_by_role("button", name="Approve", exact=True).click()
     expect(fay.locator(f"#card-{d_id}")).to_contain_text("2 of 3 approvals")
     # fred already approved: he is not offered it again.
     fred.goto(site.url + "/queue")
-    fred.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(fred)
     expect(fred.get_by_text("Nothing to review right now")).to_be_visible()
     flo = login(site, "flo")
-    flo.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(flo)
     expect(flo.locator(f"#card-{d_id}")).to_contain_text("2 of 3 approvals (by fred, fay)")
     flo.locator(f"#card-{d_id}").get_by_role("button", name="Approve", exact=True).click()
     expect(flo.locator(f"#card-{d_id}")).to_contain_text("Approved.")
@@ -131,7 +138,7 @@ def test_a_reviewer_snoozes_one_item_and_hands_another_to_a_colleague(site):
     later = site.agent.defer(refund_of(300, "Refund $300 (later)")).get_json()["id"]
     handed = site.agent.defer(refund_of(200, "Refund $200 (for fay)")).get_json()["id"]
     fred = login(site, "fred")
-    fred.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(fred)
     card = fred.locator(f"#card-{later}")
     card.get_by_text("Snooze or hand over").click()
     snooze = settled(card.get_by_role("form", name="Snooze"))
@@ -153,11 +160,11 @@ def test_a_reviewer_snoozes_one_item_and_hands_another_to_a_colleague(site):
     shots(fred, "route-queue-snoozed-and-handed")
     # flo may take neither: one is snoozed, the other is fay's.
     flo = login(site, "flo")
-    flo.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(flo)
     expect(flo.get_by_text("Nothing to review right now")).to_be_visible()
     fay = login(site, "fay")
     expect(fay.locator("tbody tr").first).to_contain_text("Refund $200 (for fay)")
-    fay.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(fay)
     card = fay.locator(f"#card-{handed}")
     expect(card).to_contain_text("handed to fay by fred: you spoke to this customer")
     shots(fay, "route-handed-card")

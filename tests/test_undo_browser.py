@@ -25,6 +25,7 @@ from tests.browser_support import (
     launch_options,
     live_server,
     logged_in_page,
+    start_batch,
     window_shot,
 )
 from tests.helpers import AgentClient
@@ -80,7 +81,7 @@ def test_u_takes_an_approval_back_and_the_card_returns_with_its_controls(site, s
     first = site.agent.defer().get_json()["id"]
     site.agent.defer()
     page = login(site, "rita", size)
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     card = page.locator(f"#card-{first}")
     expect(card).to_be_focused()
     page.keyboard.press("a")
@@ -112,7 +113,7 @@ def test_u_takes_an_approval_back_and_the_card_returns_with_its_controls(site, s
 def test_left_alone_the_decision_takes_effect_when_the_countdown_ends(site):
     d_id = site.agent.defer().get_json()["id"]
     page = login(site, "rita")
-    page.get_by_role("button", name="Start batch", exact=True).click()
+    start_batch(page)
     page.locator(f"#card-{d_id}").get_by_label("Reason").fill("wrong invoice")
     page.locator(f"#card-{d_id}").get_by_role("button", name="Reject", exact=True).click()
     card = page.locator(f"#card-{d_id}")
