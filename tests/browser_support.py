@@ -136,9 +136,15 @@ def start_batch(page: Page) -> None:
     page without JS: a redirect and a flash instead of the card's answer). CI failed
     test_reject_without_a_reason_keeps_the_card_and_puts_focus_on_the_reason so, once.
     """
+    to_a_new_page(page, page.get_by_role("button", name="Start batch", exact=True))
+
+
+def to_a_new_page(page: Page, button: Locator) -> None:
+    """Click `button`, a plain form's (Start batch, the item page's Claim), once this page's
+    scripts have bound it, and return once the page it loads has bound its own."""
     page.wait_for_load_state("load")
     with page.expect_navigation(wait_until="load"):
-        page.get_by_role("button", name="Start batch", exact=True).click()
+        button.click()
 
 
 def window_shot(page: Page, prefix: str, name: str) -> None:

@@ -21,6 +21,7 @@ from tests.browser_support import (
     logged_in_page,
     own_windows,
     start_batch,
+    to_a_new_page,
 )
 from tests.helpers import refund
 
@@ -89,7 +90,7 @@ def test_an_admin_seeds_canaries_and_reads_each_reviewers_figures(site, size):
         (canary,) = seed_canaries(svc, ("user", "ada"), agent_slug="billing-bot")
         page = login(url, chromium, name)
         page.goto(url + f"/deferrals/{canary.deferral_id}")
-        page.get_by_role("button", name="Claim").click()
+        to_a_new_page(page, page.get_by_role("button", name="Claim"))
         if verdict == "Reject":
             page.get_by_label("Reason").fill("No")
         page.get_by_role("button", name=verdict).click()

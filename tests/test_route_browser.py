@@ -17,6 +17,7 @@ from tests.browser_support import (
     own_windows,
     settled,
     start_batch,
+    to_a_new_page,
 )
 from tests.helpers import refund
 from tests.test_browser import CONSOLE_ERRORS, Site, status
@@ -96,7 +97,7 @@ def test_a_non_member_cannot_claim_a_routed_item_and_a_member_can(site):
     shots(rita, "route-non-member-refused")
     fred = login(site, "fred")
     fred.goto(f"{site.url}/deferrals/{d_id}")
-    fred.get_by_role("button", name="Claim", exact=True).click()
+    to_a_new_page(fred, fred.get_by_role("button", name="Claim", exact=True))
     fred.get_by_role("button", name="Approve", exact=True).click()
     expect(fred.locator(f"#card-{d_id}")).to_contain_text("Approved.")
     assert status(site.agent, d_id)["status"] == "approved"
