@@ -113,7 +113,7 @@ def bench(
         return cs_results, bare_results
 
 
-def _countersign_env(url: str, instance: str, **more: str) -> tuple[dict[str, str], str]:
+def countersign_env(url: str, instance: str, **more: str) -> tuple[dict[str, str], str]:
     """The environment of a Countersign on `url`, migrated, with its agent; and its secret."""
     env = {
         "DATABASE_URL": url,
@@ -144,10 +144,8 @@ def bench_policy(
     ):
         policy = Path(big_dir) / "policy.toml"
         policy.write_text(generated_policy(policy_rules))
-        big_env, big_secret = _countersign_env(
-            big_url, big_dir, COUNTERSIGN_POLICY_FILE=str(policy)
-        )
-        default_env, default_secret = _countersign_env(default_url, default_dir)
+        big_env, big_secret = countersign_env(big_url, big_dir, COUNTERSIGN_POLICY_FILE=str(policy))
+        default_env, default_secret = countersign_env(default_url, default_dir)
         raw = json.dumps(BODY).encode()
 
         def signed(secret: str, count: int) -> list[tuple[str, bytes, dict[str, str]]]:

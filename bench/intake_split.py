@@ -31,8 +31,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS, ROOT, database, drive, flask_cmd, gunicorn  # noqa: E402
-from bench.intake import BODY  # noqa: E402
+from bench.common import ROOT, database, drive, gunicorn  # noqa: E402
+from bench.intake import BODY, countersign_env  # noqa: E402
 from review.signing import sign_headers  # noqa: E402
 
 PATH = "/api/v1/agents/bench-bot/deferrals"
@@ -52,19 +52,8 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="cs-split-")
     out = os.path.join(folder, "split")
     with database(args.db) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
-        env = {
-            "DATABASE_URL": url,
-            "REDIS_URL": REDIS,
-            "COUNTERSIGN_INSTANCE_DIR": instance,
-            "COUNTERSIGN_AGENT_RATE": "1000000",
-            "COUNTERSIGN_AGENT_MAX_PENDING": "1000000",
-            "COUNTERSIGN_BREAKER_FLOOD": "1000000/60",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "SPLIT_OUT": out,
-        }
-        flask_cmd(env, "db", "upgrade")
-        flask_cmd(env, "users", "create", "owner", "--role", "admin", stdin="bench-password\n")
-        secret = flask_cmd(env, "agents", "create", "bench-bot", "--owner", "owner").split()[-1]
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env, secret = countersign_env(url, instance, PYTHONPATH=pythonpath, SPLIT_OUT=out)
         raw = json.dumps(BODY).encode()
 
         def signed(count: int) -> list[tuple[str, bytes, dict[str, str]]]:
