@@ -6,6 +6,7 @@ whether the audit chain still verifies afterwards."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -13,7 +14,10 @@ from sqlalchemy import create_engine, text, update
 from sqlalchemy.pool import NullPool
 
 from review.audit.verify import verify_chain
-from review.models import Deferral
+from review.models import Deferral, utcnow
+from review.reviewing.claims import claim_batch
+from review.reviewing.decisions import decide
+from tests.helpers import refund
 
 
 def run_once_prepared(monkeypatch, module: ModuleType, change: Callable[[], Any]) -> None:
@@ -70,3 +74,20 @@ def drop_every_connection(url: str) -> None:
         )
         conn.commit()
     outside.dispose()
+
+
+def held_decisions(world, rita, verdict: str = "approve", n: int = 1) -> tuple[list[str], datetime]:
+    """`n` deferrals rita claims and decides at the moment returned, each held for its
+    undo window (`world` made with undo on)."""
+    ids = [world.agent.defer(refund(summary=f"Refund {i}")).get_json()["id"] for i in range(n)]
+    clicked = utcnow()
+    claim_batch(world.svc, rita, now=clicked - timedelta(seconds=10))
+    for d_id in ids:
+        reason = None if verdict == "approve" else "not now"
+        decide(world.svc, rita, d_id, verdict, reason, now=clicked, seen_ms=4200)
+    return ids, clicked
+
+
+def deferral_status(svc, d_id: str) -> str:
+    with svc.db.read() as session:
+        return session.get(Deferral, d_id).status

@@ -19,7 +19,14 @@ from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
 from review.reviewing.taking_effect import take_effect, take_effect_due
 from tests.helpers import audit_events, count_rows, refund, reviewer
-from tests.prepared_races import chain_holds, drop_every_connection, record_calls, run_once_prepared
+from tests.prepared_races import (
+    chain_holds,
+    deferral_status,
+    drop_every_connection,
+    held_decisions,
+    record_calls,
+    run_once_prepared,
+)
 
 WINDOW = 5
 
@@ -39,18 +46,9 @@ def calls(monkeypatch):
 
 
 def held(world, rita, verdict="approve", n=1):
-    ids = [world.agent.defer(refund(summary=f"Refund {i}")).get_json()["id"] for i in range(n)]
-    clicked = utcnow()
-    claim_batch(world.svc, rita, now=clicked - timedelta(seconds=10))
-    for d_id in ids:
-        reason = None if verdict == "approve" else "not now"
-        decide(world.svc, rita, d_id, verdict, reason, now=clicked, seen_ms=4200)
+    """`held_decisions`, with the moment their window has closed."""
+    ids, clicked = held_decisions(world, rita, verdict, n)
     return ids, clicked + timedelta(seconds=WINDOW)
-
-
-def _status(world, d_id):
-    with world.svc.db.read() as session:
-        return session.get(Deferral, d_id).status
 
 
 def test_a_held_approval_takes_effect_in_one_call(world, calls):
@@ -78,7 +76,7 @@ def test_undo_meanwhile_loses_the_call_and_nothing_is_taken(world, calls, monkey
         lambda: undo.undo(world.svc, rita, d_id, now=effect - timedelta(1e-3)),
     )
     assert take_effect(world.svc, d_id, now=effect) is None
-    assert calls == ["taken"] and _status(world, d_id) == "in_review"
+    assert calls == ["taken"] and deferral_status(world.svc, d_id) == "in_review"
     assert audit_events(world.svc, "deferral.approved") == []
 
 
@@ -91,7 +89,7 @@ def test_a_kill_meanwhile_loses_the_call_and_drops_the_decision(world, calls, mo
         lambda: kill(world.svc, "billing-bot", Actor("user", "o"), "loop"),
     )
     assert take_effect(world.svc, d_id, now=effect) is None
-    assert calls == ["ended"] and _status(world, d_id) == "killed"
+    assert calls == ["ended"] and deferral_status(world.svc, d_id) == "killed"
     assert count_rows(world.svc, PendingDecision) == 0  # the full path dropped it
     assert audit_events(world.svc, "deferral.approved") == []
     assert chain_holds(world.svc)

@@ -12,13 +12,17 @@ import pytest
 from sqlalchemy import select, update
 
 from review.agents import killswitch
-from review.models import Deferral, OutboxEvent, PendingDecision, utcnow
+from review.models import Deferral, OutboxEvent, PendingDecision
 from review.reviewing import prepared_effects, undo
-from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
 from review.reviewing.taking_effect import take_effect
-from tests.helpers import audit_events, count_rows, refund, reviewer
-from tests.prepared_races import chain_holds, run_once_prepared
+from tests.helpers import audit_events, count_rows, reviewer
+from tests.prepared_races import (
+    chain_holds,
+    deferral_status,
+    held_decisions,
+    run_once_prepared,
+)
 
 WINDOW = 5
 
@@ -28,25 +32,9 @@ def world(callback_world):
     return callback_world(undo_seconds=WINDOW, min_read_seconds=3)
 
 
-def held(world, rita, verdict="approve", n=1) -> tuple[list[str], object]:
-    """`n` deferrals rita claims and decides at `clicked` (held for the window)."""
-    ids = [world.agent.defer(refund(summary=f"Refund {i}")).get_json()["id"] for i in range(n)]
-    clicked = utcnow()
-    claim_batch(world.svc, rita, now=clicked - timedelta(seconds=10))
-    for d_id in ids:
-        reason = None if verdict == "approve" else "not now"
-        decide(world.svc, rita, d_id, verdict, reason, now=clicked, seen_ms=4200)
-    return ids, clicked
-
-
-def _status(world, d_id: str) -> str:
-    with world.svc.db.read() as session:
-        return session.get(Deferral, d_id).status
-
-
 def test_taking_effect_is_prepared_on_both_databases(world):
     rita = reviewer(world.svc)
-    [d_id], clicked = held(world, rita)
+    [d_id], clicked = held_decisions(world, rita)
     effect = clicked + timedelta(seconds=WINDOW)
     prepared, taking = prepared_effects.prepare(world.svc, d_id, effect)
     # SQLite: the held row's DELETE bound for the lock; PostgreSQL: the one call's parameters.
@@ -56,7 +44,7 @@ def test_taking_effect_is_prepared_on_both_databases(world):
 
 def test_a_prepared_taking_effect_writes_what_the_full_path_writes(world, monkeypatch):
     rita = reviewer(world.svc)
-    (fast, full), clicked = held(world, rita, n=2)
+    (fast, full), clicked = held_decisions(world, rita, n=2)
     effect = clicked + timedelta(seconds=WINDOW, milliseconds=300)
     applied = []
     apply = prepared_effects.apply
@@ -91,13 +79,13 @@ def test_a_prepared_taking_effect_writes_what_the_full_path_writes(world, monkey
 
 def test_undo_meanwhile_leaves_nothing_to_take(world, monkeypatch):
     rita = reviewer(world.svc)
-    [d_id], clicked = held(world, rita)
+    [d_id], clicked = held_decisions(world, rita)
     undone = clicked + timedelta(seconds=1)
     run_once_prepared(
         monkeypatch, prepared_effects, lambda: undo.undo(world.svc, rita, d_id, now=undone)
     )
     assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
-    assert _status(world, d_id) == "in_review"
+    assert deferral_status(world.svc, d_id) == "in_review"
     assert audit_events(world.svc, "deferral.approved") == []
     assert count_rows(world.svc, PendingDecision) == 0
 
@@ -106,7 +94,7 @@ def test_undone_and_decided_again_meanwhile_takes_the_new_decision_in_its_own_wi
     world, monkeypatch
 ):
     rita = reviewer(world.svc)
-    [d_id], clicked = held(world, rita)
+    [d_id], clicked = held_decisions(world, rita)
     again = clicked + timedelta(seconds=1)
 
     def undone_and_rejected():
@@ -117,12 +105,12 @@ def test_undone_and_decided_again_meanwhile_takes_the_new_decision_in_its_own_wi
     assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
     assert audit_events(world.svc, "deferral.approved") == []
     decided = take_effect(world.svc, d_id, now=again + timedelta(seconds=WINDOW))
-    assert decided.status == "rejected" and _status(world, d_id) == "rejected"
+    assert decided.status == "rejected" and deferral_status(world.svc, d_id) == "rejected"
 
 
 def test_a_kill_meanwhile_drops_the_decision(world, monkeypatch):
     rita = reviewer(world.svc)
-    [d_id], clicked = held(world, rita)
+    [d_id], clicked = held_decisions(world, rita)
     actor = killswitch.Actor("user", "olivia")
 
     def killed():
@@ -130,7 +118,7 @@ def test_a_kill_meanwhile_drops_the_decision(world, monkeypatch):
 
     run_once_prepared(monkeypatch, prepared_effects, killed)
     assert take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW)) is None
-    assert _status(world, d_id) == "killed"
+    assert deferral_status(world.svc, d_id) == "killed"
     assert audit_events(world.svc, "deferral.approved") == []
     assert count_rows(world.svc, PendingDecision) == 0
     assert chain_holds(world.svc)
@@ -138,7 +126,7 @@ def test_a_kill_meanwhile_drops_the_decision(world, monkeypatch):
 
 def test_a_lease_lapsing_meanwhile_does_not_stop_it(world, monkeypatch):
     rita = reviewer(world.svc)
-    [d_id], clicked = held(world, rita)
+    [d_id], clicked = held_decisions(world, rita)
 
     def lapsed():
         with world.svc.db.write() as session:
@@ -150,12 +138,12 @@ def test_a_lease_lapsing_meanwhile_does_not_stop_it(world, monkeypatch):
 
     run_once_prepared(monkeypatch, prepared_effects, lapsed)
     decided = take_effect(world.svc, d_id, now=clicked + timedelta(seconds=WINDOW))
-    assert decided.status == "approved" and _status(world, d_id) == "approved"
+    assert decided.status == "approved" and deferral_status(world.svc, d_id) == "approved"
 
 
 def test_another_worker_taking_it_meanwhile_takes_it_once(world, monkeypatch):
     rita = reviewer(world.svc)
-    [d_id], clicked = held(world, rita, verdict="reject")
+    [d_id], clicked = held_decisions(world, rita, verdict="reject")
     effect = clicked + timedelta(seconds=WINDOW)
     run_once_prepared(
         monkeypatch, prepared_effects, lambda: take_effect(world.svc, d_id, now=effect)
@@ -170,7 +158,7 @@ def test_another_worker_taking_it_meanwhile_takes_it_once(world, monkeypatch):
 
 def test_an_edit_meanwhile_is_approved_as_it_is_at_the_lock(world, monkeypatch):
     rita = reviewer(world.svc)
-    [d_id], clicked = held(world, rita)
+    [d_id], clicked = held_decisions(world, rita)
 
     def edited():
         with world.svc.db.write() as session:
