@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -42,19 +41,13 @@ from review.models import AuditEvent, Deferral, Execution, OutboxEvent
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
 from review.reviewing.expiry import expire_due
-from tests.helpers import Browser, reviewer
+from tests.helpers import Browser, free_port, reviewer
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTE = {"tool": "notes.write", "arguments": {"note": "hello", "weight": 1.50}, "timeout": "10m"}
 
 
 # --- the app in its own processes -------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _until(condition: Callable[[], object], timeout: float, what: str) -> object:
@@ -98,7 +91,7 @@ class Processes:
         self.running.append((proc, log))
 
     def serve(self, **variables: str) -> str:
-        port = _free_port()
+        port = free_port()
         self._start(
             ["gunicorn", "app:app", "-b", f"127.0.0.1:{port}", "--workers", "1",
              "--worker-class", "gthread", "--threads", "12", "--graceful-timeout", "5"],

@@ -24,7 +24,7 @@ from review.audit.verify import verify_chain
 from review.models import AuditEvent, Deferral, Execution
 from review.reviewing.ending import cancel_deferral
 from review.signing import sign_headers
-from tests.helpers import AgentClient, Browser, approved, csrf_token, refund, reviewer
+from tests.helpers import AgentClient, Browser, approved, csrf_token, free_port, refund, reviewer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,12 +144,6 @@ def test_a_number_beyond_2_53_is_refused_however_written(agent, svc, literal):
 
 
 # --- finding 11: long-polls cannot starve the web tier ------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
