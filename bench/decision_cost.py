@@ -50,6 +50,7 @@ from sqlalchemy import event
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REDIS, database  # noqa: E402
+from bench.reviewer_flow import DatabaseCpu  # noqa: E402
 from review.agents.registry import create_agent  # noqa: E402
 from review.app_factory import create_app  # noqa: E402
 from review.db import Database  # noqa: E402
@@ -194,12 +195,23 @@ def main() -> None:
         profile = cProfile.Profile() if args.profile else None
         times, cpus, per_decision, starts = [], [], [], []
         effect_cpus, effect_statements, effect_trips, taken = [], [], [], 0
+        start_wires: list[tuple[int, list[str]]] = []
+        backends = DatabaseCpu(url) if wire else None
+        start_db_cpus, db_cpus = [], []
         while True:
+            if wire:
+                db_cpu = backends.used()
+                wire.reset()
+                wire.on = True
             start = time.perf_counter()
             page = client.post(
                 "/batch/start", data={"csrf_token": csrf, "answer": "page"}, follow_redirects=True
             )
             starts.append((time.perf_counter() - start) * 1000)
+            if wire:
+                wire.on = False
+                start_wires.append((wire.round_trips, wire.sent))
+                start_db_cpus.append((backends.used() - db_cpu) * 1000)
             ids = list(dict.fromkeys(CARD.findall(page.get_data(as_text=True))))
             if not ids:
                 break
@@ -207,6 +219,7 @@ def main() -> None:
                 statements.clear()
                 counting[0] = True
                 if wire:
+                    db_cpu = backends.used()
                     wire.reset()
                     wire.on = True
                 if profile:
@@ -225,6 +238,7 @@ def main() -> None:
                 if wire:
                     wire.on = False
                     wires.append((wire.round_trips, wire.sent))
+                    db_cpus.append((backends.used() - db_cpu) * 1000)
                 assert answer in r.get_data(as_text=True), r.get_data(as_text=True)[:300]
                 per_decision.append(list(statements))
             if args.undo_seconds:  # the batch's held decisions, taken into effect
@@ -273,8 +287,23 @@ def main() -> None:
             )
             for statement in sent:
                 print("  ", statement[:150])
+        if db_cpus:
+            print(
+                f"  PostgreSQL's backends' CPU: {statistics.mean(db_cpus):.2f} ms per decision,"
+                f" {statistics.mean(start_db_cpus[:-1] or start_db_cpus):.2f} ms per Start"
+                " batch (means)"
+            )
+        if start_wires:  # the last Start batch found nothing: not counted
+            full = start_wires[:-1] or start_wires
+            trips = statistics.median(t for t, _ in full)
+            sent = full[len(full) // 2][1]
+            print(f"  psycopg: {trips:.0f} round trips per Start batch (p50), sent:")
+            for statement in sent:
+                print("  ", statement[:150])
         if profile:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
+        if backends is not None:
+            backends.close()
         svc.close()
 
 

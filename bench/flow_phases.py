@@ -1,6 +1,7 @@
 """Where the reviewer flow's CPU goes, part by part, in-process.
 
     .venv/bin/python bench/flow_phases.py [--items 100] [--undo-seconds S] [--tree DIR]
+        [--db sqlite|postgres]
 
 The flow of bench/reviewer_flow.py (Start batch with its page, then each card's
 decision, POST /batch/<id>/approve as htmx) for one reviewer on SQLite, through the app
@@ -12,7 +13,10 @@ Printed: milliseconds of CPU per decision for each part (and per call), the two
 requests whole first. With `--undo-seconds S` each decision is held for its window and
 each batch's are taken into effect between batches, as decision_cost does. `--tree DIR`
 runs another checkout's code (e.g. `git archive main | tar -x -C DIR`), for a before
-and after in one minute. Uses BENCH_REDIS_URL. docs/REVIEWING.md has the figures.
+and after in one minute. `--db postgres` runs it on a throwaway PostgreSQL database
+(BENCH_POSTGRES_URL's server), and prints the database's backends' CPU per decision too
+(bench/reviewer_flow.py DatabaseCpu), which this thread's timers do not include. Uses
+BENCH_REDIS_URL. docs/REVIEWING.md has the figures.
 """
 
 from __future__ import annotations
@@ -91,11 +95,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--undo-seconds", type=int, default=0, metavar="S")
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree.resolve()))
     from bench import decision_cost
     from bench.common import database
-    from bench.reviewer_flow import LIVE_CARD
+    from bench.reviewer_flow import LIVE_CARD, DatabaseCpu
     from review.models import utcnow
     from review.reviewing.taking_effect import take_effect_due
 
@@ -103,7 +108,7 @@ def main() -> None:
     timers.install()
     held = bool(args.undo_seconds)
     answer = decision_cost.HELD if held else "Approved."
-    with database("sqlite") as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
+    with database(args.db) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
         app, svc, secret = decision_cost.build(url, instance, args.undo_seconds)
         warm = ("base.html", "review/")  # as review/wsgi.py compiles them at start
         for name in app.jinja_env.list_templates(filter_func=lambda n: n.startswith(warm)):
@@ -118,6 +123,8 @@ def main() -> None:
         decision_cost.defer_all(app, secret, args.items)
         client, csrf, headers = decision_cost.logged_in(app)
         timers.clear()
+        backends = DatabaseCpu(url) if args.db == "postgres" else None
+        database_cpu, mark = (0.0, 0.0) if backends is not None else (None, 0.0)
         decided = 0
         while True:
             page = client.post("/batch/start", data={"csrf_token": csrf, "answer": "page"})
@@ -135,9 +142,16 @@ def main() -> None:
                 decided += 1
             if held:  # not timed: the worker's part
                 cpu, calls = timers.cpu.copy(), timers.calls.copy()
+                if backends is not None:  # the backends' part of it left out too
+                    database_cpu += backends.used() - mark
                 with app.app_context():
                     take_effect_due(svc, utcnow() + timedelta(seconds=args.undo_seconds + 1))
                 timers.cpu, timers.calls = cpu, calls
+                if backends is not None:
+                    mark = backends.used()
+        if backends is not None:
+            database_cpu += backends.used() - mark
+            backends.close()
         svc.close()
     print(
         f"{args.tree}: {decided} {'held ' if held else ''}decisions, "
@@ -147,6 +161,9 @@ def main() -> None:
         calls = timers.calls[label]
         per_call = seconds * 1000 / calls
         print(f"  {label:<38} {seconds * 1000 / decided:6.3f}  ({per_call:.3f} x{calls})")
+    if database_cpu is not None:
+        label = "PostgreSQL's backends (not above)"
+        print(f"  {label:<38} {database_cpu * 1000 / decided:6.3f}")
 
 
 if __name__ == "__main__":

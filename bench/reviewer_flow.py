@@ -40,7 +40,9 @@ decision request's p50 and p99 as the client saw them, and one reviewer alone (p
 decision with nothing else running: the server's time plus a loopback round trip), and
 the server's CPU per decision over the timed part (its arbiter's and workers' user and
 system time, Start batch's share included), which a busy machine inflates far less than
-it does the rates.
+it does the rates. On PostgreSQL also the database's CPU per decision over the same
+part: its backends' for the bench's database (`DatabaseCpu`), which run on the same
+cores and which the server's figure leaves out.
 """
 
 from __future__ import annotations
@@ -61,11 +63,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS, ROOT, database, gunicorn, server_cpu_seconds  # noqa: E402
+from bench.common import (  # noqa: E402
+    PG_ADMIN,
+    REDIS,
+    ROOT,
+    database,
+    gunicorn,
+    server_cpu_seconds,
+)
 from review.signing import sign_headers  # noqa: E402
 
 PASSWORD = "bench-password"
@@ -178,6 +189,72 @@ def reviewer(
                 tally.requests += count
 
 
+class DatabaseCpu:
+    """PostgreSQL: the CPU time of the backends serving one database, which the server's
+    CPU (gunicorn's processes) does not include: they run on the same cores. `look()`
+    lists the database's backends (pg_stat_activity, from a connection to the admin
+    database, whose own backend is not among them) and reads each one's time on a CPU
+    (/proc/<pid>/schedstat, in nanoseconds: utime + stime's 10 ms ticks are too coarse
+    for one request), keeping the last figure seen. `used()` is the CPU they have spent
+    since this object was made: a backend born since counts whole (its connection's
+    start-up included); one that has exited counts as last seen. `watch()` looks every
+    `every` seconds in a thread until `used()`, so that a backend exiting in a long run
+    loses at most that interval's CPU (the app's pool keeps its connections, so few do).
+    """
+
+    def __init__(self, url: str, every: float = 0.2):
+        self.name = make_url(url).database
+        self.every = every
+        self.last: dict[int, int] = {}  # pid -> nanoseconds on a CPU when last seen
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._admin = psycopg.connect(
+            make_url(PG_ADMIN).set(drivername="postgresql").render_as_string(False),
+            autocommit=True,
+        )
+        self._lock = threading.Lock()
+        self.look()
+        self.first = dict(self.last)
+
+    def look(self) -> None:
+        with self._lock:
+            pids = self._admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.name,)
+            ).fetchall()
+            for (pid,) in pids:
+                ran = _time_on_cpu(pid)
+                if ran is not None:
+                    self.last[pid] = ran
+
+    def used(self) -> float:
+        """The backends' CPU seconds since this object was made (a look taken now)."""
+        self.look()
+        return sum(t - self.first.get(pid, 0) for pid, t in self.last.items()) / 1e9
+
+    def watch(self) -> None:
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            self.look()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._admin.close()
+
+
+def _time_on_cpu(pid: int) -> int | None:
+    """A process's time on a CPU so far, in nanoseconds (the first figure of
+    /proc/<pid>/schedstat: user and system time), or None when it has exited."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 @dataclass
 class TakingEffect:
     """The held decisions of a round taken into effect by a real worker after it."""
@@ -189,10 +266,10 @@ class TakingEffect:
 
 def run_once(
     tree: Path, kind: str, reviewers: int, items: int, undo: int = 0
-) -> tuple[float, Tally, float, float, TakingEffect]:
+) -> tuple[float, Tally, float, float, float | None, TakingEffect]:
     """One round on a fresh database: decisions per second, the tally, one reviewer's p50,
-    the server's CPU milliseconds per decision, and (held for undo) how the worker took
-    them into effect."""
+    the server's CPU milliseconds per decision, PostgreSQL's (its backends', None on
+    SQLite), and (held for undo) how the worker took them into effect."""
     old_flow = opens_cards(tree)
     with database(kind) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
         env = {
@@ -232,10 +309,17 @@ def run_once(
                 t.start()
             ready.wait()
             start, cpu = time.perf_counter(), server_cpu_seconds(base)
+            backends = DatabaseCpu(url) if kind == "postgres" else None
+            if backends is not None:
+                backends.watch()
             for t in threads:
                 t.join()
             seconds = time.perf_counter() - start
             cpu = server_cpu_seconds(base) - cpu
+            db_cpu = None
+            if backends is not None:
+                db_cpu = backends.used()
+                backends.close()
             effect = TakingEffect()
             if undo:  # every window closed, then a real worker takes them into effect
                 time.sleep(undo + 0.5)
@@ -245,8 +329,9 @@ def run_once(
             defer_all(base, secret, 40)
             reviewer(base, names[0], old_flow, alone, held=bool(undo))
         cpu_ms = cpu * 1000 / max(tally.decisions, 1)
+        db_ms = None if db_cpu is None else db_cpu * 1000 / max(tally.decisions, 1)
         alone_p50 = statistics.median(alone.latencies_ms)
-        return tally.decisions / seconds, tally, alone_p50, cpu_ms, effect
+        return tally.decisions / seconds, tally, alone_p50, cpu_ms, db_ms, effect
 
 
 def take_effect_by_worker(tree: Path, env: dict[str, str], url: str) -> TakingEffect:
@@ -290,13 +375,15 @@ def main() -> None:
         flow = "POST /batch/<id>/open per card" if opens_cards(tree) else "seen_ms"
         print(f"{name}: {tree} ({flow})", flush=True)
     what = f"held decisions ({args.undo_seconds} s undo)" if args.undo_seconds else "decisions"
-    results: dict[str, list[tuple[float, Tally, float, float]]] = {name: [] for name in trees}
+    results: dict[str, list[tuple[float, Tally, float, float, float | None]]] = {
+        name: [] for name in trees
+    }
     for n in range(args.rounds):
         for name, tree in trees.items():
-            rate, tally, alone, cpu, effect = run_once(
+            rate, tally, alone, cpu, db_cpu, effect = run_once(
                 tree, args.db, args.reviewers, args.items, args.undo_seconds
             )
-            results[name].append((rate, tally, alone, cpu))
+            results[name].append((rate, tally, alone, cpu, db_cpu))
             taken = ""
             if args.undo_seconds:
                 taken = (
@@ -307,20 +394,27 @@ def main() -> None:
                 f"round {n + 1} {name:<6} {rate:7.1f} {what}/s  ({tally.decisions}, "
                 f"{tally.requests} requests)  decision p50 {pct(tally.latencies_ms, 50):.1f} ms  "
                 f"alone p50 {alone:.1f} ms  server CPU {cpu:.2f} ms/decision  "
-                f"load {os.getloadavg()[0]:.1f}{taken}",
+                f"{database_cpu(db_cpu)}load {os.getloadavg()[0]:.1f}{taken}",
                 flush=True,
             )
     print(f"\n{args.db}, {args.reviewers} reviewers, {args.items} items, median of {args.rounds}:")
     for name, rounds in results.items():
         rounds.sort(key=lambda r: r[0])
-        rate, tally, _, _ = rounds[len(rounds) // 2]
+        rate, tally, _, _, _ = rounds[len(rounds) // 2]
         alone = statistics.median(r[2] for r in rounds)
         cpu = statistics.median(r[3] for r in rounds)
+        db_cpu = None if rounds[0][4] is None else statistics.median(r[4] for r in rounds)
         p50, p99 = pct(tally.latencies_ms, 50), pct(tally.latencies_ms, 99)
         print(
             f"  {name:<6} {rate:7.1f} {what}/s   decision p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
             f"   one reviewer alone: p50 {alone:.1f} ms   server CPU {cpu:.2f} ms/decision"
+            f"{'   ' if db_cpu is not None else ''}{database_cpu(db_cpu).rstrip()}"
         )
+
+
+def database_cpu(ms: float | None) -> str:
+    """PostgreSQL's backends' CPU per decision, for a printed line ("" on SQLite)."""
+    return "" if ms is None else f"database CPU {ms:.2f} ms/decision  "
 
 
 if __name__ == "__main__":
