@@ -344,6 +344,25 @@ class Database:
         with self._one_statement_reader() as session:
             return reading(session)
 
+    def first_row_unpinged(self, statement: Any, params: dict[str, Any]) -> Any:
+        """`read_unpinged` for one Core statement, on a connection without an ORM session
+        (its begin, commit and close cost more than the statement): its first row, or
+        None. For the prepared decision's read (review/reviewing/prepared_decisions.py)."""
+        if self.is_sqlite:
+            with self.engine.connect() as conn:
+                return conn.execute(statement, params).first()
+        skipped = _unpinged.set(True)
+        try:
+            with self._autocommit.connect() as conn:
+                return conn.execute(statement, params).first()
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        finally:
+            _unpinged.reset(skipped)
+        with self._autocommit.connect() as conn:
+            return conn.execute(statement, params).first()
+
     def dispose(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.close()

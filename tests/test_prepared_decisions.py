@@ -47,6 +47,19 @@ def test_the_common_decision_is_prepared_on_both_databases(svc, held):
     assert (prepared.call is None) == svc.db.is_sqlite  # PostgreSQL: one call's parameters
 
 
+def test_the_decision_reads_the_deferral_and_its_agent_as_the_orm_loads_them(svc, held):
+    _, d_id = held
+    read = prepared_decisions.read_for_decision(svc, d_id)
+    with svc.db.read() as session:
+        loaded = session.get(Deferral, d_id)
+        for column in Deferral.__table__.columns:
+            assert getattr(read, column.key) == getattr(loaded, column.key), column.key
+        for column in Agent.__table__.columns:
+            assert getattr(read.agent, column.key) == getattr(loaded.agent, column.key)
+    assert read.approvals == [] and read.approvers == []  # in no session: nothing to load
+    assert prepared_decisions.read_for_decision(svc, "dfr_none") is None
+
+
 def test_a_prepared_approval_writes_the_row_the_event_and_the_receipt(svc, held):
     rita, d_id = held
     outcome = decide(svc, rita, d_id, "approve", seen_ms=4000)

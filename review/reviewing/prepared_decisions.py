@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -97,8 +97,7 @@ def prepare(
     """The decision prepared, or None when it is not the common kind (or the checks find
     something the full path must answer: it reads again under the lock and says what).
     DecisionRefused for an approval of the reviewer's own deferral."""
-    # One SELECT (the agent joined): on PostgreSQL without a transaction or the pool's ping.
-    deferral = svc.db.read_unpinged(lambda session: session.get(Deferral, deferral_id))
+    deferral = read_for_decision(svc, deferral_id)
     if deferral is None or not plainly_held(deferral, holder, now):
         return None
     agent = deferral.agent
@@ -106,6 +105,27 @@ def prepare(
         check_may_approve(deferral, holder)
     reading = assess(seen_ms, deferral.claimed_at, now, svc.settings.min_read_seconds)
     return built(svc, holder, deferral, agent, verdict, reason, now, reading)
+
+
+def read_for_decision(svc: Services, deferral_id: str) -> Deferral | None:
+    """The deferral with its agent, as the ORM's get with its joined agent would load them,
+    from one Core SELECT (on PostgreSQL without a transaction or the pool's ping). Both
+    objects belong to no session: what the decision reads, checks, signs and shows."""
+    row = svc.db.first_row_unpinged(_READ, {"id": deferral_id})
+    if row is None:
+        return None
+    deferral = _detached(Deferral, _DEFERRAL_KEYS, row[: len(_DEFERRAL_KEYS)])
+    agent = _detached(Agent, _AGENT_KEYS, row[len(_DEFERRAL_KEYS) :])
+    set_committed_value(deferral, "agent", agent)
+    return deferral
+
+
+def _detached(model: Any, keys: tuple[str, ...], values: Any) -> Any:
+    """An instance of `model` holding `values` as loaded (no change to flush), in no session:
+    as the ORM's loader fills one, straight into its __dict__."""
+    instance = model.__mapper__.class_manager.new_instance()
+    instance.__dict__.update(zip(keys, values, strict=True))
+    return instance
 
 
 def built(
@@ -313,6 +333,19 @@ def decided_answer(prepared: PreparedDecision, left: int | None = None) -> Decid
     )
 
 
+def _column_keys(model: Any) -> tuple[tuple[str, ...], list[Any]]:
+    """A model's attribute names and their columns, in one order."""
+    attrs = model.__mapper__.column_attrs
+    return tuple(a.key for a in attrs), [a.columns[0] for a in attrs]
+
+
+_DEFERRAL_KEYS, _deferral_columns = _column_keys(Deferral)
+_AGENT_KEYS, _agent_columns = _column_keys(Agent)
+_READ = (
+    select(*_deferral_columns, *(c.label(f"agent_{c.key}") for c in _agent_columns))
+    .join_from(Deferral.__table__, Agent.__table__, Agent.id == Deferral.agent_id)
+    .where(Deferral.id == bindparam("id"))
+)
 _INSERT_APPROVAL = insert(Approval.__table__)
 _INSERT_CALLBACK = insert(OutboxEvent.__table__)
 _CALLBACK_UNSET = ("last_status_code", "last_error", "finished_at")

@@ -42,7 +42,7 @@ from review.reviewing.decision_checks import (
     renewal_values,
 )
 from review.reviewing.decision_writes import held_answer
-from review.reviewing.prepared_decisions import plainly_held
+from review.reviewing.prepared_decisions import plainly_held, read_for_decision
 from review.reviewing.reading import Reading, assess
 from review.services import Services
 
@@ -81,8 +81,7 @@ def prepare(
     """The held decision prepared, or None when it is not the common kind (or the checks
     find something the full path must answer: it reads again under the lock and says
     what). DecisionRefused for an approval of the reviewer's own deferral."""
-    # One SELECT (the agent joined): on PostgreSQL without a transaction or the pool's ping.
-    deferral = svc.db.read_unpinged(lambda session: session.get(Deferral, deferral_id))
+    deferral = read_for_decision(svc, deferral_id)
     if deferral is None or not plainly_held(deferral, holder, now):
         return None
     if verdict == "approve":
