@@ -69,10 +69,16 @@ def return_lapsed_first(svc: Services, now: datetime) -> None:
     """Before a claim: lapsed claims go back to the queue in a write of their own, and
     only when a read (outside the writer lock) finds one, so the claim's own transaction,
     which holds SQLite's writer lock (PostgreSQL: every chain shard's), does not carry the
-    search. A lease that lapses between the two is returned by the next claim."""
+    search. A lease that lapses between the two is returned by the next claim.
+
+    The read is one statement: on PostgreSQL it runs without BEGIN, COMMIT and the pool's
+    ping (`read_unpinged`), one round trip instead of four on every Start batch."""
     table = Deferral.__table__
-    with svc.db.read() as session:
-        found = session.execute(select(table.c.id).where(*_lapsed(table, now)).limit(1)).first()
+    found = svc.db.read_unpinged(
+        lambda session: session.execute(
+            select(table.c.id).where(*_lapsed(table, now)).limit(1)
+        ).first()
+    )
     if found is not None:
         with chained_write(svc.db) as session:
             return_lapsed_claims(session, now)
