@@ -25,7 +25,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, exists, func, or_, select, update
+from sqlalchemy import (
+    Update,
+    case,
+    cast,
+    exists,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from review.audit.chain import chained_write, record_events
@@ -34,9 +46,22 @@ from review.groups import GroupMember
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
 from review.models import Approval, Deferral, User, utcnow
-from review.reviewing.batch_pick import claim_most_urgent
+from review.reviewing.batch_pick import (
+    HOLDER_ID,
+    IDENTITY_KEYS,
+    NOW,
+    USERNAME,
+    claim_most_urgent,
+    claim_params,
+    claim_statement,
+)
 from review.reviewing.claim_barriers import claim_barrier
-from review.reviewing.lapsed_claims import agent_slugs, return_lapsed_first
+from review.reviewing.lapsed_claims import (
+    agent_slugs,
+    lapsed_where,
+    return_lapsed_claims,
+    return_lapsed_first,
+)
 from review.reviewing.live import note_changed
 from review.services import Services
 
@@ -95,6 +120,45 @@ def _held(session: Session, holder: Holder, now: datetime) -> list:
     )
 
 
+def _held_and_lapsed(session: Session, holder: Holder, now: datetime) -> tuple[list, bool]:
+    """What they hold (as `_held` reads it, in no order) and whether any claim has
+    lapsed, anyone's, in one statement: Start batch's first, under the chain's locks.
+
+    Start batch looked for lapsed claims in a read of its own before its write (a
+    transaction, on PostgreSQL four round trips), so that its write would not carry the
+    search; the search is one index probe (ix_deferrals_status_lease), here a part of a
+    statement the write makes anyway. The lapsed are returned in the same write, only
+    when there are some (review/reviewing/lapsed_claims.py)."""
+    rows = session.execute(_HELD_AND_LAPSED, {"holder_id": holder.id, "now": now}).all()
+    return [r for r in rows if not r.lapsed], any(r.lapsed for r in rows)
+
+
+def _held_and_lapsed_statement():
+    table = Deferral.__table__
+    held = select(
+        table.c.id, table.c.handed_to, table.c.rank, literal_column("0").label("lapsed")
+    ).where(
+        table.c.claimed_by == HOLDER_ID,
+        table.c.status == "in_review",
+        table.c.lease_expires_at >= NOW,
+    )
+    one_lapsed = (
+        select(
+            table.c.id,
+            # Typed: PostgreSQL reads an untyped NULL of a subquery as text.
+            cast(null(), table.c.handed_to.type).label("handed_to"),
+            cast(null(), table.c.rank.type).label("rank"),
+            literal_column("1").label("lapsed"),
+        )
+        .where(*lapsed_where(table, NOW))
+        .limit(1)
+    )
+    return union_all(held, one_lapsed.subquery().select())
+
+
+_HELD_AND_LAPSED = _held_and_lapsed_statement()
+
+
 def _batch_order(holder: Holder, rows) -> list[str]:
     """Ids in held_ids' order, from rows carrying id, handed_to and rank."""
     ordered = sorted(rows, key=lambda r: (r.handed_to == holder.username, r.rank), reverse=True)
@@ -121,32 +185,40 @@ def standing(session: Session, holder: Holder) -> Standing:
     return Standing(role == "admin", tuple(r.group_name for r in rows if r.group_name))
 
 
-def _pending_and_not_theirs(table, holder: Holder) -> list:
-    """Pending, not asked on their own behalf, not one they approved already."""
+def _pending_and_not_theirs(table, identity_keys, username) -> list:
+    """Pending, not asked on their own behalf, not one they approved already (the
+    reviewer's identity keys and username: values, or Start batch's bound parameters)."""
     return [
         table.c.status == "pending",
-        table.c.principal_key.not_in(sorted(holder.identity_keys)),
-        ~exists().where(Approval.deferral_id == table.c.id, Approval.username == holder.username),
+        table.c.principal_key.not_in(identity_keys),
+        ~exists().where(Approval.deferral_id == table.c.id, Approval.username == username),
     ]
 
 
-def _batch_takeable(table, holder: Holder, now: datetime) -> list:
-    """What Start batch may take (see the module doc): nothing snoozed or handed to
-    someone else, even for an admin; a routed deferral only for a member of its group or
-    an admin, which the statement reads itself (users, group_members: in the claim's
-    transaction, as `standing` would, without a statement of its own)."""
-    admin = exists().where(User.id == holder.id, User.role == "admin")
+def _batch_takeable(table) -> list:
+    """What Start batch may take (see the module doc): nothing snoozed, even for an
+    admin; a routed deferral only for a member of its group or an admin, which the
+    statement reads itself (users, group_members: in the claim's transaction, as
+    `standing` would, without a statement of its own). Nothing handed to someone else:
+    the pick's own two parts say that (handed to them, or to nobody: batch_pick.py).
+    The reviewer and the time are bound parameters (batch_pick.claim_params)."""
+    admin = exists().where(User.id == HOLDER_ID, User.role == "admin")
     groups = (
         select(GroupMember.group_name)
         .join(User, User.username == GroupMember.username)
-        .where(User.id == holder.id)
+        .where(User.id == HOLDER_ID)
     )
     return [
-        *_pending_and_not_theirs(table, holder),
-        _awake(table, now),
-        _for_them(table, holder),
+        *_pending_and_not_theirs(table, IDENTITY_KEYS, USERNAME),
+        _awake(table, NOW),
         or_(table.c.route_group.is_(None), admin, table.c.route_group.in_(groups)),
     ]
+
+
+@functools.cache
+def _unfiltered_claim() -> Update:
+    """Start batch's claim without the queue's filters, built once (batch_pick.py)."""
+    return claim_statement(_batch_takeable(Deferral.__table__))
 
 
 def _awake(table, now: datetime):
@@ -161,7 +233,7 @@ def _takeable(table, holder: Holder, who: Standing, now: datetime) -> list:
     """What a reviewer may claim one at a time (see the module doc): an admin anything
     pending and not theirs; others nothing snoozed by someone else, handed to someone
     else or routed to a group they are not in. (Start batch: `_batch_takeable`.)"""
-    conditions = _pending_and_not_theirs(table, holder)
+    conditions = _pending_and_not_theirs(table, sorted(holder.identity_keys), holder.username)
     if not who.admin:
         snoozed_by_me = Deferral.set_aside["by"].as_string() == holder.username
         conditions += [
@@ -184,14 +256,18 @@ def claim_batch(
     size = svc.settings.batch_size
     lease_until = now + timedelta(seconds=svc.settings.lease_seconds)
     table = Deferral.__table__
-    return_lapsed_first(svc, now)
     with chained_write(svc.db) as session:
-        held = _held(session, holder, now)
+        held, lapsed = _held_and_lapsed(session, holder, now)
+        if lapsed:  # anyone's: back to the queue first, where this pick may take them
+            return_lapsed_claims(session, now)
         wanted = size - len(held)
         taken = []
         if wanted > 0:
-            takeable = [*_batch_takeable(table, holder, now), *where]
-            taken = claim_most_urgent(session, holder, takeable, now, lease_until, wanted)
+            claim = (
+                claim_statement([*_batch_takeable(table), *where]) if where else _unfiltered_claim()
+            )
+            params = claim_params(holder, now, lease_until, wanted)
+            taken = claim_most_urgent(session, holder, claim, params)
             if taken:  # their events in batch order
                 _record_claims(session, taken, holder, now, lease_until)
         if held:

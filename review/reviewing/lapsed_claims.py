@@ -1,8 +1,10 @@
 """Lapsed claims: a claim whose lease ran out goes back to the queue.
 
 A lease lapses after COUNTERSIGN_LEASE_SECONDS without activity (review/reviewing/claims.py).
-Lapsed claims are returned before each claim (`return_lapsed_first`) and by the worker's
-maintenance tick (queue/maintenance.py), each with its audit event as the system's doing.
+Lapsed claims are returned before each claim (Start batch: inside its own transaction,
+review/reviewing/claims.py `claim_batch`; a single claim: `return_lapsed_first`) and by
+the worker's maintenance tick (queue/maintenance.py), each with its audit event as the
+system's doing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def return_lapsed_claims(session: Session, now: datetime) -> int:
     table = Deferral.__table__
     lapsed = session.execute(
         select(table.c.id, table.c.claimed_by, table.c.agent_id)
-        .where(*_lapsed(table, now))
+        .where(*lapsed_where(table, now))
         .with_for_update(of=table, skip_locked=True)
     ).all()
     if not lapsed:
@@ -56,7 +58,8 @@ def return_lapsed_claims(session: Session, now: datetime) -> int:
     return len(lapsed)
 
 
-def _lapsed(table, now: datetime):
+def lapsed_where(table, now: datetime):
+    """The conditions of a lapsed claim (also read by claims.claim_batch's first read)."""
     held = PendingDecision.__table__
     return (
         table.c.status == "in_review",
@@ -66,19 +69,13 @@ def _lapsed(table, now: datetime):
 
 
 def return_lapsed_first(svc: Services, now: datetime) -> None:
-    """Before a claim: lapsed claims go back to the queue in a write of their own, and
-    only when a read (outside the writer lock) finds one, so the claim's own transaction,
-    which holds SQLite's writer lock (PostgreSQL: every chain shard's), does not carry the
-    search. A lease that lapses between the two is returned by the next claim.
-
-    The read is one statement: on PostgreSQL it runs without BEGIN, COMMIT and the pool's
-    ping (`read_unpinged`), one round trip instead of four on every Start batch."""
+    """Before a single claim: lapsed claims go back to the queue in a write of their own,
+    and only when a read (outside the writer lock; on PostgreSQL one statement without a
+    transaction) finds one. A lease that lapses between the two is returned by the next
+    claim."""
     table = Deferral.__table__
-    found = svc.db.read_unpinged(
-        lambda session: session.execute(
-            select(table.c.id).where(*_lapsed(table, now)).limit(1)
-        ).first()
-    )
+    search = select(table.c.id).where(*lapsed_where(table, now)).limit(1)
+    found = svc.db.read_unpinged(lambda session: session.execute(search).first())
     if found is not None:
         with chained_write(svc.db) as session:
             return_lapsed_claims(session, now)
