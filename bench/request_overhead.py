@@ -1,0 +1,155 @@
+"""What a reviewer's browser request pays around its view, in-process, against bare Flask.
+
+    .venv/bin/python bench/request_overhead.py [--db sqlite|postgres] [--requests 2000]
+                                               [--batches 5] [--tree DIR] [--profile N]
+
+Countersign's app (bench/decision_cost.py's set-up, BENCH_REDIS_URL) gets one extra view,
+`/bench/noop`, that does nothing but answer a few bytes behind `login_required`: what a
+request to it costs is what every reviewer request pays before and after its own work:
+Werkzeug's and Flask's dispatch, the session cookie (opened, checked, saved), flask-login's
+user loader (a database read), the CSRF check (the POST, with the htmx header a decision
+sends), and the app's hooks (safety headers, request ids, `Cache-Control`). The live
+batch's poll with nothing changed (review/web/live_pages.py: one Redis GET, no user) is
+timed too. A bare Flask app answering the same bytes, in the same process, is the floor.
+
+The requests are built before the clock starts and handed to the WSGI callable one after
+another, with this thread's CPU time (time.thread_time) around each batch of them; the
+least batch is reported (other work on a shared machine only ever adds). `--tree DIR`
+runs another checkout's code (`git archive main | tar -x -C DIR`) for a before/after:
+run both in one go and compare the ratios to the bare app, which runs in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NOOP = "/bench/noop"  # a view that does nothing, behind login_required on Countersign's app
+
+
+def serve(app, environs: list[dict], expect: int) -> None:
+    """Each request through the WSGI callable, its answer read to the end."""
+    seen: list[str] = []
+
+    def start_response(status: str, headers: list, exc_info=None) -> None:
+        seen.append(status)
+
+    for env in environs:
+        answer = app(env, start_response)
+        try:
+            for _ in answer:
+                pass
+        finally:
+            if hasattr(answer, "close"):
+                answer.close()
+        if not seen[-1].startswith(str(expect)):
+            raise SystemExit(f"{env['PATH_INFO']} answered {seen[-1]}")
+
+
+def measure(name: str, app, make, expect: int, args) -> float:
+    """Least CPU ms per request over the batches (thread CPU)."""
+    serve(app, make(50), expect)  # warm-up
+    times = []
+    profiler = cProfile.Profile(time.thread_time) if args.profile else None
+    for _ in range(args.batches):
+        batch = make(args.requests)
+        if profiler:
+            profiler.enable()
+        started = time.thread_time()
+        serve(app, batch, expect)
+        times.append((time.thread_time() - started) * 1000 / len(batch))
+        if profiler:
+            profiler.disable()
+    least = min(times)
+    print(f"  {name:<44} {least:6.3f} ms  (median {statistics.median(times):6.3f})", flush=True)
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.profile)
+        print(out.getvalue()[out.getvalue().index("   ncalls") :])
+    return least
+
+
+def bare_app():
+    from flask import Flask
+
+    app = Flask("bare")
+
+    @app.route(NOOP, methods=["GET", "POST"])
+    def noop():
+        return "ok"
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.tree.resolve()))
+    from flask_login import login_required
+    from werkzeug.test import EnvironBuilder
+
+    from bench import decision_cost
+    from bench.common import database
+
+    with database(args.db) as url, tempfile.TemporaryDirectory(prefix="cs-bench-") as instance:
+        app, svc, _secret = decision_cost.build(url, instance)
+
+        @app.route(NOOP, methods=["GET", "POST"])
+        @login_required
+        def noop():
+            return "ok"
+
+        client, csrf, headers = decision_cost.logged_in(app)
+        cookie = client.get_cookie("countersign_session").value
+        base = dict(client.environ_base)  # the address and User-Agent the session was made for
+
+        def environs(method: str, path: str, extra: dict[str, str]):
+            def make(n: int) -> list[dict]:
+                cookies = {"Cookie": f"countersign_session={cookie}", **extra}
+                return [
+                    EnvironBuilder(
+                        path=path, method=method, headers=cookies, environ_base=base
+                    ).get_environ()
+                    for _ in range(n)
+                ]
+
+            return make
+
+        print(f"{args.tree} ({args.db}), load average {os.getloadavg()[0]:.1f}; CPU per request:")
+        from review.reviewing import live
+
+        poll = f"/live/batch?v={live.version(svc.redis.client())}&ids="
+        floor = measure("bare Flask: GET", bare_app(), environs("GET", NOOP, {}), 200, args)
+        get = measure("noop GET (session, user)", app, environs("GET", NOOP, {}), 200, args)
+        post = measure(
+            "noop POST (session, user, CSRF)", app, environs("POST", NOOP, headers), 200, args
+        )
+        polled = measure(
+            "live batch poll, nothing changed",
+            app,
+            environs("GET", poll, {"HX-Request": "true"}),
+            204,
+            args,
+        )
+        svc.close()
+    print(
+        f"  above bare Flask: GET {get - floor:.3f} ms, POST {post - floor:.3f} ms, "
+        f"poll {polled - floor:.3f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
