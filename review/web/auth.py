@@ -31,10 +31,8 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import select
 from werkzeug.urls import iri_to_uri
 from wtforms import PasswordField, StringField
@@ -46,11 +44,12 @@ from review.db import Database
 from review.models import User
 from review.services import Services, current_services
 from review.users import check_password, log_out, record_login
+from review.web.signed_cookies import PagesOnlySessions, RememberingCSRF
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
-csrf = CSRFProtect()
+csrf = RememberingCSRF()  # flask-wtf's, each token's signature checked once a process
 DECIDERS = ("admin", "reviewer")
 SESSION_TOKEN = "user_token"  # noqa: S105  (the session key holding users.session_token)
 HSTS = "max-age=31536000; includeSubDomains"
@@ -266,28 +265,6 @@ def logout():
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
-
-
-class PagesOnlySessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, for everything but the agents' API.
-
-    Agents sign every request and hold no session: reading and checking a session cookie
-    (and building the signer that checks it) was a tenth of a status read's CPU. Under
-    /api/v1/ a request's session starts empty, whatever cookie came with it, and is never
-    written back, so a browser's own cookie is left as it was.
-    """
-
-    PREFIX = "/api/v1/"
-
-    def open_session(self, app, request):
-        if request.path.startswith(self.PREFIX):
-            return self.session_class()
-        return super().open_session(app, request)
-
-    def save_session(self, app, session, response) -> None:
-        if request.path.startswith(self.PREFIX):
-            return
-        super().save_session(app, session, response)
 
 
 def init_app(app: Flask, svc: Services) -> None:
