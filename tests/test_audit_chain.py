@@ -5,6 +5,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
@@ -226,7 +227,35 @@ def test_the_hashed_record_is_rfc_8785_for_any_field_text(seq, texts, nullable, 
     if place is not None:
         fields["shard"], fields["shard_seq"] = place
         record["shard"], record["shard_seq"] = place
-    assert event_hash_record(**fields).encode() == canonical_json(record)
+    assert event_hash_record(**fields).encode() == rfc8785.dumps(record)
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)  # beyond 2^53 too: refused, as rfc8785 refuses it
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),  # lone surrogates too: refused, as rfc8785 refuses them
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=4) | st.sampled_from(["a", "é", "\ue000", "😀"]), inner)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_json_values)
+def test_canonical_json_is_rfc_8785_byte_for_byte_or_refuses_what_it_refuses(value):
+    """canonical_json writes plain values with the C encoder: it must agree with
+    rfc8785 on every value, and refuse what rfc8785 refuses."""
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as refused:
+        with pytest.raises(type(refused)):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == expected
 
 
 # Verify writes each record in one quick f-string and falls back to record_text only when
