@@ -115,16 +115,10 @@ class CommitGroups:
     def _commit(self, group: list[GroupedWrite[Any]]) -> None:
         try:
             with self._transaction() as conn:
-                raw = conn.connection.dbapi_connection
-                for write in group:
-                    raw.execute("SAVEPOINT grouped_write")
-                    try:
-                        write.result = write.work(conn, write.notes)
-                    except Exception as error:  # this write only: the others go on
-                        raw.execute("ROLLBACK TO grouped_write")
-                        write.error = error
-                        write.notes = self._new_notes()  # what it noted never happened
-                    raw.execute("RELEASE grouped_write")
+                if len(group) == 1:  # alone, its transaction is its savepoint: its error
+                    group[0].result = group[0].work(conn, group[0].notes)  # rolls it back
+                else:
+                    self._each_in_a_savepoint(conn, group)
         except BaseException as error:  # the transaction rolled back: every write failed
             for write in group:
                 if write.error is None:
@@ -135,3 +129,15 @@ class CommitGroups:
             return
         self.groups += 1
         self.writes += len(group)
+
+    def _each_in_a_savepoint(self, conn: Connection, group: list[GroupedWrite[Any]]) -> None:
+        raw = conn.connection.dbapi_connection
+        for write in group:
+            raw.execute("SAVEPOINT grouped_write")
+            try:
+                write.result = write.work(conn, write.notes)
+            except Exception as error:  # this write only: the others go on
+                raw.execute("ROLLBACK TO grouped_write")
+                write.error = error
+                write.notes = self._new_notes()  # what it noted never happened
+            raw.execute("RELEASE grouped_write")
