@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import redis
 from redis.commands.core import Script
 
-from review import redis_keys
+from review import pooled_redis, redis_keys
 from review.errors import RateLimited
 from review.services import Services
 
@@ -70,10 +70,11 @@ def admit(
     now = time.time() if now is None else now
     keys = [redis_keys.rate(slug, int(now)), redis_keys.flood(slug)]
     try:
-        count, in_window, placed = _ADMIT(
-            keys=keys,
-            args=[max(per_second, 0), now, webhook_id, flood_window or 0],
-            client=svc.redis.client(),
+        count, in_window, placed = pooled_redis.run_script(  # as _ADMIT(...), leaner
+            svc.redis.client(),
+            _ADMIT,
+            keys,
+            [max(per_second, 0), now, webhook_id, flood_window or 0],
         )
     except redis.RedisError as exc:
         log.warning("rate and flood not counted for %s: redis unavailable (%s)", slug, exc)
@@ -88,7 +89,11 @@ def withdraw(svc: Services, admission: Admission) -> None:
     if not admission.placed:
         return
     try:
-        _WITHDRAW(keys=[redis_keys.flood(admission.slug)], args=[admission.webhook_id],
-                  client=svc.redis.client())  # fmt: skip
+        pooled_redis.run_script(
+            svc.redis.client(),
+            _WITHDRAW,
+            [redis_keys.flood(admission.slug)],
+            [admission.webhook_id],
+        )
     except redis.RedisError as exc:
         log.warning("flood window of %s not corrected (%s)", admission.slug, exc)

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session
 
-from review import redis_keys
+from review import pooled_redis, redis_keys
 
 log = logging.getLogger(__name__)
 KEEP_SECONDS = 3600  # a page older than this re-renders whatever changed
@@ -53,8 +53,8 @@ def note_arrival(client_for: Any) -> None:
     counter so the queue pages' polls re-read it. One INCR and nothing else: no
     deferral is stamped, since no open page holds the new one yet (a batch's poll then
     finds none of its items changed and costs no database)."""
-    try:
-        client_for().incr(redis_keys.LIVE_VERSION)
+    try:  # on a pooled connection: intake sends it for every deferral (review/pooled_redis.py)
+        pooled_redis.command(client_for(), "INCR", redis_keys.LIVE_VERSION)
     except redis.RedisError as exc:
         log.warning("live pages not told of a new deferral (%s)", exc)
 
