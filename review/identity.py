@@ -32,8 +32,10 @@ from importlib import resources
 INVISIBLE_CATEGORIES = {"Cf", "Cc", "Zl", "Zp"}
 
 
+@functools.lru_cache(maxsize=4096)  # every deferral asks it of its principal, who repeat
 def identity_key(text: str) -> str:
-    """The form of an identity that separation of duties compares."""
+    """The form of an identity that separation of duties compares (a pure function of
+    `text`, remembered: its Unicode passes were a fiftieth of an intake's Python)."""
     visible = _visible(unicodedata.normalize("NFKC", text).strip())
     key = _skeleton(unicodedata.normalize("NFKC", visible.casefold()))
     # Capital I is both an upper-case i and a look-alike of l, so i and l are one letter
