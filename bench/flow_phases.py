@@ -41,6 +41,7 @@ PARTS = (  # (module, function): each wrapped where the flow calls it
     ("flask.templating", "_render"),
     ("review.web.auth", "load_user"),
     ("review.reviewing.claims", "claim_batch"),
+    ("review.reviewing.claims", "take_batch"),  # Start batch's (claim_batch's too)
     ("review.reviewing.queue_reads", "batch_items"),
     ("review.web.reviewer_pages", "card_context"),
     ("review.reviewing.taking_effect", "take_effect_if_due"),

@@ -19,7 +19,7 @@ from review.audit.verify import verify_chain
 from review.models import Deferral, OutboxEvent, PendingDecision, utcnow
 from review.reviewing import undo
 from review.reviewing.bulk import decide_many
-from review.reviewing.claims import claim_batch
+from review.reviewing.claims import claim_batch, release_batch
 from review.reviewing.decisions import DecisionRefused, decide
 from review.reviewing.edits import edit_and_approve
 from review.reviewing.lapsed_claims import return_lapsed_claims
@@ -231,6 +231,28 @@ def test_a_lapsing_lease_does_not_lose_a_held_decision(world):
         assert return_lapsed_claims(session, utcnow()) == 0  # the held decision keeps it
     take_effect_due(world.svc, utcnow() + timedelta(seconds=WINDOW + 1))
     assert resource(world, d_id)["status"] == "approved"
+
+
+def test_releasing_the_batch_keeps_an_item_whose_decision_waits_in_its_window(world):
+    rita, sam = reviewer(world.svc), reviewer(world.svc, "sam")
+    held, other = claimed(world, rita), claimed(world, rita)
+    decide(world.svc, rita, held, "approve")
+    assert release_batch(world.svc, rita) == 1  # `other` only
+    assert resource(world, held)["status"] == "in_review"
+    assert claim_batch(world.svc, sam) == [other]  # never rita's held one
+    take_effect_due(world.svc, utcnow() + timedelta(seconds=WINDOW + 1))
+    assert resource(world, held)["status"] == "approved"
+
+
+def test_start_batch_shows_a_kept_item_held_and_tops_the_batch_up(world):
+    rita = reviewer(world.svc)
+    browser = Browser(world.app.test_client(), "rita")
+    held = claimed(world, rita)
+    decide(world.svc, rita, held, "reject", "no")
+    fresh = world.agent.defer(refund(summary="fresh")).get_json()["id"]
+    page = browser.post("/batch/start", {"answer": "page"}).get_data(as_text=True)
+    assert f'id="card-{held}"' in page and f'id="card-{fresh}"' in page
+    assert 'data-undo-ms="' in page and page.count("data-live") == 1  # fresh's
 
 
 def test_a_first_of_two_approvals_is_undoable_too(world):

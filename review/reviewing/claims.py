@@ -45,7 +45,7 @@ from review.errors import InvalidState
 from review.groups import GroupMember
 from review.identity import identity_keys
 from review.intake.policy import LEVELS
-from review.models import Approval, Deferral, User, utcnow
+from review.models import Approval, Deferral, PendingDecision, User, utcnow
 from review.reviewing.batch_pick import (
     HOLDER_ID,
     IDENTITY_KEYS,
@@ -244,9 +244,25 @@ def _takeable(table, holder: Holder, who: Standing, now: datetime) -> list:
     return conditions
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A reviewer's batch as a claim left it."""
+
+    ids: list[str]  # in batch order (held_ids')
+    kept: list[str]  # those they held already; the others were pending until this claim
+
+
 def claim_batch(
     svc: Services, holder: Holder, now: datetime | None = None, where: Sequence = ()
 ) -> list[str]:
+    """Claim up to COUNTERSIGN_BATCH_SIZE of the most urgent deferrals this reviewer may
+    take: the batch's ids (`take_batch`)."""
+    return take_batch(svc, holder, now, where).ids
+
+
+def take_batch(
+    svc: Services, holder: Holder, now: datetime | None = None, where: Sequence = ()
+) -> Batch:
     """Claim up to COUNTERSIGN_BATCH_SIZE of the most urgent deferrals this reviewer may take.
 
     `where`: more conditions on the deferrals (the queue's filters: level, agent, label).
@@ -277,7 +293,7 @@ def claim_batch(
                 .values(lease_expires_at=lease_until)
             )
         # What they held (its lease renewed above) and what they took: no second read.
-        return _batch_order(holder, [*held, *taken])
+        return Batch(_batch_order(holder, [*held, *taken]), [r.id for r in held])
 
 
 def _claim(session: Session, rows, holder: Holder, now: datetime, lease_until: datetime) -> list:
@@ -410,30 +426,31 @@ def withheld_note(svc: Services, holder: Holder) -> str:
 
 
 def release_batch(svc: Services, holder: Holder, now: datetime | None = None) -> int:
-    """Give every held deferral back to the queue."""
+    """Give every held deferral back to the queue, but one with a decision held for its
+    undo window: that decision takes effect on the claim (review/reviewing/undo.py), as a
+    lapsed lease leaves it too (lapsed_claims.py), so no pending deferral carries one."""
     now = now or utcnow()
     table = Deferral.__table__
     with chained_write(svc.db) as session:
-        held = session.execute(
-            select(table.c.id, table.c.agent_id).where(
-                table.c.claimed_by == holder.id, table.c.status == "in_review"
-            )
-        ).all()
-        if not held:
-            return 0
-        session.execute(
+        released = session.execute(
             update(table)
             .where(
-                table.c.id.in_([h.id for h in held]),
                 table.c.claimed_by == holder.id,
                 table.c.status == "in_review",
+                ~exists().where(_pending_decisions.c.deferral_id == table.c.id),
             )
             .values(status="pending", claimed_by=None, claimed_at=None, lease_expires_at=None)
-        )
-        note_changed(session, *[h.id for h in held])
-        slugs = agent_slugs(session, {h.agent_id for h in held})
+            .returning(table.c.id, table.c.agent_id)
+        ).all()
+        if not released:
+            return 0
+        note_changed(session, *[r.id for r in released])
+        slugs = agent_slugs(session, {r.agent_id for r in released})
         record_events(
             session,
-            [_event(h.id, slugs[h.agent_id], holder, "deferral.released", now) for h in held],
+            [_event(r.id, slugs[r.agent_id], holder, "deferral.released", now) for r in released],
         )
-        return len(held)
+        return len(released)
+
+
+_pending_decisions = PendingDecision.__table__

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from review import redis_keys
@@ -215,10 +215,16 @@ def approvals_of(session: Session, items: list[Deferral]) -> dict[str, list[str]
 
 
 def batch_items(session: Session, ids: list[str]) -> list[Deferral]:
+    """The batch's deferrals (their agents joined), in the order of `ids`."""
     if not ids:
         return []
-    rows = {d.id: d for d in session.scalars(select(Deferral).where(Deferral.id.in_(ids)))}
+    rows = {d.id: d for d in session.scalars(_BATCH_ITEMS, {"ids": ids})}
     return [rows[i] for i in ids if i in rows]
+
+
+# Built once: the ids are its one parameter (building it and its cache key at every page
+# was a fifth of this read's CPU under cProfile).
+_BATCH_ITEMS = select(Deferral).where(Deferral.id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True)

@@ -56,15 +56,15 @@ def start_batch():
     filters = _filters(request.form)
     flt = queue_reads.QueueFilter.parse(filters)
     svc = current_services()
-    ids = claims.claim_batch(svc, holder(), where=flt.claim_conditions())
-    if not ids:
+    claimed = claims.take_batch(svc, holder(), where=flt.claim_conditions())
+    if not claimed.ids:
         what = "nothing that matches these filters" if flt.active else "nothing you may take"
         note = claims.withheld_note(svc, holder())
         flash(f"Nothing to review right now: the queue has {what}{note}.", "info")
         return redirect(url_for("review.queue", **filters))
     if request.form.get("answer") != START_ANSWER:
         return redirect(url_for("review.batch", **filters), 303)
-    return _batch_page(svc, filters, ids)
+    return _batch_page(svc, filters, claimed)
 
 
 @bp.post("/batch/release")
@@ -81,8 +81,8 @@ def batch():
     return _batch_page(current_services(), _filters(request.args))
 
 
-def _batch_page(svc, filters: dict[str, str], claimed: list[str] | None = None):
-    """The batch page: `claimed`, the ids a claim has just returned (read afresh if None).
+def _batch_page(svc, filters: dict[str, str], claimed: claims.Batch | None = None):
+    """The batch page: `claimed`, the batch a claim has just returned (read afresh if None).
 
     One read for the page: the held ids (unless claimed), the cards and their decisions
     held for undo, which also say whether one's window has closed meanwhile. Only then
@@ -106,10 +106,19 @@ def _batch_page(svc, filters: dict[str, str], claimed: list[str] | None = None):
     )
 
 
-def _batch_cards(svc, db, claimed: list[str] | None, now):
-    """The batch's cards and their context, and the ids whose undo window has closed."""
-    ids = claims.held_ids(db, holder(), now) if claimed is None else claimed
-    held = undo.held_decisions(db, ids)
+def _batch_cards(svc, db, claimed: claims.Batch | None, now):
+    """The batch's cards and their context, and the ids whose undo window has closed.
+
+    Decisions held for undo are only on items the reviewer held before: one that was
+    pending until this claim has none (a held decision keeps its deferral in_review, on
+    the decider's claim, until it takes effect or is undone: review/reviewing/undo.py),
+    so a batch claimed afresh reads no pending_decisions."""
+    if claimed is None:
+        ids = claims.held_ids(db, holder(), now)
+        held = undo.held_decisions(db, ids)
+    else:
+        ids = claimed.ids
+        held = undo.held_decisions(db, claimed.kept) if claimed.kept else {}
     items = queue_reads.batch_items(db, ids)
     context = card_context(svc, db, items, lazy_panels=True, held=held)
     return items, context, [i for i, h in held.items() if h.effective_at <= now]
