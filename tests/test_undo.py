@@ -144,6 +144,20 @@ def test_decisions_closing_in_the_same_second_share_one_job_run_after_it(world, 
     assert len(registry.get_job_ids()) == 2  # the next second's window: a job of its own
 
 
+def test_a_second_whose_job_this_process_knows_sends_nothing_more_to_redis(world, monkeypatch):
+    rita = reviewer(world.svc)
+    first, second, third = (claimed(world, rita) for _ in range(3))
+    now = utcnow().replace(microsecond=100_000)
+    decide(world.svc, rita, first, "approve", now=now)  # schedules this second's job
+    client, sets = world.svc.redis.client(), []
+    real_set = client.set
+    monkeypatch.setattr(client, "set", lambda *a, **k: sets.append(a[0]) or real_set(*a, **k))
+    decide(world.svc, rita, second, "approve", now=now + timedelta(milliseconds=700))
+    assert sets == []  # known scheduled: no SET NX
+    decide(world.svc, rita, third, "approve", now=now + timedelta(seconds=1))
+    assert len(sets) == 1  # the next second's: asked of Redis
+
+
 def test_the_batch_page_takes_a_closed_window_into_effect_before_it_shows_the_batch(world):
     rita = reviewer(world.svc)
     browser = Browser(world.app.test_client(), "rita")

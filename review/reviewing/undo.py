@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from sqlalchemy import delete, select, update
@@ -174,8 +177,11 @@ def schedule(svc: Services, effective_at: datetime, now: datetime) -> None:
     ttl = max(math.ceil(second - _epoch(now)), 0) + JOB_KEY_SECONDS
     key = redis_keys.take_effect_job_at(second)
     client = svc.redis.client()
+    if _SCHEDULED.has(client, second):
+        return  # this process saw the job for this second scheduled: no round trip
     try:
         if not client.set(key, "1", nx=True, ex=ttl):
+            _SCHEDULED.add(client, second, now)
             return  # a job for this second is scheduled: it takes this one too
         try:
             queue(client).enqueue_at(
@@ -188,8 +194,34 @@ def schedule(svc: Services, effective_at: datetime, now: datetime) -> None:
         except redis.RedisError:
             client.delete(key)  # no job after all: the next decision of this second tries
             raise
+        _SCHEDULED.add(client, second, now)
     except redis.RedisError as exc:
         log.warning("no job for a held decision (%s): the worker's tick will take it", exc)
+
+
+class ScheduledSeconds:
+    """The seconds this process knows have their take-effect job (it scheduled it, or
+    found its key set), per Redis client: the decisions of a busy second after the first
+    send nothing to Redis (its SET NX was the held decision's one round trip after the
+    commit). Only seconds still to come are kept. Should the job be lost meanwhile (Redis
+    flushed), the worker's tick takes those decisions, as for any job not run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_client: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+
+    def has(self, client: Any, second: int) -> bool:
+        with self._lock:
+            return second in self._by_client.get(client, ())
+
+    def add(self, client: Any, second: int, now: datetime) -> None:
+        past = math.floor(_epoch(now))
+        with self._lock:
+            known = self._by_client.get(client, set())
+            self._by_client[client] = {s for s in known if s >= past} | {second}
+
+
+_SCHEDULED = ScheduledSeconds()
 
 
 def _epoch(moment: datetime) -> float:
