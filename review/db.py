@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from review import wal_checkpoints
 from review.commit_groups import CommitGroups
+from review.driver_statements import driver
 
 IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no transaction open
 
@@ -305,10 +306,15 @@ class Database:
 
     def execute_on_driver(self, dbapi_connection: Any, sql: str, params: dict[str, Any]) -> Any:
         """One statement on a connection from `autocommit_driver`: its first row."""
+        return self._driver_cursor(dbapi_connection, sql, params).fetchone()
+
+    def _driver_cursor(self, dbapi_connection: Any, sql: str, params: Any) -> Any:
+        """One statement on a DBAPI connection: its cursor. Raises what `conn.execute`
+        would (IntegrityError and the rest), a dropped connection's marked as such."""
         dialect = self.engine.dialect
         dbapi = dialect.loaded_dbapi
         try:
-            return dbapi_connection.execute(sql, params).fetchone()
+            return dbapi_connection.execute(sql, params)
         except dbapi.Error as error:  # as conn.execute raises it
             dropped = dialect.is_disconnect(error, dbapi_connection, None)
             raise DBAPIError.instance(
@@ -345,23 +351,34 @@ class Database:
             return reading(session)
 
     def first_row_unpinged(self, statement: Any, params: dict[str, Any]) -> Any:
-        """`read_unpinged` for one Core statement, on a connection without an ORM session
-        (its begin, commit and close cost more than the statement): its first row, or
-        None. For the prepared decision's read (review/reviewing/prepared_decisions.py)."""
+        """`read_unpinged` for one Core SELECT: its first row, or None, as
+        `conn.execute(statement, params).first()` reads it (review/driver_statements.py
+        `Reading`: the same values, by position or by column name), run on the driver, as
+        intake's call is: SQLAlchemy's connection, execution context and result cost the
+        request several times the statement. On PostgreSQL in autocommit on a pooled
+        connection taken without the pool's ping, run again on a pinged one when the
+        server had dropped it (a read is safe to repeat). On SQLite on the pooled
+        connection outside any transaction (pysqlite's own handling is off): one
+        statement, its own snapshot. For the prepared decision's read
+        (review/reviewing/prepared_decisions.py)."""
+        reading = driver.reading(self.engine, statement)
+        args = reading.args(params)
         if self.is_sqlite:
-            with self.engine.connect() as conn:
-                return conn.execute(statement, params).first()
-        skipped = _unpinged.set(True)
+            fairy = self.engine.raw_connection()
+            try:
+                return reading.first(
+                    self._driver_cursor(fairy.driver_connection, reading.sql, args)
+                )
+            finally:
+                fairy.close()
         try:
-            with self._autocommit.connect() as conn:
-                return conn.execute(statement, params).first()
+            with self.autocommit_driver(ping=False) as conn:
+                return reading.first(self._driver_cursor(conn, reading.sql, args))
         except DBAPIError as error:
             if not error.connection_invalidated:
                 raise
-        finally:
-            _unpinged.reset(skipped)
-        with self._autocommit.connect() as conn:
-            return conn.execute(statement, params).first()
+        with self.autocommit_driver() as conn:
+            return reading.first(self._driver_cursor(conn, reading.sql, args))
 
     def dispose(self) -> None:
         if self.checkpointer is not None:

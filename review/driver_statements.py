@@ -6,6 +6,7 @@ dialect, bound here, and executed on a connection of a session or of `write_core
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ class DriverStatements:
 
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, Any], tuple[str, list[tuple[str, Any, Any]]]] = {}
+        self._readings: dict[tuple[int, str, Any], Reading] = {}
 
     def _compile(
         self, bind: Connection | Engine, statement: Any
@@ -81,6 +83,80 @@ class DriverStatements:
             return cursor.executemany(sql, args) if many else cursor.execute(sql, args[0])
         except dbapi.Error as error:  # as conn.execute raises it: IntegrityError and the rest
             raise DBAPIError.instance(sql, args, error, dbapi.Error) from error
+
+    def reading(self, engine: Engine, statement: Any) -> Reading:
+        """A SELECT compiled once per dialect to run on the driver (`Reading`)."""
+        key = (id(engine.dialect), "reading", statement)
+        found = self._readings.get(key)
+        if found is None:
+            found = self._readings[key] = Reading(engine.dialect, statement)
+        return found
+
+
+class Reading:
+    """A SELECT run straight on the DBAPI cursor, read as `conn.execute(...).first()` would.
+
+    For one-row reads on the request's path (Database.first_row_unpinged): SQLAlchemy's
+    execute (its connection, context, result and row) cost several times what the
+    driver spends on the statement. The SQL is SQLAlchemy's own compilation; each value
+    passes through its bound parameter's bind processor, and each column through its
+    type's result processor (public API: `dialect_impl(...).result_processor`, given the
+    driver's type code as SQLAlchemy gives it), so the row holds what `conn.execute`'s
+    would (tests/test_driver_reads.py reads rows both ways and compares them). The row
+    is a named tuple: by position, or by column name where the names are unique.
+    """
+
+    def __init__(self, dialect: Any, statement: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if "POSTCOMPILE" in compiled.string:
+            raise ValueError("an expanding parameter (IN) has no fixed SQL to run on the driver")
+        self.sql = compiled.string
+        self._dialect = dialect
+        self._named = compiled.positiontup is None  # psycopg's %(name)s; SQLite's ? in order
+        names = list(compiled.binds) if self._named else list(compiled.positiontup)
+        binds = compiled.binds
+        self._binds = [
+            (
+                name,
+                _bind_processor(binds[name], dialect),
+                _UNSET if binds[name].required else binds[name].value,
+            )
+            for name in names
+        ]
+        columns = list(statement.selected_columns)
+        self._types = [column.type for column in columns]
+        self._row = namedtuple(  # a row type per statement, made once
+            "Row", list(statement.selected_columns.keys()), rename=True
+        )
+        self._processors: list[Callable[[Any], Any] | None] | None = None
+
+    def args(self, values: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+        """The driver's parameters: by name (psycopg) or in order (SQLite)."""
+        if self._named:
+            return dict(
+                zip([n for n, _, _ in self._binds], _args(self._binds, values), strict=True)
+            )
+        return _args(self._binds, values)
+
+    def first(self, cursor: Any) -> Any:
+        """The cursor's first row, each column through its result processor; None when
+        there is none. Closes the cursor (SQLite: its statement reset, so no read
+        transaction stays open behind it)."""
+        try:
+            raw = cursor.fetchone()
+            if raw is None:
+                return None
+            if self._processors is None:  # the driver's type codes, as SQLAlchemy's result uses
+                self._processors = [
+                    type_.dialect_impl(self._dialect).result_processor(self._dialect, d[1])
+                    for type_, d in zip(self._types, cursor.description, strict=True)
+                ]
+            return self._row._make(
+                value if process is None else process(value)
+                for process, value in zip(self._processors, raw, strict=True)
+            )
+        finally:
+            cursor.close()
 
 
 _UNSET = object()
