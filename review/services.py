@@ -95,7 +95,8 @@ class Services:
         box = SecretBox(settings.secret_key, settings.secret_key_fallbacks)
         db = Database(settings.database_url)
         provider = RedisProvider(settings.redis_url, embedded)
-        # Live pages first: they read the endings that the wake-ups then take from `info`.
+        # Live pages first: their one round trip also publishes the endings for the
+        # long-polls (review/reviewing/live.py); the wake-ups then queue the callbacks.
         db.after_commit(lambda info: live.after_commit(provider.client, info))
         db.after_commit(lambda info: after_commit(provider.client, info))
         statuses = StatusCache(provider.client)

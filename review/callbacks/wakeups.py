@@ -3,7 +3,8 @@ are queued for delivery at once.
 
 Domain code only leaves notes in the session's `info` (`note_ended`, `note_deliver`), or
 in a `write_core()`'s `Notes` (review/db.py); after the transaction commits,
-`after_commit` publishes them on Redis. Nothing here is needed for correctness: a lost
+`after_commit` publishes them on Redis (the endings in the live pages' round trip:
+review/reviewing/live.py). Nothing here is needed for correctness: a lost
 wake-up costs latency (the long-poll re-reads the database every few seconds, the
 worker's relay finds callbacks nobody queued), never a decision or a callback.
 """
@@ -61,7 +62,10 @@ def queue_flush(client: redis.Redis) -> bool:
 
 
 def after_commit(client_for: Any, info: dict[str, Any]) -> None:
-    """Publish what the committed transaction noted (`client_for()` gives the Redis client)."""
+    """Publish what the committed transaction noted (`client_for()` gives the Redis client).
+    The endings are published by the live pages' hook, which runs first, in its one round
+    trip (review/reviewing/live.py): what it leaves in "ended" (none, as the hooks are
+    registered in review/services.py) is published here."""
     ended, deliver = info.pop("ended", None), info.pop("deliver", None)
     statuses = info.pop("agent_status", None)
     changed = info.pop("agent_changed", None)

@@ -10,7 +10,8 @@ read from the database. Only when the number moved does it read which of its ite
 changed (one MGET) and render those, so the database is asked only about what changed.
 
 Domain code notes changes in the session (`note_changed`); endings are noted already
-(review/callbacks/wakeups.py's `note_ended`); intake bumps the counter for each new
+(review/callbacks/wakeups.py's `note_ended`), and the same round trip publishes them
+for the long-polls; intake bumps the counter for each new
 pending deferral (`note_arrival`), so the queue hears of arrivals by the same poll.
 Losing Redis costs liveness, never data: the counter then reads as unknown and pages
 fall back to a full refresh.
@@ -37,15 +38,24 @@ def note_changed(session: Session, *deferral_ids: str) -> None:
 
 
 def after_commit(client_for: Any, info: dict[str, Any]) -> None:
-    """Bump the counter and stamp each changed deferral with the new number."""
-    changed = list(dict.fromkeys([*info.pop("live", ()), *info.get("ended", ())]))
+    """Bump the counter and stamp each changed deferral with the new number; in the same
+    round trip, publish each ended one for its long-polls (the wake-up that
+    review/callbacks/wakeups.py sent in a round trip of its own: it takes "ended" from
+    `info` no more, as this hook runs before it)."""
+    ended = info.pop("ended", None) or []
+    changed = list(dict.fromkeys([*info.pop("live", ()), *ended]))
     if not changed:
         return
     keys = [redis_keys.LIVE_VERSION, *(redis_keys.live_deferral(i) for i in changed)]
     try:
-        client_for().eval(_BUMP, len(keys), *keys, KEEP_SECONDS)
+        client_for().eval(_BUMP, len(keys), *keys, KEEP_SECONDS, redis_keys.ENDED_CHANNEL, *ended)
     except redis.RedisError as exc:
-        log.warning("live pages not told of %d changes (%s)", len(changed), exc)
+        log.warning(
+            "live pages not told of %d changes, long-polls of %d endings (%s)",
+            len(changed),
+            len(ended),
+            exc,
+        )
 
 
 def note_arrival(client_for: Any) -> None:
@@ -59,11 +69,14 @@ def note_arrival(client_for: Any) -> None:
         log.warning("live pages not told of a new deferral (%s)", exc)
 
 
-# One round trip, in Redis: the new number, and each changed deferral stamped with it
-# (it was an INCR, then a pipeline of SETs: two round trips after every decision).
+# One round trip, in Redis: the new number, each changed deferral stamped with it, and
+# each ended one (ARGV[3] on) published on the ended channel (ARGV[2]) for its long-polls
+# (it was an INCR, a pipeline of SETs and a pipeline of PUBLISHes: three round trips
+# after every decision).
 _BUMP = """
 local number = redis.call('INCR', KEYS[1])
 for i = 2, #KEYS do redis.call('SET', KEYS[i], number, 'EX', ARGV[1]) end
+for i = 3, #ARGV do redis.call('PUBLISH', ARGV[2], ARGV[i]) end
 return number
 """
 
