@@ -39,6 +39,7 @@ from review.reviewing.prepared_decisions import (
     TakeTheFullPath,
     built,
     decided_answer,
+    read_for_decision,
     write_decision,
     written_in_one_call,
 )
@@ -53,19 +54,22 @@ def prepare(
     of its held row (on PostgreSQL in the one call's parameters: None); None when it is
     not due or not the common kind, or the checks find something the full path must
     answer (it drops the decision, or ends it as expired)."""
-    # One SELECT (the deferral, its agent and the reviewer joined): on PostgreSQL without
-    # a transaction or the pool's ping.
-    found = svc.db.read_unpinged(lambda db: db.execute(_READ, {"id": deferral_id}).first())
-    if found is None:
+    # Two one-row Core reads on the driver, no ORM session (Database.first_row_unpinged:
+    # the session's join of three models cost the sweep three times both reads): the
+    # held row with its reviewer, then, when it is due and a verdict, the deferral with
+    # its agent (prepared_decisions.read_for_decision). On PostgreSQL each without a
+    # transaction or the pool's ping. The write checks it all again (the held row as
+    # read, the deferral as prepared): a change between the two reads loses the write,
+    # and the full path reads again under the lock.
+    held = svc.db.first_row_unpinged(_READ_HELD, {"id": deferral_id})
+    if held is None or held.effective_at > now or held.edited_args is not None:
         return None
-    held, deferral, user = found
-    if held.effective_at > now or held.edited_args is not None:
-        return None
-    if not _plainly_claimed(deferral, held.user_id, now):
+    deferral = read_for_decision(svc, deferral_id)
+    if deferral is None or not _plainly_claimed(deferral, held.user_id, now):
         return None
     agent = deferral.agent
-    identities = {i.lower() for i in (user.username, user.email) if i}
-    holder = Holder(user.id, user.username, frozenset(identities))
+    identities = {i.lower() for i in (held.username, held.email) if i}
+    holder = Holder(held.user_id, held.username, frozenset(identities))
     if held.verdict == "approve":
         try:
             check_may_approve(deferral, holder)
@@ -131,13 +135,25 @@ def apply(
     return decided_answer(prepared)
 
 
-_READ = (
-    select(PendingDecision, Deferral, User)
-    .join(Deferral, Deferral.id == PendingDecision.deferral_id)
-    .join(User, User.id == PendingDecision.user_id)
-    .where(PendingDecision.deferral_id == bindparam("id"))
+_held = PendingDecision.__table__.c
+_READ_HELD = (
+    select(
+        _held.deferral_id,
+        _held.user_id,
+        _held.verdict,
+        _held.reason,
+        _held.seen_ms,
+        _held.edited_args,
+        _held.decided_at,
+        _held.effective_at,
+        User.username,
+        User.email,
+    )
+    .join_from(PendingDecision.__table__, User.__table__, User.id == _held.user_id)
+    .where(_held.deferral_id == bindparam("id"))
 )
-"""The held row, its deferral (agent joined) and the reviewer who decided, in one read."""
+"""The held row and the reviewer who decided (their username and e-mail: who they are as
+a principal, as the full path's Holder), in one read."""
 
 
 def _take_due():
