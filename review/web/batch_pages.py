@@ -90,8 +90,11 @@ def _batch_page(svc, filters: dict[str, str], claimed: claims.Batch | None = Non
     every page, for what is almost never there)."""
     version = live.version(svc.redis.client())  # before the reads: no change falls between
     now = utcnow()
-    with svc.db.read() as db:
-        items, context, due = _batch_cards(svc, db, claimed, now)
+    if claimed is not None and not svc.db.is_sqlite:
+        items, context, due = _claimed_cards(svc, claimed, now)
+    else:
+        with svc.db.read() as db:
+            items, context, due = _batch_cards(svc, db, claimed, now)
     if due and take_effect_if_due(svc, due, now):  # decisions whose undo window closed
         with svc.db.read() as db:
             items, context, _ = _batch_cards(svc, db, None, utcnow())
@@ -121,6 +124,20 @@ def _batch_cards(svc, db, claimed: claims.Batch | None, now):
         held = undo.held_decisions(db, claimed.kept) if claimed.kept else {}
     items = queue_reads.batch_items(db, ids)
     context = card_context(svc, db, items, lazy_panels=True, held=held)
+    return items, context, [i for i, h in held.items() if h.effective_at <= now]
+
+
+def _claimed_cards(svc, claimed: claims.Batch, now):
+    """PostgreSQL, a batch just claimed: `_batch_cards`' reads, each a statement of its
+    own without BEGIN, COMMIT and the pool's ping (`read_unpinged`): 2 round trips for a
+    fresh batch instead of 5. Their separate snapshots lose nothing: the decisions held
+    for undo are read before the cards (one taking effect between the two shows on its
+    card as decided, never as live again), and the earlier decisions (card_context) are
+    other deferrals' history (with a quorum's approvals, a statement of their own)."""
+    read = svc.db.read_unpinged
+    held = read(lambda db: undo.held_decisions(db, claimed.kept)) if claimed.kept else {}
+    items = read(lambda db: queue_reads.batch_items(db, claimed.ids))
+    context = read(lambda db: card_context(svc, db, items, lazy_panels=True, held=held))
     return items, context, [i for i, h in held.items() if h.effective_at <= now]
 
 
