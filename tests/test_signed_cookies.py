@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from review.users import create_user
-from tests.helpers import Browser
+from tests.helpers import Browser, csrf_token
 
 PASSWORD = "correct horse battery"
 COOKIE = "countersign_session"
@@ -99,3 +99,32 @@ def test_a_time_limit_set_on_tokens_holds_for_remembered_ones(app, people):
     answer = rita.post("/settings", {})
     assert answer.status_code == 400
     assert "expired" in answer.get_data(as_text=True)
+
+
+def test_pages_of_one_session_carry_one_token_and_a_new_login_another(app, people):
+    rita = Browser(app.test_client(), "rita")
+    first = csrf_token(rita.get("/settings").get_data(as_text=True))
+    assert csrf_token(rita.get("/queue").get_data(as_text=True)) == first
+    assert rita.post("/settings", {}).status_code == 302  # the page's token is good
+    again = Browser(app.test_client(), "rita")  # a new login: a new session value
+    assert again.token != first
+    assert again.post("/settings", {}).status_code == 302
+
+
+def test_with_a_time_limit_each_page_signs_its_own_token(app, people):
+    app.config["WTF_CSRF_TIME_LIMIT"] = 3600
+    rita = Browser(app.test_client(), "rita")
+    first = csrf_token(rita.get("/settings").get_data(as_text=True))
+    time.sleep(1.1)  # the token carries its signing time, in whole seconds
+    assert csrf_token(rita.get("/settings").get_data(as_text=True)) != first
+
+
+def test_a_request_that_leaves_the_session_alone_sets_no_cookie(app, people):
+    rita = Browser(app.test_client(), "rita")
+    rita.get("/settings")
+    answer = rita.get("/settings")
+    assert answer.status_code == 200
+    assert "Set-Cookie" not in answer.headers
+    assert "Cookie" in answer.headers.get("Vary", "")
+    changed = rita.post("/settings", {})  # flashes: the session is written
+    assert COOKIE in changed.headers.get("Set-Cookie", "")
