@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -112,41 +113,65 @@ def measure(name: str, app: Callable, environs: list[dict], expect: int, args) -
     return per_request
 
 
-def countersign(kind: str, url: str, folder: str, args) -> dict[str, float]:
+def intake_app(url: str, folder: str, **overrides: Any) -> tuple[Any, Any, str]:
+    """Countersign's app for in-process intakes, on the fresh database at `url`: one
+    admin and one agent whose quotas are counted but out of reach. The app, its services
+    and the agent's secret (for `signed_intakes`)."""
     from review.agents.registry import create_agent
     from review.app_factory import create_app
     from review.migrate import upgrade
     from review.users import create_user
 
-    overrides = {
-        "database_url": url,
-        "redis_url": REDIS,
-        "instance_dir": folder,
-        "secret_key": "bench-secret-key-" + "x" * 32,
-        "agent_rate": 1000000,  # counted (one Redis round trip), never hit
-        "agent_max_pending": 1000000,
-        "breaker_flood": "1000000/60",
-    }
+    app = create_app(
+        {
+            "database_url": url,
+            "redis_url": REDIS,
+            "instance_dir": folder,
+            "secret_key": "bench-secret-key-" + "x" * 32,
+            "agent_rate": 1000000,  # counted (one Redis round trip), never hit
+            "agent_max_pending": 1000000,
+            "breaker_flood": "1000000/60",
+            **overrides,
+        }
+    )
+    svc = app.extensions["countersign"]
+    upgrade(svc.db)
+    with svc.db.write() as session:
+        create_user(session, "owner", "admin", "bench-password")
+        secret = create_agent(session, svc.box, "bench-bot", ["owner"]).secret
+    return app, svc, secret
+
+
+def signed_intakes(secret: str, n: int) -> list[dict]:
+    """`n` WSGI environs of the refund deferral (bench/intake.py's BODY), each signed
+    under a webhook-id of its own."""
+    raw = json.dumps(BODY).encode()
+    return [
+        environ(
+            PATH,
+            "POST",
+            raw,
+            {
+                **sign_headers(secret, f"msg_{uuid.uuid4().hex}", raw),
+                "Content-Type": "application/json",
+            },
+        )
+        for _ in range(n)
+    ]
+
+
+def countersign(kind: str, url: str, folder: str, args) -> dict[str, float]:
+    overrides = {}
     if args.policy:
         from bench.policy_rules import generated_policy
 
         policy = Path(folder) / "policy.toml"
         policy.write_text(generated_policy(args.policy))
         overrides["policy_file"] = str(policy)
-    app = create_app(overrides)
-    svc = app.extensions["countersign"]
-    upgrade(svc.db)
-    with svc.db.write() as session:
-        create_user(session, "owner", "admin", "bench-password")
-        secret = create_agent(session, svc.box, "bench-bot", ["owner"]).secret
-    raw = json.dumps(BODY).encode()
+    app, svc, secret = intake_app(url, folder, **overrides)
 
     def intake(n: int) -> list[dict]:
-        out = []
-        for _ in range(n):
-            headers = sign_headers(secret, f"msg_{uuid.uuid4().hex}", raw)
-            out.append(environ(PATH, "POST", raw, {**headers, "Content-Type": "application/json"}))
-        return out
+        return signed_intakes(secret, n)
 
     def status(n: int) -> list[dict]:
         return [

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -37,10 +35,8 @@ parser.add_argument("--tree", default=str(Path(__file__).resolve().parent.parent
 args = parser.parse_args()
 sys.path.insert(0, args.tree)
 
-from bench.common import REDIS, database  # noqa: E402
-from bench.cpu import PATH, environ  # noqa: E402
-from bench.intake import BODY  # noqa: E402
-from review.signing import sign_headers  # noqa: E402
+from bench.common import database  # noqa: E402
+from bench.cpu import intake_app, signed_intakes  # noqa: E402
 
 _spent: dict[str, int] = defaultdict(int)
 _calls: dict[str, int] = defaultdict(int)
@@ -115,38 +111,13 @@ from sqlalchemy.engine import default as sa_default  # noqa: E402
 _dialect = sa_default.DefaultDialect
 _dialect.do_commit = timed("SQLite write: COMMIT", _dialect.do_commit)
 
-from review.agents.registry import create_agent  # noqa: E402
-from review.app_factory import create_app  # noqa: E402
-from review.migrate import upgrade  # noqa: E402
-from review.users import create_user  # noqa: E402
-
 
 def main() -> None:
     with database(args.db) as url, tempfile.TemporaryDirectory() as folder:
-        app = create_app(
-            {
-                "database_url": url,
-                "redis_url": REDIS,
-                "instance_dir": folder,
-                "secret_key": "bench-secret-key-" + "x" * 32,
-                "agent_rate": 1000000,  # counted (one Redis round trip), never hit
-                "agent_max_pending": 1000000,
-                "breaker_flood": "1000000/60",
-            }
-        )
-        svc = app.extensions["countersign"]
-        upgrade(svc.db)
-        with svc.db.write() as session:
-            create_user(session, "owner", "admin", "bench-password")
-            secret = create_agent(session, svc.box, "bench-bot", ["owner"]).secret
-        raw = json.dumps(BODY).encode()
+        app, svc, secret = intake_app(url, folder)
 
         def intakes(n: int) -> list[dict]:
-            return [
-                environ(PATH, "POST", raw, {**sign_headers(secret, f"msg_{uuid.uuid4().hex}", raw),
-                                            "Content-Type": "application/json"})
-                for _ in range(n)
-            ]  # fmt: skip
+            return signed_intakes(secret, n)
 
         statuses: list[str] = []
         whole = timed("the request (WSGI)", app.wsgi_app)

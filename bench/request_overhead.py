@@ -35,27 +35,10 @@ from pathlib import Path
 NOOP = "/bench/noop"  # a view that does nothing, behind login_required on Countersign's app
 
 
-def serve(app, environs: list[dict], expect: int) -> None:
-    """Each request through the WSGI callable, its answer read to the end."""
-    seen: list[str] = []
-
-    def start_response(status: str, headers: list, exc_info=None) -> None:
-        seen.append(status)
-
-    for env in environs:
-        answer = app(env, start_response)
-        try:
-            for _ in answer:
-                pass
-        finally:
-            if hasattr(answer, "close"):
-                answer.close()
-        if not seen[-1].startswith(str(expect)):
-            raise SystemExit(f"{env['PATH_INFO']} answered {seen[-1]}")
-
-
 def measure(name: str, app, make, expect: int, args) -> float:
     """Least CPU ms per request over the batches (thread CPU)."""
+    from bench.cpu import serve  # the tree's own, once --tree is on the path
+
     serve(app, make(50), expect)  # warm-up
     times = []
     profiler = cProfile.Profile(time.thread_time) if args.profile else None

@@ -34,24 +34,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy.engine.default import DefaultDialect  # noqa: E402
 
-from bench.common import REDIS, database  # noqa: E402
-from bench.cpu import PATH, environ, serve  # noqa: E402
-from bench.intake import BODY  # noqa: E402
+from bench.common import database  # noqa: E402
+from bench.cpu import intake_app, serve, signed_intakes  # noqa: E402
 from review import db as db_module  # noqa: E402
-from review.signing import sign_headers  # noqa: E402
 
 WARM_UP = 100
 
@@ -110,41 +106,9 @@ def main() -> None:
     if args.kind == "decision":
         decisions(args.requests, held_cpu, held_wall, commits, args.undo_seconds)
         return
-    from review.agents.registry import create_agent
-    from review.app_factory import create_app
-    from review.migrate import upgrade
-    from review.users import create_user
-
     with database("sqlite") as url, tempfile.TemporaryDirectory(prefix="cs-lock-") as folder:
-        app = create_app(
-            {
-                "database_url": url,
-                "redis_url": REDIS,
-                "instance_dir": folder,
-                "secret_key": "bench-secret-key-" + "x" * 32,
-                "agent_rate": 1000000,
-                "agent_max_pending": 1000000,
-                "breaker_flood": "1000000/60",
-            }
-        )
-        svc = app.extensions["countersign"]
-        upgrade(svc.db)
-        with svc.db.write() as session:
-            create_user(session, "owner", "admin", "bench-password")
-            secret = create_agent(session, svc.box, "bench-bot", ["owner"]).secret
-        raw = json.dumps(BODY).encode()
-        environs = [
-            environ(
-                PATH,
-                "POST",
-                raw,
-                {
-                    **sign_headers(secret, f"msg_{uuid.uuid4().hex}", raw),
-                    "Content-Type": "application/json",
-                },
-            )
-            for _ in range(args.requests + WARM_UP)
-        ]
+        app, svc, secret = intake_app(url, folder)
+        environs = signed_intakes(secret, args.requests + WARM_UP)
         serve(app, environs[:WARM_UP], 202)
         held_cpu.clear()
         held_wall.clear()
