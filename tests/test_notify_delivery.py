@@ -103,8 +103,10 @@ def test_a_dead_smtp_server_is_retried_then_dead_lettered_and_an_admin_retries_i
     plan_due(svc)
     send_due(svc, wait_for_them=True)
     first = rows(svc, channel="email")
-    assert {(r.status, r.attempts) for r in first} == {("pending", 1)}
-    assert "ConnectionRefusedError" in first[0].last_error
+    # Kept for its retry, 1 s later; the sweep looks again for retries due once its
+    # attempts are in, so on a slow machine that retry can fall in this sweep too.
+    assert {(r.status, r.attempts) for r in first} <= {("pending", 1), ("dead", 2)}
+    assert all("ConnectionRefusedError" in r.last_error for r in first)
 
     def all_dead():
         send_due(svc, wait_for_them=True)

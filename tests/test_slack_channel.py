@@ -94,9 +94,15 @@ def test_a_slack_outage_and_its_rate_limit_are_retried_and_nothing_is_lost(
         "chat.postMessage", 1, 429, {"ok": False, "error": "ratelimited"}, **{"Retry-After": "1"}
     )
     standin.fail("chat.postMessage", 1, 200, {"ok": False, "error": "service_unavailable"})
+    failures = ["internal_error", "ratelimited", "service_unavailable"]
     sweep(svc)
+    # Each failure is recorded and the message kept for a retry. The sweep looks again for
+    # retries due once its attempts are in, so on a slow machine a retry 1 s later can
+    # fall in this sweep too: the row says which failure it last met.
     [row] = rows(svc, channel="slack")
-    assert row.status == "pending" and "internal_error" in row.last_error
+    assert row.status == "pending" and 1 <= row.attempts <= len(failures)
+    assert failures[row.attempts - 1] in row.last_error
+    assert len(standin.calls_of("chat.postMessage")) == row.attempts
     wait_for(
         lambda: (sweep(svc), rows(svc, channel="slack")[0].status == "delivered")[1],
         timeout=30,
