@@ -97,6 +97,7 @@ for owner, name, label in [
     (deferrals, "call_intake", "PostgreSQL: countersign_intake's call"),
     (deferrals, "rows_json", "PostgreSQL: rows as JSON"),
     (live, "note_arrival", "receive: live counter (Redis)"),
+    (getattr(live, "Arrivals", None), "note", "receive: live counter (noted)"),
     (breakers, "after_intake", "receive: flood breaker"),
 ]:
     patch(owner, name, label)

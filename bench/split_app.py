@@ -103,7 +103,7 @@ DriverStatements.bind = _timed("row bound", DriverStatements.bind)
 _patch(deferrals, "_create", "SQLite: statements under the lock")
 _patch(deferrals, "call_intake", "PostgreSQL: countersign_intake call")
 sa_default.DefaultDialect.do_commit = _timed("SQLite: COMMIT", sa_default.DefaultDialect.do_commit)
-_patch(live, "note_arrival", "Redis: live counter INCR")
+_patch(live.Arrivals, "note", "live counter: arrival noted (INCR by its thread)")
 _patch(breakers, "after_intake", "flood breaker")
 
 _commit_group = commit_groups.CommitGroups._commit

@@ -1,7 +1,8 @@
 """Intake's Redis commands sent on a pooled connection, without redis-py's client layer.
 
 Every intake sends two commands (review/intake/admission.py's script before the body
-is read, review/reviewing/live.py's INCR after the commit). Through `redis.Redis`, each
+is read, and review/reviewing/live.py's INCR after the commit, from a thread that sends
+one for however many arrived). Through `redis.Redis`, each
 went through a retry closure, a failure callback, the command's observability records
 and the response-callback lookup, about 140 Python calls a command with redis-py 8,
 more than the socket's own work (bench/redis_commands.py: 192 -> 127 µs of CPU for

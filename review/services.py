@@ -88,6 +88,7 @@ class Services:
     waiters: Waiters
     redactor: Redactor
     principal_keys: PrincipalKeys
+    arrivals: live.Arrivals
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -114,11 +115,13 @@ class Services:
             waiters=Waiters(provider.client),
             redactor=Redactor(settings.secret_key, settings.audit_redact),
             principal_keys=PrincipalKeys(settings),
+            arrivals=live.Arrivals(provider.client),
         )
 
     def close(self) -> None:
         self.waiters.close()
         self.statuses.close()
+        self.arrivals.close()
         self.redis.close()
         self.db.dispose()
 

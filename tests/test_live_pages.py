@@ -7,9 +7,13 @@ without taking a database connection at all.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from datetime import timedelta
 
+import redis
 from sqlalchemy import event
 
 from review.agents import killswitch
@@ -157,6 +161,57 @@ def test_a_new_deferral_costs_an_open_batch_no_database(app, svc, agent, people)
         checkouts.close()
     assert answer.status_code == 200 and "article" not in answer.get_data(as_text=True)
     assert checkouts.count == 0
+
+
+def test_arrivals_noted_while_a_notice_is_on_its_way_go_in_one_incr(svc):
+    """Intake only notes an arrival; the arrivals' thread sends one INCR for however
+    many were noted since its last send."""
+    first_send, release = threading.Event(), threading.Event()
+
+    def client_for():  # the first send waits until five more have arrived
+        if not first_send.is_set():
+            first_send.set()
+            release.wait(5)
+        return svc.redis.client()
+
+    arrivals = live.Arrivals(client_for)
+    start = version(svc)
+    arrivals.note()
+    assert first_send.wait(5)
+    for _ in range(5):
+        arrivals.note()
+    release.set()
+    deadline = time.monotonic() + 5
+    while version(svc) < start + 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    arrivals.close()
+    assert version(svc) == start + 2 and arrivals.sends == 2
+
+
+def test_a_new_deferral_moves_the_counter_from_another_thread(svc, agent, monkeypatch):
+    senders = []
+    send = live.Arrivals._send
+
+    def recorded(arrivals, number):
+        senders.append(threading.current_thread())
+        send(arrivals, number)
+
+    monkeypatch.setattr(live.Arrivals, "_send", recorded)
+    start = version(svc)
+    agent.defer()  # the test client serves it on this thread
+    assert threading.current_thread() not in senders
+    svc.arrivals.send_noted()  # as a poll does first: sent by now, whichever thread sent it
+    assert version(svc) == start + 1
+
+
+def test_arrivals_lost_to_a_redis_outage_are_logged(caplog):
+    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    arrivals = live.Arrivals(lambda: down)
+    with caplog.at_level(logging.WARNING):
+        arrivals.note()
+        arrivals.close()
+    assert "live pages not told of new deferrals" in caplog.text
+    arrivals.send_noted()  # nothing left to send, nothing raised
 
 
 def test_the_queue_poll_shows_a_snoozed_item_as_snoozed(app, svc, agent, people):

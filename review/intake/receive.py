@@ -20,7 +20,6 @@ from review.intake.deferrals import Received, create_deferral, earlier_answer
 from review.intake.preparation import prepare
 from review.intake.principal_keys import KeysUnavailable
 from review.observability.metrics import POLICY, observe_decision
-from review.reviewing import live
 from review.services import Services
 
 
@@ -56,8 +55,8 @@ def receive_deferral(
     if received.created:
         if received.deferral.status != "pending":  # the policy decided it at intake
             observe_decision(received.deferral.status, POLICY, 0.0)
-        else:  # the queue pages' polls learn of it (one INCR)
-            live.note_arrival(svc.redis.client)
+        else:  # the queue pages' polls learn of it (an INCR, sent by another thread)
+            svc.arrivals.note()
         policy_windows.add(svc, prepared.counters)  # only what was created counts
         breakers.after_intake(svc, agent, admitted.in_window)
     else:

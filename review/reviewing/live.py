@@ -11,15 +11,21 @@ changed (one MGET) and render those, so the database is asked only about what ch
 
 Domain code notes changes in the session (`note_changed`); endings are noted already
 (review/callbacks/wakeups.py's `note_ended`), and the same round trip publishes them
-for the long-polls; intake bumps the counter for each new
-pending deferral (`note_arrival`), so the queue hears of arrivals by the same poll.
+for the long-polls; intake bumps the counter for new
+pending deferrals (`Arrivals`, by a thread that sends one INCR for however many arrived
+since its last), so the queue hears of arrivals by the same poll.
 Losing Redis costs liveness, never data: the counter then reads as unknown and pages
 fall back to a full refresh.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import queue
+import threading
+import time
 from typing import Any
 
 import redis
@@ -29,6 +35,9 @@ from review import pooled_redis, redis_keys
 
 log = logging.getLogger(__name__)
 KEEP_SECONDS = 3600  # a page older than this re-renders whatever changed
+# The arrivals' thread waits this long after an arrival for others to send with it: a
+# notice comes a twentieth of a second later, next to the queue pages' 1.5 s polls.
+GATHER_SECONDS = 0.05
 
 
 def note_changed(session: Session, *deferral_ids: str) -> None:
@@ -58,15 +67,93 @@ def after_commit(client_for: Any, info: dict[str, Any]) -> None:
         )
 
 
-def note_arrival(client_for: Any) -> None:
-    """A new deferral reached the queue (called by intake after its commit): bump the
-    counter so the queue pages' polls re-read it. One INCR and nothing else: no
-    deferral is stamped, since no open page holds the new one yet (a batch's poll then
-    finds none of its items changed and costs no database)."""
-    try:  # on a pooled connection: intake sends it for every deferral (review/pooled_redis.py)
-        pooled_redis.command(client_for(), "INCR", redis_keys.LIVE_VERSION)
-    except redis.RedisError as exc:
-        log.warning("live pages not told of a new deferral (%s)", exc)
+class Arrivals:
+    """Intake's notices of new pending deferrals, sent by a thread of this process's own.
+
+    A request only notes its arrival after its commit (`note`: a number and a put on a
+    C queue, no round trip); the thread, woken, gathers arrivals for `GATHER_SECONDS`
+    and sends one INCR for however many it has, so the counter moves after each
+    commit, once for many. A poll this process answers first sends what is noted and not yet sent
+    (`send_noted`), so it never misses a deferral this process received. Losing Redis
+    loses the notices (logged), never an intake. The thread starts at the first
+    arrival (again in a forked child, which has no thread of its parent's).
+    """
+
+    def __init__(self, client_for: Any):
+        self._client_for = client_for
+        self._numbers = itertools.count(1)
+        self._noted = 0  # the latest arrival noted (concurrent notes may store out of order)
+        self._sent = 0  # every arrival up to this one has been sent (or lost to an outage)
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._send_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._start_lock = threading.Lock()
+        self.sends = 0  # INCRs sent, for tests and curiosity
+
+    def note(self) -> None:
+        """A new pending deferral committed: the queue pages' polls are to re-read it."""
+        self._noted = number = next(self._numbers)
+        if self._pid != os.getpid():
+            self._start()
+        self._queue.put(number)
+
+    def send_noted(self) -> None:
+        """Send now whatever this process noted and has not sent yet."""
+        if self._noted > self._sent:
+            self._send(self._noted)
+
+    def close(self) -> None:
+        """Send what is noted and stop the thread."""
+        if self._thread is not None and self._pid == os.getpid():
+            self._queue.put(None)
+            self._thread.join(timeout=3)
+        self.send_noted()
+        self._thread = None
+        self._pid = 0
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid != os.getpid():
+                self._queue = queue.SimpleQueue()  # a parent's, if forked, is not ours
+                self._send_lock = threading.Lock()
+                self._thread = threading.Thread(
+                    target=self._run, name="countersign-arrivals", daemon=True
+                )
+                self._thread.start()
+                self._pid = os.getpid()
+
+    def _run(self) -> None:
+        waiting = self._queue
+        while True:
+            latest, stop = 0, False
+            item = waiting.get()
+            time.sleep(GATHER_SECONDS)
+            while True:  # whatever arrived meanwhile goes in the same INCR
+                if item is None:
+                    stop = True
+                elif item > latest:
+                    latest = item
+                if waiting.empty():
+                    break
+                item = waiting.get_nowait()
+            if latest:
+                self._send(latest)
+            if stop:
+                return
+
+    def _send(self, number: int) -> None:
+        with self._send_lock:
+            if number <= self._sent:
+                return
+            try:  # on a pooled connection (review/pooled_redis.py)
+                pooled_redis.command(self._client_for(), "INCR", redis_keys.LIVE_VERSION)
+            except redis.RedisError as exc:
+                log.warning("live pages not told of new deferrals (%s)", exc)
+            except Exception:  # never let the thread die: later arrivals still need it
+                log.exception("live pages not told of new deferrals")
+            self._sent = max(self._sent, number)
+            self.sends += 1
 
 
 # One round trip, in Redis: the new number, each changed deferral stamped with it, and

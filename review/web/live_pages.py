@@ -25,7 +25,7 @@ from review.web.reviewer_pages import batch_poll_url, card_context, holder, queu
 
 bp = Blueprint("live", __name__)
 MAX_IDS = 60  # a batch is at most 50 items
-# New deferrals bump the counter (intake's `live.note_arrival`); the queue is still
+# New deferrals bump the counter (intake's `live.Arrivals`); the queue is still
 # re-read this often for what no write announces (times left, snoozes waking up).
 QUEUE_REFRESH_SECONDS = 10
 
@@ -55,7 +55,9 @@ def batch():
     # (static/review.js sends them): a card decided or held on the page is the reviewer's
     # own doing and needs no news.
     ids = [i for i in request.args.get("ids", "").split(",") if i][:MAX_IDS]
-    client = current_services().redis.client()
+    svc = current_services()
+    svc.arrivals.send_noted()  # none that this process received is missed
+    client = svc.redis.client()
     now = live.version(client)
     if now == since and now >= 0:
         return "", 204
@@ -113,7 +115,9 @@ def queue():
         abort(401)
     since = _number(request.args.get("v"))
     rendered_at = _number(request.args.get("t"))
-    client = current_services().redis.client()
+    svc = current_services()
+    svc.arrivals.send_noted()  # none that this process received is missed
+    client = svc.redis.client()
     version = live.version(client)
     fresh = 0 <= time.time() - rendered_at < QUEUE_REFRESH_SECONDS
     if version == since and version >= 0 and fresh:
@@ -121,7 +125,6 @@ def queue():
     if not current_user.is_authenticated:
         abort(401)
     flt = queue_reads.QueueFilter.parse(request.args)
-    svc = current_services()
     with svc.db.read() as db:
         page = queue_reads.queue_page(
             db, client, flt, holder() if current_user.can_decide else None, partial=True
