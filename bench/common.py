@@ -185,6 +185,7 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     statuses: dict[int, int]
+    database_cpu_us: float | None = None  # PostgreSQL backends' CPU per request, if measured
 
     @property
     def throughput(self) -> float:
@@ -195,9 +196,12 @@ class Result:
         return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
     def line(self) -> str:
+        backends = (
+            "" if self.database_cpu_us is None else f"   db CPU {self.database_cpu_us:5.0f} us/req"
+        )
         return (
             f"{self.name:<34} {self.throughput:8.1f} req/s   p50 {self.percentile(50):6.1f} ms"
-            f"   p99 {self.percentile(99):6.1f} ms   statuses {dict(self.statuses)}"
+            f"   p99 {self.percentile(99):6.1f} ms{backends}   statuses {dict(self.statuses)}"
         )
 
 

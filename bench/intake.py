@@ -14,7 +14,9 @@ requests are signed deferrals (the README's refund example, with a small before/
 diff) from one agent whose quotas are counted but out of reach; the baseline parses
 the same JSON and inserts it as one row. Targets (issue 3): intake keeps at least half the
 baseline's throughput, and p99 stays under 50 ms at 8 concurrent clients; issue 20 raised
-them to 0.60 and 35 ms.
+them to 0.60 and 35 ms. On PostgreSQL each round also shows its database backends' CPU
+per request (`db CPU`, /proc/<pid>/schedstat as bench/reviewer_flow.py reads it): they
+run on the same cores as the servers, and a server's own CPU does not include them.
 
 `--policy N` measures the cost of a big policy instead (issue 16): intake with the
 default policy against intake with N rules (the default plus generated ones,
@@ -25,13 +27,16 @@ above. Target: the big policy keeps at least 0.9 of the default's throughput.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -47,6 +52,7 @@ from bench.common import (  # noqa: E402
     server_settings,
     use_server_options,
 )
+from bench.reviewer_flow import DatabaseCpu  # noqa: E402
 from review.signing import sign_headers  # noqa: E402
 
 BODY = {
@@ -102,15 +108,44 @@ def bench(
         ):
             drive("warm-up", cs_base, signed_requests()[:100], concurrency)
             drive("warm-up", bare, bare_requests[:100], concurrency)
-            for _ in range(rounds):
-                prepared = signed_requests()  # signed just before sending: fresh timestamps
-                cs_results.append(
-                    drive(f"countersign intake ({kind})", cs_base, prepared, concurrency)
-                )
-                bare_results.append(
-                    drive(f"bare json+insert ({kind})", bare, bare_requests, concurrency)
-                )
+            with backends_of(kind, cs_url) as cs_db, backends_of(kind, bare_url) as bare_db:
+                for _ in range(rounds):
+                    prepared = signed_requests()  # signed just before sending: fresh timestamps
+                    cs_results.append(
+                        drive_counting(
+                            cs_db, f"countersign intake ({kind})", cs_base, prepared, concurrency
+                        )
+                    )
+                    bare_results.append(
+                        drive_counting(
+                            bare_db, f"bare json+insert ({kind})", bare, bare_requests, concurrency
+                        )
+                    )
         return cs_results, bare_results
+
+
+@contextlib.contextmanager
+def backends_of(kind: str, url: str) -> Iterator[DatabaseCpu | None]:
+    """PostgreSQL: the CPU of the backends serving `url`'s database (on the same cores as
+    the servers), watched from here on; SQLite: None (the database is the server's own)."""
+    if kind != "postgres":
+        yield None
+        return
+    backends = DatabaseCpu(url)
+    backends.watch()
+    try:
+        yield backends
+    finally:
+        backends.close()
+
+
+def drive_counting(backends: DatabaseCpu | None, *args: Any) -> Result:
+    """`drive(*args)`, with the database backends' CPU per request when they are watched."""
+    before = backends.used() if backends else 0.0
+    result = drive(*args)
+    if backends:
+        result.database_cpu_us = (backends.used() - before) * 1e6 / result.requests
+    return result
 
 
 def countersign_env(url: str, instance: str, **more: str) -> tuple[dict[str, str], str]:
@@ -211,6 +246,13 @@ def main() -> None:
                 f"ratios = {ratio:.2f}   ({verdict}: >= 0.90)"
             )
             continue
+        if kind == "postgres":
+            cs_db = statistics.median(r.database_cpu_us for r in cs_rounds)
+            bare_db = statistics.median(r.database_cpu_us for r in bare_rounds)
+            print(
+                f"  PostgreSQL backends' CPU per request, median of the rounds: intake "
+                f"{cs_db:.0f} us, bare {bare_db:.0f} us"
+            )
         verdict = "ok" if ratio >= 0.6 and p99 < 35 else "MISSES TARGET"
         print(
             f"  intake / bare throughput, median of the rounds' ratios = {ratio:.2f}; "
