@@ -186,8 +186,13 @@ class Policy:
         return index.candidates(facts)
 
     @functools.cached_property
+    def window_rules(self) -> tuple[Rule, ...]:
+        """The window rules, in file order (every intake asks for their counters)."""
+        return tuple(r for r in self.rules if r.kind in policy_windows.WINDOW_KINDS)
+
+    @functools.cached_property
     def has_windows(self) -> bool:
-        return any(r.kind in policy_windows.WINDOW_KINDS for r in self.rules)
+        return bool(self.window_rules)
 
     def level_for(self, score: int) -> str:
         for level, bound in zip(LEVELS, self.thresholds, strict=False):

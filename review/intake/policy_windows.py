@@ -101,8 +101,8 @@ def per_values(per: list[str], facts: Facts) -> list[tuple[str, str, str]] | Non
 def counters_for(policy: Policy, facts: Facts) -> list[Counter]:
     """The counters of the policy's window rules that count this deferral."""
     found = []
-    for rule in policy.rules:
-        if rule.kind not in WINDOW_KINDS or (rule.when and not holds(rule.when, facts)):
+    for rule in policy.window_rules:
+        if rule.when and not holds(rule.when, facts):
             continue
         values = per_values(rule.params["per"], facts)
         if values is None:
