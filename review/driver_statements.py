@@ -30,26 +30,17 @@ class DriverStatements:
     """
 
     def __init__(self) -> None:
-        self._compiled: dict[tuple[int, Any], tuple[str, list[tuple[str, Any, Any]]]] = {}
+        self._compiled: dict[tuple[int, Any], tuple[str, list[Bind]]] = {}
         self._readings: dict[tuple[int, str, Any], Reading] = {}
 
-    def _compile(
-        self, bind: Connection | Engine, statement: Any
-    ) -> tuple[str, list[tuple[str, Any, Any]]]:
+    def _compile(self, bind: Connection | Engine, statement: Any) -> tuple[str, list[Bind]]:
         key = (id(bind.dialect), statement)
         found = self._compiled.get(key)
         if found is None:
             dialect = bind.dialect
             compiled = statement.compile(dialect=dialect)
             binds = compiled.binds  # a required one takes a value; others hold theirs (`id = 1`)
-            order = [
-                (
-                    name,
-                    _bind_processor(binds[name], dialect),
-                    _UNSET if binds[name].required else binds[name].value,
-                )
-                for name in compiled.positiontup or ()
-            ]
+            order = [_bind(name, binds[name], dialect) for name in compiled.positiontup or ()]
             found = self._compiled[key] = (compiled.string, order)
         return found
 
@@ -115,14 +106,7 @@ class Reading:
         self._named = compiled.positiontup is None  # psycopg's %(name)s; SQLite's ? in order
         names = list(compiled.binds) if self._named else list(compiled.positiontup)
         binds = compiled.binds
-        self._binds = [
-            (
-                name,
-                _bind_processor(binds[name], dialect),
-                _UNSET if binds[name].required else binds[name].value,
-            )
-            for name in names
-        ]
+        self._binds = [_bind(name, binds[name], dialect) for name in names]
         columns = list(statement.selected_columns)
         self._types = [column.type for column in columns]
         self._row = namedtuple(  # a row type per statement, made once
@@ -133,9 +117,7 @@ class Reading:
     def args(self, values: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
         """The driver's parameters: by name (psycopg) or in order (SQLite)."""
         if self._named:
-            return dict(
-                zip([n for n, _, _ in self._binds], _args(self._binds, values), strict=True)
-            )
+            return dict(zip([b[0] for b in self._binds], _args(self._binds, values), strict=True))
         return _args(self._binds, values)
 
     def first(self, cursor: Any) -> Any:
@@ -175,6 +157,25 @@ class BoundStatement:
     args: tuple[Any, ...]
 
 
+# One bound parameter: its name, its bind processor (None: the value as it is), the value
+# it holds when none is given (_UNSET: required), and what a None becomes (_CALL: ask the
+# processor each time). A new row's empty columns (a dozen, JSON and datetimes) are
+# None, so their driver values are worked out once, not per row.
+Bind = tuple[str, Callable[[Any], Any] | None, Any, Any]
+_CALL = object()
+
+
+def _bind(name: str, bind: Any, dialect: Any) -> Bind:
+    process = _bind_processor(bind, dialect)
+    none: Any = None
+    if process is not None:
+        try:
+            none = process(None)
+        except Exception:  # a type that refuses None refuses it at each call instead
+            none = _CALL
+    return (name, process, _UNSET if bind.required else bind.value, none)
+
+
 def _bind_processor(bind: Any, dialect: Any) -> Callable[[Any], Any] | None:
     """The function that turns a Python value into the driver's, for one bound parameter.
 
@@ -185,13 +186,16 @@ def _bind_processor(bind: Any, dialect: Any) -> Callable[[Any], Any] | None:
     return bind.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-def _args(order: list[tuple[str, Any, Any]], values: dict[str, Any]) -> tuple[Any, ...]:
+def _args(order: list[Bind], values: dict[str, Any]) -> tuple[Any, ...]:
     args = []
-    for name, process, literal in order:
+    for name, process, literal, none in order:
         value = values.get(name, literal)
-        if value is _UNSET:
+        if value is None and none is not _CALL:
+            args.append(none)
+        elif value is _UNSET:
             raise KeyError(f"no value for {name!r}")
-        args.append(value if process is None else process(value))
+        else:
+            args.append(value if process is None else process(value))
     return tuple(args)
 
 
