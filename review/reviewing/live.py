@@ -25,7 +25,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from typing import Any
 
 import redis
@@ -86,6 +85,7 @@ class Arrivals:
         self._sent = 0  # every arrival up to this one has been sent (or lost to an outage)
         self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._send_lock = threading.Lock()
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._start_lock = threading.Lock()
@@ -106,6 +106,7 @@ class Arrivals:
     def close(self) -> None:
         """Send what is noted and stop the thread."""
         if self._thread is not None and self._pid == os.getpid():
+            self._closing.set()  # no gathering: what is noted goes now
             self._queue.put(None)
             self._thread.join(timeout=3)
         self.send_noted()
@@ -117,6 +118,7 @@ class Arrivals:
             if self._pid != os.getpid():
                 self._queue = queue.SimpleQueue()  # a parent's, if forked, is not ours
                 self._send_lock = threading.Lock()
+                self._closing = threading.Event()
                 self._thread = threading.Thread(
                     target=self._run, name="countersign-arrivals", daemon=True
                 )
@@ -128,7 +130,7 @@ class Arrivals:
         while True:
             latest, stop = 0, False
             item = waiting.get()
-            time.sleep(GATHER_SECONDS)
+            self._closing.wait(GATHER_SECONDS)
             while True:  # whatever arrived meanwhile goes in the same INCR
                 if item is None:
                     stop = True
