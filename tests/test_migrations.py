@@ -2,7 +2,8 @@
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Index, inspect, text
+from sqlalchemy.schema import CreateIndex
 
 # Every table joins Base's metadata, as migrations/env.py has them join it.
 import review.doors.aap.tables  # noqa: F401
@@ -63,6 +64,57 @@ def test_the_migrated_schema_is_the_one_the_models_describe(empty_database_url):
         with db.engine.connect() as conn:
             differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert differences == []
+    finally:
+        db.dispose()
+
+
+def _partial_indexes() -> list[Index]:
+    return [
+        ix
+        for table in Base.metadata.tables.values()
+        for ix in table.indexes
+        if ix.dialect_options["sqlite"]["where"] is not None
+        or ix.dialect_options["postgresql"]["where"] is not None
+    ]
+
+
+def test_the_migrated_partial_indexes_hold_the_rows_the_models_say(empty_database_url):
+    """Autogenerate does not compare an index's WHERE: the migrated index's condition is
+    the model's, as each database keeps it (SQLite its text, PostgreSQL its parse)."""
+    db = Database(empty_database_url)
+    try:
+        upgrade(db)
+        partial = _partial_indexes()
+        assert {ix.name for ix in partial} >= {
+            "ix_deferrals_claimed_by_status",
+            "ix_deferrals_status_lease",
+            "ix_deferrals_handed_to",
+            "ix_deferrals_resource",
+            "ix_audit_events_agent_type_seq",
+        }
+        with db.engine.connect() as conn:
+            for ix in partial:
+                model = str(CreateIndex(ix).compile(dialect=conn.dialect))
+                if conn.dialect.name == "sqlite":
+                    migrated = conn.exec_driver_sql(
+                        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                        (ix.name,),
+                    ).scalar_one()
+                    assert migrated == model.strip()
+                    continue
+                # The model's index built beside the migrated one, then both read back.
+                with conn.begin() as tx:
+                    conn.exec_driver_sql(model.replace(ix.name, "model_" + ix.name, 1))
+                    conditions = conn.execute(
+                        text(
+                            "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid)"
+                            " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                            " WHERE c.relname IN (:name, :model)"
+                        ),
+                        {"name": ix.name, "model": "model_" + ix.name},
+                    ).all()
+                    tx.rollback()
+                assert len(conditions) == 2 and conditions[0][1] == conditions[1][1] is not None
     finally:
         db.dispose()
 

@@ -18,17 +18,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from review.callbacks import deliveries
 from review.models import Agent, AuditEvent, Deferral, Execution, utcnow
+from review.models.audit import AGENT_FLIP_EVENTS, AGENT_PAGE_EVENT_CONDITION
 
-FLIP_EVENTS = (
-    "agent.created",
-    "agent.killed",
-    "agent.revived",
-    "agent.breaker_tripped",
-    "agent.updated",
-    "agent.secret_rotated",
-    "agent.deactivated",
-    "agent.flip_refused",
-)
 WINDOW_DAYS = 30
 
 
@@ -119,9 +110,15 @@ class Detail:
 
 
 def _records(session: Session, slug: str, types: tuple[str, ...], limit: int) -> list[Record]:
+    """The agent's newest events of `types` (some of AGENT_PAGE_EVENTS): the condition of
+    ix_audit_events_agent_type_seq, which holds only those, lets both planners use it."""
     events = session.scalars(
         select(AuditEvent)
-        .where(AuditEvent.agent == slug, AuditEvent.event_type.in_(types))
+        .where(
+            AuditEvent.agent == slug,
+            AGENT_PAGE_EVENT_CONDITION,
+            AuditEvent.event_type.in_(types),
+        )
         .order_by(AuditEvent.seq.desc())
         .limit(limit)
     ).all()
@@ -182,7 +179,7 @@ def agent_detail(session: Session, agent: Agent, now: datetime | None = None) ->
         agent=agent,
         owners=sorted(u.username for u in agent.owners),
         undecided=agent.undecided,
-        history=_records(session, agent.slug, FLIP_EVENTS, 50),
+        history=_records(session, agent.slug, AGENT_FLIP_EVENTS, 50),
         violations=_records(session, agent.slug, ("execution.violation",), 20),
         recent=list(recent),
         outcomes=outcomes,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from review.models.agents import Agent
@@ -36,6 +36,14 @@ def undecided_fields() -> dict[str, Any]:
     }
 
 
+def _partial(name: str, *columns: str, not_null: str) -> Index:
+    """An index of the rows whose `not_null` column is set: NULL at intake, so an intake
+    writes no page of it. Every query it serves compares that column (`col = ?`,
+    `col < ?`), which both planners take as `col IS NOT NULL` (migration 0030)."""
+    where = text(f"{not_null} IS NOT NULL")
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 class Deferral(Base):
     __tablename__ = "deferrals"
     __table_args__ = (
@@ -49,9 +57,12 @@ class Deferral(Base):
         # The expiry sweep: WHERE status IN (...) AND expires_at <= now.
         Index("ix_deferrals_status_expires", "status", "expires_at"),
         # A reviewer's batch: WHERE claimed_by = ? AND status = 'in_review'.
-        Index("ix_deferrals_claimed_by_status", "claimed_by", "status"),
-        # Lapsed claims: WHERE status = 'in_review' AND lease_expires_at < now.
-        Index("ix_deferrals_status_lease", "status", "lease_expires_at"),
+        _partial("ix_deferrals_claimed_by_status", "claimed_by", "status", not_null="claimed_by"),
+        # Lapsed claims: WHERE status = 'in_review' AND lease_expires_at < now; a holder's
+        # live claims: ... AND lease_expires_at >= now.
+        _partial(
+            "ix_deferrals_status_lease", "status", "lease_expires_at", not_null="lease_expires_at"
+        ),
         # The queue by level: WHERE status = 'pending' AND risk_level = ? ORDER BY rank DESC,
         # and its capped counts per level.
         Index("ix_deferrals_status_level_rank", "status", "risk_level", "rank"),
@@ -62,10 +73,10 @@ class Deferral(Base):
         # A card's earlier decisions on the same action, and on the same resource
         # (review/reviewing/history.py).
         Index("ix_deferrals_action_digest", "action_digest"),
-        Index("ix_deferrals_resource", "resource_type", "resource_id"),
+        _partial("ix_deferrals_resource", "resource_type", "resource_id", not_null="resource_id"),
         # A reviewer's handed-over items, first in their queue and batch:
         # WHERE status = 'pending' AND handed_to = ? (review/reviewing/set_aside.py).
-        Index("ix_deferrals_handed_to", "handed_to"),
+        _partial("ix_deferrals_handed_to", "handed_to", not_null="handed_to"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
