@@ -112,10 +112,54 @@ from sqlalchemy.engine import default as sa_default  # noqa: E402
 _dialect = sa_default.DefaultDialect
 _dialect.do_commit = timed("SQLite write: COMMIT", _dialect.do_commit)
 
+# Around the view: Flask's and werkzeug's steps, and each hook (wrapped once the app is built).
+import flask  # noqa: E402
+import flask.ctx  # noqa: E402
+import werkzeug.wrappers  # noqa: E402
+
+for owner, name, label in [
+    (flask.Flask, "request_context", "flask: request context made"),
+    (flask.Flask, "create_url_adapter", "flask: URL adapter bound"),
+    (flask.ctx.RequestContext, "push", "flask: context pushed"),
+    (flask.ctx.RequestContext, "match_request", "flask: URL matched"),
+    (flask.ctx.RequestContext, "pop", "flask: context popped"),
+    (flask.Flask, "dispatch_request", "flask: the view"),
+    (flask.Flask, "preprocess_request", "flask: hooks before"),
+    (flask.Flask, "process_response", "flask: hooks after, session saved"),
+    (werkzeug.wrappers.Response, "__call__", "werkzeug: response to WSGI"),
+]:
+    patch(owner, name, label)
+
+
+def time_hooks(app: Any) -> None:
+    """Each app-wide and blueprint hook, and the session interface, timed on its own."""
+    for kind, funcs in (("before", app.before_request_funcs), ("after", app.after_request_funcs)):
+        for blueprint, hooks in funcs.items():
+            hooks[:] = [
+                timed(f"hook {kind}: {blueprint or 'app'} {getattr(h, '__name__', h)}", h)
+                for h in hooks
+            ]
+    interface = app.session_interface
+    for name in ("open_session", "save_session"):
+        setattr(interface, name, timed(f"session: {name}", getattr(interface, name)))
+
+
+def timer_cost() -> float:
+    """What one timed step adds to the thread CPU around it, in µs (a timed no-op)."""
+    step = timed("timer's own cost", lambda: None)
+    _timing[0] = True
+    started = time.thread_time_ns()
+    for _ in range(20000):
+        step()
+    spent = time.thread_time_ns() - started
+    _timing[0] = False
+    return spent / 20000 / 1e3
+
 
 def main() -> None:
     with database(args.db) as url, tempfile.TemporaryDirectory() as folder:
         app, svc, secret = intake_app(url, folder)
+        time_hooks(app)
 
         def intakes(n: int) -> list[dict]:
             return signed_intakes(secret, n)
@@ -156,6 +200,11 @@ def main() -> None:
         for label in sorted(steps, key=lambda k: -steps[k]):
             each = steps[label] / per / 1e3
             print(f"  {label:<40} {each:8.1f} µs  ({calls[label] / per:.1f} a request)")
+        timers = sum(calls.values()) / per
+        print(
+            f"  ({timers:.0f} timed steps a request, each adding about {timer_cost():.1f} µs"
+            " to the steps around it: the whole and the outer steps are inflated by them)"
+        )
         svc.close()
 
 

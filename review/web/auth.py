@@ -44,7 +44,7 @@ from review.db import Database
 from review.models import User
 from review.services import Services, current_services
 from review.users import check_password, log_out, record_login
-from review.web.signed_cookies import PagesOnlySessions, RememberingCSRF
+from review.web.signed_cookies import PagesOnlySessions, RememberingCSRF, agents_request
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
@@ -267,6 +267,12 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
+def _remember_cookie_unless_agents(response):
+    if agents_request():
+        return response
+    return login_manager._update_remember_cookie(response)
+
+
 def init_app(app: Flask, svc: Services) -> None:
     app.session_interface = PagesOnlySessions()
     app.config.update(
@@ -277,6 +283,10 @@ def init_app(app: Flask, svc: Services) -> None:
         WTF_CSRF_TIME_LIMIT=None,  # valid for the session's life; the session expires instead
     )
     login_manager.init_app(app)
+    # flask-login refreshes or clears its remember cookie after every request; an
+    # agent's session is never saved, so there is nothing to do for theirs.
+    hooks = app.after_request_funcs[None]
+    hooks[hooks.index(login_manager._update_remember_cookie)] = _remember_cookie_unless_agents
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Log in to review deferrals."
     login_manager.session_protection = "basic"

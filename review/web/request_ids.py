@@ -17,6 +17,7 @@ from flask import Flask, Response, g, has_request_context, request
 from review.ids import ulid
 
 HEADER = "X-Request-ID"
+_LOWER = HEADER.lower()
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"  # where WSGI puts it
 MAX_LENGTH = 200
 HANDLER_NAME = "countersign"  # the root handler the app set up (and may reformat)
@@ -41,9 +42,15 @@ def _take_request_id() -> None:
 
 
 def _echo_request_id(response: Response) -> Response:
-    request_id = current_request_id()
-    if request_id and HEADER not in response.headers:  # the AAP door names its own exchanges
-        response.headers[HEADER] = request_id
+    request_id = g.get("request_id")  # an after-request hook: always in a request
+    if not request_id:
+        return response
+    # Unless the view named its own (the AAP door names its exchanges). Looked for by
+    # hand: werkzeug's `in` raises and catches a KeyError when the name is absent.
+    for name, _value in response.headers:
+        if name.lower() == _LOWER:
+            return response
+    response.headers.add(HEADER, request_id)
     return response
 
 

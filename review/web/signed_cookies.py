@@ -33,12 +33,26 @@ import time
 from typing import Any
 
 from flask import current_app, g, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect, generate_csrf, same_origin
 from itsdangerous import BadSignature
 
 MEMO_LIMIT = 4096  # distinct cookies (or tokens) a process remembers before starting over
 PLAIN = (str, int, float, bool, type(None))
+
+
+class AgentSession(SecureCookieSession):
+    """An agent's request's session: empty whatever cookie came, and never saved.
+
+    Agents sign every request under /api/v1/ and hold no session, so a cookie sent there
+    carries no authority: neither the CSRF check (RememberingCSRF, below) nor flask-login's
+    remember cookie (review/web/auth.py) has anything to protect or refresh on such a
+    request, and both skip it."""
+
+
+def agents_request() -> bool:
+    """Whether the current request is an agent's (its session an AgentSession)."""
+    return type(session._get_current_object()) is AgentSession
 
 
 class PagesOnlySessions(SecureCookieSessionInterface):
@@ -47,8 +61,10 @@ class PagesOnlySessions(SecureCookieSessionInterface):
 
     Agents sign every request and hold no session: reading and checking a session cookie
     (and building the signer that checks it) was a tenth of a status read's CPU. Under
-    /api/v1/ a request's session starts empty, whatever cookie came with it, and is never
-    written back, so a browser's own cookie is left as it was.
+    /api/v1/ a request's session is an AgentSession, whatever cookie came with it, and
+    is never written back, so a browser's own cookie is left as it was. A request that
+    sent no cookie gets an empty session without the signer being built, and an empty
+    session nothing changed saves without its cookie's settings being looked up.
     """
 
     PREFIX = "/api/v1/"
@@ -57,12 +73,16 @@ class PagesOnlySessions(SecureCookieSessionInterface):
         # cookie -> (the keys that verified it, when it was signed, its payload)
         self._verified: dict[str, tuple[tuple, int, dict[str, Any]]] = {}
 
+    def is_null_session(self, obj: object) -> bool:
+        return isinstance(obj, AgentSession) or super().is_null_session(obj)  # never saved
+
     def open_session(self, app, request):
         if request.path.startswith(self.PREFIX):
-            return self.session_class()
+            return AgentSession()
         value = request.cookies.get(self.get_cookie_name(app))
         if not value or not app.secret_key:
-            return super().open_session(app, request)
+            # No cookie: an empty session, as Flask's would be, without building its signer.
+            return self.session_class() if app.secret_key else None
         keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
         max_age = int(app.permanent_session_lifetime.total_seconds())
         known = self._verified.get(value)
@@ -83,7 +103,9 @@ class PagesOnlySessions(SecureCookieSessionInterface):
         return self.session_class(data)
 
     def save_session(self, app, session, response) -> None:
-        if request.path.startswith(self.PREFIX):
+        if not session and not session.modified:  # as Flask's: only `Vary`, no cookie
+            if session.accessed:
+                response.vary.add("Cookie")
             return
         super().save_session(app, session, response)
 
@@ -106,6 +128,19 @@ class RememberingCSRF(CSRFProtect):
 
     def init_app(self, app) -> None:
         super().init_app(app)
+        config = app.config
+
+        def protect_unless_agents() -> None:
+            """flask-wtf's check before every request, less an agent's: under /api/v1/
+            no cookie counts (AgentSession), so there is no browser's authority to forge."""
+            if agents_request():
+                return
+            if config["WTF_CSRF_ENABLED"] and config["WTF_CSRF_CHECK_DEFAULT"]:
+                self.protect(apply_exemptions=True)
+
+        hooks = app.before_request_funcs[None]  # flask-wtf's check, put in as its last
+        (theirs,) = [i for i, hook in enumerate(hooks) if hook.__name__ == "csrf_protect"]
+        hooks[theirs] = protect_unless_agents
         app.jinja_env.globals["csrf_token"] = self.signed_token
         app.context_processor(lambda: {"csrf_token": self.signed_token})
 
