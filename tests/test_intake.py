@@ -5,8 +5,9 @@ import json
 import threading
 import time
 
+import pytest
 import rfc8785
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from review.audit.verify import verify_chain
 from review.models import Deferral
@@ -184,6 +185,35 @@ def test_the_pending_cap_holds_exactly_under_concurrent_requests(make_app, agent
     assert sorted(statuses) == [202] * 5 + [429] * 11
     with svc.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Deferral)) == 5
+        assert verify_chain(session).ok
+
+
+def test_an_intake_waits_for_a_place_taken_meanwhile_and_writes_nothing(make_app, agent, svc):
+    """PostgreSQL: the last place under the cap, taken by a transaction not yet committed
+    (another intake's), is waited for and counted: the intake is refused whole (429, no
+    deferral, no event)."""
+    if svc.db.is_sqlite:
+        pytest.skip("SQLite's intake reads the count under the writer lock")
+    app = make_app(agent_rate=0, agent_max_pending=1)
+    before = len(audit_events(svc))
+    other = svc.db.engine.connect()  # another intake's place, not yet committed
+    other.execute(text("UPDATE agents SET undecided = undecided + 1"))
+    answers: list[int] = []
+    sending = threading.Thread(target=lambda: answers.append(agent.on(app).defer().status_code))
+    sending.start()
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with svc.db.autocommit() as conn:  # each read its own transaction: a fresh snapshot
+        wait_for(lambda: conn.execute(waiting).scalar() > 0, timeout=10, message="the row lock")
+    other.commit()
+    other.close()
+    sending.join()
+    assert answers == [429]
+    assert [e.event_type for e in audit_events(svc)[before:]] == ["request.refused"]
+    with svc.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Deferral)) == 0
         assert verify_chain(session).ok
 
 
