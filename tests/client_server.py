@@ -1,8 +1,11 @@
 """A real Countersign for the client's tests (loaded with `pytest_plugins`).
 
-`countersign_server`: `gunicorn app:app` and `flask --app app worker` as subprocesses on the
-test's database and Redis, callbacks to loopback allowed, no request-rate limit. The web
-server can be stopped and started again on the same port while a client waits.
+`countersign_server`: `gunicorn app:app` as a subprocess on the test's database and Redis,
+callbacks to loopback allowed, no request-rate limit. The web server can be stopped and
+started again on the same port while a client waits. `countersign_worker`: the same, with
+`flask --app app worker` beside it, for the tests of what the worker does (callbacks).
+Nothing else the client meets needs the worker (wake-ups go over Redis, tests decide and
+expire in process), and a worker is a second app start-up per test: about a second of CPU.
 `DroppingProxy`: a TCP proxy that lets requests through but drops the first answers, as a
 network that fails after the service has acted.
 """
@@ -26,7 +29,8 @@ from tests.helpers import ROOT, app_environment, free_port, wait_for
 
 
 class CountersignServer:
-    """gunicorn (one gthread worker) and the rq worker, on one port kept across restarts."""
+    """gunicorn (one gthread worker) and, when asked, the rq worker, on one port kept across
+    restarts."""
 
     def __init__(self, env: dict[str, str], log_dir: Path):
         self.env = env
@@ -116,7 +120,7 @@ def countersign_settings() -> dict[str, str]:
 def countersign_server(
     settings_overrides, countersign_settings, tmp_path
 ) -> Iterator[CountersignServer]:
-    """Countersign served on a free port, with its worker, on this test's databases."""
+    """Countersign served on a free port (gunicorn, no worker), on this test's databases."""
     env = app_environment(
         settings_overrides,
         COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS="1",
@@ -126,10 +130,16 @@ def countersign_server(
     server = CountersignServer(env, tmp_path)
     try:
         server.start_web()
-        server.start_worker()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def countersign_worker(countersign_server) -> CountersignServer:
+    """countersign_server with its rq worker running too (stopped with the server)."""
+    countersign_server.start_worker()
+    return countersign_server
 
 
 class DroppingProxy:

@@ -1,5 +1,5 @@
 """The client's framework adapters (OpenAI Agents SDK, LangGraph): their examples run as
-programs against a real Countersign (gunicorn and its worker) while a reviewer decides
+programs against a real Countersign (gunicorn) while a reviewer decides
 through the domain; and, without a server, what the adapters decide from a deferral."""
 
 from __future__ import annotations

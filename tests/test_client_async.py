@@ -1,5 +1,5 @@
 """AsyncCountersign does what Countersign does, awaited: against a real Countersign
-(gunicorn and its worker), the gate, the decorator on coroutines, endings, a lost answer
+(gunicorn), the gate, the decorator on coroutines, endings, a lost answer
 and a restart while waiting."""
 
 from __future__ import annotations

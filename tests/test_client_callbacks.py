@@ -23,7 +23,7 @@ OTHER_SECRET = "whsec_b3RoZXItb3RoZXItb3RoZXItb3RoZXItb3RoZXI="
 
 
 def test_it_verifies_the_callbacks_a_worker_delivers_of_every_kind(
-    countersign_server, make_agent, receiver_factory, svc
+    countersign_worker, make_agent, receiver_factory, svc
 ):
     receiver = receiver_factory()
     agent = make_agent(callback_url=receiver.url, allow_private_callbacks=True)
@@ -32,7 +32,7 @@ def test_it_verifies_the_callbacks_a_worker_delivers_of_every_kind(
         events = [verify_callback(agent.secret, h, body) for h, body, _ in receiver.requests]
         return list({e["webhook_id"]: e for e in events}.values())
 
-    with Countersign(countersign_server.base_url, agent=agent.slug, secret=agent.secret) as cs:
+    with Countersign(countersign_worker.base_url, agent=agent.slug, secret=agent.secret) as cs:
         d = cs.defer(tool="crm.note", args={"text": "hi"}, summary="Note", on_behalf_of="alice")
         decide_now(svc, reviewer(svc), d.id, "approve")
         wait_for(lambda: len(delivered()) == 1, timeout=30, message="no deferral.decided")

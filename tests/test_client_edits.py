@@ -1,5 +1,5 @@
-"""The Python client with an edited approval, against a real Countersign (gunicorn and its
-worker): the gate and the decorator run the approved (edited) arguments, and the
+"""The Python client with an edited approval, against a real Countersign (gunicorn): the
+gate and the decorator run the approved (edited) arguments, and the
 execution they report carries the approved digest."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The client's gate and decorator run an action only with a valid approval of exactly it,
-against a real Countersign (gunicorn and its worker); and, without a server, the checks
+against a real Countersign (gunicorn); and, without a server, the checks
 and the call binding they rely on."""
 
 from __future__ import annotations

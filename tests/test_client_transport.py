@@ -1,6 +1,6 @@
 """The client's requests: signed as the service checks them, retried as the same request
 when an answer is lost, long-polls that outlive a restart, errors by their meaning, and
-the service's own action digest. Against a real Countersign (gunicorn and its worker),
+the service's own action digest. Against a real Countersign (gunicorn),
 and, for what needs no server, on its own."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""schemathesis against a running Countersign (gunicorn and its worker, tests/client_server.py):
+"""schemathesis against a running Countersign (gunicorn, tests/client_server.py):
 requests generated from the served document, each signed with a real agent's secret as an
 agent signs it (PROTOCOL.md section 2), answered without a 5xx, with a documented status,
 content type, headers and body; and a deferral the document calls valid is accepted."""
@@ -102,7 +102,7 @@ def exercise(
     return seen
 
 
-@pytest.mark.timeout(300)  # gunicorn and the worker start and stop: slow on a busy machine
+@pytest.mark.timeout(300)  # gunicorn starts and stops: slow on a busy machine
 def test_signed_generated_requests_get_documented_answers_and_never_a_5xx(
     countersign_server, svc, agent
 ):
