@@ -16,6 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 from werkzeug.serving import make_server
 
+from tests.helpers import SERVER_POLL_SECONDS
+
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"  # the people fixture's
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -59,7 +61,9 @@ def _closing_bodies(app):
 def live_server(app, port: int = 0) -> Iterator[str]:
     """`app` served on 127.0.0.1 (on `port`, or on a free one); yields its base URL."""
     server = make_server("127.0.0.1", port, _closing_bodies(app), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": SERVER_POLL_SECONDS}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

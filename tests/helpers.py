@@ -19,6 +19,10 @@ from typing import Any
 from review.signing import sign_headers
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: where `flask --app app` runs
+# How often the tests' own HTTP servers (receivers, stand-ins, live servers) look for a
+# shutdown: shutdown() waits for serve_forever's next look, 0.5 s apart by default, and
+# many tests close one or more of them.
+SERVER_POLL_SECONDS = 0.05
 
 REFUND: dict[str, Any] = {
     "action": {"tool": "billing.refund", "args": {"invoice": "INV-1", "amount": 740}},
