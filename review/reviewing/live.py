@@ -72,8 +72,9 @@ class Arrivals:
     A request only notes its arrival after its commit (`note`: a number and a put on a
     C queue, no round trip); the thread, woken, gathers arrivals for `GATHER_SECONDS`
     and sends one INCR for however many it has, so the counter moves after each
-    commit, once for many. A poll this process answers first sends what is noted and not yet sent
-    (`send_noted`), so it never misses a deferral this process received. Losing Redis
+    commit, once for many. A page or a poll this process answers first sends what is
+    noted and not yet sent (`version_after_arrivals`), so a poll never misses a deferral
+    this process received, nor is sent one its page already shows. Losing Redis
     loses the notices (logged), never an intake. The thread starts at the first
     arrival (again in a forked child, which has no thread of its parent's).
     """
@@ -176,6 +177,14 @@ def version(client: redis.Redis) -> int:
         return int(client.get(redis_keys.LIVE_VERSION) or 0)
     except redis.RedisError:
         return -1
+
+
+def version_after_arrivals(arrivals: Arrivals, client: redis.Redis) -> int:
+    """`version`, read once this process's noted arrivals are sent: what a page or a poll
+    then reads from the database holds every deferral this process received up to that
+    number, so its next poll is not sent a change it already shows (or misses one)."""
+    arrivals.send_noted()
+    return version(client)
 
 
 def changed_since(client: redis.Redis, since: int, ids: list[str]) -> list[str] | None:

@@ -88,7 +88,8 @@ def _batch_page(svc, filters: dict[str, str], claimed: claims.Batch | None = Non
     held for undo, which also say whether one's window has closed meanwhile. Only then
     are those taken into effect and the page read again (it was a read of its own before
     every page, for what is almost never there)."""
-    version = live.version(svc.redis.client())  # before the reads: no change falls between
+    # Before the reads: no change falls between.
+    version = live.version_after_arrivals(svc.arrivals, svc.redis.client())
     now = utcnow()
     if claimed is not None and not svc.db.is_sqlite:
         items, context, due = _claimed_cards(svc, claimed, now)

@@ -56,9 +56,8 @@ def batch():
     # own doing and needs no news.
     ids = [i for i in request.args.get("ids", "").split(",") if i][:MAX_IDS]
     svc = current_services()
-    svc.arrivals.send_noted()  # none that this process received is missed
     client = svc.redis.client()
-    now = live.version(client)
+    now = live.version_after_arrivals(svc.arrivals, client)
     if now == since and now >= 0:
         return "", 204
     changed = live.changed_since(client, since, ids) if since >= 0 and now >= 0 else ids
@@ -116,9 +115,8 @@ def queue():
     since = _number(request.args.get("v"))
     rendered_at = _number(request.args.get("t"))
     svc = current_services()
-    svc.arrivals.send_noted()  # none that this process received is missed
     client = svc.redis.client()
-    version = live.version(client)
+    version = live.version_after_arrivals(svc.arrivals, client)
     fresh = 0 <= time.time() - rendered_at < QUEUE_REFRESH_SECONDS
     if version == since and version >= 0 and fresh:
         return "", 204

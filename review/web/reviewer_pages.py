@@ -130,7 +130,8 @@ def queue():
     svc = current_services()
     flt = queue_reads.QueueFilter.parse(request.args)
     partial = is_htmx()
-    version = live.version(svc.redis.client())  # before the read: no change falls between
+    # Before the read: no change falls between.
+    version = live.version_after_arrivals(svc.arrivals, svc.redis.client())
     with svc.db.read() as db:
         page = queue_reads.queue_page(
             db,
