@@ -50,7 +50,7 @@ from sqlalchemy import event
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REDIS, database  # noqa: E402
-from bench.reviewer_flow import DatabaseCpu  # noqa: E402
+from bench.database_cpu import DatabaseCpu  # noqa: E402
 from review.agents.registry import create_agent  # noqa: E402
 from review.app_factory import create_app  # noqa: E402
 from review.db import Database  # noqa: E402

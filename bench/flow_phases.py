@@ -15,7 +15,7 @@ each batch's are taken into effect between batches, as decision_cost does. `--tr
 runs another checkout's code (e.g. `git archive main | tar -x -C DIR`), for a before
 and after in one minute. `--db postgres` runs it on a throwaway PostgreSQL database
 (BENCH_POSTGRES_URL's server), and prints the database's backends' CPU per decision too
-(bench/reviewer_flow.py DatabaseCpu), which this thread's timers do not include. Uses
+(bench/database_cpu.py), which this thread's timers do not include. Uses
 BENCH_REDIS_URL. docs/REVIEWING.md has the figures.
 """
 
@@ -101,7 +101,8 @@ def main() -> None:
     sys.path.insert(0, str(args.tree.resolve()))
     from bench import decision_cost
     from bench.common import database
-    from bench.reviewer_flow import LIVE_CARD, DatabaseCpu
+    from bench.database_cpu import DatabaseCpu
+    from bench.reviewer_flow import LIVE_CARD
     from review.models import utcnow
     from review.reviewing.taking_effect import take_effect_due
 

@@ -15,7 +15,7 @@ diff) from one agent whose quotas are counted but out of reach; the baseline par
 the same JSON and inserts it as one row. Targets (issue 3): intake keeps at least half the
 baseline's throughput, and p99 stays under 50 ms at 8 concurrent clients; issue 20 raised
 them to 0.60 and 35 ms. On PostgreSQL each round also shows its database backends' CPU
-per request (`db CPU`, /proc/<pid>/schedstat as bench/reviewer_flow.py reads it): they
+per request (`db CPU`, /proc/<pid>/schedstat, bench/database_cpu.py): they
 run on the same cores as the servers, and a server's own CPU does not include them.
 
 `--policy N` measures the cost of a big policy instead (issue 16): intake with the
@@ -52,7 +52,7 @@ from bench.common import (  # noqa: E402
     server_settings,
     use_server_options,
 )
-from bench.reviewer_flow import DatabaseCpu  # noqa: E402
+from bench.database_cpu import DatabaseCpu  # noqa: E402
 from review.signing import sign_headers  # noqa: E402
 
 BODY = {
