@@ -7,7 +7,6 @@ otherwise a browser Playwright downloaded earlier, if there is one.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 from werkzeug.serving import make_server
 
-from tests.helpers import SERVER_POLL_SECONDS
+from tests.helpers import serve_in_background
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"  # the people fixture's
@@ -61,10 +60,7 @@ def _closing_bodies(app):
 def live_server(app, port: int = 0) -> Iterator[str]:
     """`app` served on 127.0.0.1 (on `port`, or on a free one); yields its base URL."""
     server = make_server("127.0.0.1", port, _closing_bodies(app), threaded=True)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": SERVER_POLL_SECONDS}, daemon=True
-    )
-    thread.start()
+    thread = serve_in_background(server)
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:

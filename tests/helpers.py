@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,10 +20,19 @@ from typing import Any
 from review.signing import sign_headers
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: where `flask --app app` runs
-# How often the tests' own HTTP servers (receivers, stand-ins, live servers) look for a
-# shutdown: shutdown() waits for serve_forever's next look, 0.5 s apart by default, and
-# many tests close one or more of them.
-SERVER_POLL_SECONDS = 0.05
+
+
+def serve_in_background(server: Any) -> threading.Thread:
+    """Run a socketserver-style `server` (the tests' receivers, stand-ins and live
+    servers) on a daemon thread, looking for a shutdown every 0.05 s: shutdown() waits
+    for serve_forever's next look, 0.5 s apart by default, and many tests close one or
+    more of them."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    return thread
+
 
 REFUND: dict[str, Any] = {
     "action": {"tool": "billing.refund", "args": {"invoice": "INV-1", "amount": 740}},

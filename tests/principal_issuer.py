@@ -8,7 +8,6 @@ leaves the JWKS) and counts the requests it answered, so tests can see the cache
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from tests.helpers import SERVER_POLL_SECONDS
+from tests.helpers import serve_in_background
 
 AUDIENCE = "countersign-test"
 
@@ -61,12 +60,7 @@ class Issuer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": SERVER_POLL_SECONDS},
-            daemon=True,
-        )
-        self.thread.start()
+        self.thread = serve_in_background(self.server)
 
     def jwks(self) -> dict[str, Any]:
         public = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))

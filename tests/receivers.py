@@ -1,10 +1,9 @@
 """A real HTTP receiver for callbacks: answers from a script and keeps what it got."""
 
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.helpers import SERVER_POLL_SECONDS
+from tests.helpers import serve_in_background
 
 
 class Receiver:
@@ -35,12 +34,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": SERVER_POLL_SECONDS},
-            daemon=True,
-        )
-        self.thread.start()
+        self.thread = serve_in_background(self.server)
 
     def close(self):
         self.server.shutdown()

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tests.helpers import SERVER_POLL_SECONDS
+from tests.helpers import serve_in_background
 
 TOKEN = "xoxb-1234-5678-standin"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -86,12 +86,7 @@ class SlackStandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.api_url = f"{self.url}/api/"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": SERVER_POLL_SECONDS},
-            daemon=True,
-        )
-        self.thread.start()
+        self.thread = serve_in_background(self.server)
 
     def close(self) -> None:
         self.server.shutdown()

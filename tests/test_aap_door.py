@@ -41,7 +41,7 @@ from review.models import AuditEvent, Deferral, Execution, OutboxEvent
 from review.reviewing.claims import claim_batch
 from review.reviewing.decisions import decide
 from review.reviewing.expiry import expire_due
-from tests.helpers import Browser, free_port, reviewer
+from tests.helpers import Browser, free_port, reviewer, serve_in_background
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTE = {"tool": "notes.write", "arguments": {"note": "hello", "weight": 1.50}, "timeout": "10m"}
@@ -518,7 +518,7 @@ class ServedReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/aap/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_background(self.server)
 
     def run(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
